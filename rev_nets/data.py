@@ -138,8 +138,16 @@ _OTHER_IDX = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 _IDX_CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
     "fashion_mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
 }
 
@@ -388,7 +396,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         if module.startswith("numpy.core"):
-            module = "numpy._core" + module[len("numpy.core"):]
+            module = "numpy._core" + module[len("numpy.core") :]
         return super().find_class(module, name)
 
 
@@ -499,7 +507,9 @@ def _cifar_class_names(name: str, blob: tuple[str, object], key: str, num_classe
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
 
 
-def _cifar_batch(name: str, blob: tuple[str, object], labels_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(
+    name: str, blob: tuple[str, object], labels_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Validated (uint8 (n, 3072) pixel rows, int32 (n,) labels) from one CIFAR batch pickle."""
     where, obj = blob
     batch = _str_keys(where, name, obj)
@@ -515,9 +525,7 @@ def _cifar_batch(name: str, blob: tuple[str, object], labels_key: str, num_class
     except (TypeError, ValueError):
         raise DataError(f"{_DISPLAY[name]} file {where} has non-integer {labels_key!r}; {fix}.") from None
     if labels.shape != (len(data),):
-        raise DataError(
-            f"{_DISPLAY[name]} file {where} has {labels.size} {labels_key} for {len(data)} images; {fix}."
-        )
+        raise DataError(f"{_DISPLAY[name]} file {where} has {labels.size} {labels_key} for {len(data)} images; {fix}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
         raise DataError(
@@ -636,7 +644,7 @@ def split_validation(ds: Dataset, num_validation: int, seed: int) -> tuple[Datas
         )
     order = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = np.sort(order[:num_validation]), np.sort(order[num_validation:])
-    take = lambda idx: Dataset(ds.images[idx], ds.labels[idx], ds.class_names)  # noqa: E731
+    take = lambda idx: Dataset(ds.images[idx], ds.labels[idx], ds.class_names)
     return take(train_idx), take(val_idx)
 
 

@@ -15,210 +15,213 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-Pool = Literal["max", "avg", None]
+Pool = Literal["max", "avg"] | None
 Padding = Union[Literal["SAME", "VALID"], tuple[tuple[int, int], tuple[int, int]]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
-  """A dense layer; its input is flattened first, so it can follow a conv."""
+    """A dense layer; its input is flattened first, so it can follow a conv."""
 
-  features: int
-  pool: Pool = None  # Dense layers never pool; the field keeps one protocol.
+    features: int
+    pool: Pool = None  # Dense layers never pool; the field keeps one protocol.
 
-  def __post_init__(self):
-    if self.features < 1:
-      raise ValueError(f"Dense features must be positive, got {self.features}; pass e.g. features=1024.")
-    if self.pool is not None:
-      raise ValueError("Dense layers cannot pool; use pool=None, or pool in a Conv layer.")
+    def __post_init__(self):
+        if self.features < 1:
+            raise ValueError(f"Dense features must be positive, got {self.features}; pass e.g. features=1024.")
+        if self.pool is not None:
+            raise ValueError("Dense layers cannot pool; use pool=None, or pool in a Conv layer.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
-  """A 2-D convolution on NHWC inputs, optionally followed by 2-D pooling.
+    """A 2-D convolution on NHWC inputs, optionally followed by 2-D pooling.
 
-  Pooling windows are non-overlapping (``pool_size`` x ``pool_size``, stride
-  equal to the window), which is what makes unpooling an exact right inverse.
-  """
+    Pooling windows are non-overlapping (``pool_size`` x ``pool_size``, stride
+    equal to the window), which is what makes unpooling an exact right inverse.
+    """
 
-  features: int
-  kernel_size: tuple[int, int] = (3, 3)
-  strides: tuple[int, int] = (1, 1)
-  padding: Padding = "SAME"
-  pool: Pool = None
-  pool_size: int = 2
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+    padding: Padding = "SAME"
+    pool: Pool = None
+    pool_size: int = 2
 
-  def __post_init__(self):
-    if self.features < 1:
-      raise ValueError(f"Conv features must be positive, got {self.features}; pass e.g. features=64.")
-    if self.pool not in ("max", "avg", None):
-      raise ValueError(f"Conv pool must be 'max', 'avg' or None, got {self.pool!r}.")
-    if self.pool_size < 1:
-      raise ValueError(f"Conv pool_size must be positive, got {self.pool_size}.")
+    def __post_init__(self):
+        if self.features < 1:
+            raise ValueError(f"Conv features must be positive, got {self.features}; pass e.g. features=64.")
+        if self.pool not in ("max", "avg", None):
+            raise ValueError(f"Conv pool must be 'max', 'avg' or None, got {self.pool!r}.")
+        if self.pool_size < 1:
+            raise ValueError(f"Conv pool_size must be positive, got {self.pool_size}.")
 
 
 Layer = Union[Dense, Conv]
 
 
 class Hidden(NamedTuple):
-  """One hidden layer's output as recorded by the forward pass.
+    """One hidden layer's output as recorded by the forward pass.
 
-  ``h`` is the layer's output after pooling (before any dropout);
-  ``switches`` are the max-pooling winners (index within each window, int32,
-  same shape as ``h``) or ``None`` for layers that do not max-pool.
-  """
+    ``h`` is the layer's output after pooling (before any dropout);
+    ``switches`` are the max-pooling winners (index within each window, int32,
+    same shape as ``h``) or ``None`` for layers that do not max-pool.
+    """
 
-  h: jax.Array
-  switches: jax.Array | None
+    h: jax.Array
+    switches: jax.Array | None
 
 
 # ----------------------------------------------------------------- shapes --
 
 
 def pre_pool_shape(layer: Layer, in_shape: Sequence[int]) -> tuple[int, ...]:
-  """Per-example shape of ``A h`` for an input of per-example ``in_shape``."""
-  if isinstance(layer, Dense):
-    return (layer.features,)
-  if len(in_shape) != 3:
-    raise ValueError(f"A Conv layer needs (height, width, channels) inputs, got per-example shape {tuple(in_shape)}.")
-  out_hw = lax.conv_general_shape_tuple(
-      (1, in_shape[2], in_shape[0], in_shape[1]),
-      (layer.features, in_shape[2], *layer.kernel_size),
-      layer.strides,
-      _lax_padding(layer, in_shape),
-      ("NCHW", "OIHW", "NCHW"),
-  )[2:]
-  return (*(int(d) for d in out_hw), layer.features)
+    """Per-example shape of ``A h`` for an input of per-example ``in_shape``."""
+    if isinstance(layer, Dense):
+        return (layer.features,)
+    if len(in_shape) != 3:
+        raise ValueError(
+            f"A Conv layer needs (height, width, channels) inputs, got per-example shape {tuple(in_shape)}."
+        )
+    out_hw = lax.conv_general_shape_tuple(
+        (1, in_shape[2], in_shape[0], in_shape[1]),
+        (layer.features, in_shape[2], *layer.kernel_size),
+        layer.strides,
+        _lax_padding(layer, in_shape),
+        ("NCHW", "OIHW", "NCHW"),
+    )[2:]
+    return (*(int(d) for d in out_hw), layer.features)
 
 
 def out_shape(layer: Layer, in_shape: Sequence[int]) -> tuple[int, ...]:
-  """Per-example shape of the layer's output (after pooling)."""
-  shape = pre_pool_shape(layer, in_shape)
-  if layer.pool is None:
-    return shape
-  height, width, channels = shape
-  p = layer.pool_size
-  if height % p or width % p:
-    raise ValueError(
-        f"{layer.pool} pooling of size {p} needs spatial sizes divisible by {p}, got {height}x{width}; "
-        "change the input size, padding or pool_size."
-    )
-  return (height // p, width // p, channels)
+    """Per-example shape of the layer's output (after pooling)."""
+    shape = pre_pool_shape(layer, in_shape)
+    if layer.pool is None:
+        return shape
+    height, width, channels = shape
+    p = layer.pool_size
+    if height % p or width % p:
+        raise ValueError(
+            f"{layer.pool} pooling of size {p} needs spatial sizes divisible by {p}, got {height}x{width}; "
+            "change the input size, padding or pool_size."
+        )
+    return (height // p, width // p, channels)
 
 
 def fan_in(layer: Layer, in_shape: Sequence[int]) -> int:
-  """Number of terms in one output unit's sum: the input size, or kh*kw*c_in."""
-  if isinstance(layer, Dense):
-    return math.prod(in_shape)
-  return layer.kernel_size[0] * layer.kernel_size[1] * in_shape[-1]
+    """Number of terms in one output unit's sum: the input size, or kh*kw*c_in."""
+    if isinstance(layer, Dense):
+        return math.prod(in_shape)
+    return layer.kernel_size[0] * layer.kernel_size[1] * in_shape[-1]
 
 
 def weight_shape(layer: Layer, in_shape: Sequence[int]) -> tuple[int, ...]:
-  """Shape of ``w``: (fan_in, features) dense, (kh, kw, c_in, features) conv."""
-  if isinstance(layer, Dense):
-    return (math.prod(in_shape), layer.features)
-  return (*layer.kernel_size, in_shape[-1], layer.features)
+    """Shape of ``w``: (fan_in, features) dense, (kh, kw, c_in, features) conv."""
+    if isinstance(layer, Dense):
+        return (math.prod(in_shape), layer.features)
+    return (*layer.kernel_size, in_shape[-1], layer.features)
 
 
 def _lax_padding(layer: Conv, in_shape: Sequence[int]):
-  if isinstance(layer.padding, str):
-    return lax.padtype_to_pads(in_shape[:2], layer.kernel_size, layer.strides, layer.padding)
-  return layer.padding
+    if isinstance(layer.padding, str):
+        return lax.padtype_to_pads(in_shape[:2], layer.kernel_size, layer.strides, layer.padding)
+    return layer.padding
 
 
 # ------------------------------------------------------------------- init --
 
 
 def init(key: jax.Array, layer: Layer, in_shape: Sequence[int]) -> dict[str, jax.Array]:
-  """He-normal weights (variance 2 / fan_in, i.i.d. Gaussian) and zero bias."""
-  std = math.sqrt(2.0 / fan_in(layer, in_shape))
-  w = std * jax.random.normal(key, weight_shape(layer, in_shape), jnp.float32)
-  return {"w": w, "b": jnp.zeros((layer.features,), jnp.float32)}
+    """He-normal weights (variance 2 / fan_in, i.i.d. Gaussian) and zero bias."""
+    std = math.sqrt(2.0 / fan_in(layer, in_shape))
+    w = std * jax.random.normal(key, weight_shape(layer, in_shape), jnp.float32)
+    return {"w": w, "b": jnp.zeros((layer.features,), jnp.float32)}
 
 
 # ---------------------------------------------------------------- forward --
 
 
 def linear(layer: Layer, w: jax.Array, h: jax.Array) -> jax.Array:
-  """The layer's linear map ``A h`` on a batch (no bias): what gets transposed."""
-  if isinstance(layer, Dense):
-    return h.reshape(h.shape[0], -1) @ w
-  return lax.conv_general_dilated(
-      h,
-      w,
-      window_strides=layer.strides,
-      padding=_lax_padding(layer, h.shape[1:]),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
+    """The layer's linear map ``A h`` on a batch (no bias): what gets transposed."""
+    if isinstance(layer, Dense):
+        return h.reshape(h.shape[0], -1) @ w
+    return lax.conv_general_dilated(
+        h,
+        w,
+        window_strides=layer.strides,
+        padding=_lax_padding(layer, h.shape[1:]),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
 
 
 def _windows(layer: Conv, z: jax.Array) -> jax.Array:
-  """(B, H, W, C) -> (B, H/p, W/p, C, p*p): each pooling window on the last axis."""
-  b, height, width, c = z.shape
-  p = layer.pool_size
-  z = z.reshape(b, height // p, p, width // p, p, c)
-  return z.transpose(0, 1, 3, 5, 2, 4).reshape(b, height // p, width // p, c, p * p)
+    """(B, H, W, C) -> (B, H/p, W/p, C, p*p): each pooling window on the last axis."""
+    b, height, width, c = z.shape
+    p = layer.pool_size
+    z = z.reshape(b, height // p, p, width // p, p, c)
+    return z.transpose(0, 1, 3, 5, 2, 4).reshape(b, height // p, width // p, c, p * p)
 
 
 def _unwindows(layer: Conv, z: jax.Array) -> jax.Array:
-  """Inverse of ``_windows``."""
-  b, hp, wp, c, _ = z.shape
-  p = layer.pool_size
-  z = z.reshape(b, hp, wp, c, p, p).transpose(0, 1, 4, 2, 5, 3)
-  return z.reshape(b, hp * p, wp * p, c)
+    """Inverse of ``_windows``."""
+    b, hp, wp, c, _ = z.shape
+    p = layer.pool_size
+    z = z.reshape(b, hp, wp, c, p, p).transpose(0, 1, 4, 2, 5, 3)
+    return z.reshape(b, hp * p, wp * p, c)
 
 
 def pool(layer: Layer, z: jax.Array) -> Hidden:
-  """Pools ``z`` and returns it with the max-pooling switches (if any)."""
-  if layer.pool is None:
-    return Hidden(z, None)
-  windows = _windows(layer, z)
-  if layer.pool == "avg":
-    return Hidden(windows.mean(-1), None)
-  switches = jnp.argmax(windows, axis=-1).astype(jnp.int32)
-  return Hidden(windows.max(-1), switches)
+    """Pools ``z`` and returns it with the max-pooling switches (if any)."""
+    if layer.pool is None:
+        return Hidden(z, None)
+    windows = _windows(layer, z)
+    if layer.pool == "avg":
+        return Hidden(windows.mean(-1), None)
+    switches = jnp.argmax(windows, axis=-1).astype(jnp.int32)
+    return Hidden(windows.max(-1), switches)
 
 
 def apply(layer: Layer, params: dict[str, jax.Array], h: jax.Array) -> Hidden:
-  """``pool(relu(A h + b))`` with the pooling switches."""
-  z = jax.nn.relu(linear(layer, params["w"], h) + params["b"])
-  return pool(layer, z)
+    """``pool(relu(A h + b))`` with the pooling switches."""
+    z = jax.nn.relu(linear(layer, params["w"], h) + params["b"])
+    return pool(layer, z)
 
 
 # ---------------------------------------------------------------- reverse --
 
 
 def unpool(layer: Layer, h: jax.Array, switches: jax.Array | None = None) -> jax.Array:
-  """A right inverse of pooling: ``pool(unpool(h)) == h`` for ``h >= 0``.
+    """A right inverse of pooling: ``pool(unpool(h)) == h`` for ``h >= 0``.
 
-  With switches (max pooling of a real input), each value goes back to the
-  position that won, zeros elsewhere. Without them (average pooling, or pure
-  generation with no real input), each value is copied to every position of
-  its window; the exact adjoint of average pooling would instead divide by
-  the window size and shrink every round trip by that factor.
-  """
-  if layer.pool is None:
-    return h
-  area = layer.pool_size**2
-  if switches is None or layer.pool == "avg":
-    spread = jnp.broadcast_to(h[..., None], (*h.shape, area))
-  else:
-    spread = h[..., None] * jax.nn.one_hot(switches, area, dtype=h.dtype)
-  return _unwindows(layer, spread)
+    With switches (max pooling of a real input), each value goes back to the
+    position that won, zeros elsewhere. Without them (average pooling, or pure
+    generation with no real input), each value is copied to every position of
+    its window; the exact adjoint of average pooling would instead divide by
+    the window size and shrink every round trip by that factor.
+    """
+    if layer.pool is None:
+        return h
+    area = layer.pool_size**2
+    if switches is None or layer.pool == "avg":
+        spread = jnp.broadcast_to(h[..., None], (*h.shape, area))
+    else:
+        spread = h[..., None] * jax.nn.one_hot(switches, area, dtype=h.dtype)
+    return _unwindows(layer, spread)
 
 
 def adjoint(layer: Layer, w: jax.Array, y: jax.Array, in_shape: Sequence[int]) -> jax.Array:
-  """``A^T y`` for a batch ``y``, from ``jax.linear_transpose`` of ``linear``.
+    """``A^T y`` for a batch ``y``, from ``jax.linear_transpose`` of ``linear``.
 
-  ``in_shape`` is the per-example input shape of the layer (the transpose
-  needs it: several input sizes can give the same strided output size).
-  """
-  primal = jax.ShapeDtypeStruct((y.shape[0], *in_shape), y.dtype)
-  (x,) = jax.linear_transpose(lambda h: linear(layer, w, h), primal)(y)
-  return x
+    ``in_shape`` is the per-example input shape of the layer (the transpose
+    needs it: several input sizes can give the same strided output size).
+    """
+    primal = jax.ShapeDtypeStruct((y.shape[0], *in_shape), y.dtype)
+    (x,) = jax.linear_transpose(lambda h: linear(layer, w, h), primal)(y)
+    return x

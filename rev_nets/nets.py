@@ -10,7 +10,7 @@ transpose it without seeing a real input.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,38 +22,38 @@ Params = dict  # {"hidden": [{"w", "b"}, ...], "head": {"w", "b"}}
 
 @dataclasses.dataclass(frozen=True)
 class Net:
-  """Hidden layers ``layers``, then a linear head with ``num_classes`` outputs."""
+    """Hidden layers ``layers``, then a linear head with ``num_classes`` outputs."""
 
-  layers: tuple[L.Layer, ...]
-  num_classes: int
-  input_shape: tuple[int, ...]
+    layers: tuple[L.Layer, ...]
+    num_classes: int
+    input_shape: tuple[int, ...]
 
-  def __post_init__(self):
-    if not self.layers:
-      raise ValueError("A Net needs at least one hidden layer.")
-    if self.num_classes < 2:
-      raise ValueError(f"num_classes must be at least 2, got {self.num_classes}.")
-    object.__setattr__(self, "layers", tuple(self.layers))
-    object.__setattr__(self, "input_shape", tuple(self.input_shape))
-    layer_shapes(self)  # Fails early, with the reason, on sizes that do not fit.
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("A Net needs at least one hidden layer.")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}.")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        layer_shapes(self)  # Fails early, with the reason, on sizes that do not fit.
 
-  @property
-  def depth(self) -> int:
-    """Number of hidden layers: valid generator source layers are 1..depth."""
-    return len(self.layers)
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers: valid generator source layers are 1..depth."""
+        return len(self.layers)
 
 
 def layer_shapes(net: Net) -> tuple[tuple[int, ...], ...]:
-  """Per-example shapes of layer 0 (input) .. layer ``depth``."""
-  shapes = [net.input_shape]
-  for layer in net.layers:
-    shapes.append(L.out_shape(layer, shapes[-1]))
-  return tuple(shapes)
+    """Per-example shapes of layer 0 (input) .. layer ``depth``."""
+    shapes = [net.input_shape]
+    for layer in net.layers:
+        shapes.append(L.out_shape(layer, shapes[-1]))
+    return tuple(shapes)
 
 
 def mnist_mlp(width: int = 1024, depth: int = 3, num_classes: int = 10) -> Net:
-  """The MNIST MLP: 784 - width x depth - classes (default 784-1024x3-10)."""
-  return Net(tuple(L.Dense(width) for _ in range(depth)), num_classes, (28, 28, 1))
+    """The MNIST MLP: 784 - width x depth - classes (default 784-1024x3-10)."""
+    return Net(tuple(L.Dense(width) for _ in range(depth)), num_classes, (28, 28, 1))
 
 
 def cifar_cnn(
@@ -62,30 +62,30 @@ def cifar_cnn(
     pool: L.Pool = "max",
     input_shape: tuple[int, int, int] = (32, 32, 3),
 ) -> Net:
-  """The CIFAR CNN: 3x3 SAME convs, each followed by 2x2 pooling, then a dense head."""
-  return Net(tuple(L.Conv(c, pool=pool) for c in channels), num_classes, input_shape)
+    """The CIFAR CNN: 3x3 SAME convs, each followed by 2x2 pooling, then a dense head."""
+    return Net(tuple(L.Conv(c, pool=pool) for c in channels), num_classes, input_shape)
 
 
 def init(key: jax.Array, net: Net) -> Params:
-  """Independent He-normal weights and zero biases for every layer and the head."""
-  keys = jax.random.split(key, net.depth + 1)
-  shapes = layer_shapes(net)
-  hidden = [L.init(k, layer, s) for k, layer, s in zip(keys, net.layers, shapes)]
-  head = L.init(keys[-1], L.Dense(net.num_classes), shapes[-1])
-  return {"hidden": hidden, "head": head}
+    """Independent He-normal weights and zero biases for every layer and the head."""
+    keys = jax.random.split(key, net.depth + 1)
+    shapes = layer_shapes(net)
+    hidden = [L.init(k, layer, s) for k, layer, s in zip(keys, net.layers, shapes)]
+    head = L.init(keys[-1], L.Dense(net.num_classes), shapes[-1])
+    return {"hidden": hidden, "head": head}
 
 
 def param_count(params: Params) -> int:
-  """Total number of scalars in ``params``."""
-  return sum(x.size for x in jax.tree_util.tree_leaves(params))
+    """Total number of scalars in ``params``."""
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
 def _check_input(net: Net, x: jax.Array) -> None:
-  if tuple(x.shape[1:]) != net.input_shape:
-    raise ValueError(
-        f"Input batch has per-example shape {tuple(x.shape[1:])} but the net expects {net.input_shape}; "
-        "pass a (batch, *input_shape) array."
-    )
+    if tuple(x.shape[1:]) != net.input_shape:
+        raise ValueError(
+            f"Input batch has per-example shape {tuple(x.shape[1:])} but the net expects {net.input_shape}; "
+            "pass a (batch, *input_shape) array."
+        )
 
 
 def forward(
@@ -96,26 +96,26 @@ def forward(
     key: jax.Array | None = None,
     dropout: float = 0.0,
 ) -> tuple[jax.Array, tuple[L.Hidden, ...]]:
-  """Logits and every hidden layer (with its pooling switches) for a batch.
+    """Logits and every hidden layer (with its pooling switches) for a batch.
 
-  Dropout (inverted, rate ``dropout``) acts on each hidden layer's output as
-  it enters the next layer; the recorded hiddens are taken before it, so they
-  are what the generator should start from.
-  """
-  _check_input(net, x)
-  if dropout and key is None:
-    raise ValueError("forward with dropout > 0 needs a PRNG key; pass key=jax.random.key(seed).")
-  if not 0.0 <= dropout < 1.0:
-    raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-  hiddens = []
-  h = x
-  for i, (layer, p) in enumerate(zip(net.layers, params["hidden"])):
-    hidden = L.apply(layer, p, h)
-    hiddens.append(hidden)
-    h = hidden.h
-    if dropout:
-      keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - dropout, h.shape)
-      h = jnp.where(keep, h / (1.0 - dropout), 0.0)
-  head = params["head"]
-  logits = L.linear(L.Dense(net.num_classes), head["w"], h) + head["b"]
-  return logits, tuple(hiddens)
+    Dropout (inverted, rate ``dropout``) acts on each hidden layer's output as
+    it enters the next layer; the recorded hiddens are taken before it, so they
+    are what the generator should start from.
+    """
+    _check_input(net, x)
+    if dropout and key is None:
+        raise ValueError("forward with dropout > 0 needs a PRNG key; pass key=jax.random.key(seed).")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    hiddens = []
+    h = x
+    for i, (layer, p) in enumerate(zip(net.layers, params["hidden"])):
+        hidden = L.apply(layer, p, h)
+        hiddens.append(hidden)
+        h = hidden.h
+        if dropout:
+            keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - dropout, h.shape)
+            h = jnp.where(keep, h / (1.0 - dropout), 0.0)
+    head = params["head"]
+    logits = L.linear(L.Dense(net.num_classes), head["w"], h) + head["b"]
+    return logits, tuple(hiddens)

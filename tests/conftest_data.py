@@ -91,19 +91,23 @@ def cifar10_files(n_per_batch: int = 10, seed: int = 0) -> tuple[dict[str, bytes
         rows = cifar_rows(n_per_batch, seed + i)
         labels = [int(v) for v in (np.arange(n_per_batch) + i) % 10]
         name = f"data_batch_{i}" if i <= 5 else "test_batch"
-        files[name] = pickled({
-            b"batch_label": f"batch {i}".encode(),
-            b"labels": labels,
-            b"data": rows,
-            b"filenames": [f"img_{i}_{j}.png".encode() for j in range(n_per_batch)],
-        })
+        files[name] = pickled(
+            {
+                b"batch_label": f"batch {i}".encode(),
+                b"labels": labels,
+                b"data": rows,
+                b"filenames": [f"img_{i}_{j}.png".encode() for j in range(n_per_batch)],
+            }
+        )
         rows_all.append(rows)
         labels_all.append(np.asarray(labels))
-    files["batches.meta"] = pickled({
-        b"num_cases_per_batch": n_per_batch,
-        b"label_names": [n.encode() for n in CIFAR10_NAMES],
-        b"num_vis": 3072,
-    })
+    files["batches.meta"] = pickled(
+        {
+            b"num_cases_per_batch": n_per_batch,
+            b"label_names": [n.encode() for n in CIFAR10_NAMES],
+            b"num_vis": 3072,
+        }
+    )
     arrays = {
         "train": (np.concatenate(rows_all[:5]), np.concatenate(labels_all[:5])),
         "test": (rows_all[5], labels_all[5]),
@@ -119,18 +123,22 @@ def cifar100_files(n_train: int = 40, n_test: int = 20, seed: int = 0) -> tuple[
         rows = cifar_rows(n, s)
         fine = rng.integers(0, 100, size=n)
         coarse = fine // 5
-        files[split] = pickled({
-            b"filenames": [f"{split}_{j}.png".encode() for j in range(n)],
-            b"batch_label": f"{split} batch".encode(),
-            b"fine_labels": [int(v) for v in fine],
-            b"coarse_labels": [int(v) for v in coarse],
-            b"data": rows,
-        })
+        files[split] = pickled(
+            {
+                b"filenames": [f"{split}_{j}.png".encode() for j in range(n)],
+                b"batch_label": f"{split} batch".encode(),
+                b"fine_labels": [int(v) for v in fine],
+                b"coarse_labels": [int(v) for v in coarse],
+                b"data": rows,
+            }
+        )
         arrays[split] = (rows, fine, coarse)
-    files["meta"] = pickled({
-        b"fine_label_names": [n.encode() for n in CIFAR100_FINE],
-        b"coarse_label_names": [n.encode() for n in CIFAR100_COARSE],
-    })
+    files["meta"] = pickled(
+        {
+            b"fine_label_names": [n.encode() for n in CIFAR100_FINE],
+            b"coarse_label_names": [n.encode() for n in CIFAR100_COARSE],
+        }
+    )
     return files, arrays
 
 

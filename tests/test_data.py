@@ -45,9 +45,9 @@ def one_sentence(message: str) -> bool:
 # ---------------------------------------------------------------------------
 # MNIST / Fashion-MNIST idx readers.
 
-IDX_LAYOUTS = [
-    ("mnist", sub) for sub in ("mnist", "MNIST", "mnist/raw", "MNIST/raw", ".")
-] + [("fashion_mnist", sub) for sub in ("fashion_mnist", "fashion-mnist", "FashionMNIST", "FashionMNIST/raw", ".")]
+IDX_LAYOUTS = [("mnist", sub) for sub in ("mnist", "MNIST", "mnist/raw", "MNIST/raw", ".")] + [
+    ("fashion_mnist", sub) for sub in ("fashion_mnist", "fashion-mnist", "FashionMNIST", "FashionMNIST/raw", ".")
+]
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
@@ -172,15 +172,20 @@ def test_bad_arguments_give_one_sentence(tmp_path):
 
 def test_missing_idx_files_name_files_folders_and_source(tmp_path):
     message = _raises(r"No MNIST test files found", data.load, "mnist", "test", str(tmp_path))
-    for part in ("t10k-images-idx3-ubyte(.gz)", "t10k-labels-idx1-ubyte(.gz)", str(tmp_path / "MNIST/raw"),
-                 "https://yann.lecun.com/exdb/mnist/", "--data_dir"):
+    for part in (
+        "t10k-images-idx3-ubyte(.gz)",
+        "t10k-labels-idx1-ubyte(.gz)",
+        str(tmp_path / "MNIST/raw"),
+        "https://yann.lecun.com/exdb/mnist/",
+        "--data_dir",
+    ):
         assert part in message
     message = _raises(r"No Fashion-MNIST train files found", data.load, "fashion_mnist", "train", str(tmp_path))
     assert "github.com/zalandoresearch/fashion-mnist" in message and str(tmp_path / "FashionMNIST") in message
 
 
 def test_idx_files_split_across_folders_are_missing(tmp_path):
-    images, labels = cd.write_idx_split(tmp_path / "mnist", "train", *cd.random_idx_split(5, 0), gz=True)
+    _images, labels = cd.write_idx_split(tmp_path / "mnist", "train", *cd.random_idx_split(5, 0), gz=True)
     labels.rename(tmp_path / labels.name)
     _raises(r"No MNIST train files found", data.load, "mnist", "train", str(tmp_path))
 
@@ -196,8 +201,13 @@ def test_cifar_folder_missing_a_batch_names_it(tmp_path):
     files, _ = cd.cifar10_files()
     del files["data_batch_3"]
     cd.write_folder(tmp_path / "cifar-10-batches-py", files)
-    _raises(r"cifar-10-batches-py lacks data_batch_3; re-download cifar-10-python.tar.gz",
-            data.load, "cifar10", "train", str(tmp_path))
+    _raises(
+        r"cifar-10-batches-py lacks data_batch_3; re-download cifar-10-python.tar.gz",
+        data.load,
+        "cifar10",
+        "train",
+        str(tmp_path),
+    )
     assert len(data.load("cifar10", "test", str(tmp_path)).labels) == 10  # test split does not need it
 
 
@@ -227,20 +237,30 @@ def _mnist_train(tmp_path, gz=False, n=20):
 def test_idx_wrong_magic(tmp_path):
     images_path, labels_path = _mnist_train(tmp_path)
     images_path.write_bytes(labels_path.read_bytes())
-    msg = _raises(r"train-images-idx3-ubyte has the wrong magic number 2049 \(expected 2051", data.load,
-                  "mnist", "train", str(tmp_path))
+    msg = _raises(
+        r"train-images-idx3-ubyte has the wrong magic number 2049 \(expected 2051",
+        data.load,
+        "mnist",
+        "train",
+        str(tmp_path),
+    )
     assert "yann.lecun.com" in msg
 
 
 def test_idx_truncated_data(tmp_path):
     images_path, _ = _mnist_train(tmp_path, n=20)
     images_path.write_bytes(images_path.read_bytes()[:-100])
-    _raises(r"is truncated: its header says 20 x 28 x 28 images \(15680 bytes\) but it holds 15580 bytes",
-            data.load, "mnist", "train", str(tmp_path))
+    _raises(
+        r"is truncated: its header says 20 x 28 x 28 images \(15680 bytes\) but it holds 15580 bytes",
+        data.load,
+        "mnist",
+        "train",
+        str(tmp_path),
+    )
 
 
 def test_idx_truncated_header_and_tiny_file(tmp_path):
-    images_path, labels_path = _mnist_train(tmp_path)
+    images_path, _labels_path = _mnist_train(tmp_path)
     images_path.write_bytes(images_path.read_bytes()[:10])
     _raises(r"truncated inside its header", data.load, "mnist", "train", str(tmp_path))
     images_path.write_bytes(b"\x00\x00")
@@ -250,30 +270,42 @@ def test_idx_truncated_header_and_tiny_file(tmp_path):
 def test_idx_extra_bytes_is_wrong_size(tmp_path):
     _, labels_path = _mnist_train(tmp_path)
     labels_path.write_bytes(labels_path.read_bytes() + b"\x00\x01")
-    _raises(r"train-labels-idx1-ubyte is the wrong size: its header says 20 labels", data.load,
-            "mnist", "train", str(tmp_path))
+    _raises(
+        r"train-labels-idx1-ubyte is the wrong size: its header says 20 labels",
+        data.load,
+        "mnist",
+        "train",
+        str(tmp_path),
+    )
 
 
 def test_idx_truncated_gzip(tmp_path):
     images_path, _ = _mnist_train(tmp_path, gz=True)
     images_path.write_bytes(images_path.read_bytes()[:-40])
-    _raises(r"train-images-idx3-ubyte.gz is a truncated or corrupt gzip file", data.load,
-            "mnist", "train", str(tmp_path))
+    _raises(
+        r"train-images-idx3-ubyte.gz is a truncated or corrupt gzip file", data.load, "mnist", "train", str(tmp_path)
+    )
 
 
 def test_idx_gz_name_without_gzip_content(tmp_path):
-    images_path, labels_path = _mnist_train(tmp_path, gz=True)
+    _images_path, labels_path = _mnist_train(tmp_path, gz=True)
     labels_path.write_bytes(gzip.decompress(labels_path.read_bytes()))
-    _raises(r"train-labels-idx1-ubyte.gz is not a gzip file despite its .gz name", data.load,
-            "mnist", "train", str(tmp_path))
+    _raises(
+        r"train-labels-idx1-ubyte.gz is not a gzip file despite its .gz name",
+        data.load,
+        "mnist",
+        "train",
+        str(tmp_path),
+    )
 
 
 def test_idx_label_out_of_range(tmp_path):
     images, labels = cd.random_idx_split(20, 0)
     labels[7] = 10
     cd.write_idx_split(tmp_path / "fashion_mnist", "test", images, labels, gz=True)
-    _raises(r"t10k-labels-idx1-ubyte.gz has label 10 out of range 0..9", data.load,
-            "fashion_mnist", "test", str(tmp_path))
+    _raises(
+        r"t10k-labels-idx1-ubyte.gz has label 10 out of range 0..9", data.load, "fashion_mnist", "test", str(tmp_path)
+    )
 
 
 def test_idx_count_mismatch(tmp_path):
@@ -308,19 +340,30 @@ def test_cifar_truncated_pickle_names_the_file(tmp_path):
 
 def test_cifar_pickle_with_foreign_objects_is_refused(tmp_path):
     _cifar10_with(tmp_path, "test_batch", pickle.dumps({b"data": collections.OrderedDict}, protocol=2))
-    _raises(r"test_batch is not a valid CIFAR pickle \(UnpicklingError: refusing to load collections.OrderedDict\)",
-            data.load, "cifar10", "test", str(tmp_path))
+    _raises(
+        r"test_batch is not a valid CIFAR pickle \(UnpicklingError: refusing to load collections.OrderedDict\)",
+        data.load,
+        "cifar10",
+        "test",
+        str(tmp_path),
+    )
 
 
 @pytest.mark.parametrize(
     "batch,match",
     [
         ([1, 2], r"holds a list, not the expected dict"),
-        ({b"data": np.zeros((10, 3072), np.float32), b"labels": [0] * 10}, r"'data' of float32 \(10, 3072\), expected uint8"),
+        (
+            {b"data": np.zeros((10, 3072), np.float32), b"labels": [0] * 10},
+            r"'data' of float32 \(10, 3072\), expected uint8",
+        ),
         ({b"data": np.zeros((10, 1024), np.uint8), b"labels": [0] * 10}, r"'data' of uint8 \(10, 1024\)"),
         ({b"data": np.zeros((10, 3072), np.uint8)}, r"has no 'labels' entry"),
         ({b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 9}, r"has 9 labels for 10 images"),
-        ({b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 9 + [10]}, r"label 10 in 'labels', out of range 0..9"),
+        (
+            {b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 9 + [10]},
+            r"label 10 in 'labels', out of range 0..9",
+        ),
         ({b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 9 + [-1]}, r"label -1 in 'labels'"),
         ({b"data": np.zeros((10, 3072), np.uint8), b"labels": ["a"] * 10}, r"non-integer 'labels'"),
     ],
@@ -343,8 +386,14 @@ def test_cifar100_coarse_label_out_of_range(tmp_path):
     files["test"] = pickle.dumps(d, protocol=2)
     cd.write_folder(tmp_path / "cifar-100-python", files)
     assert len(data.load("cifar100", "test", str(tmp_path)).labels) == 20  # fine labels are fine
-    _raises(r"label 20 in 'coarse_labels', out of range 0..19", data.load, "cifar100", "test", str(tmp_path),
-            label_mode="coarse")
+    _raises(
+        r"label 20 in 'coarse_labels', out of range 0..19",
+        data.load,
+        "cifar100",
+        "test",
+        str(tmp_path),
+        label_mode="coarse",
+    )
 
 
 def test_cifar_truncated_archive(tmp_path):
@@ -367,8 +416,13 @@ def test_md5_of_the_other_dataset_is_refused(tmp_path, monkeypatch):
     images_path, _ = _mnist_train(tmp_path, gz=True)
     digest = hashlib.md5(images_path.read_bytes()).hexdigest()
     monkeypatch.setitem(data._PUBLISHED_MD5["fashion_mnist"], "train-images-idx3-ubyte.gz", digest)
-    msg = _raises(r"is the published Fashion-MNIST file \(its md5 matches\), not MNIST; put the MNIST files in mnist/",
-                  data.load, "mnist", "train", str(tmp_path))
+    msg = _raises(
+        r"is the published Fashion-MNIST file \(its md5 matches\), not MNIST; put the MNIST files in mnist/",
+        data.load,
+        "mnist",
+        "train",
+        str(tmp_path),
+    )
     assert str(images_path) in msg
     assert len(data.load("fashion_mnist", "train", str(tmp_path / "mnist")).labels) == 20
 
@@ -384,7 +438,9 @@ def test_pixel_statistics_of_the_other_dataset_are_refused(tmp_path):
     images = _images_with_mean(40, 224)  # mean 0.2857: Fashion-MNIST's, not MNIST's
     labels = np.arange(40, dtype=np.uint8) % 10
     cd.write_idx_split(tmp_path, "train", images, labels, gz=False)
-    _raises(r"looks like Fashion-MNIST, not MNIST: its pixel mean is 0.2857", data.load, "mnist", "train", str(tmp_path))
+    _raises(
+        r"looks like Fashion-MNIST, not MNIST: its pixel mean is 0.2857", data.load, "mnist", "train", str(tmp_path)
+    )
     assert data.load("fashion_mnist", "train", str(tmp_path)).images.shape == (40, 28, 28, 1)
 
     cd.write_idx_split(tmp_path, "test", _images_with_mean(40, 104), labels, gz=True)  # 0.1327: MNIST's
@@ -399,8 +455,12 @@ def test_pixel_statistics_of_the_other_dataset_are_refused(tmp_path):
 def test_without_tensorflow_tfds_path_names_the_extra_and_data_dir(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorflow" else real_find_spec(n, *a))
-    message = _raises(r"needs TFDS with TensorFlow, which is not installed; run pip install '\.\[tfds\]'",
-                      data.load, "cifar100", "train")
+    message = _raises(
+        r"needs TFDS with TensorFlow, which is not installed; run pip install '\.\[tfds\]'",
+        data.load,
+        "cifar100",
+        "train",
+    )
     assert "--data_dir" in message and DATA_DIR_ENV in message
 
 
@@ -434,8 +494,12 @@ def test_tfds_without_network_fails_fast_and_names_data_dir(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", no_route)
     start = time.monotonic()
-    message = _raises(r"TFDS cannot download mnist: storage.googleapis.com is unreachable \(no network\?\); pass --data_dir",
-                      data.load, "mnist", "test")
+    message = _raises(
+        r"TFDS cannot download mnist: storage.googleapis.com is unreachable \(no network\?\); pass --data_dir",
+        data.load,
+        "mnist",
+        "test",
+    )
     assert time.monotonic() - start < 5 and builder.downloads == 0
     assert "yann.lecun.com" in message
 
@@ -471,13 +535,19 @@ def test_tfds_download_failure_is_one_sentence(monkeypatch):
     builder = _UnpreparedBuilder(error=ConnectionError("read timed out\nlong trace"))
     _fake_tfds(monkeypatch, builder)
     monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout=3.0: True)
-    _raises(r"TFDS failed to download cifar10 \(ConnectionError: read timed out\); pass --data_dir",
-            data.load, "cifar10", "train")
+    _raises(
+        r"TFDS failed to download cifar10 \(ConnectionError: read timed out\); pass --data_dir",
+        data.load,
+        "cifar10",
+        "train",
+    )
     assert builder.downloads == 1
 
 
 def test_tfds_path_with_mock_data(monkeypatch):
-    pytest.importorskip("tensorflow", reason="TFDS reading needs TensorFlow (pip install '.[tfds]'), not installed here")
+    pytest.importorskip(
+        "tensorflow", reason="TFDS reading needs TensorFlow (pip install '.[tfds]'), not installed here"
+    )
     tfds = pytest.importorskip("tensorflow_datasets")
     monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=6):
@@ -609,8 +679,13 @@ def test_real_cifar10(real):
 
 @needs_shared
 def test_real_mnist_is_refused_as_fashion_mnist():
-    message = _raises(r"is the published MNIST file \(its md5 matches\), not Fashion-MNIST",
-                      data.load, "fashion_mnist", "test", str(SHARED / "mnist"))
+    message = _raises(
+        r"is the published MNIST file \(its md5 matches\), not Fashion-MNIST",
+        data.load,
+        "fashion_mnist",
+        "test",
+        str(SHARED / "mnist"),
+    )
     assert "t10k-" in message
     _raises(r"No Fashion-MNIST train files found", data.load, "fashion_mnist", "train", str(SHARED))
     _raises(r"No CIFAR-100 files found", data.load, "cifar100", "test", str(SHARED))

@@ -18,83 +18,88 @@ SMALL_NETS = {
 
 
 def _sparse_nonnegative(key, shape, density):
-  """Non-negative h with a fraction ``density`` of nonzeros drawn from U[0.5, 1.5]."""
-  support = jax.random.bernoulli(key, density, shape)
-  values = jax.random.uniform(jax.random.fold_in(key, 1), shape, minval=0.5, maxval=1.5)
-  return jnp.where(support, values, 0.0)
+    """Non-negative h with a fraction ``density`` of nonzeros drawn from U[0.5, 1.5]."""
+    support = jax.random.bernoulli(key, density, shape)
+    values = jax.random.uniform(jax.random.fold_in(key, 1), shape, minval=0.5, maxval=1.5)
+    return jnp.where(support, values, 0.0)
 
 
 class GenerateVariantsTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(name=list(SMALL_NETS), layer=[1, 2, 3], rho=[1.0, 0.7], smooth_sigma=[0.0, 1.0])
+    def test_shape_dtype_and_jit_agreement(self, name, layer, rho, smooth_sigma):
+        net = SMALL_NETS[name]
+        params = nets.init(jax.random.key(0), net)
+        x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
+        _, hiddens = nets.forward(net, params, x)
 
-  @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.product(name=list(SMALL_NETS), layer=[1, 2, 3], rho=[1.0, 0.7], smooth_sigma=[0.0, 1.0])
-  def test_shape_dtype_and_jit_agreement(self, name, layer, rho, smooth_sigma):
-    net = SMALL_NETS[name]
-    params = nets.init(jax.random.key(0), net)
-    x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
-    _, hiddens = nets.forward(net, params, x)
+        @self.variant
+        def gen(params, hiddens, key):
+            return generator.generate_from(net, params, hiddens, layer, key=key, rho=rho, smooth_sigma=smooth_sigma)
 
-    @self.variant
-    def gen(params, hiddens, key):
-      return generator.generate_from(net, params, hiddens, layer, key=key, rho=rho, smooth_sigma=smooth_sigma)
-
-    out = gen(params, hiddens, jax.random.key(2))
-    chex.assert_shape(out, x.shape)
-    chex.assert_type(out, x.dtype)
-    chex.assert_tree_all_finite(out)
-    reference = generator.generate_from(net, params, hiddens, layer, key=jax.random.key(2), rho=rho, smooth_sigma=smooth_sigma)
-    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+        out = gen(params, hiddens, jax.random.key(2))
+        chex.assert_shape(out, x.shape)
+        chex.assert_type(out, x.dtype)
+        chex.assert_tree_all_finite(out)
+        reference = generator.generate_from(
+            net, params, hiddens, layer, key=jax.random.key(2), rho=rho, smooth_sigma=smooth_sigma
+        )
+        np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_sampling_mask_keeps_fraction_rho():
-  net = nets.mnist_mlp(width=64)
-  params = nets.init(jax.random.key(0), net)
-  h = jax.random.uniform(jax.random.key(1), (64, 64)) + 0.1
-  rho = 0.6
-  x = generator.generate(net, params, h, 1, key=jax.random.key(2), rho=rho)
-  # Without the input ReLU every unmasked entry is nonzero almost surely.
-  kept = float(jnp.mean(x != 0))
-  tolerance = 5 * np.sqrt(rho * (1 - rho) / x.size)  # 5 binomial standard errors
-  assert abs(kept - rho) < tolerance, (kept, tolerance)
+    net = nets.mnist_mlp(width=64)
+    params = nets.init(jax.random.key(0), net)
+    h = jax.random.uniform(jax.random.key(1), (64, 64)) + 0.1
+    rho = 0.6
+    x = generator.generate(net, params, h, 1, key=jax.random.key(2), rho=rho)
+    # Without the input ReLU every unmasked entry is nonzero almost surely.
+    kept = float(jnp.mean(x != 0))
+    tolerance = 5 * np.sqrt(rho * (1 - rho) / x.size)  # 5 binomial standard errors
+    assert abs(kept - rho) < tolerance, (kept, tolerance)
 
 
 def test_switches_route_values_to_the_winning_positions():
-  net = nets.cifar_cnn((4, 4, 4))
-  params = nets.init(jax.random.key(0), net)
-  x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
-  _, hiddens = nets.forward(net, params, x)
-  with_switches = generator.generate_from(net, params, hiddens, 1)
-  copied = generator.generate_from(net, params, hiddens, 1, use_switches=False)
-  spec, w = net.layers[0], params["hidden"][0]["w"]
-  alpha = generator.calibrated_alpha(spec, w, net.input_shape, 1.0, False)
-  expected = alpha * L.adjoint(spec, w, L.unpool(spec, hiddens[0].h, hiddens[0].switches), net.input_shape)
-  np.testing.assert_allclose(with_switches, expected, rtol=1e-5, atol=1e-6)
-  assert not np.allclose(with_switches, copied)
+    net = nets.cifar_cnn((4, 4, 4))
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    _, hiddens = nets.forward(net, params, x)
+    with_switches = generator.generate_from(net, params, hiddens, 1)
+    copied = generator.generate_from(net, params, hiddens, 1, use_switches=False)
+    spec, w = net.layers[0], params["hidden"][0]["w"]
+    alpha = generator.calibrated_alpha(spec, w, net.input_shape, 1.0, False)
+    expected = alpha * L.adjoint(spec, w, L.unpool(spec, hiddens[0].h, hiddens[0].switches), net.input_shape)
+    np.testing.assert_allclose(with_switches, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(with_switches, copied)
 
 
 def _support_ratio(spec, in_shape, rho, relu, draws=16, weight_std=0.3, batch=4, density=0.02):
-  """Mean of ``(A G(h))_i / unpool(h)_i`` over the support, for Gaussian ``A``.
+    """Mean of ``(A G(h))_i / unpool(h)_i`` over the support, for Gaussian ``A``.
 
-  Weights are shared across positions in a conv, so one kernel's fluctuation
-  does not average out over units: the mean is over ``draws`` weight draws
-  (measured spread of one draw's mean here: ~0.06, so 16 draws give ~0.016).
-  Only units whose receptive field lies inside the input count (units at a
-  padded border have fewer terms in their sum than the fan-in).
-  """
-  interior = L.linear(spec, jnp.ones(L.weight_shape(spec, in_shape)), jnp.ones((1, *in_shape))) == L.fan_in(spec, in_shape)
-  ratios = []
-  for seed in range(draws):
-    key = jax.random.key(seed)
-    w = weight_std * jax.random.normal(key, L.weight_shape(spec, in_shape))
-    h = _sparse_nonnegative(jax.random.fold_in(key, 1), (batch, *L.out_shape(spec, in_shape)), density)
-    alpha = generator.calibrated_alpha(spec, w, in_shape, rho, relu)
-    g = generator.reverse_step(
-        spec, w, h, in_shape, switches=None, alpha=alpha, relu=relu, rho=rho, key=jax.random.fold_in(key, 2)
+    Weights are shared across positions in a conv, so one kernel's fluctuation
+    does not average out over units: the mean is over ``draws`` weight draws
+    (measured spread of one draw's mean here: ~0.06, so 16 draws give ~0.016).
+    Only units whose receptive field lies inside the input count (units at a
+    padded border have fewer terms in their sum than the fan-in).
+    """
+    interior = L.linear(spec, jnp.ones(L.weight_shape(spec, in_shape)), jnp.ones((1, *in_shape))) == L.fan_in(
+        spec, in_shape
     )
-    target = L.unpool(spec, h)
-    support = (target > 0) & interior
-    ratios.append(jnp.mean(L.linear(spec, w, g)[support] / target[support]))
-  return float(jnp.mean(jnp.stack(ratios)))
+
+    def one_draw(key):
+        w = weight_std * jax.random.normal(key, L.weight_shape(spec, in_shape))
+        h = _sparse_nonnegative(jax.random.fold_in(key, 1), (batch, *L.out_shape(spec, in_shape)), density)
+        alpha = generator.calibrated_alpha(spec, w, in_shape, rho, relu)
+        g = generator.reverse_step(
+            spec, w, h, in_shape, switches=None, alpha=alpha, relu=relu, rho=rho, key=jax.random.fold_in(key, 2)
+        )
+        target = L.unpool(spec, h)
+        support = (target > 0) & interior
+        ratio = jnp.where(support, L.linear(spec, w, g) / jnp.where(support, target, 1.0), 0.0)
+        return ratio.sum() / support.sum()
+
+    keys = jax.random.split(jax.random.key(0), draws)
+    return float(jnp.mean(jax.jit(jax.vmap(one_draw))(keys)))
 
 
 @pytest.mark.parametrize(
@@ -111,71 +116,71 @@ def _support_ratio(spec, in_shape, rho, relu, draws=16, weight_std=0.3, batch=4,
 )
 @pytest.mark.parametrize("relu,rho", [(True, 1.0), (False, 1.0), (True, 0.5)])
 def test_calibrated_alpha_gives_back_h_on_its_support(spec, in_shape, relu, rho):
-  ratio = _support_ratio(spec, in_shape, rho, relu)
-  assert abs(ratio - 1.0) < 0.1, ratio
+    ratio = _support_ratio(spec, in_shape, rho, relu)
+    assert abs(ratio - 1.0) < 0.1, ratio
 
 
 def test_dense_layer_reproduces_paper_section_1_statistics():
-  """n=4000, m=1000, k=10, rho=1, N(0,1) weights: support ratio ~1, noise std ||h|| sqrt(2/n)."""
-  n, m, k, trials = 4000, 1000, 10, 20
-  spec = L.Dense(m)
-  key = jax.random.key(0)
-  w = jax.random.normal(key, (n, m))
-  rows = jax.vmap(lambda kk: jax.random.choice(kk, m, (k,), replace=False))(jax.random.split(key, trials))
-  values = jax.random.uniform(jax.random.fold_in(key, 1), (trials, k), minval=0.5, maxval=1.5)
-  h = jnp.zeros((trials, m)).at[jnp.arange(trials)[:, None], rows].set(values)
-  alpha = generator.calibrated_alpha(spec, w, (n,), 1.0, True)
-  np.testing.assert_allclose(alpha, 2.0 / (n * jnp.mean(w**2)), rtol=1e-6)
-  x = generator.reverse_step(spec, w, h, (n,), switches=None, alpha=alpha, relu=True, rho=1.0, key=None)
-  wtx = L.linear(spec, w, x)
-  support = h > 0
-  ratio = float(jnp.mean(wtx[support] / h[support]))
-  noise_std = float(jnp.std(wtx[~support]))
-  predicted_std = float(jnp.mean(jnp.linalg.norm(h, axis=1))) * np.sqrt(2 / n)
-  assert abs(ratio - 1.0) < 0.05, ratio
-  assert abs(noise_std / predicted_std - 1.0) < 0.1, (noise_std, predicted_std)
+    """n=4000, m=1000, k=10, rho=1, N(0,1) weights: support ratio ~1, noise std ||h|| sqrt(2/n)."""
+    n, m, k, trials = 4000, 1000, 10, 20
+    spec = L.Dense(m)
+    key = jax.random.key(0)
+    w = jax.random.normal(key, (n, m))
+    rows = jax.vmap(lambda kk: jax.random.choice(kk, m, (k,), replace=False))(jax.random.split(key, trials))
+    values = jax.random.uniform(jax.random.fold_in(key, 1), (trials, k), minval=0.5, maxval=1.5)
+    h = jnp.zeros((trials, m)).at[jnp.arange(trials)[:, None], rows].set(values)
+    alpha = generator.calibrated_alpha(spec, w, (n,), 1.0, True)
+    np.testing.assert_allclose(alpha, 2.0 / (n * jnp.mean(w**2)), rtol=1e-6)
+    x = generator.reverse_step(spec, w, h, (n,), switches=None, alpha=alpha, relu=True, rho=1.0, key=None)
+    wtx = L.linear(spec, w, x)
+    support = h > 0
+    ratio = float(jnp.mean(wtx[support] / h[support]))
+    noise_std = float(jnp.std(wtx[~support]))
+    predicted_std = float(jnp.mean(jnp.linalg.norm(h, axis=1))) * np.sqrt(2 / n)
+    assert abs(ratio - 1.0) < 0.05, ratio
+    assert abs(noise_std / predicted_std - 1.0) < 0.1, (noise_std, predicted_std)
 
 
 def test_generate_does_not_retrace_under_jit():
-  net = SMALL_NETS["cnn_max"]
-  params = nets.init(jax.random.key(0), net)
-  gen = jax.jit(chex.assert_max_traces(lambda p, h, s: generator.generate(net, p, h, 2, switches=s), n=1))
-  for seed in range(3):
-    _, hiddens = nets.forward(net, params, jax.random.normal(jax.random.key(seed), (2, *net.input_shape)))
-    gen(params, hiddens[1].h, tuple(hd.switches for hd in hiddens[:2]))
+    net = SMALL_NETS["cnn_max"]
+    params = nets.init(jax.random.key(0), net)
+    gen = jax.jit(chex.assert_max_traces(lambda p, h, s: generator.generate(net, p, h, 2, switches=s), n=1))
+    for seed in range(3):
+        _, hiddens = nets.forward(net, params, jax.random.normal(jax.random.key(seed), (2, *net.input_shape)))
+        gen(params, hiddens[1].h, tuple(hd.switches for hd in hiddens[:2]))
 
 
 def test_gaussian_blur_keeps_constants_and_reduces_noise():
-  constant = jnp.full((1, 8, 8, 3), 0.7)
-  np.testing.assert_allclose(generator.gaussian_blur(constant, 1.0), constant, rtol=1e-6)
-  noise = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
-  blurred = generator.gaussian_blur(noise, 1.0)
-  chex.assert_equal_shape([noise, blurred])
-  assert float(jnp.std(blurred)) < 0.5 * float(jnp.std(noise))
+    constant = jnp.full((1, 8, 8, 3), 0.7)
+    np.testing.assert_allclose(generator.gaussian_blur(constant, 1.0), constant, rtol=1e-6)
+    noise = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    blurred = generator.gaussian_blur(noise, 1.0)
+    chex.assert_equal_shape([noise, blurred])
+    assert float(jnp.std(blurred)) < 0.5 * float(jnp.std(noise))
 
 
 def test_explicit_alpha_per_layer_scales_output():
-  net = SMALL_NETS["mlp"]
-  params = nets.init(jax.random.key(0), net)
-  h = jax.random.uniform(jax.random.key(1), (2, 32))
-  one = generator.generate(net, params, h, 1, alpha=1.0)
-  three = generator.generate(net, params, h, 1, alpha=(3.0, 1.0, 1.0))
-  np.testing.assert_allclose(three, 3.0 * one, rtol=1e-6)
+    net = SMALL_NETS["mlp"]
+    params = nets.init(jax.random.key(0), net)
+    h = jax.random.uniform(jax.random.key(1), (2, 32))
+    one = generator.generate(net, params, h, 1, alpha=1.0)
+    three = generator.generate(net, params, h, 1, alpha=(3.0, 1.0, 1.0))
+    np.testing.assert_allclose(three, 3.0 * one, rtol=1e-6)
 
 
 def test_bad_settings_raise_clear_errors():
-  net = SMALL_NETS["mlp"]
-  params = nets.init(jax.random.key(0), net)
-  h = jnp.ones((2, 32))
-  with pytest.raises(ValueError, match=r"source layer must be in 1..3"):
-    generator.generate(net, params, h, 4)
-  with pytest.raises(ValueError, match=r"rho must be in \(0, 1\]"):
-    generator.generate(net, params, h, 1, rho=0.0, key=jax.random.key(0))
-  with pytest.raises(ValueError, match="needs a PRNG key"):
-    generator.generate(net, params, h, 1, rho=0.5)
-  with pytest.raises(ValueError, match=r"per-example shape \(5,\)"):
-    generator.generate(net, params, jnp.ones((2, 5)), 1)
-  with pytest.raises(ValueError, match="alpha has 2 entries"):
-    generator.generate(net, params, h, 1, alpha=(1.0, 2.0))
-  with pytest.raises(ValueError, match="smooth_sigma must be >= 0"):
-    generator.generate(net, params, h, 1, smooth_sigma=-1.0)
+    net = SMALL_NETS["mlp"]
+    params = nets.init(jax.random.key(0), net)
+    h = jnp.ones((2, 32))
+    with pytest.raises(ValueError, match=r"source layer must be in 1..3"):
+        generator.generate(net, params, h, 4)
+    with pytest.raises(ValueError, match=r"rho must be in \(0, 1\]"):
+        generator.generate(net, params, h, 1, rho=0.0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        generator.generate(net, params, h, 1, rho=0.5)
+    with pytest.raises(ValueError, match=r"per-example shape \(5,\)"):
+        generator.generate(net, params, jnp.ones((2, 5)), 1)
+    with pytest.raises(ValueError, match="alpha has 2 entries"):
+        generator.generate(net, params, h, 1, alpha=(1.0, 2.0))
+    with pytest.raises(ValueError, match="smooth_sigma must be >= 0"):
+        generator.generate(net, params, h, 1, smooth_sigma=-1.0)

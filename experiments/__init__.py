@@ -1,0 +1,1 @@
+"""Command-line experiments: thin absl entry points over the rev_nets library."""

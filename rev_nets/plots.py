@@ -1,0 +1,87 @@
+"""Figures: image grids, learning curves, spectra. Arrays in, PNG files out.
+
+matplotlib is imported inside each function with the non-interactive Agg
+backend, so importing this module costs nothing and works without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def display_range(images: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Maps each NHWC image to [0, 1] by its own percentiles, for viewing.
+
+    Synthetic images live on a different scale than real ones (and real ones
+    are standardised), so each image is stretched on its own.
+    """
+    images = np.asarray(images, np.float32)
+    flat = images.reshape(images.shape[0], -1)
+    lo = np.percentile(flat, low, axis=1).reshape(-1, 1, 1, 1)
+    hi = np.percentile(flat, high, axis=1).reshape(-1, 1, 1, 1)
+    return np.clip((images - lo) / np.maximum(hi - lo, 1e-8), 0.0, 1.0)
+
+
+def image_grid(rows: Mapping[str, np.ndarray], path: str, title: str | None = None) -> str:
+    """Saves one labelled row per entry of ``rows`` (NHWC batches of equal size)."""
+    plt = _pyplot()
+    names = list(rows)
+    columns = max(len(rows[n]) for n in names)
+    fig, axes = plt.subplots(len(names), columns, figsize=(columns * 0.9, len(names) * 1.0 + 0.4), squeeze=False)
+    for r, name in enumerate(names):
+        shown = display_range(rows[name])
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(shown):
+                image = shown[c]
+                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def learning_curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str,
+    xlabel: str = "epoch",
+    ylabel: str = "test error",
+    title: str | None = None,
+) -> str:
+    """One line per ``name -> (x, y)``; names containing 'synthetic' are dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, (x, y) in series.items():
+        ax.plot(x, y, "--" if "synthetic" in name else "-", marker=".", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
