@@ -8,6 +8,7 @@ from collections.abc import Callable
 from absl import app, logging
 
 from rev_nets.data import DataError
+from rev_nets.train import TrainingError
 
 
 class UsageError(ValueError):
@@ -21,7 +22,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise to a user.
         try:
             main(argv)
-        except (DataError, UsageError) as error:
+        except (DataError, UsageError, TrainingError) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 

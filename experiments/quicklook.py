@@ -21,7 +21,9 @@ from experiments import cli
 from rev_nets import data, generator, nets, plots
 
 _DATASET = flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "mnist"], "Which dataset and default net.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS."
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quicklook", "Where figures/ is written.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "Images per row of the grid.", lower_bound=1, upper_bound=64)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the net's initial weights.")
@@ -44,7 +46,9 @@ def main(argv: list[str]) -> None:
     net = nets.cifar_cnn() if _DATASET.value == "cifar10" else nets.mnist_mlp()
     params = nets.init(jax.random.key(_SEED.value), net)
     path = os.path.join(_WORKDIR.value, "figures", f"quicklook_{_DATASET.value}.png")
-    plots.image_grid(synthetic_rows(net, params, x), path, title=f"{_DATASET.value}: net at initialisation, run backwards")
+    plots.image_grid(
+        synthetic_rows(net, params, x), path, title=f"{_DATASET.value}: net at initialisation, run backwards"
+    )
     print(f"wrote {path}")
 
 

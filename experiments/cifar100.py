@@ -1,0 +1,22 @@
+"""CIFAR-100: the 3x3 CNN with 2x2 max pooling after each conv, plain backprop or SHADOW.
+
+    python -m experiments.cifar100 --shadow_layer=3   # TFDS, or --data_dir=<folder with cifar-100-python/>
+
+Defaults below; expected wall time and results: see README.md's results table.
+"""
+
+from absl import flags
+
+from experiments import runner
+from rev_nets import nets
+
+_CHANNELS = flags.DEFINE_list("channels", ["64", "128", "256"], "Channels of the conv layers (one hidden layer each).")
+
+EXPERIMENT = runner.Experiment(
+    dataset="cifar100",
+    build_net=lambda: nets.cifar_cnn(tuple(int(c) for c in _CHANNELS.value), num_classes=100),
+    defaults={"epochs": 10, "batch_size": 128, "learning_rate": 0.05, "num_validation": 5000},
+)
+
+if __name__ == "__main__":
+    runner.run(EXPERIMENT)

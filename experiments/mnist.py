@@ -1,0 +1,23 @@
+"""MNIST: the 784-1024x3-10 ReLU MLP, plain backprop or SHADOW.
+
+    python -m experiments.mnist --shadow_layer=3 --data_dir=../shared/datasets
+
+Defaults below; expected wall time and results: see README.md's results table.
+"""
+
+from absl import flags
+
+from experiments import runner
+from rev_nets import nets
+
+_WIDTH = flags.DEFINE_integer("width", 1024, "Units per hidden layer of the MLP.")
+_DEPTH = flags.DEFINE_integer("depth", 3, "Hidden layers of the MLP (SHADOW from h3 needs at least 3).")
+
+EXPERIMENT = runner.Experiment(
+    dataset="mnist",
+    build_net=lambda: nets.mnist_mlp(width=_WIDTH.value, depth=_DEPTH.value),
+    defaults={"epochs": 10, "batch_size": 128, "learning_rate": 0.05, "num_validation": 5000},
+)
+
+if __name__ == "__main__":
+    runner.run(EXPERIMENT)

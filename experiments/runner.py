@@ -1,0 +1,116 @@
+"""The one runner behind ``experiments.mnist``, ``experiments.cifar10`` and ``experiments.cifar100``.
+
+Each entry point supplies its dataset, its net and its defaults; this module
+defines the shared flags, checks them before any work, loads the data onto
+the device, and calls ``rev_nets.train.fit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import jax
+from absl import flags
+
+from experiments import cli
+from rev_nets import data, nets, shadow, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A dataset, how to build its net from the flags, and its default flag values."""
+
+    dataset: str
+    build_net: Callable[[], nets.Net]
+    defaults: dict
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("shadow_layer", 3, "SHADOW source layer: 0 = plain backprop, 1..depth = generate from h<layer>.")
+flags.DEFINE_float("shadow_weight", 1.0, "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w).")
+flags.DEFINE_float("sampling_rho", 1.0, "Keep-probability of the sampling mask during generation (1 = off).")
+flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian blur of synthetic images, in pixels (0 = off).")
+flags.DEFINE_float("alpha", 0.0, "Generator scale for every layer; 0 = calibrated c / (rho fan_in mean(W^2)).")
+flags.DEFINE_boolean("noise_twin", False, "Placebo: real input + Gaussian noise of the synthetic input's energy.")
+flags.DEFINE_float("dropout", 0.0, "Dropout rate on every hidden layer during training.")
+flags.DEFINE_integer("epochs", 10, "Training epochs.")
+flags.DEFINE_integer("batch_size", 128, "Real examples per step (SHADOW adds as many synthetic ones).")
+flags.DEFINE_float("learning_rate", 0.05, "Peak learning rate.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD with momentum 0.9, or Adam.")
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule after warm-up.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up, in epochs.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled L2 weight decay.")
+flags.DEFINE_float("grad_clip", 0.0, "Clip gradients to this global norm (0 = off).")
+flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the batch order, dropout and sampling.")
+flags.DEFINE_integer("num_validation", 5000, "Training examples held out as the validation split (for tuning).")
+flags.DEFINE_string("data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.")
+flags.DEFINE_string(
+    "workdir", None, "Run directory (config.json, metrics.jsonl, checkpoints/, figures/); resumed if it exists."
+)
+
+
+def train_config() -> train.TrainConfig:
+    """The TrainConfig the flags describe."""
+    return train.TrainConfig(
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate,
+        optimizer=FLAGS.optimizer,
+        schedule=FLAGS.schedule,
+        warmup_epochs=FLAGS.warmup_epochs,
+        weight_decay=FLAGS.weight_decay,
+        grad_clip=FLAGS.grad_clip,
+        dropout=FLAGS.dropout,
+        seed=FLAGS.seed,
+        shadow=shadow.ShadowConfig(
+            layer=FLAGS.shadow_layer,
+            weight=FLAGS.shadow_weight,
+            rho=FLAGS.sampling_rho,
+            smooth_sigma=FLAGS.smooth_sigma,
+            alpha=FLAGS.alpha or None,
+            noise_twin=FLAGS.noise_twin,
+        ),
+    )
+
+
+def default_workdir(dataset: str, config: train.TrainConfig) -> str:
+    s = config.shadow
+    arm = f"shadow_h{s.layer}" if s.enabled else "backprop"
+    return os.path.join(os.path.expanduser("~"), "rev_nets_runs", dataset, f"{arm}_seed{config.seed}")
+
+
+def load_splits(dataset: str, num_validation: int, data_dir: str | None):
+    """Device-resident train / validation / test, standardised with the training portion's statistics."""
+    full_train = data.load(dataset, "train", data_dir)
+    test = data.load(dataset, "test", data_dir)
+    train_part, validation = data.split_validation(full_train, num_validation, seed=0)
+    mean, std = data.channel_stats(train_part.images)
+    to_device = lambda ds: data.to_device(ds, mean, std)
+    return to_device(train_part), {"validation": to_device(validation), "test": to_device(test)}
+
+
+def main(experiment: Experiment) -> None:
+    """Checks every flag, then trains (or resumes) one run."""
+    try:
+        net = experiment.build_net()
+        config = train_config()
+        config.check(net)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    workdir = FLAGS.workdir or default_workdir(experiment.dataset, config)
+    params = jax.eval_shape(lambda key: nets.init(key, net), jax.random.key(0))
+    print(
+        f"{experiment.dataset}: {train.arm_name(config)}, {nets.param_count(params):,} params -> {workdir}", flush=True
+    )
+    train_split, evals = load_splits(experiment.dataset, FLAGS.num_validation, data.resolve_data_dir(FLAGS.data_dir))
+    extra = {"dataset": experiment.dataset, "num_validation": FLAGS.num_validation}
+    train.fit(net, config, train_split, evals, workdir, extra_config=extra)
+
+
+def run(experiment: Experiment) -> None:
+    """Entry point: the experiment's defaults become the flags' defaults, then ``main``."""
+    for name, value in experiment.defaults.items():
+        FLAGS.set_default(name, value)
+    cli.run(lambda argv: main(experiment))

@@ -1,0 +1,146 @@
+"""SHADOW: train on the net's own synthetic inputs as well as the real ones.
+
+For a real batch, the forward pass that computes the real loss also yields
+hidden layer ``layer`` and its pooling switches; the generator turns them into
+a synthetic batch (data: no gradient flows through its generation), labelled
+like the real inputs they came from, and the loss is
+
+    (CE(real) + w * CE(synthetic)) / (1 + w),
+
+the mean over the enlarged training set when ``w = 1``, so that SHADOW does
+not simply enlarge the step size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rev_nets import generator, nets
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowConfig:
+    """How synthetic inputs are made and weighted.
+
+    Attributes:
+      layer: source hidden layer (1..depth); 0 turns SHADOW off.
+      weight: ``w``, the synthetic examples' loss weight.
+      rho: keep-probability of the sampling mask during generation (1 = off).
+      smooth_sigma: Gaussian blur of the synthetic images in pixels (0 = off).
+      alpha: ``None`` for the calibrated alpha, else one number for all layers.
+      use_switches: reverse max pooling through the real input's switches.
+      noise_twin: placebo arm: replace each synthetic input by the real input
+        plus Gaussian noise of the same energy as (synthetic - real).
+    """
+
+    layer: int = 3
+    weight: float = 1.0
+    rho: float = 1.0
+    smooth_sigma: float = 0.0
+    alpha: float | None = None
+    use_switches: bool = True
+    noise_twin: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.layer > 0
+
+    def check(self, net: nets.Net) -> None:
+        """Raises ``ValueError`` with one sentence for settings that make no sense for ``net``."""
+        if not 0 <= self.layer <= net.depth:
+            raise ValueError(f"shadow_layer must be 0 (off) or 1..{net.depth} for this net, got {self.layer}.")
+        if self.weight < 0:
+            raise ValueError(f"shadow_weight must be >= 0, got {self.weight}.")
+        if not 0.0 < self.rho <= 1.0:
+            raise ValueError(f"sampling_rho must be in (0, 1] (1 = no sampling), got {self.rho}.")
+        if self.smooth_sigma < 0:
+            raise ValueError(f"smooth_sigma must be >= 0 (0 = off), got {self.smooth_sigma}.")
+        if self.alpha is not None and self.alpha <= 0:
+            raise ValueError(f"alpha must be positive (or None for the calibrated value), got {self.alpha}.")
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy against integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def error_rate(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of examples whose arg-max logit is not the label."""
+    return jnp.mean(jnp.argmax(logits, -1) != labels)
+
+
+def noise_twin(key: jax.Array, x: jax.Array, x_syn: jax.Array) -> jax.Array:
+    """``x`` plus Gaussian noise with, per example, the energy of ``x_syn - x``."""
+    axes = tuple(range(1, x.ndim))
+    noise = jax.random.normal(key, x.shape, x.dtype)
+    scale = jnp.linalg.norm((x_syn - x).reshape(x.shape[0], -1), axis=1) / jnp.linalg.norm(
+        noise.reshape(x.shape[0], -1), axis=1
+    )
+    return x + noise * jnp.expand_dims(scale, axes)
+
+
+def synthetic_batch(
+    net: nets.Net,
+    params: nets.Params,
+    x: jax.Array,
+    hiddens,
+    config: ShadowConfig,
+    key: jax.Array | None,
+    *,
+    rho: float | None = None,
+) -> jax.Array:
+    """The synthetic twins of ``x`` from ``hiddens`` (data: gradients stopped).
+
+    ``rho`` overrides ``config.rho`` (evaluation generates without sampling).
+    """
+    gen_key, noise_key = jax.random.split(key) if key is not None else (None, None)
+    x_syn = generator.generate_from(
+        net,
+        params,
+        hiddens,
+        config.layer,
+        use_switches=config.use_switches,
+        key=gen_key,
+        rho=config.rho if rho is None else rho,
+        alpha=config.alpha,
+        smooth_sigma=config.smooth_sigma,
+    )
+    if config.noise_twin:
+        x_syn = noise_twin(noise_key, x, x_syn)
+    return jax.lax.stop_gradient(x_syn)
+
+
+def loss(
+    net: nets.Net,
+    params: nets.Params,
+    x: jax.Array,
+    y: jax.Array,
+    config: ShadowConfig,
+    key: jax.Array,
+    *,
+    dropout: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The SHADOW loss of a real batch (plain cross-entropy when SHADOW is off).
+
+    Returns the loss and metrics: real and synthetic cross-entropy and error,
+    and the synthetic-to-real input norm ratio.
+    """
+    real_key, syn_key, gen_key = jax.random.split(key, 3)
+    logits, hiddens = nets.forward(net, params, x, key=real_key, dropout=dropout)
+    ce_real = cross_entropy(logits, y)
+    metrics = {"ce_real": ce_real, "error_real": error_rate(logits, y)}
+    if not config.enabled:
+        return ce_real, metrics
+    x_syn = synthetic_batch(net, params, x, hiddens, config, gen_key)
+    logits_syn, _ = nets.forward(net, params, x_syn, key=syn_key, dropout=dropout)
+    ce_syn = cross_entropy(logits_syn, y)
+    metrics |= {
+        "ce_synthetic": ce_syn,
+        "error_synthetic": error_rate(logits_syn, y),
+        "norm_ratio": jnp.linalg.norm(x_syn) / jnp.linalg.norm(x),
+    }
+    return (ce_real + config.weight * ce_syn) / (1.0 + config.weight), metrics

@@ -1,0 +1,400 @@
+"""Training: a TrainState, one jitted train step, batched eval, a resumable fit loop.
+
+The fit loop keeps the data on device, runs one jitted step per batch (traced
+once, buffers donated), accumulates metrics and a finite-loss flag on device
+and reads them only at each log interval. Each epoch it evaluates real and
+synthetic error on validation and test, appends a line to
+``metrics.jsonl``, redraws the figures and saves an orbax checkpoint (the
+step-0 checkpoint is kept too). A restarted run resumes from the latest
+checkpoint and drops metric lines beyond it, so a killed run ends with the
+same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax.training import train_state
+
+from rev_nets import data, nets, plots, shadow
+
+Metrics = dict[str, jax.Array]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, a config that differs from the saved one)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run's numbers (saved as ``config.json``)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 0.05
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # "cosine" (after linear warm-up) or "constant"
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0  # global-norm clipping; 0 = off
+    dropout: float = 0.0
+    seed: int = 0
+    shadow: shadow.ShadowConfig = shadow.ShadowConfig(layer=0)
+    eval_batch_size: int = 1000
+    log_every: int = 50
+
+    def check(self, net: nets.Net) -> None:
+        """Raises ``ValueError`` with one sentence for values that make no sense."""
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("grad_clip, weight_decay and warmup_epochs must be >= 0.")
+        self.shadow.check(net)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**{**d, "shadow": shadow.ShadowConfig(**d["shadow"])})
+
+
+# ------------------------------------------------------------ optimizer --
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warm-up from 0, then cosine decay to 0 (or constant) over the run."""
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
+    warm = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
+    return (
+        optax.join_schedules([warm, optax.constant_schedule(config.learning_rate)], [warmup])
+        if warmup
+        else optax.constant_schedule(config.learning_rate)
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD with momentum or Adam on the schedule, with optional clipping and weight decay."""
+    lr = learning_rate_schedule(config, steps_per_epoch)
+    parts = []
+    if config.grad_clip:
+        parts.append(optax.clip_by_global_norm(config.grad_clip))
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    parts.append(optax.sgd(lr, momentum=config.momentum) if config.optimizer == "sgd" else optax.adam(lr))
+    return optax.chain(*parts)
+
+
+def create_state(net: nets.Net, config: TrainConfig, steps_per_epoch: int) -> train_state.TrainState:
+    """A fresh TrainState with the run's seed."""
+    params = nets.init(jax.random.key(config.seed), net)
+    return train_state.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(config, steps_per_epoch))
+
+
+# ----------------------------------------------------------------- steps --
+
+
+def zero_metrics(config: TrainConfig) -> Metrics:
+    """The on-device accumulator the train step adds into."""
+    names = ["loss", "ce_real", "error_real"]
+    if config.shadow.enabled:
+        names += ["ce_synthetic", "error_synthetic", "norm_ratio"]
+    acc = {name: jnp.zeros((), jnp.float32) for name in names}
+    return acc | {"steps": jnp.zeros((), jnp.int32), "finite": jnp.ones((), bool)}
+
+
+def train_step(
+    net: nets.Net,
+    config: TrainConfig,
+    state: train_state.TrainState,
+    acc: Metrics,
+    split: data.DeviceSplit,
+    indices: jax.Array,
+    key: jax.Array,
+) -> tuple[train_state.TrainState, Metrics]:
+    """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``."""
+    x, y = data.batch_at(split, indices)
+
+    def objective(params):
+        return shadow.loss(net, params, x, y, config.shadow, key, dropout=config.dropout)
+
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    sums = {name: acc[name] + value for name, value in (metrics | {"loss": loss}).items()}
+    return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
+
+
+def eval_config(config: TrainConfig) -> shadow.ShadowConfig:
+    """Synthetic test data: the configured generator (layer 3 when SHADOW is off), no sampling, no placebo."""
+    layer = config.shadow.layer or 3
+    return dataclasses.replace(config.shadow, layer=layer, rho=1.0, noise_twin=False)
+
+
+def eval_step(
+    net: nets.Net,
+    generator_config: shadow.ShadowConfig,
+    params: nets.Params,
+    split: data.DeviceSplit,
+    indices: jax.Array,
+    mask: jax.Array,
+) -> Metrics:
+    """Summed real/synthetic errors and real cross-entropy over the unmasked examples."""
+    x, y = data.batch_at(split, indices)
+    logits, hiddens = nets.forward(net, params, x)
+    x_syn = shadow.synthetic_batch(net, params, x, hiddens, generator_config, None)
+    logits_syn, _ = nets.forward(net, params, x_syn)
+    wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return {"errors": wrong(logits), "synthetic_errors": wrong(logits_syn), "ce": jnp.sum(ce * mask)}
+
+
+def evaluate(eval_fn, params: nets.Params, split: data.DeviceSplit, batch_size: int) -> dict[str, float]:
+    """Error, synthetic error and loss over a whole split, in padded fixed-size batches."""
+    n = int(split.labels.shape[0])
+    batch_size = min(batch_size, n)
+    padded = math.ceil(n / batch_size) * batch_size
+    indices = np.arange(padded) % n
+    mask = (np.arange(padded) < n).astype(np.float32)
+    totals = None
+    for start in range(0, padded, batch_size):
+        sums = eval_fn(params, split, indices[start : start + batch_size], mask[start : start + batch_size])
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    return {
+        "error": float(totals["errors"]) / n,
+        "synthetic_error": float(totals["synthetic_errors"]) / n,
+        "loss": float(totals["ce"]) / n,
+    }
+
+
+# -------------------------------------------------------------- workdir --
+
+
+def check_config(workdir: str, config_json: dict[str, Any]) -> None:
+    """Writes ``config.json``, or stops if an existing one differs from ``config_json``."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != json.loads(json.dumps(config_json)):
+            diff = sorted(
+                k for k in set(saved) | set(config_json) if saved.get(k) != json.loads(json.dumps(config_json.get(k)))
+            )
+            raise TrainingError(
+                f"{workdir} holds a run with different settings ({', '.join(diff)}); "
+                "pass the same flags to resume it, or a new --workdir to start another run."
+            )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(config_json, f, indent=2, sort_keys=True)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(workdir: str, last_step: int) -> list[dict[str, Any]]:
+    """Drops metric lines written after the checkpoint at ``last_step``; returns the rest."""
+    kept = [m for m in read_metrics(workdir) if m["step"] <= last_step]
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in kept)
+    os.replace(path + ".tmp", path)
+    return kept
+
+
+def append_metrics(workdir: str, line: dict[str, Any]) -> None:
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+    """Keeps the two latest checkpoints and always the one of step 0 (initial weights)."""
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+        [ocp.checkpoint_managers.LatestN(2), ocp.checkpoint_managers.CustomSteps([0])]
+    )
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+# ------------------------------------------------------------------ fit --
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def _mean_metrics(acc: Metrics) -> dict[str, float]:
+    host = jax.device_get(acc)
+    steps = max(int(host["steps"]), 1)
+    return {name: float(value) / steps for name, value in host.items() if name not in ("steps", "finite")}
+
+
+def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
+    if not bool(jax.device_get(acc["finite"])):
+        raise TrainingError(
+            f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
+            "is kept: lower --learning_rate, or set --grad_clip or --warmup_epochs, and start a new --workdir."
+        )
+
+
+def fit(
+    net: nets.Net,
+    config: TrainConfig,
+    train: data.DeviceSplit,
+    evals: dict[str, data.DeviceSplit],
+    workdir: str,
+    *,
+    extra_config: dict[str, Any] | None = None,
+    figures: bool = True,
+) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
+    """Trains (or resumes) a run in ``workdir``; returns the final state and all metric lines.
+
+    ``evals`` maps split names (e.g. "validation", "test") to device data;
+    each epoch's line holds ``<name>_error`` and ``<name>_synthetic_error``.
+    """
+    config.check(net)
+    num_train = int(train.labels.shape[0])
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the {num_train} training examples.")
+    check_config(workdir, {"train": config.to_json(), "net": repr(net), **(extra_config or {})})
+
+    state = create_state(net, config, steps_per_epoch)
+    manager = checkpoint_manager(workdir)
+    history: list[dict[str, Any]] = []
+    if manager.latest_step() is None:
+        manager.save(0, args=ocp.args.StandardSave(state))
+    else:
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+        history = truncate_metrics(workdir, int(state.step))
+        print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // steps_per_epoch})", flush=True)
+
+    def step(state, acc, split, indices, key):
+        return train_step(net, config, state, acc, split, indices, key)
+
+    step_fn = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=(0, 1))
+    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config)))
+    base_key = jax.random.key(config.seed)
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    wall = history[-1]["wall_time_s"] if history else 0.0
+    first_epoch = int(state.step) // steps_per_epoch
+
+    for epoch in range(first_epoch + 1, config.epochs + 1):
+        epoch_key = jax.random.fold_in(base_key, epoch)
+        order = data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, config.batch_size)
+        acc = zero_metrics(config)
+        start = time.perf_counter()
+        for i in range(steps_per_epoch):
+            state, acc = step_fn(state, acc, train, order[i], jax.random.fold_in(epoch_key, i + 1))
+            if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch:
+                _check_finite(acc, epoch, int(state.step))
+                elapsed = time.perf_counter() - start
+                rate = (i + 1) * config.batch_size / elapsed
+                left = (steps_per_epoch - i - 1 + (config.epochs - epoch) * steps_per_epoch) * config.batch_size / rate
+                means = _mean_metrics(acc)
+                print(
+                    f"epoch {epoch}/{config.epochs} step {i + 1}/{steps_per_epoch} loss {means['loss']:.4f} "
+                    f"train error {means['error_real']:.2%} {rate:,.0f} img/s ETA {_format_eta(left)}",
+                    flush=True,
+                )
+        train_time = time.perf_counter() - start
+        wall += train_time
+        line = {"epoch": epoch, "step": int(state.step), "learning_rate": float(schedule(int(state.step) - 1))}
+        line |= {f"train_{name}": value for name, value in _mean_metrics(acc).items()}
+        for name, split in evals.items():
+            result = evaluate(eval_fn, state.params, split, config.eval_batch_size)
+            line |= {f"{name}_{key}": value for key, value in result.items()}
+        line |= {
+            "epoch_time_s": train_time,
+            "wall_time_s": wall,
+            "images_per_s": steps_per_epoch * config.batch_size / train_time,
+        }
+        append_metrics(workdir, line)
+        history.append(line)
+        manager.save(int(state.step), args=ocp.args.StandardSave(state))
+        print(_summary(line, evals), flush=True)
+        if figures:
+            write_figures(net, config, state.params, evals, history, workdir)
+    manager.wait_until_finished()
+    return state, history
+
+
+def _summary(line: dict[str, Any], evals) -> str:
+    parts = [f"epoch {line['epoch']}:"]
+    for name in evals:
+        parts.append(f"{name} error {line[f'{name}_error']:.2%} (synthetic {line[f'{name}_synthetic_error']:.2%})")
+    parts.append(f"{line['epoch_time_s']:.0f}s")
+    return " ".join(parts)
+
+
+def write_figures(net, config: TrainConfig, params, evals, history, workdir: str, num_images: int = 8) -> None:
+    """Learning curves (against epochs and wall time) and real vs synthetic images from every layer."""
+    fig_dir = os.path.join(workdir, "figures")
+    epochs = [m["epoch"] for m in history]
+    wall = [m["wall_time_s"] / 60 for m in history]
+    for x, name, label in (
+        (epochs, "learning_curves.png", "epoch"),
+        (wall, "learning_curves_wall.png", "training minutes"),
+    ):
+        series = {}
+        for split in evals:
+            series[f"{split} real"] = (x, [m[f"{split}_error"] for m in history])
+            series[f"{split} synthetic"] = (x, [m[f"{split}_synthetic_error"] for m in history])
+        plots.learning_curves(series, os.path.join(fig_dir, name), xlabel=label, title=arm_name(config))
+    split = evals.get("test") or next(iter(evals.values()))
+    x = split.images[:num_images]
+    _, hiddens = nets.forward(net, params, x)
+    rows = {"real": np.asarray(x)}
+    for layer in range(1, net.depth + 1):
+        generator_config = dataclasses.replace(eval_config(config), layer=layer)
+        rows[f"from h{layer}"] = np.asarray(shadow.synthetic_batch(net, params, x, hiddens, generator_config, None))
+    plots.image_grid(rows, os.path.join(fig_dir, "synthetic_images.png"), title=arm_name(config))
+
+
+def arm_name(config: TrainConfig) -> str:
+    s = config.shadow
+    arm = "backprop" if not s.enabled else f"SHADOW h{s.layer} w={s.weight:g}"
+    if s.enabled and s.rho < 1:
+        arm += f" rho={s.rho:g}"
+    if s.enabled and s.smooth_sigma:
+        arm += f" smooth={s.smooth_sigma:g}"
+    if s.enabled and s.noise_twin:
+        arm += " (noise twin)"
+    return arm + (f", dropout {config.dropout:g}" if config.dropout else "")
