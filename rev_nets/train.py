@@ -20,7 +20,6 @@ import os
 import time
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -217,11 +216,20 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """The metric lines of ``workdir``, skipping a last line cut short by a kill."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    complete = []
+    for i, line in enumerate(lines):
+        try:
+            complete.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:  # Only a run killed mid-write leaves a broken (last) line.
+                raise
+    return complete
 
 
 def truncate_metrics(workdir: str, last_step: int) -> list[dict[str, Any]]:
@@ -309,7 +317,7 @@ def fit(
     def step(state, acc, split, indices, key):
         return train_step(net, config, state, acc, split, indices, key)
 
-    step_fn = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=(0, 1))
+    step_fn = jax.jit(step, donate_argnums=(0, 1))
     eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config)))
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, steps_per_epoch)

@@ -1,0 +1,102 @@
+"""The entry points, run as a user runs them: subprocesses on small made data."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import conftest_data
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
+
+
+def _run(module, *flags, timeout=240):
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{module}", *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _learning_lines(workdir):
+    lines = [json.loads(x) for x in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if not k.endswith("_s") and k != "images_per_s"} for m in lines]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    conftest_data.make_data_dir(root)
+    return root
+
+
+@pytest.mark.parametrize("module", ["mnist", "cifar10", "cifar100"])
+def test_one_epoch_end_to_end(module, data_dir, tmp_path):
+    flags = [f"--data_dir={data_dir}", f"--workdir={tmp_path}", "--epochs=1", "--batch_size=8", "--num_validation=10"]
+    result = _run(module, *flags, *SMALL_NET[module])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = _learning_lines(tmp_path)
+    for key in ("validation_error", "validation_synthetic_error", "test_error", "test_synthetic_error", "train_loss"):
+        assert 0.0 <= line[key] < 10.0, (key, line)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["dataset"] == module and config["train"]["shadow"]["layer"] == 3
+    for figure in ("learning_curves.png", "learning_curves_wall.png", "synthetic_images.png"):
+        assert (tmp_path / "figures" / figure).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--shadow_layer=4", r"shadow_layer must be 0 \(off\) or 1..3"),
+        ("--sampling_rho=1.5", r"sampling_rho must be in \(0, 1\]"),
+        ("--shadow_weight=-1", "shadow_weight must be >= 0"),
+        ("--data_dir=/nonexistent/folder", "does not exist"),
+    ],
+)
+def test_bad_flags_stop_with_one_sentence(flag, message, tmp_path):
+    result = _run("mnist", flag, f"--workdir={tmp_path}", "--width=16")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigkilled_run_resumes_to_the_same_numbers(tmp_path):
+    data_dir = tmp_path / "data"
+    conftest_data.write_idx_dataset(data_dir / "mnist", n_train=1200, n_test=200, seed=3)
+    flags = [f"--data_dir={data_dir}", "--epochs=4", "--batch_size=50", "--num_validation=200", "--width=64"]
+    reference = _run("mnist", *flags, f"--workdir={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    workdir = tmp_path / "killed"
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.mnist", *flags, f"--workdir={workdir}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    epoch_one = workdir / "checkpoints" / "20"  # 1000 training examples / 50 per batch
+    deadline = time.monotonic() + 180
+    while not epoch_one.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert epoch_one.exists(), "the run never committed its epoch-1 checkpoint"
+    assert len(_learning_lines(workdir)) < 4, "the run finished before it could be killed"
+
+    resumed = _run("mnist", *flags, f"--workdir={workdir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in resumed.stdout
+    assert _learning_lines(workdir) == _learning_lines(tmp_path / "reference")

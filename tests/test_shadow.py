@@ -1,0 +1,147 @@
+"""The SHADOW loss: numpy oracle, stopped gradients, layer-application counts."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rev_nets import layers as L
+from rev_nets import nets, shadow
+
+TINY = nets.Net((L.Dense(6), L.Dense(5), L.Dense(4)), num_classes=3, input_shape=(2, 2, 2))
+
+
+def _tiny_batch(seed=0, batch=5):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 2, 2, 2)).astype(np.float32)
+    y = rng.integers(0, 3, batch).astype(np.int32)
+    return x, y
+
+
+def _numpy_shadow_loss(params, x, y, layer, weight):
+    """Forward, generate from h_layer with calibrated alpha, forward again, weighted CE: all in numpy."""
+    ws = [np.asarray(p["w"], np.float64) for p in params["hidden"]]
+    bs = [np.asarray(p["b"], np.float64) for p in params["hidden"]]
+    head_w, head_b = np.asarray(params["head"]["w"], np.float64), np.asarray(params["head"]["b"], np.float64)
+
+    def forward(inputs):
+        h, hs = inputs.reshape(len(inputs), -1), []
+        for w, b in zip(ws, bs):
+            h = np.maximum(h @ w + b, 0)
+            hs.append(h)
+        return h @ head_w + head_b, hs
+
+    def ce(logits):
+        z = logits - logits.max(1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y])
+
+    logits, hs = forward(x.astype(np.float64))
+    g = hs[layer - 1]
+    for l in range(layer, 0, -1):
+        w = ws[l - 1]
+        relu = l > 1
+        alpha = (2.0 if relu else 1.0) / (w.shape[0] * np.mean(w**2))
+        g = alpha * g @ w.T
+        g = np.maximum(g, 0) if relu else g
+    logits_syn, _ = forward(g.reshape(x.shape))
+    return (ce(logits) + weight * ce(logits_syn)) / (1 + weight)
+
+
+@pytest.mark.parametrize("layer,weight", [(1, 1.0), (3, 1.0), (2, 0.5)])
+def test_loss_matches_numpy_oracle(layer, weight):
+    params = nets.init(jax.random.key(0), TINY)
+    x, y = _tiny_batch()
+    config = shadow.ShadowConfig(layer=layer, weight=weight)
+    value, metrics = shadow.loss(TINY, params, jnp.asarray(x), jnp.asarray(y), config, jax.random.key(1))
+    np.testing.assert_allclose(value, _numpy_shadow_loss(params, x, y, layer, weight), rtol=1e-5)
+    assert set(metrics) == {"ce_real", "error_real", "ce_synthetic", "error_synthetic", "norm_ratio"}
+
+
+def test_shadow_off_is_plain_cross_entropy():
+    params = nets.init(jax.random.key(0), TINY)
+    x, y = _tiny_batch()
+    value, metrics = shadow.loss(TINY, params, x, y, shadow.ShadowConfig(layer=0), jax.random.key(1))
+    logits, _ = nets.forward(TINY, params, x)
+    np.testing.assert_allclose(value, shadow.cross_entropy(logits, y), rtol=1e-6)
+    assert set(metrics) == {"ce_real", "error_real"}
+
+
+@pytest.mark.parametrize("net", [TINY, nets.cifar_cnn((3, 4, 5), input_shape=(8, 8, 3))], ids=["mlp", "cnn"])
+def test_no_gradient_flows_through_the_synthetic_inputs(net):
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, *net.input_shape))
+    y = jnp.array([0, 1, 2, 0])
+    config = shadow.ShadowConfig(layer=3, weight=0.7, rho=0.8, smooth_sigma=0.5)
+    key = jax.random.key(2)
+    grads = jax.grad(lambda p: shadow.loss(net, p, x, y, config, key)[0])(params)
+
+    # The same synthetic batch, made outside the differentiated function: pure data.
+    _, hiddens = nets.forward(net, params, x)
+    x_syn = shadow.synthetic_batch(net, params, x, hiddens, config, jax.random.split(key, 3)[2])  # loss's gen_key
+
+    def loss_on_fixed_data(p):
+        ce_real = shadow.cross_entropy(nets.forward(net, p, x)[0], y)
+        ce_syn = shadow.cross_entropy(nets.forward(net, p, x_syn)[0], y)
+        return (ce_real + config.weight * ce_syn) / (1 + config.weight)
+
+    expected = jax.grad(loss_on_fixed_data)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, expected)
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_each_layer_runs_twice_forward_and_once_backward(monkeypatch, layer):
+    net = nets.cifar_cnn((3, 4, 5), input_shape=(8, 8, 3))
+    params = nets.init(jax.random.key(0), net)
+    x = jnp.zeros((2, *net.input_shape))
+    y = jnp.zeros((2,), jnp.int32)
+    forward_calls, reverse_calls = [], []
+    apply, adjoint = L.apply, L.adjoint
+    monkeypatch.setattr(L, "apply", lambda layer_, *a: forward_calls.append(layer_) or apply(layer_, *a))
+    monkeypatch.setattr(L, "adjoint", lambda layer_, *a: reverse_calls.append(layer_) or adjoint(layer_, *a))
+    jax.make_jaxpr(
+        lambda p: jax.grad(lambda q: shadow.loss(net, q, x, y, shadow.ShadowConfig(layer=layer), jax.random.key(0))[0])(
+            p
+        )
+    )(params)
+    for spec in net.layers:
+        assert forward_calls.count(spec) == 2
+    assert reverse_calls == list(reversed(net.layers[:layer]))
+
+
+def test_noise_twin_has_the_energy_of_the_synthetic_difference():
+    x = jax.random.normal(jax.random.key(0), (6, 4, 4, 3))
+    x_syn = 3.0 * jax.random.normal(jax.random.key(1), (6, 4, 4, 3))
+    twin = shadow.noise_twin(jax.random.key(2), x, x_syn)
+    energy = lambda d: jnp.linalg.norm(d.reshape(6, -1), axis=1)
+    np.testing.assert_allclose(energy(twin - x), energy(x_syn - x), rtol=1e-5)
+    assert not np.allclose(twin, x_syn)
+
+
+def test_noise_twin_arm_trains_on_noisy_real_inputs():
+    params = nets.init(jax.random.key(0), TINY)
+    x, y = _tiny_batch()
+    config = shadow.ShadowConfig(layer=3, noise_twin=True)
+    _, hiddens = nets.forward(TINY, params, x)
+    twin = shadow.synthetic_batch(TINY, params, x, hiddens, config, jax.random.key(3))
+    genuine = shadow.synthetic_batch(
+        TINY, params, x, hiddens, dataclasses.replace(config, noise_twin=False), jax.random.key(3)
+    )
+    energy = lambda d: np.linalg.norm(np.reshape(d, (len(x), -1)), axis=1)
+    np.testing.assert_allclose(energy(twin - x), energy(genuine - x), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        (shadow.ShadowConfig(layer=4), r"shadow_layer must be 0 \(off\) or 1..3"),
+        (shadow.ShadowConfig(weight=-1.0), "shadow_weight must be >= 0"),
+        (shadow.ShadowConfig(rho=1.5), r"sampling_rho must be in \(0, 1\]"),
+        (shadow.ShadowConfig(rho=0.0), r"sampling_rho must be in \(0, 1\]"),
+        (shadow.ShadowConfig(smooth_sigma=-0.5), "smooth_sigma must be >= 0"),
+    ],
+)
+def test_bad_settings_raise_one_sentence(config, message):
+    with pytest.raises(ValueError, match=message):
+        config.check(TINY)

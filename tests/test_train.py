@@ -1,0 +1,117 @@
+"""The fit loop: determinism, resume, NaN guard, config guard, evaluation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rev_nets import data, nets, shadow, train
+
+NET = nets.mnist_mlp(width=16)
+
+
+def _splits(n_train=96, n_eval=37, seed=0):
+    rng = np.random.default_rng(seed)
+    make = lambda n: data.DeviceSplit(
+        jnp.asarray(rng.standard_normal((n, 28, 28, 1)), jnp.float32), jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+    )
+    return make(n_train), {"test": make(n_eval)}
+
+
+def _config(**overrides):
+    base = dict(epochs=2, batch_size=16, learning_rate=0.05, log_every=3, shadow=shadow.ShadowConfig(layer=2))
+    return train.TrainConfig(**(base | overrides))
+
+
+def _learning_metrics(history):
+    return [{k: v for k, v in line.items() if not k.endswith("_s") and k != "images_per_s"} for line in history]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    train_split, evals = _splits()
+    _, full = train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path / "a"), figures=False)
+    _, first = train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path / "b"), figures=False)
+    assert _learning_metrics(full) == _learning_metrics(first)
+    assert [m["epoch"] for m in full] == [1, 2, 3]
+    assert np.isfinite(full[-1]["train_loss"]) and full[-1]["step"] == 18
+
+
+def test_resume_drops_metric_lines_beyond_the_checkpoint(tmp_path):
+    train_split, evals = _splits()
+    workdir = str(tmp_path / "run")
+    _, uninterrupted = train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path / "ref"), figures=False)
+    train.fit(NET, _config(epochs=3), train_split, evals, workdir, figures=False)
+    # Pretend the run died after writing epoch 3's line but before its checkpoint, mid-way through a 4th line.
+    manager = train.checkpoint_manager(workdir)
+    manager.delete(manager.latest_step())
+    with open(f"{workdir}/metrics.jsonl", "a") as f:
+        f.write('{"epoch": 4, "st')
+    _, resumed = train.fit(NET, _config(epochs=3), train_split, evals, workdir, figures=False)
+    assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
+    assert len(train.read_metrics(workdir)) == 3
+
+
+def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):
+    traces = []
+    step = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda *args: traces.append(1) or step(*args))
+    train_split, evals = _splits()
+    train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path), figures=False)
+    assert len(traces) == 1
+
+
+def test_step_zero_checkpoint_is_kept(tmp_path):
+    train_split, evals = _splits()
+    state, _ = train.fit(NET, _config(epochs=4), train_split, evals, str(tmp_path), figures=False)
+    steps = train.checkpoint_manager(str(tmp_path)).all_steps()
+    assert 0 in steps and int(state.step) in steps and len(steps) == 3
+    initial = train.checkpoint_manager(str(tmp_path)).restore(
+        0, args=train.ocp.args.StandardRestore(train.create_state(NET, _config(epochs=4), 6))
+    )
+    fresh = nets.init(jax.random.key(0), NET)
+    jax.tree.map(np.testing.assert_array_equal, initial.params, fresh)
+
+
+def test_changed_settings_stop_the_resume(tmp_path):
+    train_split, evals = _splits()
+    train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
+    with pytest.raises(train.TrainingError, match=r"different settings \(train\).*new --workdir"):
+        train.fit(NET, _config(epochs=1, learning_rate=0.1), train_split, evals, str(tmp_path), figures=False)
+
+
+def test_non_finite_loss_stops_with_a_sentence_and_keeps_the_last_checkpoint(tmp_path):
+    train_split, evals = _splits()
+    with pytest.raises(train.TrainingError, match="NaN or infinite in epoch 1"):
+        train.fit(
+            NET, _config(learning_rate=1e12, schedule="constant"), train_split, evals, str(tmp_path), figures=False
+        )
+    assert train.checkpoint_manager(str(tmp_path)).all_steps() == [0]
+    assert train.read_metrics(str(tmp_path)) == []
+
+
+def test_evaluate_pads_the_last_batch_correctly():
+    _, evals = _splits(n_eval=37)
+    params = nets.init(jax.random.key(0), NET)
+    config = _config()
+    eval_fn = jax.jit(lambda p, s, i, m: train.eval_step(NET, train.eval_config(config), p, s, i, m))
+    result = train.evaluate(eval_fn, params, evals["test"], batch_size=10)
+    logits, hiddens = nets.forward(NET, params, evals["test"].images)
+    x_syn = shadow.synthetic_batch(NET, params, evals["test"].images, hiddens, train.eval_config(config), None)
+    np.testing.assert_allclose(result["error"], float(shadow.error_rate(logits, evals["test"].labels)), atol=1e-6)
+    syn_error = float(shadow.error_rate(nets.forward(NET, params, x_syn)[0], evals["test"].labels))
+    np.testing.assert_allclose(result["synthetic_error"], syn_error, atol=1e-6)
+    np.testing.assert_allclose(result["loss"], float(shadow.cross_entropy(logits, evals["test"].labels)), rtol=1e-5)
+
+
+def test_eval_uses_layer_three_when_shadow_is_off():
+    assert train.eval_config(_config(shadow=shadow.ShadowConfig(layer=0))).layer == 3
+    assert train.eval_config(
+        _config(shadow=shadow.ShadowConfig(layer=2, rho=0.5, noise_twin=True))
+    ) == shadow.ShadowConfig(layer=2)
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+    schedule = train.learning_rate_schedule(_config(epochs=10, warmup_epochs=1.0, learning_rate=0.1), 100)
+    assert float(schedule(0)) == 0.0
+    np.testing.assert_allclose(float(schedule(100)), 0.1, rtol=1e-6)
+    assert float(schedule(999)) < 1e-3
