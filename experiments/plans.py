@@ -1,0 +1,104 @@
+"""The grids behind the paper's comparisons, and how to read a grid's run directories.
+
+Shared by ``experiments.grid`` (which runs them) and ``experiments.report``
+(which summarises them); flag-free so both can import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A dataset's grid: shared flags, rate grid, seeds, and the cells (name -> flags)."""
+
+    common: tuple[str, ...]
+    learning_rates: tuple[float, ...]
+    seeds: tuple[int, ...]
+    main_cells: dict[str, tuple[str, ...]]
+    ablations: dict[str, tuple[str, ...]]
+    ablation_base: str = "shadow"
+
+
+def _cells(dropout: float, sampling_rho: float, smooth_sigma: float):
+    main = {
+        "backprop": ("--shadow_layer=0",),
+        "shadow": ("--shadow_layer=3",),
+        "backprop_dropout": ("--shadow_layer=0", f"--dropout={dropout}"),
+        "shadow_dropout": ("--shadow_layer=3", f"--dropout={dropout}"),
+    }
+    ablations = {
+        "shadow_h2": ("--shadow_layer=2",),
+        "shadow_sampling": ("--shadow_layer=3", f"--sampling_rho={sampling_rho}"),
+        "shadow_smoothing": ("--shadow_layer=3", f"--smooth_sigma={smooth_sigma}"),
+        "noise_twin": ("--shadow_layer=3", "--noise_twin"),
+    }
+    return main, ablations
+
+
+PLANS = {
+    "mnist": Plan(
+        common=("--epochs=15", "--batch_size=128", "--warmup_epochs=1", "--num_validation=5000"),
+        learning_rates=(0.02, 0.05, 0.1),
+        seeds=(0, 1, 2),
+        main_cells=_cells(0.3, 0.5, 1.0)[0],
+        ablations=_cells(0.3, 0.5, 1.0)[1],
+    ),
+    "cifar10": Plan(
+        common=(
+            "--epochs=12",
+            "--batch_size=128",
+            "--warmup_epochs=1",
+            "--num_validation=5000",
+            "--channels=32,64,128",
+        ),
+        learning_rates=(0.02, 0.05),
+        seeds=(0, 1, 2),
+        main_cells=_cells(0.3, 0.5, 1.0)[0],
+        ablations=_cells(0.3, 0.5, 1.0)[1],
+    ),
+}
+PLANS["cifar100"] = dataclasses.replace(PLANS["cifar10"], seeds=(0,))
+
+
+def run_name(cell: str, learning_rate: float, seed: int) -> str:
+    return f"{cell}_lr{learning_rate:g}_seed{seed}"
+
+
+def epochs_of(plan: Plan) -> int:
+    return int(next(f for f in plan.common if f.startswith("--epochs=")).split("=")[1])
+
+
+DIVERGED = "DIVERGED"  # Marker file of a run stopped by a non-finite loss.
+
+
+def finished(workdir: str, epochs: int) -> bool:
+    """Whether ``workdir`` holds a metrics line for the last epoch, or diverged."""
+    if os.path.exists(os.path.join(workdir, DIVERGED)):
+        return True
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        lines = [json.loads(x) for x in f if x.strip().endswith("}")]
+    return any(m["epoch"] == epochs for m in lines)
+
+
+def final_metric(workdir: str, key: str) -> float:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f if x.strip()][-1][key]
+
+
+def choose_learning_rate(plan: Plan, root: str, cell: str) -> float | None:
+    """The rate with the lowest final validation error among the finished seed-0 runs (None if any is missing)."""
+    errors = {}
+    for lr in plan.learning_rates:
+        workdir = os.path.join(root, run_name(cell, lr, plan.seeds[0]))
+        if not finished(workdir, epochs_of(plan)):
+            return None
+        diverged = os.path.exists(os.path.join(workdir, DIVERGED))
+        errors[lr] = float("inf") if diverged else final_metric(workdir, "validation_error")
+    return min(errors, key=errors.get)

@@ -1,0 +1,222 @@
+"""Tables and figures from a grid's runs: SHADOW against backprop, fairly summarised.
+
+    python -m experiments.report --dataset=mnist --root=~/rev_nets_grid --out=results
+
+For every cell at its chosen learning rate: final test error (mean ± std over
+seeds), the difference to its backprop twin with its Welch standard error
+("effect" only beyond 2 standard errors), early test error, and whether the
+synthetic test error tracks the real one: the mean per-epoch gap (synthetic
+minus real) and the correlation of their epoch-to-epoch changes (raw curves
+correlate whenever both fall). Writes ``<out>/<dataset>.md``, learning-curve
+figures, and a copy of every run's ``config.json`` and ``metrics.jsonl`` so
+that the tables can be rebuilt from the repository alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+from absl import flags
+
+from experiments import cli
+from experiments import plans as grid
+from rev_nets import plots
+
+_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "cifar100"], "Which grid.")
+_ROOT = flags.DEFINE_string("root", "~/rev_nets_grid", "The grid's root (as given to experiments.grid).")
+_OUT = flags.DEFINE_string("out", "results", "Where the table, figures and copied metrics go.")
+
+TWINS = {
+    "shadow": "backprop",
+    "shadow_dropout": "backprop_dropout",
+    "shadow_h2": "backprop",
+    "shadow_sampling": "backprop",
+    "shadow_smoothing": "backprop",
+    "noise_twin": "backprop",
+}
+
+
+def read_run(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def cell_runs(plan: grid.Plan, root: str, cell: str, learning_rate: float) -> dict[int, list[dict]]:
+    """Seed -> metric lines, for the finished runs of ``cell`` at ``learning_rate``."""
+    runs = {}
+    for seed in plan.seeds:
+        workdir = os.path.join(root, grid.run_name(cell, learning_rate, seed))
+        if grid.finished(workdir, grid.epochs_of(plan)) and not os.path.exists(os.path.join(workdir, grid.DIVERGED)):
+            runs[seed] = read_run(workdir)
+    return runs
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Difference of means and its Welch standard error (nan with fewer than 2 runs on a side)."""
+    if len(a) < 2 or len(b) < 2:
+        return float(np.mean(a) - np.mean(b)), float("nan")
+    return float(np.mean(a) - np.mean(b)), math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+
+
+def tracking(runs: dict[int, list[dict]]) -> tuple[float, float]:
+    """Mean gap (synthetic - real test error) over all epochs, and the correlation of their per-epoch changes."""
+    gaps, real_steps, syn_steps = [], [], []
+    for lines in runs.values():
+        real = np.array([m["test_error"] for m in lines])
+        syn = np.array([m["test_synthetic_error"] for m in lines])
+        gaps.extend(syn - real)
+        real_steps.extend(np.diff(real))
+        syn_steps.extend(np.diff(syn))
+    correlation = float(np.corrcoef(real_steps, syn_steps)[0, 1]) if len(real_steps) > 2 else float("nan")
+    return float(np.mean(gaps)), correlation
+
+
+def pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def command(dataset: str, plan: grid.Plan, cell_flags, learning_rate: float) -> str:
+    flags_ = " ".join([*plan.common, *cell_flags, f"--learning_rate={learning_rate:g}", "--seed=S"])
+    return f"python -m experiments.{dataset} {flags_}"
+
+
+def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
+    """The markdown report; also writes figures and copies the runs' metrics under ``out``."""
+    cells = plan.main_cells | plan.ablations
+    chosen = {c: grid.choose_learning_rate(plan, root, c) for c in plan.main_cells}
+    for c in plan.ablations:
+        chosen[c] = chosen[plan.ablation_base]
+    finals, runs_by_cell = {}, {}
+    for cell, lr in chosen.items():
+        if lr is None:
+            continue
+        runs_by_cell[cell] = cell_runs(plan, root, cell, lr)
+        finals[cell] = [lines[-1]["test_error"] for lines in runs_by_cell[cell].values()]
+    early_epoch = max(1, grid.epochs_of(plan) // 5)
+
+    rows = [
+        f"| cell | lr | seeds | test error % (mean ± std) | vs backprop twin (± Welch SE) | test error % at epoch {early_epoch} | synthetic - real gap | corr. of epoch-to-epoch changes | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        if not runs_by_cell.get(cell):
+            rows.append(f"| {cell} | {chosen.get(cell)} | 0 | not run yet | | | | | |")
+            continue
+        runs, errors = runs_by_cell[cell], finals[cell]
+        std = float(np.std(errors, ddof=1)) if len(errors) > 1 else float("nan")
+        twin = TWINS.get(cell)
+        versus = ""
+        if twin and finals.get(twin):
+            diff, se = welch(errors, finals[twin])
+            verdict = "effect" if not math.isnan(se) and abs(diff) > 2 * se else "no effect"
+            versus = f"{100 * diff:+.2f} ± {pct(se)} ({verdict})"
+        early = [lines[early_epoch - 1]["test_error"] for lines in runs.values()]
+        gap, corr = tracking(runs)
+        seconds = np.median([m["epoch_time_s"] for lines in runs.values() for m in lines[1:]] or [float("nan")])
+        rows.append(
+            f"| {cell} | {chosen[cell]:g} | {len(errors)} | {pct(np.mean(errors))} ± {pct(std)} | {versus} | "
+            f"{pct(np.mean(early))} | {100 * gap:+.2f} | {corr:.2f} | {seconds:.1f} |"
+        )
+
+    search = [
+        "| cell | " + " | ".join(f"lr {lr:g}" for lr in plan.learning_rates) + " |",
+        "|---|" + "---|" * len(plan.learning_rates),
+    ]
+    for cell in plan.main_cells:
+        values = []
+        for lr in plan.learning_rates:
+            workdir = os.path.join(root, grid.run_name(cell, lr, plan.seeds[0]))
+            if os.path.exists(os.path.join(workdir, grid.DIVERGED)):
+                values.append("diverged")
+            elif grid.finished(workdir, grid.epochs_of(plan)):
+                values.append(pct(grid.final_metric(workdir, "validation_error")))
+            else:
+                values.append("-")
+        search.append(f"| {cell} | " + " | ".join(values) + " |")
+
+    commands = [
+        f"- `{cell}`: `{command(dataset, plan, cells[cell], chosen[cell])}`" for cell in cells if chosen.get(cell)
+    ]
+    _figures(dataset, runs_by_cell, out)
+    _archive(plan, root, out, dataset)
+    return "\n".join(
+        [
+            f"## {dataset}: final test error, {grid.epochs_of(plan)} epochs, seeds {list(plan.seeds)}",
+            "",
+            *rows,
+            "",
+            "Validation error % (seed 0) per learning rate, from which each main arm's rate was chosen:",
+            "",
+            *search,
+            "",
+            "Commands (S = seed):",
+            "",
+            *commands,
+        ]
+    )
+
+
+def _figures(dataset: str, runs_by_cell: dict, out: str) -> None:
+    """Mean test error curves (real solid, synthetic dashed) per main cell, against epochs and wall time."""
+    for cells, name in ((("backprop", "shadow"), "nodropout"), (("backprop_dropout", "shadow_dropout"), "dropout")):
+        series_epoch, series_wall = {}, {}
+        for cell in cells:
+            runs = list(runs_by_cell.get(cell, {}).values())
+            if not runs:
+                continue
+            n = min(len(r) for r in runs)
+            epochs = list(range(1, n + 1))
+            wall = list(np.mean([[m["wall_time_s"] / 60 for m in r[:n]] for r in runs], axis=0))
+            for kind, key in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
+                curve = list(100 * np.mean([[m[key] for m in r[:n]] for r in runs], axis=0))
+                series_epoch[f"{cell} {kind}"] = (epochs, curve)
+                series_wall[f"{cell} {kind}"] = (wall, curve)
+        if series_epoch:
+            title = f"{dataset}: test error, mean over seeds"
+            plots.learning_curves(
+                series_epoch,
+                os.path.join(out, "figures", f"{dataset}_curves_{name}.png"),
+                ylabel="test error %",
+                title=title,
+            )
+            plots.learning_curves(
+                series_wall,
+                os.path.join(out, "figures", f"{dataset}_curves_{name}_wall.png"),
+                xlabel="training minutes",
+                ylabel="test error %",
+                title=title,
+            )
+
+
+def _archive(plan: grid.Plan, root: str, out: str, dataset: str) -> None:
+    """Copies each finished run's config and metrics (a few KB) under ``out/<dataset>/``."""
+    if not os.path.isdir(root):
+        return
+    for name in sorted(os.listdir(root)):
+        workdir = os.path.join(root, name)
+        if not grid.finished(workdir, grid.epochs_of(plan)):
+            continue
+        target = os.path.join(out, dataset, name)
+        os.makedirs(target, exist_ok=True)
+        for file in ("config.json", "metrics.jsonl", grid.DIVERGED):
+            if os.path.exists(os.path.join(workdir, file)):
+                shutil.copy(os.path.join(workdir, file), target)
+
+
+def main(argv) -> None:
+    del argv
+    dataset = _DATASET.value
+    root = os.path.join(os.path.expanduser(_ROOT.value), dataset)
+    report = summarise(dataset, grid.PLANS[dataset], root, _OUT.value)
+    os.makedirs(_OUT.value, exist_ok=True)
+    with open(os.path.join(_OUT.value, f"{dataset}.md"), "w") as f:
+        f.write(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    cli.run(main)
