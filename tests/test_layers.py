@@ -1,5 +1,6 @@
 """Layer maps, their adjoints and pooling, against numpy oracles."""
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +19,7 @@ conv_specs = st.builds(
     kernel_size=st.sampled_from([(1, 1), (3, 3), (2, 3)]),
     strides=st.sampled_from([(1, 1), (2, 2), (1, 2)]),
     padding=st.sampled_from(["SAME", "VALID", ((1, 0), (2, 1))]),
+    impl=st.sampled_from(["matmul", "lax"]),
 )
 conv_inputs = st.tuples(st.sampled_from([5, 8]), st.sampled_from([6, 7]), st.sampled_from([1, 3]))
 
@@ -44,6 +46,14 @@ def test_conv_adjoint_identity_and_numpy_oracle(spec, in_shape, seed):
     )
     lhs, rhs = _inner(ax, y), _inner(x, aty)
     assert abs(lhs - rhs) <= 1e-4 * (1 + abs(lhs)), (lhs, rhs)
+
+
+@given(spec=conv_specs, in_shape=conv_inputs, seed=st.integers(0, 2**16))
+def test_conv_implementations_agree_forward_and_transposed(spec, in_shape, seed):
+    other = dataclasses.replace(spec, impl="lax" if spec.impl == "matmul" else "matmul")
+    w, x, y = _draw(seed, L.weight_shape(spec, in_shape), (2, *in_shape), (2, *L.pre_pool_shape(spec, in_shape)))
+    np.testing.assert_allclose(L.linear(spec, w, x), L.linear(other, w, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(L.adjoint(spec, w, y, in_shape), L.adjoint(other, w, y, in_shape), rtol=1e-5, atol=1e-5)
 
 
 @given(
@@ -107,6 +117,8 @@ def test_shapes_and_fan_in():
 def test_bad_layer_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="divisible by 2"):
         L.out_shape(L.Conv(4, pool="max"), (7, 8, 3))
+    with pytest.raises(ValueError, match="impl must be"):
+        L.Conv(4, impl="fft")
     with pytest.raises(ValueError, match="pool must be"):
         L.Conv(4, pool="median")
     with pytest.raises(ValueError, match="Dense layers cannot pool"):

@@ -1,0 +1,208 @@
+"""Train-step throughput: rev_nets (backprop and SHADOW) against a PyTorch reference of the same nets.
+
+    python -m benchmarks.throughput                # everything (PyTorch rows when torch is installed)
+    python -m benchmarks.throughput --nets=cnn --batch_sizes=256 --repeats=5
+
+Measures images/s of the real jitted train step (``rev_nets.train.train_step``,
+data resident on the device, buffers donated) as the median of ``--repeats``
+timings of ``--steps`` steps each, after a warm-up; the achieved GFLOP/s
+against this machine's matmul peak measured in the same run; and the
+SHADOW/backprop step-time ratio beside its arithmetic floor
+``(2 (fwd + bwd) + generator) / (fwd + bwd)``, with FLOPs from XLA's cost
+analysis. The PyTorch reference (``pip install torch``; CPU build:
+``pip install torch==2.13.0`` here) trains exactly the same nets, with SHADOW
+written with ``max_unpool2d`` and ``conv_transpose2d``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from rev_nets import data, generator, nets, shadow, train
+
+_NETS = flags.DEFINE_list("nets", ["mlp", "cnn", "cnn_lax"], "Which nets: mlp, cnn (default conv), cnn_lax (lax.conv).")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
+_TORCH = flags.DEFINE_boolean("torch", True, "Also time the PyTorch reference when torch is importable.")
+
+
+def benchmark_nets() -> dict[str, nets.Net]:
+    cnn = nets.cifar_cnn()
+    lax_layers = tuple(dataclasses.replace(layer, impl="lax") for layer in cnn.layers)
+    return {"mlp": nets.mnist_mlp(), "cnn": cnn, "cnn_lax": dataclasses.replace(cnn, layers=lax_layers)}
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(repeats: int, n: int = 2048) -> dict[str, float]:
+    """GFLOP/s of a float32 n x n matmul: jitted JAX and numpy."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    jax_s = median_seconds(lambda: f(a).block_until_ready(), repeats)
+    an = np.asarray(a)
+    np_s = median_seconds(lambda: an @ an, repeats)
+    return {"jax": 2 * n**3 / jax_s / 1e9, "numpy": 2 * n**3 / np_s / 1e9}
+
+
+def step_flops(net: nets.Net, config: train.TrainConfig, batch: int) -> float:
+    """FLOPs of one train step from XLA's cost analysis."""
+    split = _fake_split(net, batch)
+    state = train.create_state(net, config, 1)
+    lowered = jax.jit(lambda s, a, i, k: train.train_step(net, config, s, a, split, i, k)).lower(
+        state, train.zero_metrics(config), jnp.arange(batch), jax.random.key(0)
+    )
+    return _flops(lowered)
+
+
+def generator_flops(net: nets.Net, batch: int, layer: int) -> float:
+    params = nets.init(jax.random.key(0), net)
+    x = jnp.zeros((batch, *net.input_shape))
+    _, hiddens = nets.forward(net, params, x)
+    lowered = jax.jit(lambda p, hs: generator.generate_from(net, p, hs, layer)).lower(params, hiddens)
+    return _flops(lowered)
+
+
+def _flops(lowered) -> float:
+    analysis = lowered.compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+
+
+def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
+    images = jax.random.normal(jax.random.key(1), (n, *net.input_shape))
+    return data.DeviceSplit(images, jax.random.randint(jax.random.key(2), (n,), 0, net.num_classes))
+
+
+def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
+    split = _fake_split(net, 4 * batch)
+    state = train.create_state(net, config, 1)
+    acc = train.zero_metrics(config)
+    step = jax.jit(lambda s, a, i, k: train.train_step(net, config, s, a, split, i, k), donate_argnums=(0, 1))
+    order = jnp.arange(4 * batch).reshape(4, batch)
+    key = jax.random.key(0)
+    carry = [state, acc]
+
+    def run():
+        for i in range(steps):
+            carry[0], carry[1] = step(carry[0], carry[1], order[i % 4], key)
+        jax.block_until_ready(carry)
+
+    run()
+    return steps * batch / median_seconds(run, repeats)
+
+
+def torch_images_per_s(name: str, shadow_on: bool, batch: int, steps: int, repeats: int) -> float | None:
+    """The same net and step in PyTorch (None when torch is not installed)."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    if name == "mlp":
+        layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024)]
+        head, shape = torch.nn.Linear(1024, 10), (1, 28, 28)
+    else:
+        layers = [torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.Conv2d(128, 256, 3, padding=1)]
+        head, shape = torch.nn.Linear(4096, 10), (3, 32, 32)
+    params = [p for m in [*layers, head] for p in m.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, 10, (batch,))
+
+    def forward(inputs):
+        h, hiddens = inputs if name != "mlp" else inputs.flatten(1), []
+        for layer in layers:
+            h = F.relu(layer(h))
+            if name != "mlp":
+                h, switches = F.max_pool2d(h, 2, return_indices=True)
+                hiddens.append((h, switches))
+            else:
+                hiddens.append((h, None))
+        return head(h.flatten(1)), hiddens
+
+    def generate(hiddens):
+        with torch.no_grad():
+            g = hiddens[-1][0]
+            for index in range(len(layers) - 1, -1, -1):
+                layer, (_, switches) = layers[index], hiddens[index]
+                w = layer.weight
+                fan_in = w[0].numel()
+                alpha = (2.0 if index > 0 else 1.0) / (fan_in * w.pow(2).mean())
+                if name == "mlp":
+                    g = alpha * g @ w
+                else:
+                    g = F.max_unpool2d(g, switches, 2)
+                    g = alpha * F.conv_transpose2d(g, w, padding=1)
+                g = F.relu(g) if index > 0 else g
+            return g.reshape(batch, *shape)
+
+    def step():
+        optimizer.zero_grad()
+        logits, hiddens = forward(x)
+        loss = F.cross_entropy(logits, y)
+        if shadow_on:
+            loss = (loss + F.cross_entropy(forward(generate(hiddens))[0], y)) / 2
+        loss.backward()
+        optimizer.step()
+
+    def run():
+        for _ in range(steps):
+            step()
+
+    run()
+    return steps * batch / median_seconds(run, repeats)
+
+
+def main(argv) -> None:
+    del argv
+    peak = matmul_peak_gflops(_REPEATS.value)
+    print(f"devices: {jax.devices()}")
+    print(f"matmul peak (float32 2048^2): jax {peak['jax']:.0f} GFLOP/s, numpy {peak['numpy']:.0f} GFLOP/s\n")
+    header = "| net | batch | arm | rev_nets img/s | GFLOP/s (% of jax peak) | PyTorch img/s | rev_nets / PyTorch | SHADOW/backprop time | FLOP floor |"
+    print(header + "\n" + "|---" * 9 + "|")
+    all_nets = benchmark_nets()
+    for name in _NETS.value:
+        net = all_nets[name]
+        for batch in (int(b) for b in _BATCH_SIZES.value):
+            backprop = train.TrainConfig(batch_size=batch, shadow=shadow.ShadowConfig(layer=0))
+            shadowed = dataclasses.replace(backprop, shadow=shadow.ShadowConfig(layer=3))
+            base_flops = step_flops(net, backprop, batch)
+            floor = (2 * base_flops + generator_flops(net, batch, 3)) / base_flops
+            rates = {}
+            for arm, config in (("backprop", backprop), ("SHADOW h3", shadowed)):
+                rate = jax_images_per_s(net, config, batch, _STEPS.value, _REPEATS.value)
+                rates[arm] = rate
+                flops = step_flops(net, config, batch)
+                gflops = flops * rate / batch / 1e9
+                torch_rate = None
+                if _TORCH.value and name != "cnn_lax":
+                    torch_rate = torch_images_per_s(name, arm != "backprop", batch, _STEPS.value, _REPEATS.value)
+                ratio = rates["backprop"] / rate if arm != "backprop" else None
+                print(
+                    f"| {name} | {batch} | {arm} | {rate:,.0f} | {gflops:.0f} ({100 * gflops / peak['jax']:.0f}%) | "
+                    f"{'-' if torch_rate is None else f'{torch_rate:,.0f}'} | "
+                    f"{'-' if torch_rate is None else f'{rate / torch_rate:.2f}x'} | "
+                    f"{'-' if ratio is None else f'{ratio:.2f}'} | {'-' if ratio is None else f'{floor:.2f}'} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    app.run(main)
