@@ -91,16 +91,16 @@ def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
 
 def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
     split = _fake_split(net, 4 * batch)
-    state = train.create_state(net, config, 1)
-    acc = train.zero_metrics(config)
-    step = jax.jit(lambda s, a, i, k: train.train_step(net, config, s, a, split, i, k), donate_argnums=(0, 1))
+    mesh = train.data_mesh()
+    split, state, acc = train.replicate((split, train.create_state(net, config, 1), train.zero_metrics(config)), mesh)
+    step = train.make_train_step(net, config, mesh)
     order = jnp.arange(4 * batch).reshape(4, batch)
     key = jax.random.key(0)
     carry = [state, acc]
 
     def run():
         for i in range(steps):
-            carry[0], carry[1] = step(carry[0], carry[1], order[i % 4], key)
+            carry[0], carry[1] = step(carry[0], carry[1], split, order[i % 4], key)
         jax.block_until_ready(carry)
 
     run()
@@ -119,7 +119,11 @@ def torch_images_per_s(name: str, shadow_on: bool, batch: int, steps: int, repea
         layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024)]
         head, shape = torch.nn.Linear(1024, 10), (1, 28, 28)
     else:
-        layers = [torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.Conv2d(128, 256, 3, padding=1)]
+        layers = [
+            torch.nn.Conv2d(3, 64, 3, padding=1),
+            torch.nn.Conv2d(64, 128, 3, padding=1),
+            torch.nn.Conv2d(128, 256, 3, padding=1),
+        ]
         head, shape = torch.nn.Linear(4096, 10), (3, 32, 32)
     params = [p for m in [*layers, head] for p in m.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)

@@ -26,6 +26,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rev_nets import data, nets, plots, shadow
 
@@ -116,6 +118,36 @@ def create_state(net: nets.Net, config: TrainConfig, steps_per_epoch: int) -> tr
     return train_state.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(config, steps_per_epoch))
 
 
+# ------------------------------------------------------------- sharding --
+
+
+def data_mesh() -> Mesh:
+    """One ``data`` axis over every device of every process (1 CPU, 8 host devices, a GPU, a TPU slice)."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P("data"))
+
+
+def replicate(tree, mesh: Mesh):
+    """Every leaf as a global array replicated on all devices of ``mesh`` (works across processes)."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def shard_batch(batch, sharding: NamedSharding | None):
+    """Constrains a batch's leading axis to ``sharding`` (no-op without one)."""
+    if sharding is None:
+        return batch
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), batch)
+
+
 # ----------------------------------------------------------------- steps --
 
 
@@ -136,9 +168,15 @@ def train_step(
     split: data.DeviceSplit,
     indices: jax.Array,
     key: jax.Array,
+    *,
+    batch_sharding: NamedSharding | None = None,
 ) -> tuple[train_state.TrainState, Metrics]:
-    """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``."""
-    x, y = data.batch_at(split, indices)
+    """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``.
+
+    With ``batch_sharding`` the batch is split along the mesh's data axis, so
+    XLA runs each device's share and all-reduces the gradients.
+    """
+    x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
 
     def objective(params):
         return shadow.loss(net, params, x, y, config.shadow, key, dropout=config.dropout)
@@ -147,6 +185,15 @@ def train_step(
     state = state.apply_gradients(grads=grads)
     sums = {name: acc[name] + value for name, value in (metrics | {"loss": loss}).items()}
     return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
+
+
+def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh):
+    """``train_step`` jitted once for ``net`` and ``config``, state and metrics buffers donated."""
+
+    def step(state, acc, split, indices, key):
+        return train_step(net, config, state, acc, split, indices, key, batch_sharding=batch_sharding(mesh))
+
+    return jax.jit(step, donate_argnums=(0, 1))
 
 
 def eval_config(config: TrainConfig) -> shadow.ShadowConfig:
@@ -162,9 +209,11 @@ def eval_step(
     split: data.DeviceSplit,
     indices: jax.Array,
     mask: jax.Array,
+    *,
+    batch_sharding: NamedSharding | None = None,
 ) -> Metrics:
     """Summed real/synthetic errors and real cross-entropy over the unmasked examples."""
-    x, y = data.batch_at(split, indices)
+    x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
     logits, hiddens = nets.forward(net, params, x)
     x_syn = shadow.synthetic_batch(net, params, x, hiddens, generator_config, None)
     logits_syn, _ = nets.forward(net, params, x_syn)
@@ -173,10 +222,15 @@ def eval_step(
     return {"errors": wrong(logits), "synthetic_errors": wrong(logits_syn), "ce": jnp.sum(ce * mask)}
 
 
-def evaluate(eval_fn, params: nets.Params, split: data.DeviceSplit, batch_size: int) -> dict[str, float]:
-    """Error, synthetic error and loss over a whole split, in padded fixed-size batches."""
+def evaluate(
+    eval_fn, params: nets.Params, split: data.DeviceSplit, batch_size: int, multiple: int = 1
+) -> dict[str, float]:
+    """Error, synthetic error and loss over a whole split, in padded fixed-size batches.
+
+    The batch shrinks for small splits, staying a multiple of ``multiple`` (the device count).
+    """
     n = int(split.labels.shape[0])
-    batch_size = min(batch_size, n)
+    batch_size = min(batch_size, math.ceil(n / multiple) * multiple)
     padded = math.ceil(n / batch_size) * batch_size
     indices = np.arange(padded) % n
     mask = (np.arange(padded) < n).astype(np.float32)
@@ -304,7 +358,12 @@ def fit(
         raise ValueError(f"batch_size={config.batch_size} is larger than the {num_train} training examples.")
     check_config(workdir, {"train": config.to_json(), "net": repr(net), **(extra_config or {})})
 
-    state = create_state(net, config, steps_per_epoch)
+    mesh = data_mesh()
+    for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
+        if size % mesh.size:
+            raise ValueError(f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over.")
+    train, evals = replicate((train, evals), mesh)
+    state = replicate(create_state(net, config, steps_per_epoch), mesh)
     manager = checkpoint_manager(workdir)
     history: list[dict[str, Any]] = []
     if manager.latest_step() is None:
@@ -314,11 +373,8 @@ def fit(
         history = truncate_metrics(workdir, int(state.step))
         print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // steps_per_epoch})", flush=True)
 
-    def step(state, acc, split, indices, key):
-        return train_step(net, config, state, acc, split, indices, key)
-
-    step_fn = jax.jit(step, donate_argnums=(0, 1))
-    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config)))
+    step_fn = make_train_step(net, config, mesh)
+    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config), batch_sharding=batch_sharding(mesh)))
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, steps_per_epoch)
     wall = history[-1]["wall_time_s"] if history else 0.0
@@ -327,7 +383,7 @@ def fit(
     for epoch in range(first_epoch + 1, config.epochs + 1):
         epoch_key = jax.random.fold_in(base_key, epoch)
         order = data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, config.batch_size)
-        acc = zero_metrics(config)
+        acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(steps_per_epoch):
             state, acc = step_fn(state, acc, train, order[i], jax.random.fold_in(epoch_key, i + 1))
@@ -347,7 +403,7 @@ def fit(
         line = {"epoch": epoch, "step": int(state.step), "learning_rate": float(schedule(int(state.step) - 1))}
         line |= {f"train_{name}": value for name, value in _mean_metrics(acc).items()}
         for name, split in evals.items():
-            result = evaluate(eval_fn, state.params, split, config.eval_batch_size)
+            result = evaluate(eval_fn, state.params, split, config.eval_batch_size, mesh.size)
             line |= {f"{name}_{key}": value for key, value in result.items()}
         line |= {
             "epoch_time_s": train_time,

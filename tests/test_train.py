@@ -54,7 +54,7 @@ def test_resume_drops_metric_lines_beyond_the_checkpoint(tmp_path):
 def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):
     traces = []
     step = train.train_step
-    monkeypatch.setattr(train, "train_step", lambda *args: traces.append(1) or step(*args))
+    monkeypatch.setattr(train, "train_step", lambda *args, **kwargs: traces.append(1) or step(*args, **kwargs))
     train_split, evals = _splits()
     train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path), figures=False)
     assert len(traces) == 1
