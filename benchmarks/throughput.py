@@ -8,8 +8,8 @@ data resident on the device, buffers donated) as the median of ``--repeats``
 timings of ``--steps`` steps each, after a warm-up; the achieved GFLOP/s
 against this machine's matmul peak measured in the same run; and the
 SHADOW/backprop step-time ratio beside its arithmetic floor
-``(2 (fwd + bwd) + generator) / (fwd + bwd)``, with FLOPs from XLA's cost
-analysis. The PyTorch reference (``pip install torch``; CPU build:
+``(2 (fwd + bwd) + generator) / (fwd + bwd)``, with FLOPs counted from the
+layers' shapes (XLA's cost analysis misses library calls on GPU). The PyTorch reference (``pip install torch``; CPU build:
 ``pip install torch==2.13.0`` here) trains exactly the same nets, with SHADOW
 written with ``max_unpool2d`` and ``conv_transpose2d``.
 """
@@ -17,6 +17,7 @@ written with ``max_unpool2d`` and ``conv_transpose2d``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 
@@ -25,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from rev_nets import data, generator, nets, shadow, train
+from rev_nets import data, nets, shadow, train
+from rev_nets import layers as L
 
 _NETS = flags.DEFINE_list("nets", ["mlp", "cnn", "cnn_lax"], "Which nets: mlp, cnn (default conv), cnn_lax (lax.conv).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
@@ -60,28 +62,22 @@ def matmul_peak_gflops(repeats: int, n: int = 2048) -> dict[str, float]:
     return {"jax": 2 * n**3 / jax_s / 1e9, "numpy": 2 * n**3 / np_s / 1e9}
 
 
-def step_flops(net: nets.Net, config: train.TrainConfig, batch: int) -> float:
-    """FLOPs of one train step from XLA's cost analysis."""
-    split = _fake_split(net, batch)
-    state = train.create_state(net, config, 1)
-    lowered = jax.jit(lambda s, a, i, k: train.train_step(net, config, s, a, split, i, k)).lower(
-        state, train.zero_metrics(config), jnp.arange(batch), jax.random.key(0)
-    )
-    return _flops(lowered)
+def layer_flops(net: nets.Net) -> list[int]:
+    """Per-image FLOPs of each linear map (hidden layers, then the head): 2 x fan-in x output units."""
+    shapes = nets.layer_shapes(net)
+    flops = [
+        2 * L.fan_in(layer, shape) * math.prod(L.pre_pool_shape(layer, shape))
+        for layer, shape in zip(net.layers, shapes)
+    ]
+    return [*flops, 2 * math.prod(shapes[-1]) * net.num_classes]
 
 
-def generator_flops(net: nets.Net, batch: int, layer: int) -> float:
-    params = nets.init(jax.random.key(0), net)
-    x = jnp.zeros((batch, *net.input_shape))
-    _, hiddens = nets.forward(net, params, x)
-    lowered = jax.jit(lambda p, hs: generator.generate_from(net, p, hs, layer)).lower(params, hiddens)
-    return _flops(lowered)
-
-
-def _flops(lowered) -> float:
-    analysis = lowered.compile().cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis["flops"])
+def shadow_flop_floor(net: nets.Net, layer: int) -> float:
+    """``(2 (fwd + bwd) + generator) / (fwd + bwd)``: backward is twice forward, less layer 1's input gradient;
+    the generator applies one adjoint per layer ``layer..1``, as costly as that layer's forward map."""
+    flops = layer_flops(net)
+    step = 3 * sum(flops) - flops[0]
+    return (2 * step + sum(flops[:layer])) / step
 
 
 def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
@@ -187,14 +183,15 @@ def main(argv) -> None:
         for batch in (int(b) for b in _BATCH_SIZES.value):
             backprop = train.TrainConfig(batch_size=batch, shadow=shadow.ShadowConfig(layer=0))
             shadowed = dataclasses.replace(backprop, shadow=shadow.ShadowConfig(layer=3))
-            base_flops = step_flops(net, backprop, batch)
-            floor = (2 * base_flops + generator_flops(net, batch, 3)) / base_flops
+            flops = layer_flops(net)
+            step_flops = {"backprop": 3 * sum(flops) - flops[0]}
+            floor = shadow_flop_floor(net, 3)
+            step_flops["SHADOW h3"] = floor * step_flops["backprop"]
             rates = {}
             for arm, config in (("backprop", backprop), ("SHADOW h3", shadowed)):
                 rate = jax_images_per_s(net, config, batch, _STEPS.value, _REPEATS.value)
                 rates[arm] = rate
-                flops = step_flops(net, config, batch)
-                gflops = flops * rate / batch / 1e9
+                gflops = step_flops[arm] * rate / 1e9
                 torch_rate = None
                 if _TORCH.value and name != "cnn_lax":
                     torch_rate = torch_images_per_s(name, arm != "backprop", batch, _STEPS.value, _REPEATS.value)
