@@ -29,7 +29,9 @@ from absl import app, flags
 from rev_nets import data, nets, shadow, train
 from rev_nets import layers as L
 
-_NETS = flags.DEFINE_list("nets", ["mlp", "cnn", "cnn_lax"], "Which nets: mlp, cnn (default conv), cnn_lax (lax.conv).")
+_NETS = flags.DEFINE_list(
+    "nets", ["mlp", "cnn_matmul", "cnn_lax"], "Which nets: mlp, cnn (impl auto), cnn_matmul, cnn_lax (lax.conv)."
+)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
@@ -37,9 +39,12 @@ _TORCH = flags.DEFINE_boolean("torch", True, "Also time the PyTorch reference wh
 
 
 def benchmark_nets() -> dict[str, nets.Net]:
+    """The default MNIST MLP and CIFAR CNN, the CNN with each convolution formulation."""
     cnn = nets.cifar_cnn()
-    lax_layers = tuple(dataclasses.replace(layer, impl="lax") for layer in cnn.layers)
-    return {"mlp": nets.mnist_mlp(), "cnn": cnn, "cnn_lax": dataclasses.replace(cnn, layers=lax_layers)}
+    with_impl = lambda impl: dataclasses.replace(
+        cnn, layers=tuple(dataclasses.replace(l, impl=impl) for l in cnn.layers)
+    )
+    return {"mlp": nets.mnist_mlp(), "cnn": cnn, "cnn_matmul": with_impl("matmul"), "cnn_lax": with_impl("lax")}
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -178,6 +183,7 @@ def main(argv) -> None:
     header = "| net | batch | arm | rev_nets img/s | GFLOP/s (% of jax peak) | PyTorch img/s | rev_nets / PyTorch | SHADOW/backprop time | FLOP floor |"
     print(header + "\n" + "|---" * 9 + "|")
     all_nets = benchmark_nets()
+    torch_rates = {}
     for name in _NETS.value:
         net = all_nets[name]
         for batch in (int(b) for b in _BATCH_SIZES.value):
@@ -192,9 +198,12 @@ def main(argv) -> None:
                 rate = jax_images_per_s(net, config, batch, _STEPS.value, _REPEATS.value)
                 rates[arm] = rate
                 gflops = step_flops[arm] * rate / 1e9
-                torch_rate = None
-                if _TORCH.value and name != "cnn_lax":
-                    torch_rate = torch_images_per_s(name, arm != "backprop", batch, _STEPS.value, _REPEATS.value)
+                torch_key = ("mlp" if name == "mlp" else "cnn", batch, arm)
+                if _TORCH.value and torch_key not in torch_rates:
+                    torch_rates[torch_key] = torch_images_per_s(
+                        torch_key[0], arm != "backprop", batch, _STEPS.value, _REPEATS.value
+                    )
+                torch_rate = torch_rates.get(torch_key)
                 ratio = rates["backprop"] / rate if arm != "backprop" else None
                 print(
                     f"| {name} | {batch} | {arm} | {rate:,.0f} | {gflops:.0f} ({100 * gflops / peak['jax']:.0f}%) | "

@@ -54,7 +54,7 @@ class Conv:
     padding: Padding = "SAME"
     pool: Pool = None
     pool_size: int = 2
-    impl: Literal["matmul", "lax"] = "matmul"
+    impl: Literal["auto", "matmul", "lax"] = "auto"
 
     def __post_init__(self):
         if self.features < 1:
@@ -63,8 +63,8 @@ class Conv:
             raise ValueError(f"Conv pool must be 'max', 'avg' or None, got {self.pool!r}.")
         if self.pool_size < 1:
             raise ValueError(f"Conv pool_size must be positive, got {self.pool_size}.")
-        if self.impl not in ("matmul", "lax"):
-            raise ValueError(f"Conv impl must be 'matmul' or 'lax', got {self.impl!r}.")
+        if self.impl not in ("auto", "matmul", "lax"):
+            raise ValueError(f"Conv impl must be 'auto', 'matmul' or 'lax', got {self.impl!r}.")
 
 
 Layer = Union[Dense, Conv]
@@ -155,7 +155,7 @@ def linear(layer: Layer, w: jax.Array, h: jax.Array) -> jax.Array:
     """The layer's linear map ``A h`` on a batch (no bias): what gets transposed."""
     if isinstance(layer, Dense):
         return h.reshape(h.shape[0], -1) @ w
-    if layer.impl == "lax":
+    if conv_impl(layer) == "lax":
         return lax.conv_general_dilated(
             h,
             w,
@@ -164,6 +164,17 @@ def linear(layer: Layer, w: jax.Array, h: jax.Array) -> jax.Array:
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
     return _conv_as_matmul(layer, w, h)
+
+
+def conv_impl(layer: Conv) -> str:
+    """The convolution's formulation: ``impl``, or for "auto" the faster one measured on this backend.
+
+    On CPU one matmul over shifted slices beats XLA's convolution (which runs on
+    one core); on GPU (cuDNN) and TPU ``lax.conv_general_dilated`` is faster.
+    """
+    if layer.impl != "auto":
+        return layer.impl
+    return "matmul" if jax.default_backend() == "cpu" else "lax"
 
 
 def _conv_as_matmul(layer: Conv, w: jax.Array, h: jax.Array) -> jax.Array:
