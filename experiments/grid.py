@@ -75,7 +75,7 @@ def main(argv) -> None:
         for seed in plan.seeds[1:]:
             run(dataset, plan, root, cell, cell_flags, chosen[cell], seed, data_dir)
     for cell, cell_flags in plan.ablations.items():
-        for seed in plan.seeds:
+        for seed in plan.ablation_seeds or plan.seeds:
             run(dataset, plan, root, cell, cell_flags, chosen[plan.ablation_base], seed, data_dir)
     print(f"grid complete: {root}", flush=True)
 

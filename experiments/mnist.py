@@ -16,7 +16,7 @@ _DEPTH = flags.DEFINE_integer("depth", 3, "Hidden layers of the MLP (SHADOW from
 EXPERIMENT = runner.Experiment(
     dataset="mnist",
     build_net=lambda: nets.mnist_mlp(width=_WIDTH.value, depth=_DEPTH.value),
-    defaults={"epochs": 10, "batch_size": 128, "learning_rate": 0.05, "num_validation": 5000},
+    defaults={"epochs": 15, "batch_size": 128, "learning_rate": 0.05, "warmup_epochs": 1.0, "num_validation": 5000},
 )
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ class Plan:
     main_cells: dict[str, tuple[str, ...]]
     ablations: dict[str, tuple[str, ...]]
     ablation_base: str = "shadow"
+    ablation_seeds: tuple[int, ...] | None = None  # None: the same seeds as the main cells
 
 
 def _cells(dropout: float, sampling_rho: float, smooth_sigma: float):
@@ -57,11 +58,12 @@ PLANS = {
         ),
         learning_rates=(0.02, 0.05),
         seeds=(0, 1, 2),
+        ablation_seeds=(0,),
         main_cells=_cells(0.3, 0.5, 1.0)[0],
         ablations=_cells(0.3, 0.5, 1.0)[1],
     ),
 }
-PLANS["cifar100"] = dataclasses.replace(PLANS["cifar10"], seeds=(0,))
+PLANS["cifar100"] = dataclasses.replace(PLANS["cifar10"], seeds=(0,), learning_rates=(0.05,))
 
 
 def run_name(cell: str, learning_rate: float, seed: int) -> str:

@@ -48,7 +48,7 @@ def read_run(workdir: str) -> list[dict]:
 def cell_runs(plan: grid.Plan, root: str, cell: str, learning_rate: float) -> dict[int, list[dict]]:
     """Seed -> metric lines, for the finished runs of ``cell`` at ``learning_rate``."""
     runs = {}
-    for seed in plan.seeds:
+    for seed in plan.seeds if cell in plan.main_cells else plan.ablation_seeds or plan.seeds:
         workdir = os.path.join(root, grid.run_name(cell, learning_rate, seed))
         if grid.finished(workdir, grid.epochs_of(plan)) and not os.path.exists(os.path.join(workdir, grid.DIVERGED)):
             runs[seed] = read_run(workdir)
