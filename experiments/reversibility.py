@@ -1,0 +1,415 @@
+"""Are nets reversible? Round trips through the transposed-weight generator, layer by layer.
+
+    python -m experiments.reversibility --workdir_run=/root/rev_nets_grid/mnist/backprop_lr0.02_seed0 \\
+        --data_dir=../shared/datasets
+
+For real test inputs ``x`` and each hidden layer l: ``h_l = f(x)``, ``x_syn = G(h_l)``,
+``h_syn = f(x_syn)``, where f is the net's own forward pass (its biases) and G is
+``generator.generate_from`` (the forward's max-pooling switches, calibrated alpha, no
+sampling). Reported per layer: the relative error ``||h_syn - h_l|| / ||h_l||``, the cosine,
+``||h_syn|| / ||h_l||``, the one-step error (``h_l`` one layer down and back up), the measured
+sparsity of ``h_l``, and the theory's predicted one-step error for that very ``h_l``
+(``theory.predicted_error_for``, square-rooted: with no bias and with the best bias).
+
+Nets: the run's initial weights (checkpoint step 0), its trained weights (latest step), a
+random-weight net of the same shapes (the trained weights with their entries shuffled within
+each layer: same entry distribution, no structure), and, as a positive control, Gaussian nets of
+``rev_nets.theory`` (k-sparse top layer, f = thresholded feedforward recovery), whose one-layer
+direct error ``||f(x) - h||^2 / ||h||^2`` reproduces PAPER.md section 1. Without
+``--workdir_run`` only the control runs. The run directory is opened read-only.
+
+Writes ``reversibility.md``, ``reversibility.json``, ``figures/reversibility.png`` and
+``figures/images_<net>.png`` (x beside x_syn from every layer) to ``--out``. Takes ~40 s
+on a 2-core CPU for the MNIST MLP with 1000 images.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import os
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import flags, logging
+
+from experiments import cli
+from rev_nets import data, generator, nets, plots, theory, train
+from rev_nets import layers as L
+
+_WORKDIR_RUN = flags.DEFINE_string(
+    "workdir_run", None, "A training run directory (config.json, checkpoints/); empty: only the Gaussian control."
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS."
+)
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Test images to measure on (the grids show the first 8).")
+_OUT = flags.DEFINE_string(
+    "out", None, "Output folder; default ~/rev_nets_runs/reversibility/<run name> (or 'control')."
+)
+_CONTROL = flags.DEFINE_multi_string(
+    "control",
+    ["4000,1000:10:2", "16000,4000,1000,250:10:0.5"],
+    "Gaussian control nets as 'n_0,...,n_L:k:c' (widths, top-layer sparsity, bias multiplier); repeat the flag.",
+)
+_CONTROL_TRIALS = flags.DEFINE_integer("control_trials", 100, "Samples per control net (4 weight draws).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the shuffled net and of the control's draws.")
+
+# Bias multipliers over which the theory's best predicted error is taken.
+PREDICTION_CS = tuple(0.25 * i for i in range(25))
+GRID_IMAGES = 8
+
+
+# ------------------------------------------------------------------ runs --
+
+
+_NET_TYPES = {"Net": nets.Net, "Dense": L.Dense, "Conv": L.Conv}
+
+
+def _literal(node: ast.AST):
+    """Builds the value of a parsed repr: calls of the net and layer classes, tuples and literals only."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _NET_TYPES:
+        args = [_literal(a) for a in node.args]
+        return _NET_TYPES[node.func.id](*args, **{kw.arg: _literal(kw.value) for kw in node.keywords})
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
+
+
+def net_from_repr(text: str) -> nets.Net:
+    """The ``Net`` whose ``repr`` is ``text`` (as saved in a run's config.json), parsed without ``eval``."""
+    try:
+        net = _literal(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, TypeError) as error:
+        raise cli.UsageError(f"config.json's net {text!r} is not a net description this code can rebuild ({error}).")
+    if not isinstance(net, nets.Net):
+        raise cli.UsageError(f"config.json's net {text!r} is not a Net.")
+    return net
+
+
+def read_run_config(workdir_run: str) -> dict:
+    """The run's ``config.json``, or a one-sentence error naming what is missing."""
+    path = os.path.join(workdir_run, "config.json")
+    if not os.path.exists(path):
+        raise cli.UsageError(
+            f"{workdir_run} has no config.json; pass --workdir_run=<a directory written by experiments.mnist or "
+            "experiments.cifar10>."
+        )
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_params(workdir_run: str, net: nets.Net, config: dict) -> dict[int, nets.Params]:
+    """Params of the first (initial weights) and last (trained) checkpoints, opened read-only."""
+    directory = os.path.abspath(os.path.join(workdir_run, "checkpoints"))
+    steps = []
+    if os.path.isdir(directory):
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
+        manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+        logging.set_verbosity(verbosity)
+        steps = sorted(manager.all_steps())
+    if not steps:
+        raise cli.UsageError(f"{workdir_run} holds no checkpoints; train it first (its checkpoints/ is empty).")
+    # The optimizer's state has the same structure for any steps_per_epoch, so 1 will do.
+    target = jax.eval_shape(lambda: train.create_state(net, train.TrainConfig.from_json(config["train"]), 1))
+    restore = lambda step: manager.restore(step, args=ocp.args.StandardRestore(target)).params
+    return {step: restore(step) for step in sorted({steps[0], steps[-1]})}
+
+
+def load_test_images(config: dict, data_dir: str | None, num_images: int) -> tuple[jax.Array, np.ndarray]:
+    """The first test images, standardised as in training (statistics of the training portion), and labels."""
+    dataset = config["dataset"]
+    full_train = data.load(dataset, "train", data_dir)
+    num_validation = config.get("num_validation", 0)
+    train_part = data.split_validation(full_train, num_validation, seed=0)[0] if num_validation else full_train
+    mean, std = data.channel_stats(train_part.images)
+    test = data.load(dataset, "test", data_dir)
+    return data.standardize(test.images[:num_images], mean, std), np.asarray(test.labels[:num_images])
+
+
+def shuffled(key: jax.Array, params: nets.Params) -> nets.Params:
+    """Every array's entries permuted at random: the same entry distribution with no structure."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [jax.random.permutation(k, a.reshape(-1)).reshape(a.shape) for k, a in zip(keys, leaves)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+# --------------------------------------------------------------- metrics --
+
+
+def layer_metrics(
+    h: jax.Array, h_syn: jax.Array, h_step: jax.Array, fan_in: int, generation_relu: bool, cs: jax.Array
+) -> dict[str, jax.Array]:
+    """Per-example round-trip statistics of one layer (batch-first, any per-example shape).
+
+    ``h_syn``: ``h`` after the full round trip; ``h_step``: after one layer down and back up.
+    ``predicted``: ``sqrt(theory.predicted_error_for(h))`` for each bias multiplier in ``cs``.
+    """
+    h, h_syn, h_step = (a.reshape(a.shape[0], -1) for a in (h, h_syn, h_step))
+    norm, norm_syn = jnp.linalg.norm(h, axis=-1), jnp.linalg.norm(h_syn, axis=-1)
+    tiny = jnp.finfo(h.dtype).tiny
+    predict = lambda c: jnp.sqrt(theory.predicted_error_for(h, fan_in, 1.0, c, generation_relu=generation_relu))
+    return {
+        "rel_error": jnp.linalg.norm(h_syn - h, axis=-1) / jnp.maximum(norm, tiny),
+        "cosine": jnp.sum(h * h_syn, -1) / jnp.maximum(norm * norm_syn, tiny),
+        "norm_ratio": norm_syn / jnp.maximum(norm, tiny),
+        "one_step_error": jnp.linalg.norm(h_step - h, axis=-1) / jnp.maximum(norm, tiny),
+        "density": jnp.mean(h > 0, -1),
+        "nonzeros": jnp.sum(h > 0, -1),
+        "predicted": jax.vmap(predict, out_axes=1)(cs),
+    }
+
+
+def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Array) -> list[dict[str, jax.Array]]:
+    """``layer_metrics`` of every hidden layer of ``net`` for the batch ``x`` (f: forward, G: generate_from)."""
+    _, hiddens = nets.forward(net, params, x)
+    shapes = nets.layer_shapes(net)
+    results = []
+    for l in range(1, net.depth + 1):
+        spec, p = net.layers[l - 1], params["hidden"][l - 1]
+        h = hiddens[l - 1].h
+        x_syn = generator.generate_from(net, params, hiddens, l)
+        h_syn = nets.forward(net, params, x_syn)[1][l - 1].h
+        relu = l > 1  # generate_from keeps the ReLU on hidden layers, not on the input (input_relu=False).
+        below = generator.reverse_step(
+            spec,
+            p["w"],
+            h,
+            shapes[l - 1],
+            switches=hiddens[l - 1].switches,
+            alpha=generator.calibrated_alpha(spec, p["w"], shapes[l - 1], 1.0, relu),
+            relu=relu,
+            rho=1.0,
+            key=None,
+        )
+        h_step = L.apply(spec, p, below).h
+        results.append(layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs))
+    return results
+
+
+def gaussian_round_trips(
+    key: jax.Array, widths: tuple[int, ...], k: int, c: float, batch: int, cs: jax.Array
+) -> list[dict[str, jax.Array]]:
+    """``layer_metrics`` per layer of one draw of ``theory``'s Gaussian net, plus the direct recovery error.
+
+    The "real input" is a sample of the model from a k-sparse top layer; f is the thresholded
+    feedforward recovery ``theory.recover(c=c)`` and G is ``theory.generate`` (no sampling).
+    ``direct_error`` is ``||f(x)_l - h_l||^2 / ||h_l||^2`` against the sample's true layers.
+    """
+    weight_key, hidden_key = jax.random.split(key)
+    weights = theory.random_weights(weight_key, widths)
+    truth = theory.generate(None, weights, theory.sample_hidden(hidden_key, batch, widths[-1], k), 1.0)
+    estimates = theory.recover(weights, truth[0], c=c)
+    results = []
+    for l in range(1, len(weights) + 1):
+        h = estimates[l - 1]
+        x_syn = theory.generate(None, weights[:l], h, 1.0)[0]
+        h_syn = theory.recover(weights[:l], x_syn, c=c)[-1]
+        below = theory.generate(None, weights[l - 1 : l], h, 1.0)[0]
+        h_step = theory.recover(weights[l - 1 : l], below, c=c)[0]
+        metrics = layer_metrics(h, h_syn, h_step, widths[l - 1], True, cs)
+        metrics["direct_error"] = theory.relative_squared_error(h, truth[l])
+        results.append(metrics)
+    return results
+
+
+def summarize(name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndarray, **extra) -> list[dict]:
+    """Table rows: per layer, means (and standard errors) over examples of every statistic."""
+    rows = []
+    for l, metrics in enumerate(per_layer, start=1):
+        metrics = {key: np.asarray(value, np.float64) for key, value in metrics.items()}
+        se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+        predicted = metrics["predicted"].mean(0)
+        row = {"net": name, "layer": l, "examples": len(metrics["rel_error"])} | extra
+        for key in ("rel_error", "cosine", "norm_ratio", "one_step_error", "density", "nonzeros"):
+            row[key] = float(metrics[key].mean())
+        row["rel_error_se"] = se(metrics["rel_error"])
+        row["predicted_no_bias"] = float(predicted[0])
+        row["predicted_best"] = float(predicted.min())
+        row["predicted_best_c"] = float(cs[int(predicted.argmin())])
+        if "c" in extra:
+            row["predicted_at_c"] = float(predicted[int(np.argmin(np.abs(cs - extra["c"])))])
+        if "direct_error" in metrics:
+            row["direct_error"] = float(metrics["direct_error"].mean())
+            row["direct_error_se"] = se(metrics["direct_error"])
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- output --
+
+
+def parse_control(spec: str) -> tuple[tuple[int, ...], int, float]:
+    """``'n_0,...,n_L:k:c'`` -> (widths, k, c)."""
+    try:
+        widths, k, c = spec.split(":")
+        widths = tuple(int(w) for w in widths.split(","))
+        parsed = widths, int(k), float(c)
+    except ValueError:
+        raise cli.UsageError(f"--control={spec!r} is not 'n_0,...,n_L:k:c', e.g. --control=4000,1000:10:2.") from None
+    if len(widths) < 2 or not 1 <= parsed[1] <= widths[-1]:
+        raise cli.UsageError(f"--control={spec!r} needs at least two widths and 1 <= k <= the top width.")
+    return parsed
+
+
+def markdown(report: dict) -> str:
+    """``reversibility.md``: one row per net and layer."""
+    lines = [
+        "# Reversibility: h_l = f(x), x_syn = G(h_l), h_syn = f(x_syn)",
+        "",
+        (
+            f"Run: `{report['run'] or '(none: control only)'}`, steps {report['steps']}; "
+            f"{report['num_images']} test images; wall time {report['wall_time_s']:.0f} s."
+        ),
+        "",
+        (
+            "`rel. error`: mean of `||h_syn - h_l|| / ||h_l||` (± s.e.); `one step`: the same for h_l one layer "
+            "down and back up; `theory`: `sqrt(predicted_error_for(h_l))`, the random-net prediction for that "
+            "one step given the measured h_l, with no bias, with the best bias c, and (controls) with the bias "
+            "f uses; `density`: fraction of nonzero units of h_l; `direct`: the control's "
+            "`||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (PAPER.md section 1's quantity)."
+        ),
+        "",
+        (
+            "| net | layer | density | nonzeros | rel. error | cosine | norm ratio | one step | theory, no bias | "
+            "theory, best c (c) | theory, control's c | direct |"
+        ),
+        "|" + "---|" * 12,
+    ]
+    for r in report["rows"]:
+        direct = f"{r['direct_error']:.3g} ± {r['direct_error_se']:.1g}" if "direct_error" in r else ""
+        at_c = f"{r['predicted_at_c']:.3f}" if "predicted_at_c" in r else ""
+        lines.append(
+            f"| {r['net']} | {r['layer']} | {r['density']:.3f} | {r['nonzeros']:.0f} | "
+            f"{r['rel_error']:.3f} ± {r['rel_error_se']:.1g} | {r['cosine']:.3f} | {r['norm_ratio']:.2f} | "
+            f"{r['one_step_error']:.3f} | {r['predicted_no_bias']:.3f} | "
+            f"{r['predicted_best']:.3f} ({r['predicted_best_c']:g}) | {at_c} | {direct} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reversibility_figure(rows: list[dict], path: str) -> str:
+    """Relative round-trip error and cosine per layer, one line per net; dotted: the theory, no bias."""
+    plt = _pyplot()
+    fig, (ax_err, ax_cos) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r["net"] for r in rows):
+        mine = [r for r in rows if r["net"] == name]
+        layers = [r["layer"] for r in mine]
+        (line,) = ax_err.plot(layers, [r["rel_error"] for r in mine], "o-", label=name)
+        ax_err.plot(layers, [r["predicted_no_bias"] for r in mine], ":", color=line.get_color())
+        ax_cos.plot(layers, [r["cosine"] for r in mine], "o-", color=line.get_color(), label=name)
+    ax_err.set_yscale("log")
+    ax_err.set_ylabel("||h_syn - h_l|| / ||h_l||  (dotted: theory, one step, no bias)")
+    ax_cos.set_ylabel("cos(h_syn, h_l)")
+    for ax in (ax_err, ax_cos):
+        ax.set_xticks(sorted({r["layer"] for r in rows}))
+        ax.set_xlabel("layer l")
+        ax.grid(alpha=0.3, which="both")
+    ax_cos.legend(fontsize=7)
+    fig.suptitle("Round trips h_l -> G(h_l) -> f(G(h_l))", fontsize=10)
+    fig.tight_layout()
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def image_rows(net: nets.Net, params: nets.Params, x: jax.Array) -> dict[str, np.ndarray]:
+    """Real images and their synthetic twins ``G(h_l)`` from every hidden layer."""
+    _, hiddens = nets.forward(net, params, x)
+    rows = {"real": np.asarray(x)}
+    for l in range(1, net.depth + 1):
+        rows[f"from h{l}"] = np.asarray(generator.generate_from(net, params, hiddens, l))
+    return rows
+
+
+# ------------------------------------------------------------------ main --
+
+
+def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
+    """Rows for the run's initial, trained and shuffled nets; writes their image grids."""
+    config = read_run_config(workdir_run)
+    net = net_from_repr(config["net"])
+    params_by_step = restore_params(workdir_run, net, config)
+    first, last = min(params_by_step), max(params_by_step)
+    x, _ = load_test_images(config, data_dir, num_images)
+    variants = {
+        f"init (step {first})": params_by_step[first],
+        f"trained (step {last})": params_by_step[last],
+        "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
+    }
+    round_trips = jax.jit(functools.partial(net_round_trips, net))
+    rows = []
+    for name, params in variants.items():
+        rows += summarize(name, round_trips(params, x, cs), np.asarray(cs))
+        slug = name.split(" (")[0].replace(" ", "_")
+        plots.image_grid(
+            image_rows(net, params, x[:GRID_IMAGES]),
+            os.path.join(out, "figures", f"images_{slug}.png"),
+            title=f"{config['dataset']}: {name}, real images and G(h_l)",
+        )
+    return rows, {"init": first, "trained": last}
+
+
+def run_controls(specs: Sequence[str], trials: int, seed: int, cs) -> list[dict]:
+    """Rows for each Gaussian control net: 4 weight draws of ``trials / 4`` samples each."""
+    rows = []
+    draws = 4
+    for i, spec in enumerate(specs):
+        widths, k, c = parse_control(spec)
+        fn = jax.jit(functools.partial(gaussian_round_trips, widths=widths, k=k, c=c, batch=max(trials // draws, 2)))
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), draws)
+        per_draw = [fn(key, cs=cs) for key in keys]
+        merged = [jax.tree.map(lambda *a: np.concatenate(a), *layer) for layer in zip(*per_draw)]
+        name = f"gaussian {'-'.join(map(str, widths))} k={k} c={c:g}"
+        rows += summarize(name, merged, np.asarray(cs), widths=list(widths), k=k, c=c)
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    start = time.perf_counter()
+    run = _WORKDIR_RUN.value
+    name = os.path.basename(os.path.normpath(run)) if run else "control"
+    out = os.path.expanduser(_OUT.value or os.path.join("~", "rev_nets_runs", "reversibility", name))
+    cs = jnp.asarray(PREDICTION_CS, jnp.float32)
+    rows, steps = [], {}
+    if run:
+        rows, steps = run_nets(run, data.resolve_data_dir(_DATA_DIR.value), _NUM_IMAGES.value, _SEED.value, out, cs)
+    rows += run_controls(_CONTROL.value, _CONTROL_TRIALS.value, _SEED.value, cs)
+    report = {
+        "run": run,
+        "steps": steps,
+        "num_images": _NUM_IMAGES.value if run else 0,
+        "wall_time_s": time.perf_counter() - start,
+        "rows": rows,
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "reversibility.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(out, "reversibility.md"), "w") as f:
+        f.write(markdown(report))
+    reversibility_figure(rows, os.path.join(out, "figures", "reversibility.png"))
+    print(markdown(report))
+    print(f"wrote {out}/reversibility.md, reversibility.json, figures/")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,169 @@
+"""Round trips through the generator: checkpoint loading, metrics, the Gaussian control, the entry point."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import conftest_data
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import cli
+from experiments import reversibility as R
+from rev_nets import data, nets, train
+from rev_nets import layers as L
+
+ROOT = Path(__file__).resolve().parents[1]
+CS = jnp.asarray(R.PREDICTION_CS, jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 784-16x3-10 MLP trained 2 epochs on made MNIST-format data, as experiments.mnist writes it."""
+    root = tmp_path_factory.mktemp("reversibility")
+    data_dir = root / "data"
+    conftest_data.write_idx_dataset(data_dir / "mnist", n_train=120, n_test=30, seed=0)
+    full_train, test = data.load("mnist", "train", str(data_dir)), data.load("mnist", "test", str(data_dir))
+    train_part, _ = data.split_validation(full_train, 20, seed=0)
+    mean, std = data.channel_stats(train_part.images)
+    net = nets.mnist_mlp(width=16)
+    config = train.TrainConfig(epochs=2, batch_size=20, eval_batch_size=30)
+    workdir = root / "run"
+    train.fit(
+        net,
+        config,
+        data.to_device(train_part, mean, std),
+        {"test": data.to_device(test, mean, std)},
+        str(workdir),
+        extra_config={"dataset": "mnist", "num_validation": 20},
+        figures=False,
+    )
+    return data_dir, workdir, net, config
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        nets.mnist_mlp(width=16),
+        nets.cifar_cnn((4, 8, 8)),
+        nets.cifar_cnn((4, 8), pool="avg", input_shape=(16, 16, 3)),
+        nets.Net((L.Conv(4, strides=(2, 2), padding=((1, 1), (0, 0))), L.Dense(8)), 10, (8, 8, 1)),
+    ],
+    ids=["mlp", "cnn_max", "cnn_avg", "conv_stride_padding"],
+)
+def test_net_from_repr_rebuilds_the_net(net):
+    assert R.net_from_repr(repr(net)) == net
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["__import__('os').system('true')", "Net(layers=(Dense(features=len('x')),), num_classes=2, input_shape=(3,))"],
+)
+def test_net_from_repr_refuses_anything_but_net_descriptions(text):
+    with pytest.raises(cli.UsageError, match="not a net description"):
+        R.net_from_repr(text)
+
+
+def test_restore_gives_initial_and_trained_params(tiny_run):
+    _, workdir, net, config = tiny_run
+    restored = R.restore_params(str(workdir), net, json.loads((workdir / "config.json").read_text()))
+    first, last = sorted(restored)
+    assert first == 0 and last > 0
+    jax.tree.map(np.testing.assert_array_equal, restored[0], nets.init(jax.random.key(config.seed), net))
+    assert not np.allclose(restored[last]["hidden"][0]["w"], restored[0]["hidden"][0]["w"])
+
+
+def test_layer_metrics_of_exact_and_scaled_round_trips():
+    h = jnp.abs(jax.random.normal(jax.random.key(0), (5, 40)))
+    exact = R.layer_metrics(h, h, h, 100, True, CS)
+    np.testing.assert_allclose(exact["rel_error"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(exact["cosine"], 1.0, rtol=1e-5)
+    doubled = R.layer_metrics(h, 2 * h, h, 100, True, CS)
+    np.testing.assert_allclose(doubled["rel_error"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(doubled["norm_ratio"], 2.0, rtol=1e-5)
+    np.testing.assert_allclose(doubled["density"], 1.0)
+
+
+def test_round_trips_of_a_conv_layer_with_max_pooling():
+    """Conv + max pooling (the switches path): finite statistics; with one layer the round trip is the one step."""
+    net = nets.Net((L.Conv(4, pool="max"),), 10, (8, 8, 3))
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
+    (metrics,) = jax.jit(R.net_round_trips, static_argnums=0)(net, params, x, CS)
+    chex.assert_tree_all_finite(metrics)
+    chex.assert_shape(metrics["predicted"], (3, len(R.PREDICTION_CS)))
+    np.testing.assert_allclose(metrics["rel_error"], metrics["one_step_error"], rtol=1e-5)
+
+
+def test_shuffled_keeps_the_entries_and_loses_their_order():
+    params = nets.init(jax.random.key(0), nets.mnist_mlp(width=16))
+    mixed = R.shuffled(jax.random.key(1), params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mixed)):
+        np.testing.assert_array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
+    assert not np.array_equal(params["hidden"][1]["w"], mixed["hidden"][1]["w"])
+
+
+def test_gaussian_control_reproduces_paper_section_1():
+    """n = 4000, m = 1000, k = 10, c = 2: the direct error is PAPER.md's 0.029 within 15%, and round trips stay close.
+
+    100 samples of one weight draw: the direct error's standard error is ~3%.
+    """
+    (layer,) = R.gaussian_round_trips(jax.random.key(0), (4000, 1000), 10, 2.0, 100, CS)
+    assert float(layer["direct_error"].mean()) == pytest.approx(0.029, rel=0.15)
+    assert float(layer["rel_error"].mean()) < 0.25
+    assert float(layer["cosine"].mean()) > 0.95
+    # The theory's prediction for the recovered h at the control's c is within 25% of the measured round trip.
+    predicted = float(layer["predicted"][:, int(np.argmin(np.abs(np.asarray(CS) - 2.0)))].mean())
+    assert predicted == pytest.approx(float(layer["rel_error"].mean()), rel=0.25)
+
+
+def test_parse_control():
+    assert R.parse_control("400,100:5:1.5") == ((400, 100), 5, 1.5)
+    for bad in ("400,100:5", "400:5:2", "400,100:200:2", "a,b:1:2"):
+        with pytest.raises(cli.UsageError, match="--control"):
+            R.parse_control(bad)
+
+
+def _run(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.reversibility", *flags],
+        check=False,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
+    data_dir, workdir, net, _ = tiny_run
+    flags = ["--num_images=20", "--control=200,50:3:2", "--control_trials=8", f"--out={tmp_path}"]
+    result = _run(f"--workdir_run={workdir}", f"--data_dir={data_dir}", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "reversibility.json").read_text())
+    assert report["steps"]["init"] == 0 and report["steps"]["trained"] > 0
+    rows = report["rows"]
+    assert [r["net"].split(" (")[0] for r in rows] == ["init"] * 3 + ["trained"] * 3 + ["shuffled trained"] * 3 + [
+        "gaussian 200-50 k=3 c=2"
+    ]
+    for row in rows:
+        for key in ("rel_error", "cosine", "density", "predicted_no_bias", "predicted_best"):
+            assert np.isfinite(row[key]), (key, row)
+        assert 0.0 <= row["density"] <= 1.0
+    for row in rows[: 3 * net.depth : net.depth]:  # Layer 1: the round trip is the one step.
+        assert row["rel_error"] == pytest.approx(row["one_step_error"], rel=1e-5)
+    assert "| trained (step" in (tmp_path / "reversibility.md").read_text()
+    for figure in ("reversibility.png", "images_init.png", "images_trained.png", "images_shuffled_trained.png"):
+        assert (tmp_path / "figures" / figure).stat().st_size > 1000
+
+
+def test_a_directory_without_a_run_stops_with_one_sentence(tmp_path):
+    result = _run(f"--workdir_run={tmp_path}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "has no config.json" in result.stderr, result.stderr
