@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -85,3 +86,44 @@ def _save(fig, path: str) -> str:
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)
     return path
+
+
+class DensityPanel(NamedTuple):
+    """One panel of ``density_grid``: samples as density histograms, reference curves ``(x, y)`` and vertical lines."""
+
+    samples: Mapping[str, np.ndarray]
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    lines: Mapping[str, float]
+    xlabel: str
+    log: bool = False
+
+
+def density_grid(rows: Mapping[str, Sequence[DensityPanel]], path: str, title: str | None = None) -> str:
+    """One row of panels per name (e.g. per layer): each sample set's histogram with the curves and lines on top."""
+    plt = _pyplot()
+    names = list(rows)
+    columns = max(len(rows[n]) for n in names)
+    fig, axes = plt.subplots(len(names), columns, figsize=(4.4 * columns, 2.5 * len(names) + 0.5), squeeze=False)
+    for r, name in enumerate(names):
+        for c, panel in enumerate(rows[name]):
+            ax = axes[r][c]
+            lo = min(float(np.min(s)) for s in panel.samples.values())
+            hi = max(float(np.max(s)) for s in panel.samples.values())
+            bins = np.linspace(lo, hi + 1e-9 * max(abs(hi), 1.0), 81)
+            for label, sample in panel.samples.items():
+                ax.hist(np.ravel(sample), bins=bins, density=True, histtype="step", lw=1.2, label=label)
+            for label, (x, y) in panel.curves.items():
+                ax.plot(x, y, "--", lw=1, label=label)
+            for (label, x), color in zip(panel.lines.items(), ("k", "tab:red", "tab:purple")):
+                ax.axvline(x, ls=":", lw=1, color=color, label=label)
+            if panel.log:  # Down to one sample per bin: curves far below it would squash the histogram.
+                ax.set_yscale("log")
+                ax.set_ylim(bottom=0.5 / (max(np.size(s) for s in panel.samples.values()) * (bins[1] - bins[0])))
+            ax.set_xlabel(panel.xlabel, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6)
+        axes[r][0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
+    return _save(fig, path)

@@ -1,0 +1,168 @@
+"""The random-like weights entry point: weight files in both layouts, run directories, the command end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import cli, random_like
+from rev_nets import nets, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# torchvision's AlexNet state dict: (out, in, kh, kw) convs, (out, in) dense layers.
+ALEXNET = {
+    "features.0.weight": (64, 3, 11, 11),
+    "features.0.bias": (64,),
+    "features.3.weight": (192, 64, 5, 5),
+    "features.3.bias": (192,),
+    "features.6.weight": (384, 192, 3, 3),
+    "features.6.bias": (384,),
+    "features.8.weight": (256, 384, 3, 3),
+    "features.8.bias": (256,),
+    "features.10.weight": (256, 256, 3, 3),
+    "features.10.bias": (256,),
+    "classifier.1.weight": (4096, 9216),
+    "classifier.1.bias": (4096,),
+    "classifier.4.weight": (4096, 4096),
+    "classifier.4.bias": (4096,),
+    "classifier.6.weight": (1000, 4096),
+    "classifier.6.bias": (1000,),
+}
+
+
+def _run(*flags, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.random_like", *flags],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _tiny_run(workdir: Path) -> nets.Net:
+    """A run directory as training leaves it: config.json, step-0 checkpoint and a later one with moved weights."""
+    net = nets.mnist_mlp(width=16)
+    workdir.mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({"net": repr(net)}))
+    state = train.create_state(net, train.TrainConfig(), steps_per_epoch=10)
+    manager = train.checkpoint_manager(str(workdir))
+    manager.save(0, args=ocp.args.StandardSave(state))
+    moved = state.replace(step=7, params=jax.tree.map(lambda p: p + 1.0, state.params))
+    manager.save(7, args=ocp.args.StandardSave(moved))
+    manager.wait_until_finished()
+    return net
+
+
+def test_alexnet_state_dict_is_read_in_this_projects_layout(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    state = {name: torch.randn(shape) for name, shape in ALEXNET.items()}
+    path = tmp_path / "alexnet.pth"
+    torch.save(state, path)
+    weights = random_like.read_weights(str(path))
+    assert sorted(weights) == sorted(k for k, s in ALEXNET.items() if len(s) > 1)  # biases left out
+    conv1 = weights["features.0.weight"]
+    assert conv1.shape == (11, 11, 3, 64)
+    t = state["features.0.weight"].numpy()
+    for o, c, i, j in [(0, 0, 0, 0), (63, 2, 10, 10), (5, 1, 3, 7)]:
+        assert conv1[i, j, c, o] == t[o, c, i, j]
+    assert random_like.spectra.as_matrix(conv1).shape == (11 * 11 * 3, 64)
+    np.testing.assert_array_equal(weights["classifier.1.weight"], state["classifier.1.weight"].numpy().T)
+    assert weights["classifier.6.weight"].shape == (4096, 1000)
+
+
+def test_nested_torch_checkpoint_and_layout_override(tmp_path):
+    torch = pytest.importorskip("torch")
+    dense = torch.randn(5, 7)
+    torch.save({"model_state": {"fc.weight": dense}, "step": 3}, tmp_path / "ckpt.pt")
+    assert random_like.read_weights(str(tmp_path / "ckpt.pt"))["model_state.fc.weight"].shape == (7, 5)
+    kept = random_like.read_weights(str(tmp_path / "ckpt.pt"), layout="jax")["model_state.fc.weight"]
+    np.testing.assert_array_equal(kept, dense.numpy())
+
+
+def test_npz_keeps_this_projects_layout_and_drops_vectors(tmp_path):
+    w = np.random.default_rng(0).standard_normal((3, 3, 4, 8)).astype(np.float32)
+    np.savez(tmp_path / "w.npz", conv=w, bias=np.zeros(8))
+    weights = random_like.read_weights(str(tmp_path / "w.npz"))
+    assert list(weights) == ["conv"]
+    np.testing.assert_array_equal(weights["conv"], w)
+
+
+def test_safetensors_file_is_read_in_torch_layout(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    dense = np.random.default_rng(0).standard_normal((6, 9)).astype(np.float32)
+    safetensors_numpy.save_file(
+        {"fc.weight": dense, "fc.bias": np.zeros(6, np.float32)}, str(tmp_path / "w.safetensors")
+    )
+    weights = random_like.read_weights(str(tmp_path / "w.safetensors"))
+    np.testing.assert_array_equal(weights["fc.weight"], dense.T)
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("missing.npz", None, "does not exist"),
+        ("weights.h5", b"x", "not a supported weight file"),
+        ("broken.npz", b"not a zip", "could not read"),
+    ],
+)
+def test_unreadable_files_stop_with_one_sentence(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(cli.UsageError, match=message):
+        random_like.read_weights(str(path))
+
+
+def test_run_directory_gives_initial_and_last_weights(tmp_path):
+    net = _tiny_run(tmp_path / "run")
+    first, last = random_like.read_run(str(tmp_path / "run"))
+    assert (first.label, last.label) == ("step 0", "step 7")
+    assert list(first.weights) == ["h1", "h2", "h3", "head"]
+    assert first.weights["h1"].shape == (784, 16) and first.weights["head"].shape == (16, net.num_classes)
+    np.testing.assert_allclose(last.weights["h2"], first.weights["h2"] + 1.0, rtol=1e-6)
+
+
+def test_command_end_to_end(tmp_path):
+    _tiny_run(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ext.npz", dense=rng.standard_t(3, (40, 30)).astype(np.float32), small=np.ones((5, 2)))
+    out = tmp_path / "out"
+    result = _run(f"--run={tmp_path / 'run'}", f"--weights={tmp_path / 'ext.npz'}", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (out / "random_like.md").read_text()
+    for layer in (
+        "| run | h1 | step 0 | 784x16 |",
+        "| run | head | step 7 | 16x10 |",
+        "| ext | dense | ext.npz | 40x30 |",
+    ):
+        assert layer in report, report
+    assert "ext/dense ext.npz (40x30): NOT random-like" in report
+    assert "Skipped (a side below 3): ext/small (5, 2)" in report
+    for name in ("run.png", "ext.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert len(list((out / "calibration").glob("*.npz"))) == 4  # 784x16, 16x16, 16x10, 40x30
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ([], "nothing to analyse"),
+        (["--weights=/nonexistent/w.pth"], "does not exist"),
+        (["--run=/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_stops_with_one_sentence(flags, message, tmp_path):
+    result = _run(*flags, f"--out={tmp_path}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
