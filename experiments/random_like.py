@@ -303,13 +303,16 @@ def main(argv: list[str]) -> None:
     if not _RUN.value and not _WEIGHTS.value:
         raise cli.UsageError("nothing to analyse; pass --run=<run directory> or --weights=<file>, or both.")
     logging.set_verbosity(logging.ERROR)  # orbax warns about read-only checkpoint managers.
-    sources = [(os.path.basename(os.path.normpath(p)), p, True) for p in _RUN.value]
-    sources += [(os.path.splitext(os.path.basename(p))[0], p, False) for p in _WEIGHTS.value]
+    runs = [os.path.expanduser(p) for p in _RUN.value]
+    files = [os.path.expanduser(p) for p in _WEIGHTS.value]
+    out = os.path.expanduser(_OUT.value)
+    sources = [(os.path.basename(os.path.normpath(p)), p, True) for p in runs]
+    sources += [(os.path.splitext(os.path.basename(p))[0], p, False) for p in files]
     nets = []
     for name, (_, path, is_run) in zip(_unique_names([s[0] for s in sources]), sources):
         snapshots = read_run(path) if is_run else (Snapshot(os.path.basename(path), read_weights(path, _LAYOUT.value)),)
         nets.append(Net(name, snapshots))
-    rows, skipped = analyse(nets, _CALIBRATION.value, _SEED.value, os.path.join(_OUT.value, "calibration"))
+    rows, skipped = analyse(nets, _CALIBRATION.value, _SEED.value, os.path.join(out, "calibration"))
     if not rows:
         raise cli.UsageError(f"no weight matrix with both sides >= {MIN_SIDE} found in the given runs and files.")
     report = [table(rows), "", *verdicts(rows)]
@@ -317,11 +320,11 @@ def main(argv: list[str]) -> None:
         report += ["", f"Skipped (a side below {MIN_SIDE}): {', '.join(skipped)}"]
     text = "\n".join(report) + "\n"
     print(text)
-    os.makedirs(_OUT.value, exist_ok=True)
-    with open(os.path.join(_OUT.value, "random_like.md"), "w") as f:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "random_like.md"), "w") as f:
         f.write(text)
     for net in nets:
-        path = os.path.join(_OUT.value, "figures", f"{net.name}.png")
+        path = os.path.join(out, "figures", f"{net.name}.png")
         title = f"{net.name}: {' vs '.join(s.label for s in net.snapshots)}"
         print(f"wrote {plots.density_grid(figure_panels(net, rows), path, title=title)}")
 
