@@ -5,10 +5,27 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from rev_nets.data import DataError
 from rev_nets.train import TrainingError
+
+
+SHARED_FLAGS = ("seed", "out", "data_dir", "workdir")
+
+
+def shared_flag(define, name: str, default, help_text: str, **kwargs) -> flags.FlagHolder:
+    """``define(name, default, help_text)``, or the holder of the flag another experiment module defined already.
+
+    absl allows one definition of a name per process; several experiment modules
+    (each run alone from the command line, imported together by the tests) use
+    ``--seed``, ``--out``, ``--data_dir`` and ``--workdir``.
+    """
+    if name not in SHARED_FLAGS:
+        raise ValueError(f"{name!r} is not one of the shared flags {SHARED_FLAGS}.")
+    if name in flags.FLAGS:
+        return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
+    return define(name, default, help_text, **kwargs)
 
 
 class UsageError(ValueError):

@@ -26,7 +26,9 @@ from experiments import cli
 from experiments.plans import DIVERGED, PLANS, Plan, choose_learning_rate, epochs_of, finished, run_name
 
 _DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "cifar100"], "Which grid.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the original dataset files (passed to every run).")
+_DATA_DIR = cli.shared_flag(
+    flags.DEFINE_string, "data_dir", None, "Folder with the original dataset files (passed to every run)."
+)
 _ROOT = flags.DEFINE_string("root", "~/rev_nets_grid", "Where the runs' work directories go (outside the repository).")
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the runs and their state without running anything.")
 

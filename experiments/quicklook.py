@@ -21,12 +21,15 @@ from experiments import cli
 from rev_nets import data, generator, nets, plots
 
 _DATASET = flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "mnist"], "Which dataset and default net.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS."
+_DATA_DIR = cli.shared_flag(
+    flags.DEFINE_string,
+    "data_dir",
+    None,
+    f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.",
 )
-_WORKDIR = flags.DEFINE_string("workdir", "runs/quicklook", "Where figures/ is written.")
+_WORKDIR = cli.shared_flag(flags.DEFINE_string, "workdir", "runs/quicklook", "Where figures/ is written.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "Images per row of the grid.", lower_bound=1, upper_bound=64)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the net's initial weights.")
+_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the net's initial weights.")
 
 
 def synthetic_rows(net: nets.Net, params, x) -> dict[str, np.ndarray]:

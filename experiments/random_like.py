@@ -52,11 +52,13 @@ _WEIGHTS = flags.DEFINE_multi_string(
 _LAYOUT = flags.DEFINE_enum(
     "layout", "auto", ["auto", "jax", "torch"], "Weight layout of --weights files: (in, out) or PyTorch's (out, in)."
 )
-_OUT = flags.DEFINE_string("out", "runs/random_like", "Where random_like.md, figures/ and calibration/ are written.")
+_OUT = cli.shared_flag(
+    flags.DEFINE_string, "out", "runs/random_like", "Where random_like.md, figures/ and calibration/ are written."
+)
 _CALIBRATION = flags.DEFINE_integer(
     "calibration", 50, "Gaussian matrices per shape that set the thresholds.", lower_bound=50
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the Gaussian calibration and of the permutations.")
+_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the Gaussian calibration and of the permutations.")
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 MIN_SIDE = 3  # Smaller matrices have no row or column correlations to speak of.

@@ -28,7 +28,7 @@ from rev_nets import plots
 
 _DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "cifar100"], "Which grid.")
 _ROOT = flags.DEFINE_string("root", "~/rev_nets_grid", "The grid's root (as given to experiments.grid).")
-_OUT = flags.DEFINE_string("out", "results", "Where the table, figures and copied metrics go.")
+_OUT = cli.shared_flag(flags.DEFINE_string, "out", "results", "Where the table, figures and copied metrics go.")
 
 TWINS = {
     "shadow": "backprop",

@@ -45,12 +45,15 @@ from rev_nets import layers as L
 _WORKDIR_RUN = flags.DEFINE_string(
     "workdir_run", None, "A training run directory (config.json, checkpoints/); empty: only the Gaussian control."
 )
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS."
+_DATA_DIR = cli.shared_flag(
+    flags.DEFINE_string,
+    "data_dir",
+    None,
+    f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.",
 )
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Test images to measure on (the grids show the first 8).")
-_OUT = flags.DEFINE_string(
-    "out", None, "Output folder; default ~/rev_nets_runs/reversibility/<run name> (or 'control')."
+_OUT = cli.shared_flag(
+    flags.DEFINE_string, "out", None, "Output folder; default ~/rev_nets_runs/reversibility/<run name> (or 'control')."
 )
 _CONTROL = flags.DEFINE_multi_string(
     "control",
@@ -58,7 +61,7 @@ _CONTROL = flags.DEFINE_multi_string(
     "Gaussian control nets as 'n_0,...,n_L:k:c' (widths, top-layer sparsity, bias multiplier); repeat the flag.",
 )
 _CONTROL_TRIALS = flags.DEFINE_integer("control_trials", 100, "Samples per control net (4 weight draws).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the shuffled net and of the control's draws.")
+_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled net and of the control's draws.")
 
 # Bias multipliers over which the theory's best predicted error is taken.
 PREDICTION_CS = tuple(0.25 * i for i in range(25))

@@ -43,11 +43,19 @@ flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate s
 flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up, in epochs.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled L2 weight decay.")
 flags.DEFINE_float("grad_clip", 0.0, "Clip gradients to this global norm (0 = off).")
-flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the batch order, dropout and sampling.")
+cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the initial weights, the batch order, dropout and sampling.")
 flags.DEFINE_integer("num_validation", 5000, "Training examples held out as the validation split (for tuning).")
-flags.DEFINE_string("data_dir", None, f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.")
-flags.DEFINE_string(
-    "workdir", None, "Run directory (config.json, metrics.jsonl, checkpoints/, figures/); resumed if it exists."
+cli.shared_flag(
+    flags.DEFINE_string,
+    "data_dir",
+    None,
+    f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.",
+)
+cli.shared_flag(
+    flags.DEFINE_string,
+    "workdir",
+    None,
+    "Run directory (config.json, metrics.jsonl, checkpoints/, figures/); resumed if it exists.",
 )
 
 

@@ -30,9 +30,12 @@ from experiments import cli
 from rev_nets import theory
 
 _SWEEP = flags.DEFINE_enum("sweep", "default", ["default", "large"], "Which sweep: default (~1.5 min) or large.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the weight, hidden-vector and mask draws.")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", os.path.join("~", "rev_nets_runs", "theory"), "Where theory.md, theory.json and figures/ go."
+_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the weight, hidden-vector and mask draws.")
+_WORKDIR = cli.shared_flag(
+    flags.DEFINE_string,
+    "workdir",
+    os.path.join("~", "rev_nets_runs", "theory"),
+    "Where theory.md, theory.json and figures/ go.",
 )
 
 C_TABLE = 2.0  # PAPER.md section 1's bias: b = -2 ||h|| sqrt(2 / (rho n)).
