@@ -298,18 +298,9 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def reversibility_figure(rows: list[dict], path: str) -> str:
     """Relative round-trip error and cosine per layer, one line per net; dotted: the theory, no bias."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     fig, (ax_err, ax_cos) = plt.subplots(1, 2, figsize=(10, 4))
     for name in dict.fromkeys(r["net"] for r in rows):
         mine = [r for r in rows if r["net"] == name]
@@ -327,11 +318,7 @@ def reversibility_figure(rows: list[dict], path: str) -> str:
     ax_cos.legend(fontsize=7)
     fig.suptitle("Round trips h_l -> G(h_l) -> f(G(h_l))", fontsize=10)
     fig.tight_layout()
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def image_rows(net: nets.Net, params: nets.Params, x: jax.Array) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli
-from rev_nets import theory
+from rev_nets import plots, theory
 
 _SWEEP = flags.DEFINE_enum("sweep", "default", ["default", "large"], "Which sweep: default (~1.5 min) or large.")
 _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the weight, hidden-vector and mask draws.")
@@ -256,18 +256,9 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def recovery_figure(points: list[dict], path: str) -> str:
     """Log-log error against k/(rho n): at c = 2 and at the best c, one marker per sweep, with the slope-1 line."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     sweeps = sorted({p["sweep"] for p in points})
     markers = dict(zip(sweeps, "osD^v<>"))
@@ -297,12 +288,12 @@ def recovery_figure(points: list[dict], path: str) -> str:
     axes[1].legend(fontsize=7)
     fig.suptitle("Feedforward recovery of random-net samples: error against the theorem's rate", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def error_vs_n_figure(points: list[dict], path: str) -> str:
     """PAPER.md's table regime: the three estimators against n, the paper's numbers and the predictions."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     rows = sorted((p for p in points if p["sweep"] == "paper_table"), key=lambda p: p["widths"][0])
     if not rows:
         return ""
@@ -323,14 +314,7 @@ def error_vs_n_figure(points: list[dict], path: str) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 # ------------------------------------------------------------------ main --

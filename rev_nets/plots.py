@@ -13,7 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +38,7 @@ def display_range(images: np.ndarray, low: float = 1.0, high: float = 99.0) -> n
 
 def image_grid(rows: Mapping[str, np.ndarray], path: str, title: str | None = None) -> str:
     """Saves one labelled row per entry of ``rows`` (NHWC batches of equal size)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(rows)
     columns = max(len(rows[n]) for n in names)
     fig, axes = plt.subplots(len(names), columns, figsize=(columns * 0.9, len(names) * 1.0 + 0.4), squeeze=False)
@@ -56,7 +57,7 @@ def image_grid(rows: Mapping[str, np.ndarray], path: str, title: str | None = No
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def learning_curves(
@@ -67,7 +68,7 @@ def learning_curves(
     title: str | None = None,
 ) -> str:
     """One line per ``name -> (x, y)``; names containing 'synthetic' are dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, (x, y) in series.items():
         ax.plot(x, y, "--" if "synthetic" in name else "-", marker=".", label=name)
@@ -78,13 +79,14 @@ def learning_curves(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _save(fig, path: str) -> str:
+def save(fig, path: str) -> str:
+    """Writes ``fig`` to ``path`` (creating its folder), closes it, returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -100,7 +102,7 @@ class DensityPanel(NamedTuple):
 
 def density_grid(rows: Mapping[str, Sequence[DensityPanel]], path: str, title: str | None = None) -> str:
     """One row of panels per name (e.g. per layer): each sample set's histogram with the curves and lines on top."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(rows)
     columns = max(len(rows[n]) for n in names)
     fig, axes = plt.subplots(len(names), columns, figsize=(4.4 * columns, 2.5 * len(names) + 0.5), squeeze=False)
@@ -126,4 +128,4 @@ def density_grid(rows: Mapping[str, Sequence[DensityPanel]], path: str, title: s
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
-    return _save(fig, path)
+    return save(fig, path)
