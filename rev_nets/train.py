@@ -362,7 +362,8 @@ def fit(
     for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
         if size % mesh.size:
             raise ValueError(f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over.")
-    train, evals = replicate((train, evals), mesh)
+    train, replicated = replicate((train, evals), mesh)
+    evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
     state = replicate(create_state(net, config, steps_per_epoch), mesh)
     manager = checkpoint_manager(workdir)
     history: list[dict[str, Any]] = []
