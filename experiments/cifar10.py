@@ -2,7 +2,11 @@
 
     python -m experiments.cifar10 --shadow_layer=3 --data_dir=../shared/datasets
 
-Defaults below; expected wall time and results: see README.md's results table.
+Defaults below (CNN 32-64-128, 12 epochs, batch 128, SGD momentum 0.9,
+lr 0.05, 1-epoch warm-up then cosine, 5,000 validation images). On the
+project's 2-core CPU: backprop ~62 s per epoch (about 14 minutes), 24.2%
+test error (seed 0, --shadow_layer=0). SHADOW's step costs about 2.3x
+backprop's (its FLOP floor, see BUILD_NOTES.md), so expect about 35 minutes.
 """
 
 from absl import flags
