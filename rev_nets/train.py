@@ -4,7 +4,8 @@ The fit loop keeps the data on device, runs one jitted step per batch (traced
 once, buffers donated), accumulates metrics and a finite-loss flag on device
 and reads them only at each log interval. Each epoch it evaluates real and
 synthetic error on validation and test, appends a line to
-``metrics.jsonl``, redraws the figures and saves an orbax checkpoint (the
+``metrics.jsonl`` (and TensorBoard scalars, when tensorboardX is
+installed), redraws the figures and saves an orbax checkpoint (the
 step-0 checkpoint is kept too). A restarted run resumes from the latest
 checkpoint and drops metric lines beyond it, so a killed run ends with the
 same numbers as an uninterrupted one.
@@ -303,6 +304,27 @@ def append_metrics(workdir: str, line: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def tensorboard_writer(workdir: str, purge_step: int):
+    """A TensorBoard writer for ``<workdir>/tensorboard`` when tensorboardX is installed, else None.
+
+    ``purge_step`` drops events a killed run wrote after its last checkpoint,
+    as ``truncate_metrics`` does for ``metrics.jsonl``.
+    """
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
+
+
+def write_scalars(writer, line: dict[str, Any]) -> None:
+    """One epoch's numeric metrics as TensorBoard scalars at its step."""
+    for name, value in line.items():
+        if name not in ("epoch", "step") and isinstance(value, (int, float)):
+            writer.add_scalar(name, value, line["step"])
+    writer.flush()
+
+
 def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     """Keeps the two latest checkpoints and always the one of step 0 (initial weights)."""
     policy = ocp.checkpoint_managers.AnyPreservationPolicy(
@@ -374,6 +396,7 @@ def fit(
         history = truncate_metrics(workdir, int(state.step))
         print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // steps_per_epoch})", flush=True)
 
+    writer = tensorboard_writer(workdir, purge_step=int(state.step) + 1)
     step_fn = make_train_step(net, config, mesh)
     eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config), batch_sharding=batch_sharding(mesh)))
     base_key = jax.random.key(config.seed)
@@ -413,11 +436,15 @@ def fit(
         }
         append_metrics(workdir, line)
         history.append(line)
+        if writer:
+            write_scalars(writer, line)
         manager.save(int(state.step), args=ocp.args.StandardSave(state))
         print(_summary(line, evals), flush=True)
         if figures:
             write_figures(net, config, state.params, evals, history, workdir)
     manager.wait_until_finished()
+    if writer:
+        writer.close()
     return state, history
 
 

@@ -115,3 +115,28 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert float(schedule(0)) == 0.0
     np.testing.assert_allclose(float(schedule(100)), 0.1, rtol=1e-6)
     assert float(schedule(999)) < 1e-3
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[int]]:
+    """Tag -> steps, read from tensorboardX event files (TFRecord framing: length, crc, data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    steps = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        blob, offset = path.read_bytes(), 0
+        while offset < len(blob):
+            length = int.from_bytes(blob[offset : offset + 8], "little")
+            event = event_pb2.Event.FromString(blob[offset + 12 : offset + 12 + length])
+            offset += 16 + length
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+def test_tensorboard_scalars_sit_next_to_the_metrics(tmp_path):
+    pytest.importorskip("tensorboardX", reason="TensorBoard scalars are written only when tensorboardX is installed")
+    train_split, evals = _splits()
+    _, history = train.fit(NET, _config(epochs=2), train_split, evals, str(tmp_path), figures=False)
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars["test_error"] == [m["step"] for m in history] == [6, 12]
+    assert {"train_loss", "test_synthetic_error", "learning_rate"} <= set(scalars)
