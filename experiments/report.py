@@ -71,7 +71,8 @@ def tracking(runs: dict[int, list[dict]]) -> tuple[float, float]:
         gaps.extend(syn - real)
         real_steps.extend(np.diff(real))
         syn_steps.extend(np.diff(syn))
-    correlation = float(np.corrcoef(real_steps, syn_steps)[0, 1]) if len(real_steps) > 2 else float("nan")
+    varies = len(real_steps) > 2 and np.std(real_steps) > 0 and np.std(syn_steps) > 0
+    correlation = float(np.corrcoef(real_steps, syn_steps)[0, 1]) if varies else float("nan")
     return float(np.mean(gaps)), correlation
 
 

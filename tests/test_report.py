@@ -1,0 +1,73 @@
+"""The grid's bookkeeping and report, on made run directories."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments import plans, report
+
+
+def test_welch_standard_error_matches_scipy():
+    a, b = [1.50, 1.62, 1.58], [1.70, 1.66, 1.81, 1.75]
+    diff, se = report.welch(a, b)
+    t = stats.ttest_ind(a, b, equal_var=False).statistic
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert diff / se == pytest.approx(t)
+    assert math.isnan(report.welch([1.0], b)[1])
+
+
+def test_tracking_correlates_changes_not_levels():
+    epochs = np.arange(1, 9)
+    real = 1.0 / epochs
+    wiggle = np.array([0, 1, -1, 1, -1, 1, -1, 1]) * 0.01
+    lines = lambda syn: [{"test_error": r, "test_synthetic_error": s} for r, s in zip(real, syn)]
+    gap, corr = report.tracking({0: lines(real + 0.05)})
+    assert gap == pytest.approx(0.05) and corr == pytest.approx(1.0)
+    _, corr_wiggle = report.tracking({0: lines(real[::-1] * 0 + 0.5 + wiggle)})
+    assert abs(corr_wiggle) < 0.5  # a flat, wiggling curve does not track a falling one
+
+
+def _write_run(root, name, epochs, val, test, syn=None):
+    run = root / name
+    run.mkdir(parents=True)
+    lines = [
+        {
+            "epoch": e,
+            "step": 10 * e,
+            "validation_error": val,
+            "test_error": test + 0.01 * (epochs - e),
+            "test_synthetic_error": (syn or test) + 0.01 * (epochs - e),
+            "epoch_time_s": 1.0,
+            "wall_time_s": float(e),
+        }
+        for e in range(1, epochs + 1)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    (run / "config.json").write_text("{}")
+
+
+def test_learning_rate_choice_and_report_table(tmp_path):
+    plan = plans.Plan(
+        common=("--epochs=3",),
+        learning_rates=(0.01, 0.1),
+        seeds=(0, 1),
+        main_cells={"backprop": (), "shadow": ()},
+        ablations={},
+    )
+    for lr, val in ((0.01, 0.05), (0.1, 0.04)):
+        _write_run(tmp_path, plans.run_name("backprop", lr, 0), 3, val, 0.020)
+    (tmp_path / plans.run_name("shadow", 0.1, 0)).mkdir()
+    (tmp_path / plans.run_name("shadow", 0.1, 0) / plans.DIVERGED).touch()
+    _write_run(tmp_path, plans.run_name("shadow", 0.01, 0), 3, 0.06, 0.030)
+    _write_run(tmp_path, plans.run_name("backprop", 0.1, 1), 3, 0.04, 0.022)
+    _write_run(tmp_path, plans.run_name("shadow", 0.01, 1), 3, 0.06, 0.034)
+    assert plans.choose_learning_rate(plan, str(tmp_path), "backprop") == 0.1
+    assert plans.choose_learning_rate(plan, str(tmp_path), "shadow") == 0.01  # the diverged rate loses
+    text = report.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"))
+    shadow_row = next(line for line in text.splitlines() if line.startswith("| shadow |"))
+    assert "3.20 ± 0.28" in shadow_row and "+1.10" in shadow_row
+    assert "diverged" in text
+    assert (tmp_path / "out" / "mnist" / plans.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
