@@ -10,7 +10,6 @@ from absl import app, flags, logging
 from rev_nets.data import DataError
 from rev_nets.train import TrainingError
 
-
 SHARED_FLAGS = ("seed", "out", "data_dir", "workdir")
 
 

@@ -90,7 +90,7 @@ class TrainConfig:
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     """Linear warm-up from 0, then cosine decay to 0 (or constant) over the run."""
     total = config.epochs * steps_per_epoch
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = round(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
     warm = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))

@@ -1,6 +1,7 @@
 """Layer maps, their adjoints and pooling, against numpy oracles."""
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,6 +1,5 @@
 """The Colab quickstart runs top to bottom (on made data when no dataset is reachable)."""
 
-import os
 from pathlib import Path
 
 import nbformat

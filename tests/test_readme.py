@@ -19,7 +19,7 @@ PARSE = (
 def _commands() -> list[list[str]]:
     """Every ``python -m <module> ...`` invocation in README.md's code blocks."""
     found = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", README, re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
             for part in line.split("&&"):
                 words = shlex.split(part.split("#")[0])
@@ -42,7 +42,7 @@ def test_command_imports_and_its_flags_parse(command):
 
 
 def test_ci_runs_the_readme_test_command():
-    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
     test_command = next(line for block in blocks for line in block.splitlines() if "pytest" in line)
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command.strip() in ci.splitlines()

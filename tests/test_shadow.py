@@ -121,7 +121,7 @@ def test_noise_twin_has_the_energy_of_the_synthetic_difference():
 
 def test_noise_twin_arm_trains_on_noisy_real_inputs():
     params = nets.init(jax.random.key(0), TINY)
-    x, y = _tiny_batch()
+    x, _ = _tiny_batch()
     config = shadow.ShadowConfig(layer=3, noise_twin=True)
     _, hiddens = nets.forward(TINY, params, x)
     twin = shadow.synthetic_batch(TINY, params, x, hiddens, config, jax.random.key(3))
