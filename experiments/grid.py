@@ -6,7 +6,7 @@ Stage 1 picks each main arm's learning rate on the validation split (seed 0,
 every rate of ``LEARNING_RATES``, lowest final validation error wins).
 Stage 2 runs the remaining seeds of the main arms at their chosen rate, and
 the ablations, each of which changes one setting of the default SHADOW cell
-and inherits its rate. Runs go one at a time, as subprocesses of the
+and inherits its rate, then the probes (one seed each, same rate). Runs go one at a time, as subprocesses of the
 dataset's entry point; a finished run is skipped and an interrupted one
 resumes from its last checkpoint, so the driver can be stopped and started
 again at any time, across sessions. ``experiments.report`` turns the runs
@@ -79,6 +79,8 @@ def main(argv) -> None:
     for cell, cell_flags in plan.ablations.items():
         for seed in plan.ablation_seeds or plan.seeds:
             run(dataset, plan, root, cell, cell_flags, chosen[plan.ablation_base], seed, data_dir)
+    for cell, cell_flags in plan.probes.items():
+        run(dataset, plan, root, cell, cell_flags, chosen[plan.ablation_base], plan.seeds[0], data_dir)
     print(f"grid complete: {root}", flush=True)
 
 

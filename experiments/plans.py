@@ -13,7 +13,11 @@ import os
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A dataset's grid: shared flags, rate grid, seeds, and the cells (name -> flags)."""
+    """A dataset's grid: shared flags, rate grid, seeds, and the cells (name -> flags).
+
+    ``probes`` are one-seed variants of the SHADOW cell run last, to find out
+    why SHADOW does or does not help; they are judged on the validation split.
+    """
 
     common: tuple[str, ...]
     learning_rates: tuple[float, ...]
@@ -22,6 +26,7 @@ class Plan:
     ablations: dict[str, tuple[str, ...]]
     ablation_base: str = "shadow"
     ablation_seeds: tuple[int, ...] | None = None  # None: the same seeds as the main cells
+    probes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _cells(dropout: float, sampling_rho: float, smooth_sigma: float):
@@ -47,6 +52,12 @@ PLANS = {
         seeds=(0, 1, 2),
         main_cells=_cells(0.3, 0.5, 1.0)[0],
         ablations=_cells(0.3, 0.5, 1.0)[1],
+        probes={
+            "probe_weight0.3": ("--shadow_layer=3", "--shadow_weight=0.3"),
+            "probe_weight3": ("--shadow_layer=3", "--shadow_weight=3"),
+            "probe_h1": ("--shadow_layer=1",),
+            "probe_alpha1.15": ("--shadow_layer=3", "--alpha_scale=1.15"),
+        },
     ),
     "cifar10": Plan(
         common=(

@@ -139,8 +139,11 @@ def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
                 values.append("-")
         search.append(f"| {cell} | " + " | ".join(values) + " |")
 
+    probes = probe_rows(plan, root, chosen.get(plan.ablation_base))
     commands = [
-        f"- `{cell}`: `{command(dataset, plan, cells[cell], chosen[cell])}`" for cell in cells if chosen.get(cell)
+        f"- `{cell}`: `{command(dataset, plan, flags_, chosen[plan.ablation_base if cell in plan.probes else cell])}`"
+        for cell, flags_ in (cells | plan.probes).items()
+        if chosen.get(plan.ablation_base if cell in plan.probes else cell)
     ]
     _figures(dataset, runs_by_cell, out)
     _archive(plan, root, out, dataset)
@@ -154,11 +157,40 @@ def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
             "",
             *search,
             "",
+            *probes,
             "Commands (S = seed):",
             "",
             *commands,
         ]
     )
+
+
+def probe_rows(plan: grid.Plan, root: str, shadow_lr: float | None) -> list[str]:
+    """Validation table of the probes (seed 0) beside the backprop and SHADOW cells they are read against."""
+    if not plan.probes or shadow_lr is None:
+        return []
+    reference = {"backprop": grid.choose_learning_rate(plan, root, "backprop"), plan.ablation_base: shadow_lr}
+    rows = [
+        "Probes (seed 0, judged on validation; why SHADOW does or does not help):",
+        "",
+        "| run | validation error % | validation synthetic error % | synthetic/real input norm (last epoch) |",
+        "|---|---|---|---|",
+    ]
+    for cell, lr in [*reference.items(), *((cell, shadow_lr) for cell in plan.probes)]:
+        workdir = os.path.join(root, grid.run_name(cell, lr or 0.0, plan.seeds[0]))
+        if lr is None or not grid.finished(workdir, grid.epochs_of(plan)):
+            rows.append(f"| {cell} | not run yet | | |")
+            continue
+        if os.path.exists(os.path.join(workdir, grid.DIVERGED)):
+            rows.append(f"| {cell} | diverged | | |")
+            continue
+        last = read_run(workdir)[-1]
+        ratio = last.get("train_norm_ratio")
+        rows.append(
+            f"| {cell} | {pct(last['validation_error'])} | {pct(last['validation_synthetic_error'])} | "
+            f"{'' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    return [*rows, ""]
 
 
 def _figures(dataset: str, runs_by_cell: dict, out: str) -> None:

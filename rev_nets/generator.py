@@ -112,6 +112,7 @@ def generate(
     switches: Sequence[jax.Array | None] | None = None,
     rho: float = 1.0,
     alpha: Alpha = None,
+    alpha_scale: float = 1.0,
     input_relu: bool = False,
     smooth_sigma: float = 0.0,
 ) -> jax.Array:
@@ -128,6 +129,8 @@ def generate(
       rho: keep-probability of the Bernoulli sampling mask (1 = no sampling).
       alpha: ``None`` for the calibrated alpha of each layer, a number for all
         layers, or one number per hidden layer.
+      alpha_scale: multiplies every layer's alpha; since ReLU commutes with
+        positive scaling, the output scales by ``alpha_scale ** layer``.
       input_relu: apply the ReLU when generating the input layer too.
       smooth_sigma: Gaussian blur (in pixels) of the generated images; 0 = off.
 
@@ -148,6 +151,7 @@ def generate(
         layer_alpha = _layer_alpha(alpha, net.depth, l)
         if layer_alpha is None:
             layer_alpha = calibrated_alpha(spec, w, shapes[l - 1], rho, relu)
+        layer_alpha = alpha_scale * layer_alpha
         x = reverse_step(
             spec,
             w,

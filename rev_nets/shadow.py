@@ -32,6 +32,8 @@ class ShadowConfig:
       rho: keep-probability of the sampling mask during generation (1 = off).
       smooth_sigma: Gaussian blur of the synthetic images in pixels (0 = off).
       alpha: ``None`` for the calibrated alpha, else one number for all layers.
+      alpha_scale: multiplies every layer's alpha (the synthetic input then
+        scales by ``alpha_scale ** layer``).
       use_switches: reverse max pooling through the real input's switches.
       noise_twin: placebo arm: replace each synthetic input by the real input
         plus Gaussian noise of the same energy as (synthetic - real).
@@ -42,6 +44,7 @@ class ShadowConfig:
     rho: float = 1.0
     smooth_sigma: float = 0.0
     alpha: float | None = None
+    alpha_scale: float = 1.0
     use_switches: bool = True
     noise_twin: bool = False
 
@@ -61,6 +64,10 @@ class ShadowConfig:
             raise ValueError(f"smooth_sigma must be >= 0 (0 = off), got {self.smooth_sigma}.")
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha must be positive (or None for the calibrated value), got {self.alpha}.")
+        if self.alpha_scale <= 0:
+            raise ValueError(
+                f"alpha_scale must be positive (1 = the alpha as given or calibrated), got {self.alpha_scale}."
+            )
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -107,6 +114,7 @@ def synthetic_batch(
         key=gen_key,
         rho=config.rho if rho is None else rho,
         alpha=config.alpha,
+        alpha_scale=config.alpha_scale,
         smooth_sigma=config.smooth_sigma,
     )
     if config.noise_twin:

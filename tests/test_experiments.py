@@ -60,6 +60,7 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
         ("--shadow_layer=4", r"shadow_layer must be 0 \(off\) or 1..3"),
         ("--sampling_rho=1.5", r"sampling_rho must be in \(0, 1\]"),
         ("--shadow_weight=-1", "shadow_weight must be >= 0"),
+        ("--alpha_scale=0", "alpha_scale must be positive"),
         ("--data_dir=/nonexistent/folder", "does not exist"),
     ],
 )

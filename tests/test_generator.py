@@ -168,6 +168,18 @@ def test_explicit_alpha_per_layer_scales_output():
     np.testing.assert_allclose(three, 3.0 * one, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn_max"])
+def test_alpha_scale_scales_output_by_its_power_of_the_depth(name):
+    """ReLU commutes with positive scaling, so generating from h_l with alpha * s gives s**l times the input."""
+    net = SMALL_NETS[name]
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    _, hiddens = nets.forward(net, params, x)
+    base = generator.generate_from(net, params, hiddens, 2)
+    scaled = generator.generate_from(net, params, hiddens, 2, alpha_scale=1.5)
+    np.testing.assert_allclose(scaled, 1.5**2 * base, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_settings_raise_clear_errors():
     net = SMALL_NETS["mlp"]
     params = nets.init(jax.random.key(0), net)

@@ -38,6 +38,7 @@ def _write_run(root, name, epochs, val, test, syn=None):
             "epoch": e,
             "step": 10 * e,
             "validation_error": val,
+            "validation_synthetic_error": syn or val,
             "test_error": test + 0.01 * (epochs - e),
             "test_synthetic_error": (syn or test) + 0.01 * (epochs - e),
             "epoch_time_s": 1.0,
@@ -56,6 +57,7 @@ def test_learning_rate_choice_and_report_table(tmp_path):
         seeds=(0, 1),
         main_cells={"backprop": (), "shadow": ()},
         ablations={},
+        probes={"probe_weight3": ("--shadow_weight=3",), "probe_h1": ("--shadow_layer=1",)},
     )
     for lr, val in ((0.01, 0.05), (0.1, 0.04)):
         _write_run(tmp_path, plans.run_name("backprop", lr, 0), 3, val, 0.020)
@@ -64,10 +66,15 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     _write_run(tmp_path, plans.run_name("shadow", 0.01, 0), 3, 0.06, 0.030)
     _write_run(tmp_path, plans.run_name("backprop", 0.1, 1), 3, 0.04, 0.022)
     _write_run(tmp_path, plans.run_name("shadow", 0.01, 1), 3, 0.06, 0.034)
+    _write_run(tmp_path, plans.run_name("probe_weight3", 0.01, 0), 3, 0.07, 0.030, syn=0.08)
     assert plans.choose_learning_rate(plan, str(tmp_path), "backprop") == 0.1
     assert plans.choose_learning_rate(plan, str(tmp_path), "shadow") == 0.01  # the diverged rate loses
     text = report.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"))
     shadow_row = next(line for line in text.splitlines() if line.startswith("| shadow |"))
     assert "3.20 ± 0.28" in shadow_row and "+1.10" in shadow_row
     assert "diverged" in text
+    probe_row = next(line for line in text.splitlines() if line.startswith("| probe_weight3 |"))
+    assert "| 7.00 | 8.00 |" in probe_row  # seed 0, at the SHADOW cell's rate, read on validation
+    assert "| probe_h1 | not run yet |" in text
+    assert "--shadow_layer=1 --learning_rate=0.01 --seed=S" in text
     assert (tmp_path / "out" / "mnist" / plans.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()

@@ -140,6 +140,7 @@ def test_noise_twin_arm_trains_on_noisy_real_inputs():
         (shadow.ShadowConfig(rho=1.5), r"sampling_rho must be in \(0, 1\]"),
         (shadow.ShadowConfig(rho=0.0), r"sampling_rho must be in \(0, 1\]"),
         (shadow.ShadowConfig(smooth_sigma=-0.5), "smooth_sigma must be >= 0"),
+        (shadow.ShadowConfig(alpha_scale=0.0), "alpha_scale must be positive"),
     ],
 )
 def test_bad_settings_raise_one_sentence(config, message):
