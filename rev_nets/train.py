@@ -92,13 +92,12 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.S
     total = config.epochs * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1))
-    warm = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
-    return (
-        optax.join_schedules([warm, optax.constant_schedule(config.learning_rate)], [warmup])
-        if warmup
-        else optax.constant_schedule(config.learning_rate)
-    )
+        after = optax.cosine_decay_schedule(config.learning_rate, max(total - warmup, 1))
+    else:
+        after = optax.constant_schedule(config.learning_rate)
+    if not warmup:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), after], [warmup])
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:

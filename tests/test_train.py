@@ -117,6 +117,13 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert float(schedule(999)) < 1e-3
 
 
+def test_learning_rate_schedule_without_warm_up():
+    cosine = train.learning_rate_schedule(_config(epochs=10, warmup_epochs=0.0, learning_rate=0.1), 100)
+    constant = train.learning_rate_schedule(_config(epochs=10, schedule="constant", learning_rate=0.1), 100)
+    np.testing.assert_allclose([float(cosine(0)), float(cosine(500))], [0.1, 0.05], rtol=1e-6)
+    np.testing.assert_allclose([float(constant(0)), float(constant(5000))], [0.1, 0.1], rtol=1e-6)
+
+
 def _tensorboard_scalars(folder) -> dict[str, list[int]]:
     """Tag -> steps, read from tensorboardX event files (TFRecord framing: length, crc, data, crc)."""
     from tensorboardX.proto import event_pb2
