@@ -112,7 +112,10 @@ def drift(reference, other, at_steps) -> dict[str, float]:
     names = [n for n in reference.files if n.startswith("param_")]
     distance = np.sqrt(sum(np.sum((other[n] - reference[n]) ** 2) for n in names))
     size = np.sqrt(sum(np.sum(reference[n] ** 2) for n in names))
-    return {**{f"loss rel. diff, steps 1-{s}": float(rel[s - 1]) for s in at_steps}, "params rel. distance": distance / size}
+    return {
+        **{f"loss rel. diff, steps 1-{s}": float(rel[s - 1]) for s in at_steps},
+        "params rel. distance": distance / size,
+    }
 
 
 def main(argv) -> None:

@@ -148,7 +148,7 @@ def read_weights(path: str, layout: str = "auto") -> dict[str, np.ndarray]:
         arrays = loader(path)
     except cli.UsageError:
         raise
-    except Exception as error:  # Any reader's error on a corrupt file becomes one sentence.
+    except Exception as error:  # noqa: BLE001 -- Any reader's error on a corrupt file becomes one sentence.
         raise cli.UsageError(f"could not read {path} ({type(error).__name__}: {error}).") from None
     convert = from_torch_layout if file_layout(path, layout) == "torch" else np.asarray
     return {name: convert(np.asarray(a)) for name, a in arrays.items() if np.ndim(a) >= 2}

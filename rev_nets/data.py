@@ -382,15 +382,17 @@ def _read_idx_labels(name: str, path: Path) -> np.ndarray:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that only rebuilds numpy arrays: CIFAR pickles need nothing else."""
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
@@ -477,7 +479,7 @@ def _unpickle(name: str, where: str, blob: bytes) -> object:
     """Unpickle a CIFAR file (Python 2 pickles: bytes keys), only allowing numpy arrays inside."""
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(blob), encoding="bytes").load()
-    except Exception as e:  # any failure of an untrusted pickle is a bad file
+    except Exception as e:  # noqa: BLE001 -- Any failure of an untrusted pickle is a bad file
         raise DataError(
             f"{_DISPLAY[name]} file {where} is not a valid CIFAR pickle ({type(e).__name__}: {e}); "
             f"re-download it from {_PUBLISHED_AT[name].split(' ')[0]}."
@@ -579,7 +581,7 @@ def _load_tfds(name: str, split: str, label_mode: str) -> Dataset:
             )
         try:
             builder.download_and_prepare()
-        except Exception as e:  # network or disk failure inside TFDS: report it in one line
+        except Exception as e:  # noqa: BLE001 -- Network or disk failure inside TFDS: report it in one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise DataError(
                 f"TFDS failed to download {name} ({type(e).__name__}: {first}); pass --data_dir "

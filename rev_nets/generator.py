@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +28,7 @@ from jax import lax
 from rev_nets import layers as L
 from rev_nets import nets
 
-Alpha = Union[None, float, Sequence[float]]
+Alpha = float | Sequence[float] | None
 
 
 def calibrated_alpha(layer: L.Layer, w: jax.Array, in_shape: Sequence[int], rho: float, relu: bool) -> jax.Array:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple, Union
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 Pool = Literal["max", "avg"] | None
-Padding = Union[Literal["SAME", "VALID"], tuple[tuple[int, int], tuple[int, int]]]
+Padding = Literal["SAME", "VALID"] | tuple[tuple[int, int], tuple[int, int]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Conv:
             raise ValueError(f"Conv impl must be 'auto', 'matmul' or 'lax', got {self.impl!r}.")
 
 
-Layer = Union[Dense, Conv]
+Layer = Dense | Conv
 
 
 class Hidden(NamedTuple):

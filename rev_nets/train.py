@@ -54,7 +54,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # global-norm clipping; 0 = off
     dropout: float = 0.0
     seed: int = 0
-    shadow: shadow.ShadowConfig = shadow.ShadowConfig(layer=0)
+    shadow: shadow.ShadowConfig = dataclasses.field(default_factory=lambda: shadow.ShadowConfig(layer=0))
     eval_batch_size: int = 1000
     log_every: int = 50
 

@@ -41,6 +41,7 @@ def _run(*flags, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "experiments.random_like", *flags],
         cwd=ROOT,
+        check=False,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
         capture_output=True,
         text=True,

@@ -19,7 +19,13 @@ def _splits(n_train=96, n_eval=37, seed=0):
 
 
 def _config(**overrides):
-    base = dict(epochs=2, batch_size=16, learning_rate=0.05, log_every=3, shadow=shadow.ShadowConfig(layer=2))
+    base = {
+        "epochs": 2,
+        "batch_size": 16,
+        "learning_rate": 0.05,
+        "log_every": 3,
+        "shadow": shadow.ShadowConfig(layer=2),
+    }
     return train.TrainConfig(**(base | overrides))
 
 
