@@ -2,6 +2,7 @@
 
     python -m benchmarks.throughput                # everything (PyTorch rows when torch is installed)
     python -m benchmarks.throughput --nets=cnn --batch_sizes=256 --repeats=5
+    python -m benchmarks.throughput --nets=cnn --cpu_devices=8  # the CNN over 8 CPU devices
 
 Measures images/s of the real jitted train step (``rev_nets.train.train_step``,
 data resident on the device, buffers donated) as the median of ``--repeats``
@@ -36,6 +37,9 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
 _TORCH = flags.DEFINE_boolean("torch", True, "Also time the PyTorch reference when torch is importable.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 1, "Split a CPU host into this many JAX devices, each batch sharded over them (as --cpu_devices)."
+)
 
 
 def benchmark_nets() -> dict[str, nets.Net]:
@@ -177,6 +181,7 @@ def torch_images_per_s(name: str, shadow_on: bool, batch: int, steps: int, repea
 
 def main(argv) -> None:
     del argv
+    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
     peak = matmul_peak_gflops(_REPEATS.value)
     print(f"devices: {jax.devices()}")
     print(f"matmul peak (float32 2048^2): jax {peak['jax']:.0f} GFLOP/s, numpy {peak['numpy']:.0f} GFLOP/s\n")

@@ -45,6 +45,12 @@ flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up, in epoch
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled L2 weight decay.")
 flags.DEFINE_float("grad_clip", 0.0, "Clip gradients to this global norm (0 = off).")
 cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the initial weights, the batch order, dropout and sampling.")
+flags.DEFINE_integer(
+    "cpu_devices",
+    1,
+    "On a CPU host, split it into this many JAX devices and shard each batch over them: XLA runs each "
+    "device's convolutions on its own thread, so this is how a CNN uses every core. Ignored on GPU/TPU.",
+)
 flags.DEFINE_integer("num_validation", 5000, "Training examples held out as the validation split (for tuning).")
 cli.shared_flag(
     flags.DEFINE_string,
@@ -103,6 +109,9 @@ def load_splits(dataset: str, num_validation: int, data_dir: str | None):
 
 def main(experiment: Experiment) -> None:
     """Checks every flag, then trains (or resumes) one run."""
+    if FLAGS.cpu_devices < 1:
+        raise cli.UsageError(f"cpu_devices must be >= 1, got {FLAGS.cpu_devices}.")
+    jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)  # Before anything starts a JAX backend.
     try:
         net = experiment.build_net()
         config = train_config()

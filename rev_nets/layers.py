@@ -167,14 +167,16 @@ def linear(layer: Layer, w: jax.Array, h: jax.Array) -> jax.Array:
 
 
 def conv_impl(layer: Conv) -> str:
-    """The convolution's formulation: ``impl``, or for "auto" the faster one measured on this backend.
+    """The convolution's formulation: ``impl``, or for "auto" the faster one measured here.
 
-    On CPU one matmul over shifted slices beats XLA's convolution (which runs on
-    one core); on GPU (cuDNN) and TPU ``lax.conv_general_dilated`` is faster.
+    On a single CPU device one matmul over shifted slices beats XLA's
+    convolution (which runs on one core). Split into several CPU devices
+    (``jax_num_cpu_devices``), each device's convolution gets its own core and
+    ``lax.conv_general_dilated`` wins, as it does on GPU (cuDNN) and TPU.
     """
     if layer.impl != "auto":
         return layer.impl
-    return "matmul" if jax.default_backend() == "cpu" else "lax"
+    return "matmul" if jax.default_backend() == "cpu" and jax.device_count() == 1 else "lax"
 
 
 def _conv_as_matmul(layer: Conv, w: jax.Array, h: jax.Array) -> jax.Array:

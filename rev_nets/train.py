@@ -319,7 +319,7 @@ def tensorboard_writer(workdir: str, purge_step: int):
 def write_scalars(writer, line: dict[str, Any]) -> None:
     """One epoch's numeric metrics as TensorBoard scalars at its step."""
     for name, value in line.items():
-        if name not in ("epoch", "step") and isinstance(value, (int, float)):
+        if name not in ("epoch", "step", "devices") and isinstance(value, (int, float)):
             writer.add_scalar(name, value, line["step"])
     writer.flush()
 
@@ -432,6 +432,7 @@ def fit(
             "epoch_time_s": train_time,
             "wall_time_s": wall,
             "images_per_s": steps_per_epoch * config.batch_size / train_time,
+            "devices": mesh.size,
         }
         append_metrics(workdir, line)
         history.append(line)

@@ -49,6 +49,7 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
     (line,) = _learning_lines(tmp_path)
     for key in ("validation_error", "validation_synthetic_error", "test_error", "test_synthetic_error", "train_loss"):
         assert 0.0 <= line[key] < 10.0, (key, line)
+    assert line["devices"] == (1 if module == "mnist" else 8)  # CIFAR CNNs split the CPU into 8 devices
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == module and config["train"]["shadow"]["layer"] == 3
     for figure in ("learning_curves.png", "learning_curves_wall.png", "synthetic_images.png"):
@@ -62,6 +63,7 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
         ("--sampling_rho=1.5", r"sampling_rho must be in \(0, 1\]"),
         ("--shadow_weight=-1", "shadow_weight must be >= 0"),
         ("--alpha_scale=0", "alpha_scale must be positive"),
+        ("--cpu_devices=0", "cpu_devices must be >= 1"),
         ("--data_dir=/nonexistent/folder", "does not exist"),
     ],
 )
@@ -85,7 +87,6 @@ def test_sigkilled_run_resumes_to_the_same_numbers(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "experiments.mnist", *flags, f"--workdir={workdir}"],
         cwd=ROOT,
-        check=False,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,6 +1,9 @@
 """Layer maps, their adjoints and pooling, against numpy oracles."""
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +50,19 @@ def test_conv_adjoint_identity_and_numpy_oracle(spec, in_shape, seed):
     )
     lhs, rhs = _inner(ax, y), _inner(x, aty)
     assert abs(lhs - rhs) <= 1e-4 * (1 + abs(lhs)), (lhs, rhs)
+
+
+@pytest.mark.parametrize("cpu_devices,expected", [(1, "matmul"), (2, "lax")])
+def test_auto_conv_picks_matmul_on_one_cpu_device_and_lax_on_several(cpu_devices, expected):
+    probe = (
+        f"import jax; jax.config.update('jax_num_cpu_devices', {cpu_devices}); "
+        "from rev_nets import layers; print(layers.conv_impl(layers.Conv(4)))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == expected
 
 
 @given(spec=conv_specs, in_shape=conv_inputs, seed=st.integers(0, 2**16))
