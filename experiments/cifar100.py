@@ -3,7 +3,7 @@
     python -m experiments.cifar100 --shadow_layer=3   # TFDS, or --data_dir=<folder with cifar-100-python/>
 
 Defaults below: the CIFAR-10 experiment's net and schedule with 100
-outputs, so the same wall time (about 14 minutes for backprop, 35 for
+outputs, so about the same wall time (about 7 minutes for backprop, 15-20 for
 SHADOW on the project's 2-core CPU). CIFAR-100 is not on that machine, so
 no result has been measured here.
 """
