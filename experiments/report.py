@@ -21,6 +21,7 @@ import shutil
 
 import numpy as np
 from absl import flags
+from scipy import stats
 
 from experiments import cli
 from experiments import plans as grid
@@ -62,6 +63,13 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(np.mean(a) - np.mean(b)), math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
 
 
+def welch_p_text(a: list[float], b: list[float]) -> str:
+    """ "; p=0.07": the two-sided Welch t-test p-value (few seeds make 2 SE a lenient bar), or "" without spread."""
+    if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
+        return ""
+    return f"; p={stats.ttest_ind(a, b, equal_var=False).pvalue:.2f}"
+
+
 def tracking(runs: dict[int, list[dict]]) -> tuple[float, float]:
     """Mean gap (synthetic - real test error) over all epochs, and the correlation of their per-epoch changes."""
     gaps, real_steps, syn_steps = [], [], []
@@ -100,7 +108,7 @@ def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
     early_epoch = max(1, grid.epochs_of(plan) // 5)
 
     rows = [
-        f"| cell | lr | seeds | test error % (mean ± std) | vs backprop twin (± Welch SE) | test error % at epoch {early_epoch} | synthetic - real gap | corr. of epoch-to-epoch changes | s/epoch |",
+        f"| cell | lr | seeds | test error % (mean ± std) | vs backprop twin (± Welch SE) | test error % at epoch {early_epoch} (vs twin) | synthetic - real gap | corr. of epoch-to-epoch changes | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
@@ -114,13 +122,18 @@ def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
         if twin and finals.get(twin):
             diff, se = welch(errors, finals[twin])
             verdict = "effect" if not math.isnan(se) and abs(diff) > 2 * se else "no effect"
-            versus = f"{100 * diff:+.2f} ± {pct(se)} ({verdict})"
+            versus = f"{100 * diff:+.2f} ± {pct(se)} ({verdict}{welch_p_text(errors, finals[twin])})"
         early = [lines[early_epoch - 1]["test_error"] for lines in runs.values()]
+        early_versus = ""
+        if twin and runs_by_cell.get(twin):
+            twin_early = [lines[early_epoch - 1]["test_error"] for lines in runs_by_cell[twin].values()]
+            diff, se = welch(early, twin_early)
+            early_versus = f" ({100 * diff:+.2f} ± {pct(se)})"
         gap, corr = tracking(runs)
         seconds = np.median([m["epoch_time_s"] for lines in runs.values() for m in lines[1:]] or [float("nan")])
         rows.append(
             f"| {cell} | {chosen[cell]:g} | {len(errors)} | {pct(np.mean(errors))} ± {pct(std)} | {versus} | "
-            f"{pct(np.mean(early))} | {100 * gap:+.2f} | {corr:.2f} | {seconds:.1f} |"
+            f"{pct(np.mean(early))}{early_versus} | {100 * gap:+.2f} | {corr:.2f} | {seconds:.1f} |"
         )
 
     search = [
@@ -205,11 +218,12 @@ def _figures(dataset: str, runs_by_cell: dict, out: str) -> None:
             epochs = list(range(1, n + 1))
             wall = list(np.mean([[m["wall_time_s"] / 60 for m in r[:n]] for r in runs], axis=0))
             for kind, key in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
-                curve = list(100 * np.mean([[m[key] for m in r[:n]] for r in runs], axis=0))
-                series_epoch[f"{cell} {kind}"] = (epochs, curve)
-                series_wall[f"{cell} {kind}"] = (wall, curve)
+                values = 100 * np.array([[m[key] for m in r[:n]] for r in runs])
+                curve, spread = values.mean(0), values.std(0, ddof=1) if len(runs) > 1 else np.zeros(n)
+                series_epoch[f"{cell} {kind}"] = (epochs, curve, spread)
+                series_wall[f"{cell} {kind}"] = (wall, curve, spread)
         if series_epoch:
-            title = f"{dataset}: test error, mean over seeds"
+            title = f"{dataset}: test error, mean over seeds (shaded: +- 1 std)"
             plots.learning_curves(
                 series_epoch,
                 os.path.join(out, "figures", f"{dataset}_curves_{name}.png"),

@@ -61,17 +61,27 @@ def image_grid(rows: Mapping[str, np.ndarray], path: str, title: str | None = No
 
 
 def learning_curves(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    series: Mapping[str, tuple[Sequence[float], ...]],
     path: str,
     xlabel: str = "epoch",
     ylabel: str = "test error",
     title: str | None = None,
 ) -> str:
-    """One line per ``name -> (x, y)``; names containing 'synthetic' are dashed."""
+    """One line per ``name -> (x, y)`` or ``(x, y, spread)``, shaded over ``y +- spread``.
+
+    Names containing 'synthetic' are dashed; a name's real and synthetic
+    curves ("<arm> real", "<arm> synthetic") share one colour.
+    """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, (x, y) in series.items():
-        ax.plot(x, y, "--" if "synthetic" in name else "-", marker=".", label=name)
+    colours: dict[str, str] = {}
+    for name, (x, y, *spread) in series.items():
+        arm = name.removesuffix(" real").removesuffix(" synthetic")
+        colour = colours.setdefault(arm, f"C{len(colours)}")
+        ax.plot(x, y, "--" if "synthetic" in name else "-", marker=".", color=colour, label=name)
+        if spread:
+            y, band = np.asarray(y), np.asarray(spread[0])
+            ax.fill_between(x, y - band, y + band, color=colour, alpha=0.15, linewidth=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -17,6 +17,8 @@ def test_welch_standard_error_matches_scipy():
     assert diff == pytest.approx(np.mean(a) - np.mean(b))
     assert diff / se == pytest.approx(t)
     assert math.isnan(report.welch([1.0], b)[1])
+    assert report.welch_p_text(a, b) == f"; p={stats.ttest_ind(a, b, equal_var=False).pvalue:.2f}"
+    assert report.welch_p_text([1.0, 1.0], [2.0, 2.0]) == ""  # no spread: no test
 
 
 def test_tracking_correlates_changes_not_levels():
