@@ -2,120 +2,31 @@
 
     python -m benchmarks.parallel_drift --steps=2000
 
-Trains a small max-pooled CNN with SHADOW (h3) on made data for ``--steps``
-steps three times: on 1 device, on 8 forced host devices, and on 2 processes
-joined by ``jax.distributed`` (gloo collectives), each as a subprocess, and
-prints how far the per-step losses and the final parameters drift from the
-1-device run. The gradient all-reduce sums in a different order than one
-device does, so the runs agree to float32 rounding at first and drift apart
-as training amplifies it; the tests assert agreement over the first 5 steps
-only. The same module is the worker the tests launch (``--worker_out``).
+Trains the small SHADOW CNN of ``benchmarks.parallel_runs`` for ``--steps``
+steps three times: on 1 device, on 8 forced host devices, and on 2
+processes joined by ``jax.distributed`` (gloo collectives), each as a
+subprocess, and prints how far the per-step losses and the final parameters
+drift from the 1-device run. The gradient all-reduce sums in a different
+order than one device does, so the runs agree to float32 rounding at first
+and drift apart as training amplifies it; the tests assert agreement over
+the first 5 steps only. With ``--worker_out`` this module is one worker.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 
 import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks.parallel_runs import BATCH, drift, run_processes, train_steps, worker_command, worker_env
+
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _WORKER_OUT = flags.DEFINE_string("worker_out", None, "Worker mode: train and write losses and params to this .npz.")
 _PROCESS = flags.DEFINE_list("process", None, "Worker mode, multi-process: PROCESS_ID,NUM_PROCESSES,PORT.")
-
-EXAMPLES, BATCH = 256, 16
-
-
-def train_steps(out: str, steps: int) -> None:
-    """``steps`` SHADOW steps over every device of every process; process 0 writes losses and params."""
-    from rev_nets import data, nets, shadow, train
-
-    net = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3))
-    config = train.TrainConfig(
-        batch_size=BATCH, learning_rate=0.05, schedule="constant", shadow=shadow.ShadowConfig(layer=3)
-    )
-    rng = np.random.default_rng(0)
-    split = data.DeviceSplit(
-        rng.standard_normal((EXAMPLES, 8, 8, 3)).astype(np.float32),
-        rng.integers(0, 10, EXAMPLES).astype(np.int32),
-    )
-    batches = EXAMPLES // BATCH
-    mesh = train.data_mesh()
-    split, state, acc = train.replicate(
-        (split, train.create_state(net, config, batches), train.zero_metrics(config)), mesh
-    )
-    step = train.make_train_step(net, config, mesh)
-    order = np.random.default_rng(1).permutation(EXAMPLES).reshape(batches, BATCH).astype(np.int32)
-    key = np.asarray(jax.random.key_data(jax.random.key(2)))
-    losses, total = [], 0.0
-    for i in range(steps):
-        state, acc = step(state, acc, split, order[i % batches], jax.random.wrap_key_data(key + i))
-        loss_sum = float(np.asarray(acc["loss"].addressable_data(0)))
-        losses.append(loss_sum - total)
-        total = loss_sum
-    params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.params)
-    if jax.process_index() == 0:
-        leaves = {f"param_{i}": leaf for i, leaf in enumerate(jax.tree.leaves(params))}
-        np.savez(out, losses=np.array(losses), devices=jax.device_count(), **leaves)
-
-
-def worker_command(out: str, steps: int, process: tuple[int, int, int] | None = None) -> list[str]:
-    """The command line of one worker run (run it from the repository root)."""
-    command = [sys.executable, "-m", "benchmarks.parallel_drift", f"--worker_out={out}", f"--steps={steps}"]
-    return command + ([f"--process={','.join(map(str, process))}"] if process else [])
-
-
-def worker_env(devices: int) -> dict[str, str]:
-    """The environment with ``devices`` forced host devices (1: XLA_FLAGS removed)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_processes(out: str, steps: int, num_processes: int, timeout: float) -> None:
-    """Runs ``num_processes`` workers joined by ``jax.distributed``; raises with the log of one that fails."""
-    port = free_port()
-    workers = [
-        subprocess.Popen(
-            worker_command(out, steps, (i, num_processes, port)),
-            env=worker_env(1),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(num_processes)
-    ]
-    try:
-        logs = [w.communicate(timeout=timeout)[0].decode() for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    for w, log in zip(workers, logs):
-        if w.returncode:
-            raise RuntimeError(f"a worker of the {num_processes}-process run failed:\n{log[-2000:]}")
-
-
-def drift(reference, other, at_steps) -> dict[str, float]:
-    """Largest relative loss difference up to each of ``at_steps`` (1-based), and the final params' relative distance."""
-    rel = np.maximum.accumulate(np.abs(other["losses"] - reference["losses"]) / np.abs(reference["losses"]))
-    names = [n for n in reference.files if n.startswith("param_")]
-    distance = np.sqrt(sum(np.sum((other[n] - reference[n]) ** 2) for n in names))
-    size = np.sqrt(sum(np.sum(reference[n] ** 2) for n in names))
-    return {
-        **{f"loss rel. diff, steps 1-{s}": float(rel[s - 1]) for s in at_steps},
-        "params rel. distance": distance / size,
-    }
 
 
 def main(argv) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import parallel_drift
+from benchmarks import parallel_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 5
@@ -14,8 +14,8 @@ STEPS = 5
 
 def _train(out, devices: int) -> np.lib.npyio.NpzFile:
     subprocess.run(
-        parallel_drift.worker_command(str(out), STEPS),
-        env=parallel_drift.worker_env(devices),
+        parallel_runs.worker_command(str(out), STEPS),
+        env=parallel_runs.worker_env(devices),
         cwd=ROOT,
         check=True,
         timeout=180,
@@ -45,7 +45,7 @@ def test_eight_host_devices_match_one_device(single_device, tmp_path):
 def test_two_processes_match_one_process(single_device, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run.npz"
-    parallel_drift.run_processes(str(out), STEPS, num_processes=2, timeout=180)
+    parallel_runs.run_processes(str(out), STEPS, num_processes=2, timeout=180)
     _assert_same_steps(single_device, np.load(out), devices=2)
 
 
@@ -53,7 +53,7 @@ def test_drift_is_relative_to_the_reference(tmp_path):
     np.savez(tmp_path / "reference.npz", losses=[2.0, 1.0, 0.5], param_0=[3.0, 4.0])
     np.savez(tmp_path / "other.npz", losses=[2.0, 1.1, 0.5], param_0=[3.0, 4.5])
     reference, other = np.load(tmp_path / "reference.npz"), np.load(tmp_path / "other.npz")
-    result = parallel_drift.drift(reference, other, at_steps=[1, 3])
+    result = parallel_runs.drift(reference, other, at_steps=[1, 3])
     assert result["loss rel. diff, steps 1-1"] == 0.0
     assert result["loss rel. diff, steps 1-3"] == pytest.approx(0.1)  # the largest so far, not the last
     assert result["params rel. distance"] == pytest.approx(0.1)
