@@ -179,7 +179,7 @@ def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
 
 
 def probe_rows(plan: grid.Plan, root: str, shadow_lr: float | None) -> list[str]:
-    """Validation table of the probes (seed 0) beside the backprop and SHADOW cells they are read against."""
+    """Validation table of the probes (seed 0) beside the backprop, SHADOW and ablation runs they are read against."""
     if not plan.probes or shadow_lr is None:
         return []
     reference = {"backprop": grid.choose_learning_rate(plan, root, "backprop"), plan.ablation_base: shadow_lr}
@@ -189,7 +189,8 @@ def probe_rows(plan: grid.Plan, root: str, shadow_lr: float | None) -> list[str]
         "| run | validation error % | validation synthetic error % | synthetic/real input norm (last epoch) |",
         "|---|---|---|---|",
     ]
-    for cell, lr in [*reference.items(), *((cell, shadow_lr) for cell in plan.probes)]:
+    others = [*plan.ablations, *plan.probes]
+    for cell, lr in [*reference.items(), *((cell, shadow_lr) for cell in others)]:
         workdir = os.path.join(root, grid.run_name(cell, lr or 0.0, plan.seeds[0]))
         if lr is None or not grid.finished(workdir, grid.epochs_of(plan)):
             rows.append(f"| {cell} | not run yet | | |")
