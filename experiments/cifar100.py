@@ -18,14 +18,7 @@ _CHANNELS = flags.DEFINE_list("channels", ["32", "64", "128"], "Channels of the 
 EXPERIMENT = runner.Experiment(
     dataset="cifar100",
     build_net=lambda: nets.cifar_cnn(tuple(int(c) for c in _CHANNELS.value), num_classes=100),
-    defaults={
-        "epochs": 12,
-        "batch_size": 128,
-        "learning_rate": 0.05,
-        "warmup_epochs": 1.0,
-        "num_validation": 5000,
-        "cpu_devices": 8,
-    },
+    defaults=runner.CIFAR_DEFAULTS,
 )
 
 if __name__ == "__main__":

@@ -153,10 +153,11 @@ def summarise(dataset: str, plan: grid.Plan, root: str, out: str) -> str:
         search.append(f"| {cell} | " + " | ".join(values) + " |")
 
     probes = probe_rows(plan, root, chosen.get(plan.ablation_base))
+    rates = chosen | dict.fromkeys(plan.probes, chosen.get(plan.ablation_base))
     commands = [
-        f"- `{cell}`: `{command(dataset, plan, flags_, chosen[plan.ablation_base if cell in plan.probes else cell])}`"
+        f"- `{cell}`: `{command(dataset, plan, flags_, rates[cell])}`"
         for cell, flags_ in (cells | plan.probes).items()
-        if chosen.get(plan.ablation_base if cell in plan.probes else cell)
+        if rates[cell]
     ]
     _figures(dataset, runs_by_cell, out)
     _archive(plan, root, out, dataset)

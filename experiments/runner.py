@@ -27,6 +27,15 @@ class Experiment:
     defaults: dict
 
 
+CIFAR_DEFAULTS = {
+    "epochs": 12,
+    "batch_size": 128,
+    "learning_rate": 0.05,
+    "warmup_epochs": 1.0,
+    "num_validation": 5000,
+    "cpu_devices": 8,
+}  # CIFAR-10 and CIFAR-100 share the net, the schedule and the CPU split.
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("shadow_layer", 3, "SHADOW source layer: 0 = plain backprop, 1..depth = generate from h<layer>.")
 flags.DEFINE_float("shadow_weight", 1.0, "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w).")
