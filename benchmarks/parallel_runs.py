@@ -37,7 +37,7 @@ def train_steps(out: str, steps: int) -> None:
     split, state, acc = train.replicate(
         (split, train.create_state(net, config, batches), train.zero_metrics(config)), mesh
     )
-    step = train.make_train_step(net, config, mesh)
+    step = train.make_train_step(net, config, mesh, batches)
     order = np.random.default_rng(1).permutation(EXAMPLES).reshape(batches, BATCH).astype(np.int32)
     key = np.asarray(jax.random.key_data(jax.random.key(2)))
     losses, total = [], 0.0

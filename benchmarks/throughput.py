@@ -97,8 +97,8 @@ def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
 def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
     split = _fake_split(net, 4 * batch)
     mesh = train.data_mesh()
-    split, state, acc = train.replicate((split, train.create_state(net, config, 1), train.zero_metrics(config)), mesh)
-    step = train.make_train_step(net, config, mesh)
+    split, state, acc = train.replicate((split, train.create_state(net, config, 4), train.zero_metrics(config)), mesh)
+    step = train.make_train_step(net, config, mesh, steps_per_epoch=4)
     order = jnp.arange(4 * batch).reshape(4, batch)
     key = jax.random.key(0)
     carry = [state, acc]

@@ -57,6 +57,7 @@ PLANS = {
             "probe_weight3": ("--shadow_layer=3", "--shadow_weight=3"),
             "probe_h1": ("--shadow_layer=1",),
             "probe_alpha1.15": ("--shadow_layer=3", "--alpha_scale=1.15"),
+            "probe_late5": ("--shadow_layer=3", "--shadow_start_epoch=5"),
         },
     ),
     "cifar10": Plan(
@@ -72,6 +73,11 @@ PLANS = {
         ablation_seeds=(0,),
         main_cells=_cells(0.3, 0.5, 1.0)[0],
         ablations=_cells(0.3, 0.5, 1.0)[1],
+        probes={
+            "probe_alpha1.5": ("--shadow_layer=3", "--alpha_scale=1.5"),  # Synthetic/real norm 0.25-0.36 -> ~1.
+            "probe_weight0.3": ("--shadow_layer=3", "--shadow_weight=0.3"),
+            "probe_late4": ("--shadow_layer=3", "--shadow_start_epoch=4"),
+        },
     ),
 }
 PLANS["cifar100"] = dataclasses.replace(PLANS["cifar10"], seeds=(0,), learning_rates=(0.05,))

@@ -43,6 +43,11 @@ flags.DEFINE_float("sampling_rho", 1.0, "Keep-probability of the sampling mask d
 flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian blur of synthetic images, in pixels (0 = off).")
 flags.DEFINE_float("alpha", 0.0, "Generator scale for every layer; 0 = calibrated c / (rho fan_in mean(W^2)).")
 flags.DEFINE_float("alpha_scale", 1.0, "Multiplies every layer's alpha; synthetic inputs scale by alpha_scale**layer.")
+flags.DEFINE_float(
+    "shadow_start_epoch",
+    0.0,
+    "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start).",
+)
 flags.DEFINE_boolean("noise_twin", False, "Placebo: real input + Gaussian noise of the synthetic input's energy.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate on every hidden layer during training.")
 flags.DEFINE_integer("epochs", 10, "Training epochs.")
@@ -96,6 +101,7 @@ def train_config() -> train.TrainConfig:
             alpha=FLAGS.alpha or None,
             alpha_scale=FLAGS.alpha_scale,
             noise_twin=FLAGS.noise_twin,
+            start_epoch=FLAGS.shadow_start_epoch,
         ),
     )
 

@@ -37,6 +37,9 @@ class ShadowConfig:
       use_switches: reverse max pooling through the real input's switches.
       noise_twin: placebo arm: replace each synthetic input by the real input
         plus Gaussian noise of the same energy as (synthetic - real).
+      start_epoch: epochs of plain backprop before the synthetic examples
+        enter the loss (until then their weight is 0; they are still made,
+        so the synthetic metrics stay comparable).
     """
 
     layer: int = 3
@@ -47,6 +50,7 @@ class ShadowConfig:
     alpha_scale: float = 1.0
     use_switches: bool = True
     noise_twin: bool = False
+    start_epoch: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -64,10 +68,20 @@ class ShadowConfig:
             raise ValueError(f"smooth_sigma must be >= 0 (0 = off), got {self.smooth_sigma}.")
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha must be positive (or None for the calibrated value), got {self.alpha}.")
+        if self.start_epoch < 0:
+            raise ValueError(
+                f"shadow_start_epoch must be >= 0 (0 = SHADOW from the first step), got {self.start_epoch}."
+            )
         if self.alpha_scale <= 0:
             raise ValueError(
                 f"alpha_scale must be positive (1 = the alpha as given or calibrated), got {self.alpha_scale}."
             )
+
+
+def weight_at(config: ShadowConfig, step: jax.Array, steps_per_epoch: int) -> jax.Array:
+    """The synthetic examples' loss weight at ``step``: 0 before ``start_epoch``, then ``weight``."""
+    start = round(config.start_epoch * steps_per_epoch)
+    return jnp.where(step >= start, config.weight, 0.0)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -131,11 +145,14 @@ def loss(
     key: jax.Array,
     *,
     dropout: float = 0.0,
+    weight: jax.Array | float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The SHADOW loss of a real batch (plain cross-entropy when SHADOW is off).
 
-    Returns the loss and metrics: real and synthetic cross-entropy and error,
-    and the synthetic-to-real input norm ratio.
+    ``weight`` overrides ``config.weight`` (a traced value, so that a schedule
+    such as ``weight_at`` changes it without a new trace). Returns the loss
+    and metrics: real and synthetic cross-entropy and error, and the
+    synthetic-to-real input norm ratio.
     """
     real_key, syn_key, gen_key = jax.random.split(key, 3)
     logits, hiddens = nets.forward(net, params, x, key=real_key, dropout=dropout)
@@ -151,4 +168,5 @@ def loss(
         "error_synthetic": error_rate(logits_syn, y),
         "norm_ratio": jnp.linalg.norm(x_syn) / jnp.linalg.norm(x),
     }
-    return (ce_real + config.weight * ce_syn) / (1.0 + config.weight), metrics
+    w = config.weight if weight is None else weight
+    return (ce_real + w * ce_syn) / (1.0 + w), metrics

@@ -75,6 +75,11 @@ class TrainConfig:
         if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ValueError("grad_clip, weight_decay and warmup_epochs must be >= 0.")
         self.shadow.check(net)
+        if self.shadow.enabled and self.shadow.start_epoch >= self.epochs:
+            raise ValueError(
+                f"shadow_start_epoch={self.shadow.start_epoch} leaves no SHADOW epoch in a {self.epochs}-epoch run; "
+                "give a smaller start or --shadow_layer=0 for plain backprop."
+            )
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,17 +174,20 @@ def train_step(
     indices: jax.Array,
     key: jax.Array,
     *,
+    steps_per_epoch: int,
     batch_sharding: NamedSharding | None = None,
 ) -> tuple[train_state.TrainState, Metrics]:
     """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``.
 
+    ``steps_per_epoch`` places SHADOW's ``start_epoch`` on the step count.
     With ``batch_sharding`` the batch is split along the mesh's data axis, so
     XLA runs each device's share and all-reduces the gradients.
     """
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
+    weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
 
     def objective(params):
-        return shadow.loss(net, params, x, y, config.shadow, key, dropout=config.dropout)
+        return shadow.loss(net, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight)
 
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
@@ -187,11 +195,21 @@ def train_step(
     return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
 
 
-def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh):
+def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
     """``train_step`` jitted once for ``net`` and ``config``, state and metrics buffers donated."""
 
     def step(state, acc, split, indices, key):
-        return train_step(net, config, state, acc, split, indices, key, batch_sharding=batch_sharding(mesh))
+        return train_step(
+            net,
+            config,
+            state,
+            acc,
+            split,
+            indices,
+            key,
+            steps_per_epoch=steps_per_epoch,
+            batch_sharding=batch_sharding(mesh),
+        )
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -250,11 +268,17 @@ def evaluate(
 
 
 def check_config(workdir: str, config_json: dict[str, Any]) -> None:
-    """Writes ``config.json``, or stops if an existing one differs from ``config_json``."""
+    """Writes ``config.json``, or stops if an existing one differs from ``config_json``.
+
+    A setting added after a run was saved takes its default value there, so
+    older runs still resume.
+    """
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        if "train" in saved:
+            saved["train"] = json.loads(json.dumps(TrainConfig.from_json(saved["train"]).to_json()))
         if saved != json.loads(json.dumps(config_json)):
             diff = sorted(
                 k for k in set(saved) | set(config_json) if saved.get(k) != json.loads(json.dumps(config_json.get(k)))
@@ -396,7 +420,7 @@ def fit(
         print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // steps_per_epoch})", flush=True)
 
     writer = tensorboard_writer(workdir, purge_step=int(state.step) + 1)
-    step_fn = make_train_step(net, config, mesh)
+    step_fn = make_train_step(net, config, mesh, steps_per_epoch)
     eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config), batch_sharding=batch_sharding(mesh)))
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, steps_per_epoch)

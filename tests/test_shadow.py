@@ -68,6 +68,22 @@ def test_shadow_off_is_plain_cross_entropy():
     assert set(metrics) == {"ce_real", "error_real"}
 
 
+def test_weight_is_zero_before_the_start_epoch_then_w():
+    config = shadow.ShadowConfig(layer=2, weight=0.7, start_epoch=1.5)
+    steps = jnp.arange(8)
+    np.testing.assert_allclose(shadow.weight_at(config, steps, steps_per_epoch=4), [0] * 6 + [0.7] * 2, rtol=1e-7)
+
+
+def test_zero_weight_is_the_real_loss_with_synthetic_metrics():
+    params = nets.init(jax.random.key(0), TINY)
+    x, y = _tiny_batch()
+    config = shadow.ShadowConfig(layer=2)
+    value, metrics = shadow.loss(TINY, params, x, y, config, jax.random.key(1), weight=0.0)
+    np.testing.assert_allclose(value, metrics["ce_real"], rtol=1e-6)
+    full, _ = shadow.loss(TINY, params, x, y, config, jax.random.key(1))
+    np.testing.assert_allclose(full, (metrics["ce_real"] + metrics["ce_synthetic"]) / 2, rtol=1e-6)
+
+
 @pytest.mark.parametrize("net", [TINY, nets.cifar_cnn((3, 4, 5), input_shape=(8, 8, 3))], ids=["mlp", "cnn"])
 def test_no_gradient_flows_through_the_synthetic_inputs(net):
     params = nets.init(jax.random.key(0), net)
@@ -141,6 +157,7 @@ def test_noise_twin_arm_trains_on_noisy_real_inputs():
         (shadow.ShadowConfig(rho=0.0), r"sampling_rho must be in \(0, 1\]"),
         (shadow.ShadowConfig(smooth_sigma=-0.5), "smooth_sigma must be >= 0"),
         (shadow.ShadowConfig(alpha_scale=0.0), "alpha_scale must be positive"),
+        (shadow.ShadowConfig(start_epoch=-1.0), "shadow_start_epoch must be >= 0"),
     ],
 )
 def test_bad_settings_raise_one_sentence(config, message):

@@ -1,5 +1,7 @@
 """The fit loop: determinism, resume, NaN guard, config guard, evaluation."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,6 +85,37 @@ def test_changed_settings_stop_the_resume(tmp_path):
     train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
     with pytest.raises(train.TrainingError, match=r"different settings \(train\).*new --workdir"):
         train.fit(NET, _config(epochs=1, learning_rate=0.1), train_split, evals, str(tmp_path), figures=False)
+
+
+def test_a_setting_added_later_takes_its_default_in_an_older_run(tmp_path):
+    train_split, evals = _splits()
+    train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["train"]["shadow"]["start_epoch"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    _, history = train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
+    assert [m["epoch"] for m in history] == [1]
+    late = _config(epochs=1, shadow=shadow.ShadowConfig(layer=2, start_epoch=0.5))
+    with pytest.raises(train.TrainingError, match="different settings"):
+        train.fit(NET, late, train_split, evals, str(tmp_path), figures=False)
+
+
+def test_shadow_from_a_later_epoch_is_backprop_until_then(tmp_path):
+    train_split, evals = _splits()
+    late = _config(shadow=shadow.ShadowConfig(layer=2, start_epoch=1))
+    _, backprop = train.fit(
+        NET, _config(shadow=shadow.ShadowConfig(layer=0)), train_split, evals, str(tmp_path / "b"), figures=False
+    )
+    _, shadowed = train.fit(NET, late, train_split, evals, str(tmp_path / "s"), figures=False)
+    for key in ("train_loss", "train_ce_real", "test_error"):
+        np.testing.assert_allclose(shadowed[0][key], backprop[0][key], rtol=1e-6)
+    assert "train_ce_synthetic" in shadowed[0]
+    assert shadowed[1]["train_loss"] != pytest.approx(shadowed[1]["train_ce_real"])
+
+
+def test_a_start_epoch_past_the_run_is_refused():
+    with pytest.raises(ValueError, match="leaves no SHADOW epoch in a 2-epoch run"):
+        _config(shadow=shadow.ShadowConfig(layer=2, start_epoch=2)).check(NET)
 
 
 def test_non_finite_loss_stops_with_a_sentence_and_keeps_the_last_checkpoint(tmp_path):
