@@ -38,12 +38,11 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import flags, logging
+from absl import flags
 from scipy import stats as scipy_stats
 
 from experiments import cli
-from rev_nets import plots, spectra
+from rev_nets import plots, spectra, train
 
 _RUN = flags.DEFINE_multi_string("run", [], "A run directory (config.json, checkpoints/); repeatable.")
 _WEIGHTS = flags.DEFINE_multi_string(
@@ -166,18 +165,10 @@ def read_run(workdir: str) -> tuple[Snapshot, ...]:
         raise cli.UsageError(
             f"{workdir} is not a run directory (no config.json); pass the --workdir of a training run."
         )
-    folder = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    steps = []
-    if os.path.isdir(folder):
-        manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
-        steps = sorted(manager.all_steps())
-    if not steps:
+    states = train.saved_states(workdir)
+    if not states:
         raise cli.UsageError(f"{workdir} has no checkpoints yet; wait for its first save or train it.")
-    chosen = sorted({steps[0], steps[-1]})
-    return tuple(
-        Snapshot(f"step {s}", run_weights(manager.restore(s, args=ocp.args.StandardRestore())["params"]))
-        for s in chosen
-    )
+    return tuple(Snapshot(f"step {step}", run_weights(state["params"])) for step, state in states.items())
 
 
 # --------------------------------------------------------------- analysis --
@@ -304,7 +295,6 @@ def main(argv: list[str]) -> None:
     del argv
     if not _RUN.value and not _WEIGHTS.value:
         raise cli.UsageError("nothing to analyse; pass --run=<run directory> or --weights=<file>, or both.")
-    logging.set_verbosity(logging.ERROR)  # orbax warns about read-only checkpoint managers.
     runs = [os.path.expanduser(p) for p in _RUN.value]
     files = [os.path.expanduser(p) for p in _WEIGHTS.value]
     out = os.path.expanduser(_OUT.value)

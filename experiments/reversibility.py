@@ -35,8 +35,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import flags, logging
+from absl import flags
 
 from experiments import cli
 from rev_nets import data, generator, nets, plots, theory, train
@@ -107,22 +106,12 @@ def read_run_config(workdir_run: str) -> dict:
         return json.load(f)
 
 
-def restore_params(workdir_run: str, net: nets.Net, config: dict) -> dict[int, nets.Params]:
+def restore_params(workdir_run: str) -> dict[int, nets.Params]:
     """Params of the first (initial weights) and last (trained) checkpoints, opened read-only."""
-    directory = os.path.abspath(os.path.join(workdir_run, "checkpoints"))
-    steps = []
-    if os.path.isdir(directory):
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
-        manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-        logging.set_verbosity(verbosity)
-        steps = sorted(manager.all_steps())
-    if not steps:
+    states = train.saved_states(workdir_run)
+    if not states:
         raise cli.UsageError(f"{workdir_run} holds no checkpoints; train it first (its checkpoints/ is empty).")
-    # The optimizer's state has the same structure for any steps_per_epoch, so 1 will do.
-    target = jax.eval_shape(lambda: train.create_state(net, train.TrainConfig.from_json(config["train"]), 1))
-    restore = lambda step: manager.restore(step, args=ocp.args.StandardRestore(target)).params
-    return {step: restore(step) for step in sorted({steps[0], steps[-1]})}
+    return {step: state["params"] for step, state in states.items()}
 
 
 def load_test_images(config: dict, data_dir: str | None, num_images: int) -> tuple[jax.Array, np.ndarray]:
@@ -337,7 +326,7 @@ def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int,
     """Rows for the run's initial, trained and shuffled nets; writes their image grids."""
     config = read_run_config(workdir_run)
     net = net_from_repr(config["net"])
-    params_by_step = restore_params(workdir_run, net, config)
+    params_by_step = restore_params(workdir_run)
     first, last = min(params_by_step), max(params_by_step)
     x, _ = load_test_images(config, data_dir, num_images)
     variants = {

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from absl import logging
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -355,6 +356,34 @@ def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     )
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
+    """The first and last checkpoints of a run directory, read-only, as trees on this host's first device.
+
+    The target is built from the checkpoint's own metadata, so a run saved
+    over 8 CPU devices (or a GPU) opens on one device; empty without checkpoints.
+    """
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    if not os.path.isdir(directory):
+        return {}
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
+    manager = ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
+    logging.set_verbosity(verbosity)
+    steps = sorted(manager.all_steps())
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def restore(step):
+        on_device = lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+        target = jax.tree.map(on_device, manager.item_metadata(step))
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+    return {step: restore(step) for step in sorted({steps[0], steps[-1]})} if steps else {}
 
 
 # ------------------------------------------------------------------ fit --

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import conftest_data
+import jax
 import pytest
+
+from rev_nets import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
@@ -54,6 +57,9 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
     assert config["dataset"] == module and config["train"]["shadow"]["layer"] == 3
     for figure in ("learning_curves.png", "learning_curves_wall.png", "synthetic_images.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
+    states = train.saved_states(str(tmp_path))  # The CIFAR runs saved over 8 devices; this process has one.
+    assert sorted(states) == [0, line["step"]] and int(states[line["step"]]["step"]) == line["step"]
+    assert jax.tree.leaves(states[0]["params"])[0].sharding.device_set == {jax.devices()[0]}
 
 
 @pytest.mark.parametrize(

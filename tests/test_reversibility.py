@@ -71,7 +71,7 @@ def test_net_from_repr_refuses_anything_but_net_descriptions(text):
 
 def test_restore_gives_initial_and_trained_params(tiny_run):
     _, workdir, net, config = tiny_run
-    restored = R.restore_params(str(workdir), net, json.loads((workdir / "config.json").read_text()))
+    restored = R.restore_params(str(workdir))
     first, last = sorted(restored)
     assert first == 0 and last > 0
     jax.tree.map(np.testing.assert_array_equal, restored[0], nets.init(jax.random.key(config.seed), net))
