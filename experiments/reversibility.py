@@ -18,8 +18,12 @@ each layer: same entry distribution, no structure), and, as a positive control, 
 direct error ``||f(x) - h||^2 / ||h||^2`` reproduces PAPER.md section 1. Without
 ``--workdir_run`` only the control runs. The run directory is opened read-only.
 
-Writes ``reversibility.md``, ``reversibility.json``, ``figures/reversibility.png`` and
-``figures/images_<net>.png`` (x beside x_syn from every layer) to ``--out``. Takes ~40 s
+For image inputs, also the radial power spectra of ``x_syn`` and ``x`` and their ratio per
+spatial-frequency band: which frequencies the synthetic twins keep, lose or add.
+
+Writes ``reversibility.md``, ``reversibility.json``, ``figures/reversibility.png``,
+``figures/spectrum.png`` and ``figures/images_<net>.png`` (x beside x_syn from every layer)
+to ``--out``. Takes ~40 s
 on a 2-core CPU for the MNIST MLP with 1000 images.
 """
 
@@ -65,6 +69,8 @@ _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled n
 # Bias multipliers over which the theory's best predicted error is taken.
 PREDICTION_CS = tuple(0.25 * i for i in range(25))
 GRID_IMAGES = 8
+# Spatial-frequency bands (low, high] of the synthetic-to-real power ratios, in cycles per pixel.
+SPECTRUM_BANDS = {"mean colour": (-np.inf, 0.0), "low": (0.0, 1 / 8), "mid": (1 / 8, 1 / 4), "high": (1 / 4, 1.0)}
 
 
 # ------------------------------------------------------------------ runs --
@@ -159,9 +165,38 @@ def layer_metrics(
     }
 
 
+def radial_power(x: jax.Array) -> jax.Array:
+    """Per image (batch, H, W, C), the mean power ``|FFT|^2`` at each integer frequency radius, channels averaged.
+
+    Radius ``k`` is in cycles per image (``k = 0``: the mean colour; ``max(H, W) / 2``: Nyquist).
+    """
+    height, width = x.shape[1:3]
+    size = max(height, width)
+    fy, fx = np.fft.fftfreq(height) * size, np.fft.fftfreq(width) * size  # numpy: static under jit
+    radius = np.rint(np.hypot(fy[:, None], fx[None, :])).astype(np.int32).ravel()
+    bins = int(radius.max()) + 1
+    power = jnp.mean(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))) ** 2, axis=-1).reshape(x.shape[0], -1)
+    sums = jax.vmap(lambda p: jnp.bincount(radius, p, length=bins))(power)
+    return sums / np.bincount(radius, minlength=bins)
+
+
+def band_power_ratios(spectrum_syn: np.ndarray, spectrum_real: np.ndarray, size: int) -> dict[str, float]:
+    """Synthetic over real power, summed over the radii of each band of ``SPECTRUM_BANDS`` (mean radial spectra)."""
+    radius = np.arange(len(spectrum_real)) / size  # cycles per pixel
+    ratios = {}
+    for name, (low, high) in SPECTRUM_BANDS.items():
+        band = (radius > low) & (radius <= high)
+        ratios[name] = float(spectrum_syn[band].sum() / spectrum_real[band].sum())
+    return ratios
+
+
 def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Array) -> list[dict[str, jax.Array]]:
-    """``layer_metrics`` of every hidden layer of ``net`` for the batch ``x`` (f: forward, G: generate_from)."""
+    """``layer_metrics`` of every hidden layer of ``net`` for the batch ``x`` (f: forward, G: generate_from).
+
+    For image inputs each layer's metrics also hold the radial power spectra of ``x_syn`` and ``x``.
+    """
     _, hiddens = nets.forward(net, params, x)
+    images = x.ndim == 4
     shapes = nets.layer_shapes(net)
     results = []
     for l in range(1, net.depth + 1):
@@ -182,7 +217,10 @@ def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Ar
             key=None,
         )
         h_step = L.apply(spec, p, below).h
-        results.append(layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs))
+        metrics = layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs)
+        if images:
+            metrics |= {"spectrum_syn": radial_power(x_syn), "spectrum_real": radial_power(x)}
+        results.append(metrics)
     return results
 
 
@@ -212,8 +250,13 @@ def gaussian_round_trips(
     return results
 
 
-def summarize(name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndarray, **extra) -> list[dict]:
-    """Table rows: per layer, means (and standard errors) over examples of every statistic."""
+def summarize(
+    name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndarray, image_size: int = 0, **extra
+) -> list[dict]:
+    """Table rows: per layer, means (and standard errors) over examples of every statistic.
+
+    With image spectra, also the mean spectra and their band power ratios (``image_size``: max(H, W)).
+    """
     rows = []
     for l, metrics in enumerate(per_layer, start=1):
         metrics = {key: np.asarray(value, np.float64) for key, value in metrics.items()}
@@ -228,6 +271,10 @@ def summarize(name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndar
         row["predicted_best_c"] = float(cs[int(predicted.argmin())])
         if "c" in extra:
             row["predicted_at_c"] = float(predicted[int(np.argmin(np.abs(cs - extra["c"])))])
+        if "spectrum_syn" in metrics:
+            syn, real = metrics["spectrum_syn"].mean(0), metrics["spectrum_real"].mean(0)
+            row["spectrum_syn"], row["spectrum_real"] = syn.tolist(), real.tolist()
+            row["power_ratio"] = band_power_ratios(syn, real, image_size)
         if "direct_error" in metrics:
             row["direct_error"] = float(metrics["direct_error"].mean())
             row["direct_error_se"] = se(metrics["direct_error"])
@@ -284,7 +331,50 @@ def markdown(report: dict) -> str:
             f"{r['one_step_error']:.3f} | {r['predicted_no_bias']:.3f} | "
             f"{r['predicted_best']:.3f} ({r['predicted_best_c']:g}) | {at_c} | {direct} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + spectrum_lines(report["rows"])) + "\n"
+
+
+def spectrum_lines(rows: list[dict]) -> list[str]:
+    """The band power table: how much of the real images' power at each spatial frequency ``x_syn`` has."""
+    rows = [r for r in rows if "power_ratio" in r]
+    if not rows:
+        return []
+    bands = ", ".join(f"{name} ({max(low, 0):g}, {high:g}]" for name, (low, high) in SPECTRUM_BANDS.items())
+    lines = [
+        "",
+        (
+            f"Power of `x_syn` over power of `x` per spatial-frequency band (cycles per pixel: {bands}; "
+            "mean colour: frequency 0); 1 = the real images' spectrum."
+        ),
+        "",
+        "| net | layer | " + " | ".join(SPECTRUM_BANDS) + " |",
+        "|" + "---|" * (2 + len(SPECTRUM_BANDS)),
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['net']} | {r['layer']} | " + " | ".join(f"{v:.3g}" for v in r["power_ratio"].values()) + " |"
+        )
+    return lines
+
+
+def spectrum_figure(rows: list[dict], path: str) -> str:
+    """Radial power spectra of the real images and of ``x_syn`` from each layer, one panel per net."""
+    plt = plots.pyplot()
+    names = list(dict.fromkeys(r["net"] for r in rows if "spectrum_syn" in r))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names):
+        mine = [r for r in rows if r["net"] == name]
+        radii = np.arange(1, len(mine[0]["spectrum_real"]))  # Radius 0 (the mean colour) has no place on a log axis.
+        ax.loglog(radii, mine[0]["spectrum_real"][1:], "k-", lw=2, label="real x")
+        for r in mine:
+            ax.loglog(radii, r["spectrum_syn"][1:], "-", label=f"x_syn from h{r['layer']}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("spatial frequency (cycles per image)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("mean power |FFT|^2")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return plots.save(fig, path)
 
 
 def reversibility_figure(rows: list[dict], path: str) -> str:
@@ -337,7 +427,7 @@ def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int,
     round_trips = jax.jit(functools.partial(net_round_trips, net))
     rows = []
     for name, params in variants.items():
-        rows += summarize(name, round_trips(params, x, cs), np.asarray(cs))
+        rows += summarize(name, round_trips(params, x, cs), np.asarray(cs), image_size=max(x.shape[1:3]))
         slug = name.split(" (")[0].replace(" ", "_")
         plots.image_grid(
             image_rows(net, params, x[:GRID_IMAGES]),
@@ -386,6 +476,8 @@ def main(argv: list[str]) -> None:
     with open(os.path.join(out, "reversibility.md"), "w") as f:
         f.write(markdown(report))
     reversibility_figure(rows, os.path.join(out, "figures", "reversibility.png"))
+    if any("spectrum_syn" in r for r in rows):
+        spectrum_figure(rows, os.path.join(out, "figures", "spectrum.png"))
     print(markdown(report))
     print(f"wrote {out}/reversibility.md, reversibility.json, figures/")
 

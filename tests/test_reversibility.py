@@ -100,6 +100,32 @@ def test_round_trips_of_a_conv_layer_with_max_pooling():
     np.testing.assert_allclose(metrics["rel_error"], metrics["one_step_error"], rtol=1e-5)
 
 
+def test_radial_power_places_a_constant_and_a_cosine_at_their_radius():
+    n = 16
+    cols = np.arange(n)
+    constant = np.full((1, n, n, 3), 2.0, np.float32)
+    cosine = np.broadcast_to(np.cos(2 * np.pi * 3 * cols / n)[None, None, :, None], (1, n, n, 1)).astype(np.float32)
+    spectrum = np.asarray(R.radial_power(jnp.asarray(np.concatenate([constant[..., :1], cosine]))))
+    assert np.flatnonzero(spectrum[0] > 1e-6).tolist() == [0]
+    assert np.flatnonzero(spectrum[1] > 1e-6).tolist() == [3]
+
+
+def test_radial_power_keeps_parseval():
+    x = np.random.default_rng(0).standard_normal((2, 12, 10, 3)).astype(np.float32)
+    spectrum = np.asarray(R.radial_power(jnp.asarray(x)), np.float64)
+    fy, fx = np.fft.fftfreq(12) * 12, np.fft.fftfreq(10) * 12
+    counts = np.bincount(np.rint(np.hypot(fy[:, None], fx[None, :])).astype(int).ravel())
+    # Sum over frequencies of |FFT|^2 = H W sum over pixels of x^2 (per channel; channels averaged).
+    np.testing.assert_allclose((spectrum * counts).sum(1), 12 * 10 * (x**2).sum((1, 2)).mean(-1), rtol=1e-4)
+
+
+def test_band_power_ratios():
+    real = np.linspace(1.0, 2.0, 17)
+    assert R.band_power_ratios(real, real, 32) == pytest.approx(dict.fromkeys(R.SPECTRUM_BANDS, 1.0))
+    tilted = real * np.where(np.arange(17) <= 4, 0.5, 3.0)  # Radii 0-4 of 32 px: mean colour and low.
+    assert R.band_power_ratios(tilted, real, 32) == pytest.approx({"mean colour": 0.5, "low": 0.5, "mid": 3, "high": 3})
+
+
 def test_shuffled_keeps_the_entries_and_loses_their_order():
     params = nets.init(jax.random.key(0), nets.mnist_mlp(width=16))
     mixed = R.shuffled(jax.random.key(1), params)
@@ -159,7 +185,17 @@ def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
     for row in rows[: 3 * net.depth : net.depth]:  # Layer 1: the round trip is the one step.
         assert row["rel_error"] == pytest.approx(row["one_step_error"], rel=1e-5)
     assert "| trained (step" in (tmp_path / "reversibility.md").read_text()
-    for figure in ("reversibility.png", "images_init.png", "images_trained.png", "images_shuffled_trained.png"):
+    for row in rows[: 3 * net.depth]:  # MNIST inputs are 28x28 images: each layer has its spectra.
+        assert set(row["power_ratio"]) == set(R.SPECTRUM_BANDS) and len(row["spectrum_syn"]) == 21
+        assert all(np.isfinite(v) and v > 0 for v in row["power_ratio"].values()), row["power_ratio"]
+    assert "Power of `x_syn` over power of `x`" in (tmp_path / "reversibility.md").read_text()
+    for figure in (
+        "reversibility.png",
+        "spectrum.png",
+        "images_init.png",
+        "images_trained.png",
+        "images_shuffled_trained.png",
+    ):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
 
 
