@@ -339,12 +339,13 @@ def spectrum_lines(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if "power_ratio" in r]
     if not rows:
         return []
-    bands = ", ".join(f"{name} ({max(low, 0):g}, {high:g}]" for name, (low, high) in SPECTRUM_BANDS.items())
+    describe = lambda low, high: "0" if high == 0 else f"({low:g}, {high:g}]"
+    bands = ", ".join(f"{name} {describe(low, high)}" for name, (low, high) in SPECTRUM_BANDS.items())
     lines = [
         "",
         (
-            f"Power of `x_syn` over power of `x` per spatial-frequency band (cycles per pixel: {bands}; "
-            "mean colour: frequency 0); 1 = the real images' spectrum."
+            f"Power of `x_syn` over power of `x` per spatial-frequency band (cycles per pixel: {bands}); "
+            "1 = the real images' spectrum."
         ),
         "",
         "| net | layer | " + " | ".join(SPECTRUM_BANDS) + " |",
