@@ -82,7 +82,7 @@ PLANS = {
         },
     ),
 }
-PLANS["cifar100"] = dataclasses.replace(PLANS["cifar10"], seeds=(0,), learning_rates=(0.05,))
+PLANS["cifar100"] = dataclasses.replace(PLANS["cifar10"], seeds=(0,), learning_rates=(0.05,), probes={})
 
 
 def run_name(cell: str, learning_rate: float, seed: int) -> str:

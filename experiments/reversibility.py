@@ -70,7 +70,7 @@ _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled n
 PREDICTION_CS = tuple(0.25 * i for i in range(25))
 GRID_IMAGES = 8
 # Spatial-frequency bands (low, high] of the synthetic-to-real power ratios, in cycles per pixel.
-SPECTRUM_BANDS = {"mean colour": (-np.inf, 0.0), "low": (0.0, 1 / 8), "mid": (1 / 8, 1 / 4), "high": (1 / 4, 1.0)}
+SPECTRUM_BANDS = {"mean colour": (-np.inf, 0.0), "low": (0.0, 1 / 8), "mid": (1 / 8, 1 / 4), "high": (1 / 4, np.inf)}
 
 
 # ------------------------------------------------------------------ runs --
@@ -165,35 +165,44 @@ def layer_metrics(
     }
 
 
-def radial_power(x: jax.Array) -> jax.Array:
-    """Per image (batch, H, W, C), the mean power ``|FFT|^2`` at each integer frequency radius, channels averaged.
+def frequency_rings(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each frequency of an ``height x width`` 2-D FFT (flattened): its radius in cycles per pixel and its ring.
 
-    Radius ``k`` is in cycles per image (``k = 0``: the mean colour; ``max(H, W) / 2``: Nyquist).
+    Ring ``k`` holds the radii nearest ``k / max(height, width)``: ring 0 is the mean colour, ring
+    ``max(height, width) / 2`` is Nyquist, and the rings beyond hold only diagonal frequencies (up to
+    ``1 / sqrt(2)`` cycles per pixel). numpy, so that it is static under jit.
     """
-    height, width = x.shape[1:3]
-    size = max(height, width)
-    fy, fx = np.fft.fftfreq(height) * size, np.fft.fftfreq(width) * size  # numpy: static under jit
-    radius = np.rint(np.hypot(fy[:, None], fx[None, :])).astype(np.int32).ravel()
-    bins = int(radius.max()) + 1
-    power = jnp.mean(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))) ** 2, axis=-1).reshape(x.shape[0], -1)
-    sums = jax.vmap(lambda p: jnp.bincount(radius, p, length=bins))(power)
-    return sums / np.bincount(radius, minlength=bins)
+    cycles = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]).ravel()
+    return cycles, np.rint(cycles * max(height, width)).astype(np.int32)
 
 
-def band_power_ratios(spectrum_syn: np.ndarray, spectrum_real: np.ndarray, size: int) -> dict[str, float]:
-    """Synthetic over real power, summed over the radii of each band of ``SPECTRUM_BANDS`` (mean radial spectra)."""
-    radius = np.arange(len(spectrum_real)) / size  # cycles per pixel
-    ratios = {}
-    for name, (low, high) in SPECTRUM_BANDS.items():
-        band = (radius > low) & (radius <= high)
-        ratios[name] = float(spectrum_syn[band].sum() / spectrum_real[band].sum())
-    return ratios
+def _fourier_power(x: jax.Array) -> jax.Array:
+    """``|FFT|^2`` of each image (batch, H, W, C), channels averaged, flattened to (batch, H W)."""
+    return jnp.mean(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))) ** 2, axis=-1).reshape(x.shape[0], -1)
+
+
+def radial_power(x: jax.Array) -> jax.Array:
+    """Per image, the mean power ``|FFT|^2`` in each ring of ``frequency_rings`` (channels averaged)."""
+    _, ring = frequency_rings(*x.shape[1:3])
+    rings = int(ring.max()) + 1
+    sums = jax.vmap(lambda p: jnp.bincount(ring, p, length=rings))(_fourier_power(x))
+    return sums / np.bincount(ring, minlength=rings)
+
+
+def band_power(x: jax.Array) -> jax.Array:
+    """Per image, the total power ``|FFT|^2`` (channels averaged) in each band of ``SPECTRUM_BANDS``.
+
+    The bands partition the frequencies, so the bands of an image sum to ``H W ||x||^2 / C`` (Parseval).
+    """
+    cycles, _ = frequency_rings(*x.shape[1:3])
+    masks = np.stack([(cycles > low) & (cycles <= high) for low, high in SPECTRUM_BANDS.values()], axis=1)
+    return _fourier_power(x) @ masks.astype(np.float32)
 
 
 def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Array) -> list[dict[str, jax.Array]]:
     """``layer_metrics`` of every hidden layer of ``net`` for the batch ``x`` (f: forward, G: generate_from).
 
-    For image inputs each layer's metrics also hold the radial power spectra of ``x_syn`` and ``x``.
+    For image inputs each layer's metrics also hold the radial spectra and band powers of ``x_syn`` and ``x``.
     """
     _, hiddens = nets.forward(net, params, x)
     images = x.ndim == 4
@@ -219,7 +228,12 @@ def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Ar
         h_step = L.apply(spec, p, below).h
         metrics = layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs)
         if images:
-            metrics |= {"spectrum_syn": radial_power(x_syn), "spectrum_real": radial_power(x)}
+            metrics |= {
+                "spectrum_syn": radial_power(x_syn),
+                "spectrum_real": radial_power(x),
+                "band_power_syn": band_power(x_syn),
+                "band_power_real": band_power(x),
+            }
         results.append(metrics)
     return results
 
@@ -250,12 +264,10 @@ def gaussian_round_trips(
     return results
 
 
-def summarize(
-    name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndarray, image_size: int = 0, **extra
-) -> list[dict]:
+def summarize(name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndarray, **extra) -> list[dict]:
     """Table rows: per layer, means (and standard errors) over examples of every statistic.
 
-    With image spectra, also the mean spectra and their band power ratios (``image_size``: max(H, W)).
+    With image spectra, also the mean radial spectra and the synthetic-to-real power ratio per band.
     """
     rows = []
     for l, metrics in enumerate(per_layer, start=1):
@@ -272,9 +284,10 @@ def summarize(
         if "c" in extra:
             row["predicted_at_c"] = float(predicted[int(np.argmin(np.abs(cs - extra["c"])))])
         if "spectrum_syn" in metrics:
-            syn, real = metrics["spectrum_syn"].mean(0), metrics["spectrum_real"].mean(0)
-            row["spectrum_syn"], row["spectrum_real"] = syn.tolist(), real.tolist()
-            row["power_ratio"] = band_power_ratios(syn, real, image_size)
+            row["spectrum_syn"] = metrics["spectrum_syn"].mean(0).tolist()
+            row["spectrum_real"] = metrics["spectrum_real"].mean(0).tolist()
+            ratios = metrics["band_power_syn"].mean(0) / metrics["band_power_real"].mean(0)
+            row["power_ratio"] = dict(zip(SPECTRUM_BANDS, ratios.tolist()))
         if "direct_error" in metrics:
             row["direct_error"] = float(metrics["direct_error"].mean())
             row["direct_error_se"] = se(metrics["direct_error"])
@@ -339,7 +352,7 @@ def spectrum_lines(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if "power_ratio" in r]
     if not rows:
         return []
-    describe = lambda low, high: "0" if high == 0 else f"({low:g}, {high:g}]"
+    describe = lambda low, high: "0" if high == 0 else f"> {low:g}" if high == np.inf else f"({low:g}, {high:g}]"
     bands = ", ".join(f"{name} {describe(low, high)}" for name, (low, high) in SPECTRUM_BANDS.items())
     lines = [
         "",
@@ -358,17 +371,20 @@ def spectrum_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def spectrum_figure(rows: list[dict], path: str) -> str:
-    """Radial power spectra of the real images and of ``x_syn`` from each layer, one panel per net."""
+def spectrum_figure(rows: list[dict], nyquist: int, path: str) -> str:
+    """Radial power spectra of the real images and of ``x_syn`` from each layer, one panel per net.
+
+    Rings 1 .. ``nyquist``: ring 0 (the mean colour) has no place on a log axis, the corner rings are sparse.
+    """
     plt = plots.pyplot()
     names = list(dict.fromkeys(r["net"] for r in rows if "spectrum_syn" in r))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
         mine = [r for r in rows if r["net"] == name]
-        radii = np.arange(1, len(mine[0]["spectrum_real"]))  # Radius 0 (the mean colour) has no place on a log axis.
-        ax.loglog(radii, mine[0]["spectrum_real"][1:], "k-", lw=2, label="real x")
+        rings = np.arange(1, nyquist + 1)
+        ax.loglog(rings, np.take(mine[0]["spectrum_real"], rings), "k-", lw=2, label="real x")
         for r in mine:
-            ax.loglog(radii, r["spectrum_syn"][1:], "-", label=f"x_syn from h{r['layer']}")
+            ax.loglog(rings, np.take(r["spectrum_syn"], rings), "-", label=f"x_syn from h{r['layer']}")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("spatial frequency (cycles per image)")
         ax.grid(alpha=0.3, which="both")
@@ -414,7 +430,7 @@ def image_rows(net: nets.Net, params: nets.Params, x: jax.Array) -> dict[str, np
 
 
 def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
-    """Rows for the run's initial, trained and shuffled nets; writes their image grids."""
+    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra."""
     config = read_run_config(workdir_run)
     net = net_from_repr(config["net"])
     params_by_step = restore_params(workdir_run)
@@ -428,13 +444,15 @@ def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int,
     round_trips = jax.jit(functools.partial(net_round_trips, net))
     rows = []
     for name, params in variants.items():
-        rows += summarize(name, round_trips(params, x, cs), np.asarray(cs), image_size=max(x.shape[1:3]))
+        rows += summarize(name, round_trips(params, x, cs), np.asarray(cs))
         slug = name.split(" (")[0].replace(" ", "_")
         plots.image_grid(
             image_rows(net, params, x[:GRID_IMAGES]),
             os.path.join(out, "figures", f"images_{slug}.png"),
             title=f"{config['dataset']}: {name}, real images and G(h_l)",
         )
+    if x.ndim == 4:
+        spectrum_figure(rows, max(x.shape[1:3]) // 2, os.path.join(out, "figures", "spectrum.png"))
     return rows, {"init": first, "trained": last}
 
 
@@ -477,8 +495,6 @@ def main(argv: list[str]) -> None:
     with open(os.path.join(out, "reversibility.md"), "w") as f:
         f.write(markdown(report))
     reversibility_figure(rows, os.path.join(out, "figures", "reversibility.png"))
-    if any("spectrum_syn" in r for r in rows):
-        spectrum_figure(rows, os.path.join(out, "figures", "spectrum.png"))
     print(markdown(report))
     print(f"wrote {out}/reversibility.md, reversibility.json, figures/")
 

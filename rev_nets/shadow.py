@@ -39,7 +39,8 @@ class ShadowConfig:
         plus Gaussian noise of the same energy as (synthetic - real).
       start_epoch: epochs of plain backprop before the synthetic examples
         enter the loss (until then their weight is 0; they are still made,
-        so the synthetic metrics stay comparable).
+        so the synthetic metrics stay comparable, and a non-finite synthetic
+        loss still stops the run).
     """
 
     layer: int = 3

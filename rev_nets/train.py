@@ -76,6 +76,8 @@ class TrainConfig:
         if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ValueError("grad_clip, weight_decay and warmup_epochs must be >= 0.")
         self.shadow.check(net)
+        if not self.shadow.enabled and self.shadow.start_epoch:
+            raise ValueError("shadow_start_epoch needs SHADOW on; give --shadow_layer=1..depth or drop the start.")
         if self.shadow.enabled and self.shadow.start_epoch >= self.epochs:
             raise ValueError(
                 f"shadow_start_epoch={self.shadow.start_epoch} leaves no SHADOW epoch in a {self.epochs}-epoch run; "
@@ -279,7 +281,12 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
         with open(path) as f:
             saved = json.load(f)
         if "train" in saved:
-            saved["train"] = json.loads(json.dumps(TrainConfig.from_json(saved["train"]).to_json()))
+            try:
+                saved["train"] = json.loads(json.dumps(TrainConfig.from_json(saved["train"]).to_json()))
+            except (TypeError, KeyError) as error:
+                raise TrainingError(
+                    f"{path} holds settings this version cannot read ({error}); start a new --workdir."
+                ) from None
         if saved != json.loads(json.dumps(config_json)):
             diff = sorted(
                 k for k in set(saved) | set(config_json) if saved.get(k) != json.loads(json.dumps(config_json.get(k)))
@@ -369,13 +376,14 @@ def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
         return {}
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
-    manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers=ocp.StandardCheckpointHandler(),
-    )
-    logging.set_verbosity(verbosity)
-    steps = sorted(manager.all_steps())
+    try:
+        manager = ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(read_only=True),
+            item_handlers=ocp.StandardCheckpointHandler(),
+        )
+    finally:
+        logging.set_verbosity(verbosity)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def restore(step):
@@ -383,7 +391,9 @@ def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
         target = jax.tree.map(on_device, manager.item_metadata(step))
         return manager.restore(step, args=ocp.args.StandardRestore(target))
 
-    return {step: restore(step) for step in sorted({steps[0], steps[-1]})} if steps else {}
+    with manager:
+        steps = sorted(manager.all_steps())
+        return {step: restore(step) for step in sorted({steps[0], steps[-1]})} if steps else {}
 
 
 # ------------------------------------------------------------------ fit --
@@ -540,6 +550,10 @@ def arm_name(config: TrainConfig) -> str:
         arm += f" rho={s.rho:g}"
     if s.enabled and s.smooth_sigma:
         arm += f" smooth={s.smooth_sigma:g}"
+    if s.enabled and s.alpha_scale != 1:
+        arm += f" alpha x{s.alpha_scale:g}"
+    if s.enabled and s.start_epoch:
+        arm += f" from epoch {s.start_epoch:g}"
     if s.enabled and s.noise_twin:
         arm += " (noise twin)"
     return arm + (f", dropout {config.dropout:g}" if config.dropout else "")

@@ -57,7 +57,8 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
     assert config["dataset"] == module and config["train"]["shadow"]["layer"] == 3
     for figure in ("learning_curves.png", "learning_curves_wall.png", "synthetic_images.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
-    states = train.saved_states(str(tmp_path))  # The CIFAR runs saved over 8 devices; this process has one.
+    states = train.saved_states(str(tmp_path))
+    assert jax.device_count() == 1  # The CIFAR runs saved over 8 devices: restored here on one.
     assert sorted(states) == [0, line["step"]] and int(states[line["step"]]["step"]) == line["step"]
     assert jax.tree.leaves(states[0]["params"])[0].sharding.device_set == {jax.devices()[0]}
 

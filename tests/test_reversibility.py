@@ -100,30 +100,50 @@ def test_round_trips_of_a_conv_layer_with_max_pooling():
     np.testing.assert_allclose(metrics["rel_error"], metrics["one_step_error"], rtol=1e-5)
 
 
-def test_radial_power_places_a_constant_and_a_cosine_at_their_radius():
-    n = 16
-    cols = np.arange(n)
-    constant = np.full((1, n, n, 3), 2.0, np.float32)
-    cosine = np.broadcast_to(np.cos(2 * np.pi * 3 * cols / n)[None, None, :, None], (1, n, n, 1)).astype(np.float32)
-    spectrum = np.asarray(R.radial_power(jnp.asarray(np.concatenate([constant[..., :1], cosine]))))
-    assert np.flatnonzero(spectrum[0] > 1e-6).tolist() == [0]
-    assert np.flatnonzero(spectrum[1] > 1e-6).tolist() == [3]
+def _numpy_spectra(x):
+    """Loop oracle: per image, mean |FFT|^2 per ring and total per band, each frequency placed by its own radius."""
+    height, width = x.shape[1:3]
+    power = (np.abs(np.fft.fft2(x.astype(np.float64), axes=(1, 2))) ** 2).mean(-1)
+    rings = int(np.rint(np.hypot(0.5, 0.5) * max(height, width))) + 1
+    ring_sum, ring_count = np.zeros((len(x), rings)), np.zeros(rings)
+    bands = np.zeros((len(x), len(R.SPECTRUM_BANDS)))
+    for u in range(height):
+        for v in range(width):
+            cycles = np.hypot(min(u, height - u) / height, min(v, width - v) / width)
+            ring = int(np.rint(cycles * max(height, width)))
+            ring_sum[:, ring] += power[:, u, v]
+            ring_count[ring] += 1
+            for b, (low, high) in enumerate(R.SPECTRUM_BANDS.values()):
+                bands[:, b] += power[:, u, v] if low < cycles <= high else 0.0
+    return ring_sum / ring_count, bands
 
 
-def test_radial_power_keeps_parseval():
-    x = np.random.default_rng(0).standard_normal((2, 12, 10, 3)).astype(np.float32)
-    spectrum = np.asarray(R.radial_power(jnp.asarray(x)), np.float64)
-    fy, fx = np.fft.fftfreq(12) * 12, np.fft.fftfreq(10) * 12
-    counts = np.bincount(np.rint(np.hypot(fy[:, None], fx[None, :])).astype(int).ravel())
-    # Sum over frequencies of |FFT|^2 = H W sum over pixels of x^2 (per channel; channels averaged).
-    np.testing.assert_allclose((spectrum * counts).sum(1), 12 * 10 * (x**2).sum((1, 2)).mean(-1), rtol=1e-4)
+def test_spectra_match_a_loop_oracle_on_non_square_images():
+    x = np.random.default_rng(0).standard_normal((2, 6, 10, 3)).astype(np.float32)
+    rings, bands = _numpy_spectra(x)
+    np.testing.assert_allclose(R.radial_power(jnp.asarray(x)), rings, rtol=1e-4)
+    np.testing.assert_allclose(R.band_power(jnp.asarray(x)), bands, rtol=1e-4)
+    # The bands partition the frequencies: together they hold all the power (Parseval).
+    np.testing.assert_allclose(bands.sum(1), 6 * 10 * (x.astype(np.float64) ** 2).sum((1, 2, 3)) / 3, rtol=1e-5)
 
 
-def test_band_power_ratios():
-    real = np.linspace(1.0, 2.0, 17)
-    assert R.band_power_ratios(real, real, 32) == pytest.approx(dict.fromkeys(R.SPECTRUM_BANDS, 1.0))
-    tilted = real * np.where(np.arange(17) <= 4, 0.5, 3.0)  # Radii 0-4 of 32 px: mean colour and low.
-    assert R.band_power_ratios(tilted, real, 32) == pytest.approx({"mean colour": 0.5, "low": 0.5, "mid": 3, "high": 3})
+def test_a_cosine_along_the_short_axis_lands_in_its_ring_and_band():
+    height, width = 8, 16
+    rows = np.arange(height)[:, None, None]
+    cosine = np.broadcast_to(np.cos(2 * np.pi * 3 * rows / height), (1, height, width, 1)).astype(np.float32)
+    spectrum = np.asarray(R.radial_power(jnp.asarray(cosine)))[0]
+    total = (height * width) ** 2 / 2  # Two frequencies (+-3 cycles per image) with |FFT| = H W / 2 each.
+    # 3 cycles over 8 pixels = 0.375 cycles per pixel: ring 6 on the 16-pixel scale, in the "high" band.
+    ring_count = np.bincount(R.frequency_rings(height, width)[1])[6]
+    assert np.flatnonzero(spectrum > 1e-3).tolist() == [6]
+    np.testing.assert_allclose(spectrum[6] * ring_count, total, rtol=1e-5)
+    bands = dict(zip(R.SPECTRUM_BANDS, np.asarray(R.band_power(jnp.asarray(cosine)))[0]))
+    assert bands == pytest.approx({"mean colour": 0.0, "low": 0.0, "mid": 0.0, "high": total}, abs=1e-2)
+
+
+def test_a_constant_image_is_all_mean_colour():
+    bands = np.asarray(R.band_power(jnp.full((1, 8, 8, 3), 2.0)))[0]
+    np.testing.assert_allclose(bands, [(64 * 2.0) ** 2, 0, 0, 0], atol=1e-3)
 
 
 def test_shuffled_keeps_the_entries_and_loses_their_order():
@@ -186,7 +206,7 @@ def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
         assert row["rel_error"] == pytest.approx(row["one_step_error"], rel=1e-5)
     assert "| trained (step" in (tmp_path / "reversibility.md").read_text()
     for row in rows[: 3 * net.depth]:  # MNIST inputs are 28x28 images: each layer has its spectra.
-        assert set(row["power_ratio"]) == set(R.SPECTRUM_BANDS) and len(row["spectrum_syn"]) == 21
+        assert set(row["power_ratio"]) == set(R.SPECTRUM_BANDS) and len(row["spectrum_syn"]) == 21  # Rings 0..20.
         assert all(np.isfinite(v) and v > 0 for v in row["power_ratio"].values()), row["power_ratio"]
     assert "Power of `x_syn` over power of `x`" in (tmp_path / "reversibility.md").read_text()
     for figure in (

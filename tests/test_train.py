@@ -113,9 +113,21 @@ def test_shadow_from_a_later_epoch_is_backprop_until_then(tmp_path):
     assert shadowed[1]["train_loss"] != pytest.approx(shadowed[1]["train_ce_real"])
 
 
-def test_a_start_epoch_past_the_run_is_refused():
+def test_a_start_epoch_past_the_run_or_without_shadow_is_refused():
     with pytest.raises(ValueError, match="leaves no SHADOW epoch in a 2-epoch run"):
         _config(shadow=shadow.ShadowConfig(layer=2, start_epoch=2)).check(NET)
+    with pytest.raises(ValueError, match="shadow_start_epoch needs SHADOW on"):
+        _config(shadow=shadow.ShadowConfig(layer=0, start_epoch=1)).check(NET)
+
+
+def test_an_unreadable_saved_config_stops_with_a_sentence(tmp_path):
+    train_split, evals = _splits()
+    train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["train"]["shadow"]["from_a_newer_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(train.TrainingError, match="holds settings this version cannot read.*new --workdir"):
+        train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
 
 
 def test_non_finite_loss_stops_with_a_sentence_and_keeps_the_last_checkpoint(tmp_path):
