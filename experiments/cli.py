@@ -10,7 +10,7 @@ from absl import app, flags, logging
 from rev_nets.data import DataError
 from rev_nets.train import TrainingError
 
-SHARED_FLAGS = ("seed", "out", "data_dir", "workdir")
+SHARED_FLAGS = ("seed", "out", "data_dir", "workdir", "dataset", "root")
 
 
 def shared_flag(define, name: str, default, help_text: str, **kwargs) -> flags.FlagHolder:
@@ -18,13 +18,13 @@ def shared_flag(define, name: str, default, help_text: str, **kwargs) -> flags.F
 
     absl allows one definition of a name per process; several experiment modules
     (each run alone from the command line, imported together by the tests) use
-    ``--seed``, ``--out``, ``--data_dir`` and ``--workdir``.
+    the names in ``SHARED_FLAGS``.
     """
     if name not in SHARED_FLAGS:
         raise ValueError(f"{name!r} is not one of the shared flags {SHARED_FLAGS}.")
     if name in flags.FLAGS:
         return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
-    return define(name, default, help_text, **kwargs)
+    return define(name, default, help=help_text, **kwargs)
 
 
 class UsageError(ValueError):

@@ -9,7 +9,8 @@ the ablations, each of which changes one setting of the default SHADOW cell
 and inherits its rate, then the probes (one seed each, same rate). Runs go one at a time, as subprocesses of the
 dataset's entry point; a finished run is skipped and an interrupted one
 resumes from its last checkpoint, so the driver can be stopped and started
-again at any time, across sessions. ``experiments.report`` turns the runs
+again at any time, across sessions; a run that crashes is started again (it
+resumes) up to ``--retries`` times. ``experiments.report`` turns the runs
 into tables and figures.
 """
 
@@ -25,12 +26,41 @@ from absl import flags
 from experiments import cli
 from experiments.plans import DIVERGED, PLANS, Plan, choose_learning_rate, epochs_of, finished, run_name
 
-_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "cifar100"], "Which grid.")
+_DATASET = cli.shared_flag(
+    flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=["mnist", "cifar10", "cifar100"]
+)
 _DATA_DIR = cli.shared_flag(
     flags.DEFINE_string, "data_dir", None, "Folder with the original dataset files (passed to every run)."
 )
-_ROOT = flags.DEFINE_string("root", "~/rev_nets_grid", "Where the runs' work directories go (outside the repository).")
+_ROOT = cli.shared_flag(
+    flags.DEFINE_string, "root", "~/rev_nets_grid", "Where the runs' work directories go (outside the repository)."
+)
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the runs and their state without running anything.")
+_RETRIES = flags.DEFINE_integer(
+    "retries", 2, "Times a crashed run is started again (it resumes) before the grid stops."
+)
+
+
+def run_resuming(command: list[str], workdir: str, retries: int) -> str:
+    """Runs ``command``, output appended to ``workdir/log.txt``; after a crash it runs again, resuming, up to ``retries`` times.
+
+    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it); raises after the last crash.
+    (On a busy CPU split into devices, XLA can abort a run whose collective waits over 40 s for one device.)
+    """
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "log.txt")
+    for attempt in range(retries + 1):
+        with open(log_path, "a") as log:
+            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+        if not code:
+            return "done"
+        with open(log_path) as log:
+            last = log.read().strip().splitlines()[-1:]
+        if last and "NaN or infinite" in last[0]:
+            return "diverged"
+        if attempt < retries:
+            print(f"crashed   {workdir} (exit code {code}); resuming from its last checkpoint", flush=True)
+    raise cli.UsageError(f"run {workdir} failed with exit code {code} after {retries} retries; its log.txt says why.")
 
 
 def run(dataset: str, plan: Plan, root: str, cell: str, cell_flags, learning_rate: float, seed: int, data_dir) -> str:
@@ -43,18 +73,9 @@ def run(dataset: str, plan: Plan, root: str, cell: str, cell_flags, learning_rat
     command += [f"--learning_rate={learning_rate}", f"--seed={seed}", f"--workdir={workdir}"]
     command += [f"--data_dir={data_dir}"] if data_dir else []
     print(f"{'would run' if _DRY_RUN.value else 'running'} {' '.join(command[1:])}", flush=True)
-    if not _DRY_RUN.value:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "log.txt"), "a") as log:
-            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
-        if code:
-            with open(os.path.join(workdir, "log.txt")) as log:
-                last = log.read().strip().splitlines()[-1:]
-            if last and "NaN or infinite" in last[0]:
-                open(os.path.join(workdir, DIVERGED), "w").close()
-                print(f"diverged  {workdir}", flush=True)
-                return workdir
-            raise cli.UsageError(f"run {workdir} failed with exit code {code}; its log.txt says why.")
+    if not _DRY_RUN.value and run_resuming(command, workdir, _RETRIES.value) == "diverged":
+        open(os.path.join(workdir, DIVERGED), "w").close()
+        print(f"diverged  {workdir}", flush=True)
     return workdir
 
 

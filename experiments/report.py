@@ -27,8 +27,12 @@ from experiments import cli
 from experiments import plans as grid
 from rev_nets import plots
 
-_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "cifar100"], "Which grid.")
-_ROOT = flags.DEFINE_string("root", "~/rev_nets_grid", "The grid's root (as given to experiments.grid).")
+_DATASET = cli.shared_flag(
+    flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=["mnist", "cifar10", "cifar100"]
+)
+_ROOT = cli.shared_flag(
+    flags.DEFINE_string, "root", "~/rev_nets_grid", "The grid's root (as given to experiments.grid)."
+)
 _OUT = cli.shared_flag(flags.DEFINE_string, "out", "results", "Where the table, figures and copied metrics go.")
 
 TWINS = {

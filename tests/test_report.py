@@ -2,12 +2,13 @@
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import plans, report
+from experiments import cli, grid, plans, report
 
 
 def test_welch_standard_error_matches_scipy():
@@ -80,3 +81,33 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert "| probe_h1 | not run yet |" in text
     assert "--shadow_layer=1 --learning_rate=0.01 --seed=S" in text
     assert (tmp_path / "out" / "mnist" / plans.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
+
+
+def _flaky_command(tmp_path, crashes: int, last_line: str = "boom"):
+    """A command that crashes (printing ``last_line``) its first ``crashes`` times, then succeeds."""
+    script = (
+        "import pathlib, sys\n"
+        f"count = pathlib.Path({str(tmp_path / 'count')!r})\n"
+        "n = int(count.read_text()) if count.exists() else 0\n"
+        "count.write_text(str(n + 1))\n"
+        f"print('attempt', n)\nif n < {crashes}:\n    print({last_line!r}); sys.exit(1)\n"
+    )
+    return [sys.executable, "-c", script]
+
+
+def test_a_crashed_run_is_started_again_until_it_finishes(tmp_path):
+    workdir = str(tmp_path / "run")
+    assert grid.run_resuming(_flaky_command(tmp_path, crashes=2), workdir, retries=2) == "done"
+    assert (tmp_path / "run" / "log.txt").read_text().count("attempt") == 3
+
+
+def test_a_run_that_keeps_crashing_stops_the_grid_with_a_sentence(tmp_path):
+    with pytest.raises(cli.UsageError, match=r"failed with exit code 1 after 1 retries; its log.txt says why"):
+        grid.run_resuming(_flaky_command(tmp_path, crashes=5), str(tmp_path / "run"), retries=1)
+    assert (tmp_path / "count").read_text() == "2"
+
+
+def test_a_diverged_run_is_not_started_again(tmp_path):
+    command = _flaky_command(tmp_path, crashes=5, last_line="training stopped: NaN or infinite in epoch 1")
+    assert grid.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"
+    assert (tmp_path / "count").read_text() == "1"
