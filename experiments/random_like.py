@@ -166,8 +166,6 @@ def read_run(workdir: str) -> tuple[Snapshot, ...]:
             f"{workdir} is not a run directory (no config.json); pass the --workdir of a training run."
         )
     states = train.saved_states(workdir)
-    if not states:
-        raise cli.UsageError(f"{workdir} has no checkpoints yet; wait for its first save or train it.")
     return tuple(Snapshot(f"step {step}", run_weights(state["params"])) for step, state in states.items())
 
 

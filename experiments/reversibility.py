@@ -114,10 +114,7 @@ def read_run_config(workdir_run: str) -> dict:
 
 def restore_params(workdir_run: str) -> dict[int, nets.Params]:
     """Params of the first (initial weights) and last (trained) checkpoints, opened read-only."""
-    states = train.saved_states(workdir_run)
-    if not states:
-        raise cli.UsageError(f"{workdir_run} holds no checkpoints; train it first (its checkpoints/ is empty).")
-    return {step: state["params"] for step, state in states.items()}
+    return {step: state["params"] for step, state in train.saved_states(workdir_run).items()}
 
 
 def load_test_images(config: dict, data_dir: str | None, num_images: int) -> tuple[jax.Array, np.ndarray]:
@@ -205,7 +202,7 @@ def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Ar
     For image inputs each layer's metrics also hold the radial spectra and band powers of ``x_syn`` and ``x``.
     """
     _, hiddens = nets.forward(net, params, x)
-    images = x.ndim == 4
+    real_spectra = {"spectrum_real": radial_power(x), "band_power_real": band_power(x)} if x.ndim == 4 else None
     shapes = nets.layer_shapes(net)
     results = []
     for l in range(1, net.depth + 1):
@@ -227,13 +224,8 @@ def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Ar
         )
         h_step = L.apply(spec, p, below).h
         metrics = layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs)
-        if images:
-            metrics |= {
-                "spectrum_syn": radial_power(x_syn),
-                "spectrum_real": radial_power(x),
-                "band_power_syn": band_power(x_syn),
-                "band_power_real": band_power(x),
-            }
+        if real_spectra:
+            metrics |= real_spectra | {"spectrum_syn": radial_power(x_syn), "band_power_syn": band_power(x_syn)}
         results.append(metrics)
     return results
 
@@ -379,9 +371,9 @@ def spectrum_figure(rows: list[dict], nyquist: int, path: str) -> str:
     plt = plots.pyplot()
     names = list(dict.fromkeys(r["net"] for r in rows if "spectrum_syn" in r))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
+    rings = np.arange(1, nyquist + 1)
     for ax, name in zip(axes[0], names):
         mine = [r for r in rows if r["net"] == name]
-        rings = np.arange(1, nyquist + 1)
         ax.loglog(rings, np.take(mine[0]["spectrum_real"], rings), "k-", lw=2, label="real x")
         for r in mine:
             ax.loglog(rings, np.take(r["spectrum_syn"], rings), "-", label=f"x_syn from h{r['layer']}")

@@ -282,15 +282,14 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
             saved = json.load(f)
         if "train" in saved:
             try:
-                saved["train"] = json.loads(json.dumps(TrainConfig.from_json(saved["train"]).to_json()))
+                saved["train"] = TrainConfig.from_json(saved["train"]).to_json()
             except (TypeError, KeyError) as error:
                 raise TrainingError(
                     f"{path} holds settings this version cannot read ({error}); start a new --workdir."
                 ) from None
-        if saved != json.loads(json.dumps(config_json)):
-            diff = sorted(
-                k for k in set(saved) | set(config_json) if saved.get(k) != json.loads(json.dumps(config_json.get(k)))
-            )
+        saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))  # Tuples become lists.
+        if saved != wanted:
+            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
             raise TrainingError(
                 f"{workdir} holds a run with different settings ({', '.join(diff)}); "
                 "pass the same flags to resume it, or a new --workdir to start another run."
@@ -369,11 +368,12 @@ def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
     """The first and last checkpoints of a run directory, read-only, as trees on this host's first device.
 
     The target is built from the checkpoint's own metadata, so a run saved
-    over 8 CPU devices (or a GPU) opens on one device; empty without checkpoints.
+    over 8 CPU devices (or a GPU) opens on one device.
     """
     directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    none_yet = TrainingError(f"{workdir} holds no checkpoints yet; train it first, or wait for its first save.")
     if not os.path.isdir(directory):
-        return {}
+        raise none_yet
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
     try:
@@ -393,7 +393,9 @@ def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
 
     with manager:
         steps = sorted(manager.all_steps())
-        return {step: restore(step) for step in sorted({steps[0], steps[-1]})} if steps else {}
+        if not steps:
+            raise none_yet
+        return {step: restore(step) for step in sorted({steps[0], steps[-1]})}
 
 
 # ------------------------------------------------------------------ fit --
