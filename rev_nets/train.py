@@ -392,10 +392,10 @@ def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
         return manager.restore(step, args=ocp.args.StandardRestore(target))
 
     with manager:
-        steps = sorted(manager.all_steps())
+        steps = manager.all_steps()
         if not steps:
             raise none_yet
-        return {step: restore(step) for step in sorted({steps[0], steps[-1]})}
+        return {step: restore(step) for step in sorted({min(steps), max(steps)})}
 
 
 # ------------------------------------------------------------------ fit --
