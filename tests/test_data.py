@@ -12,7 +12,6 @@ import os
 import pickle
 import socket
 import threading
-import time
 from pathlib import Path
 
 import conftest_data as cd
@@ -493,31 +492,31 @@ def test_tfds_without_network_fails_fast_and_names_data_dir(monkeypatch):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", no_route)
-    start = time.monotonic()
     message = _raises(
         r"TFDS cannot download mnist: storage.googleapis.com is unreachable \(no network\?\); pass --data_dir",
         data.load,
         "mnist",
         "test",
     )
-    assert time.monotonic() - start < 5 and builder.downloads == 0
+    assert builder.downloads == 0
     assert "yann.lecun.com" in message
 
 
 def test_reachability_check_never_hangs(monkeypatch):
-    release = threading.Event()
+    release, stub_returned = threading.Event(), threading.Event()
 
     def stuck(*args, **kwargs):  # like a DNS lookup that ignores the timeout
         release.wait(30)
+        stub_returned.set()
         raise OSError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", stuck)
-    start = time.monotonic()
     try:
-        assert data._host_reachable("example.invalid", 443, timeout=0.3) is False
+        reachable = data._host_reachable("example.invalid", 443, timeout=0.3)
+        answered_before_the_lookup_ended = not stub_returned.is_set()
     finally:
         release.set()
-    assert time.monotonic() - start < 2
+    assert reachable is False and answered_before_the_lookup_ended
 
 
 def test_reachability_check_true_when_connect_succeeds(monkeypatch):
