@@ -56,3 +56,11 @@ def max_pool(z, p):
 def avg_pool(z, p):
     b, h, w, c = z.shape
     return z.reshape(b, h // p, p, w // p, p, c).mean(axis=(2, 4))
+
+
+def max_unpool(h, z, p):
+    """Each pooled value back at the position of its window's maximum in ``z``, zeros elsewhere."""
+    b, hh, ww, c = h.shape
+    windows = z.reshape(b, hh, p, ww, p, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, hh, ww, c, p * p)
+    spread = h[..., None] * (np.arange(p * p) == windows.argmax(-1)[..., None])
+    return spread.reshape(b, hh, ww, c, p, p).transpose(0, 1, 4, 2, 5, 3).reshape(b, hh * p, ww * p, c)

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracles
 import pytest
 from absl.testing import parameterized
 
@@ -196,3 +197,33 @@ def test_bad_settings_raise_clear_errors():
         generator.generate(net, params, h, 1, alpha=(1.0, 2.0))
     with pytest.raises(ValueError, match="smooth_sigma must be >= 0"):
         generator.generate(net, params, h, 1, smooth_sigma=-1.0)
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_generate_from_a_max_pooled_cnn_matches_numpy(layer):
+    """From h_layer down: unpool at the forward pass's maxima, A^T, calibrated alpha, ReLU above the input."""
+    net = nets.cifar_cnn((4, 6, 8), input_shape=(8, 8, 3))
+    params = nets.init(jax.random.key(0), net)
+    params["hidden"] = [
+        {**p, "b": 0.1 * jax.random.normal(jax.random.key(i + 3), p["b"].shape)} for i, p in enumerate(params["hidden"])
+    ]
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    _, hiddens = nets.forward(net, params, x)
+    weights = [np.asarray(p["w"], np.float64) for p in params["hidden"]]
+    pads = oracles.same_pads(8, 3, 1)
+
+    activations, pre_pool = [np.asarray(x, np.float64)], []
+    for w, p in zip(weights, params["hidden"]):
+        z = np.maximum(oracles.conv(activations[-1], w, (1, 1), (pads, pads)) + np.asarray(p["b"]), 0.0)
+        pre_pool.append(z)
+        activations.append(oracles.max_pool(z, 2))
+    np.testing.assert_allclose(hiddens[layer - 1].h, activations[layer], rtol=1e-4, atol=1e-5)
+
+    g = activations[layer]
+    for l in range(layer, 0, -1):
+        w, in_shape = weights[l - 1], activations[l - 1].shape[1:3]
+        c = 2.0 if l > 1 else 1.0
+        alpha = c / (9 * w.shape[2] * np.mean(w**2))
+        g = alpha * oracles.conv_transpose(oracles.max_unpool(g, pre_pool[l - 1], 2), w, in_shape, (1, 1), (pads, pads))
+        g = np.maximum(g, 0.0) if l > 1 else g
+    np.testing.assert_allclose(generator.generate_from(net, params, hiddens, layer), g, rtol=1e-4, atol=1e-5)

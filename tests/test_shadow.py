@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,3 +164,21 @@ def test_noise_twin_arm_trains_on_noisy_real_inputs():
 def test_bad_settings_raise_one_sentence(config, message):
     with pytest.raises(ValueError, match=message):
         config.check(TINY)
+
+
+def test_loss_and_gradient_agree_with_and_without_jit():
+    """Every setting that draws randomness or reshapes data is on: sampling, smoothing, dropout."""
+    net = nets.cifar_cnn((3, 4, 5), input_shape=(8, 8, 3))
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, *net.input_shape))
+    y = jnp.array([0, 1, 2, 0])
+    config = shadow.ShadowConfig(layer=2, weight=0.7, rho=0.8, smooth_sigma=0.5)
+
+    def value_and_grad(params, key):
+        loss = lambda p: shadow.loss(net, p, x, y, config, key, dropout=0.3)
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    with jax.disable_jit():
+        eager = value_and_grad(params, jax.random.key(2))
+    jitted = jax.jit(value_and_grad)(params, jax.random.key(2))
+    chex.assert_trees_all_close(jitted, eager, rtol=1e-4, atol=1e-6)
