@@ -88,9 +88,13 @@ def _layer_alpha(alpha: Alpha, depth: int, layer: int) -> float | None:
     return alpha[layer - 1]
 
 
-def _check_settings(net: nets.Net, layer: int, rho: float, key, switches, smooth_sigma: float) -> None:
+def _check_layer(net: nets.Net, layer: int) -> None:
     if not 1 <= layer <= net.depth:
         raise ValueError(f"Generator source layer must be in 1..{net.depth} for this net, got {layer}.")
+
+
+def _check_settings(net: nets.Net, layer: int, rho: float, key, switches, smooth_sigma: float) -> None:
+    _check_layer(net, layer)
     if not 0.0 < rho <= 1.0:
         raise ValueError(f"Sampling keep-probability rho must be in (0, 1], got {rho}.")
     if rho < 1.0 and key is None:
@@ -177,5 +181,6 @@ def generate_from(
     **settings,
 ) -> jax.Array:
     """``generate`` from the hiddens of ``nets.forward``, reusing its switches."""
+    _check_layer(net, layer)
     switches = tuple(hd.switches for hd in hiddens[:layer]) if use_switches else None
     return generate(net, params, hiddens[layer - 1].h, layer, switches=switches, **settings)

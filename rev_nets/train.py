@@ -217,9 +217,10 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def eval_config(config: TrainConfig) -> shadow.ShadowConfig:
-    """Synthetic test data: the configured generator (layer 3 when SHADOW is off), no sampling, no placebo."""
-    layer = config.shadow.layer or 3
+def eval_config(config: TrainConfig, net: nets.Net) -> shadow.ShadowConfig:
+    """Synthetic test data: the configured generator (layer 3, or the top of a shallower net, when SHADOW is
+    off), no sampling, no placebo."""
+    layer = config.shadow.layer or min(3, net.depth)
     return dataclasses.replace(config.shadow, layer=layer, rho=1.0, noise_twin=False)
 
 
@@ -441,13 +442,18 @@ def fit(
     num_train = int(train.labels.shape[0])
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size={config.batch_size} is larger than the {num_train} training examples.")
-    check_config(workdir, {"train": config.to_json(), "net": repr(net), **(extra_config or {})})
-
+        raise TrainingError(
+            f"batch_size={config.batch_size} is larger than the {num_train} training examples; give a smaller one."
+        )
     mesh = data_mesh()
     for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
         if size % mesh.size:
-            raise ValueError(f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over.")
+            raise TrainingError(
+                f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over; "
+                "round it, or change the device count (--cpu_devices on CPU)."
+            )
+    check_config(workdir, {"train": config.to_json(), "net": repr(net), **(extra_config or {})})
+
     train, replicated = replicate((train, evals), mesh)
     evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
     state = replicate(create_state(net, config, steps_per_epoch), mesh)
@@ -462,7 +468,7 @@ def fit(
 
     writer = tensorboard_writer(workdir, purge_step=int(state.step) + 1)
     step_fn = make_train_step(net, config, mesh, steps_per_epoch)
-    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config), batch_sharding=batch_sharding(mesh)))
+    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config, net), batch_sharding=batch_sharding(mesh)))
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, steps_per_epoch)
     wall = history[-1]["wall_time_s"] if history else 0.0
@@ -540,7 +546,7 @@ def write_figures(net, config: TrainConfig, params, evals, history, workdir: str
     _, hiddens = nets.forward(net, params, x)
     rows = {"real": np.asarray(x)}
     for layer in range(1, net.depth + 1):
-        generator_config = dataclasses.replace(eval_config(config), layer=layer)
+        generator_config = dataclasses.replace(eval_config(config, net), layer=layer)
         rows[f"from h{layer}"] = np.asarray(shadow.synthetic_batch(net, params, x, hiddens, generator_config, None))
     plots.image_grid(rows, os.path.join(fig_dir, "synthetic_images.png"), title=arm_name(config))
 

@@ -187,6 +187,10 @@ def test_bad_settings_raise_clear_errors():
     h = jnp.ones((2, 32))
     with pytest.raises(ValueError, match=r"source layer must be in 1..3"):
         generator.generate(net, params, h, 4)
+    _, hiddens = nets.forward(net, params, jnp.ones((2, *net.input_shape)))
+    for layer in (0, 4):
+        with pytest.raises(ValueError, match=rf"source layer must be in 1..3 for this net, got {layer}"):
+            generator.generate_from(net, params, hiddens, layer)
     with pytest.raises(ValueError, match=r"rho must be in \(0, 1\]"):
         generator.generate(net, params, h, 1, rho=0.0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="needs a PRNG key"):

@@ -87,6 +87,24 @@ def test_changed_settings_stop_the_resume(tmp_path):
         train.fit(NET, _config(epochs=1, learning_rate=0.1), train_split, evals, str(tmp_path), figures=False)
 
 
+def test_a_batch_larger_than_the_data_stops_before_writing_anything(tmp_path):
+    train_split, evals = _splits(n_train=12)
+    with pytest.raises(train.TrainingError, match="batch_size=16 is larger than the 12 training examples"):
+        train.fit(NET, _config(), train_split, evals, str(tmp_path / "run"), figures=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+    train.fit(NET, _config(batch_size=4, epochs=1), train_split, evals, str(tmp_path / "run"), figures=False)
+
+
+def test_backprop_on_a_one_layer_net_evaluates_synthetic_data_from_its_top(tmp_path):
+    net = nets.mnist_mlp(width=16, depth=1)
+    train_split, evals = _splits()
+    _, history = train.fit(
+        net, _config(epochs=1, shadow=shadow.ShadowConfig(layer=0)), train_split, evals, str(tmp_path)
+    )
+    assert 0 <= history[-1]["test_synthetic_error"] <= 1
+    assert (tmp_path / "figures" / "synthetic_images.png").exists()
+
+
 def test_a_setting_added_later_takes_its_default_in_an_older_run(tmp_path):
     train_split, evals = _splits()
     train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
@@ -144,20 +162,22 @@ def test_evaluate_pads_the_last_batch_correctly():
     _, evals = _splits(n_eval=37)
     params = nets.init(jax.random.key(0), NET)
     config = _config()
-    eval_fn = jax.jit(lambda p, s, i, m: train.eval_step(NET, train.eval_config(config), p, s, i, m))
+    eval_fn = jax.jit(lambda p, s, i, m: train.eval_step(NET, train.eval_config(config, NET), p, s, i, m))
     result = train.evaluate(eval_fn, params, evals["test"], batch_size=10)
     logits, hiddens = nets.forward(NET, params, evals["test"].images)
-    x_syn = shadow.synthetic_batch(NET, params, evals["test"].images, hiddens, train.eval_config(config), None)
+    x_syn = shadow.synthetic_batch(NET, params, evals["test"].images, hiddens, train.eval_config(config, NET), None)
     np.testing.assert_allclose(result["error"], float(shadow.error_rate(logits, evals["test"].labels)), atol=1e-6)
     syn_error = float(shadow.error_rate(nets.forward(NET, params, x_syn)[0], evals["test"].labels))
     np.testing.assert_allclose(result["synthetic_error"], syn_error, atol=1e-6)
     np.testing.assert_allclose(result["loss"], float(shadow.cross_entropy(logits, evals["test"].labels)), rtol=1e-5)
 
 
-def test_eval_uses_layer_three_when_shadow_is_off():
-    assert train.eval_config(_config(shadow=shadow.ShadowConfig(layer=0))).layer == 3
+def test_eval_uses_layer_three_or_the_top_when_shadow_is_off():
+    backprop = _config(shadow=shadow.ShadowConfig(layer=0))
+    assert train.eval_config(backprop, NET).layer == 3
+    assert train.eval_config(backprop, nets.mnist_mlp(width=16, depth=2)).layer == 2
     assert train.eval_config(
-        _config(shadow=shadow.ShadowConfig(layer=2, rho=0.5, noise_twin=True))
+        _config(shadow=shadow.ShadowConfig(layer=2, rho=0.5, noise_twin=True)), NET
     ) == shadow.ShadowConfig(layer=2)
 
 
