@@ -409,15 +409,6 @@ def reversibility_figure(rows: list[dict], path: str) -> str:
     return plots.save(fig, path)
 
 
-def image_rows(net: nets.Net, params: nets.Params, x: jax.Array) -> dict[str, np.ndarray]:
-    """Real images and their synthetic twins ``G(h_l)`` from every hidden layer."""
-    _, hiddens = nets.forward(net, params, x)
-    rows = {"real": np.asarray(x)}
-    for l in range(1, net.depth + 1):
-        rows[f"from h{l}"] = np.asarray(generator.generate_from(net, params, hiddens, l))
-    return rows
-
-
 # ------------------------------------------------------------------ main --
 
 
@@ -439,7 +430,7 @@ def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int,
         rows += summarize(name, round_trips(params, x, cs), np.asarray(cs))
         slug = name.split(" (")[0].replace(" ", "_")
         plots.image_grid(
-            image_rows(net, params, x[:GRID_IMAGES]),
+            generator.twins_by_layer(net, params, x[:GRID_IMAGES]),
             os.path.join(out, "figures", f"images_{slug}.png"),
             title=f"{config['dataset']}: {name}, real images and G(h_l)",
         )

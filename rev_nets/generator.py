@@ -184,3 +184,13 @@ def generate_from(
     _check_layer(net, layer)
     switches = tuple(hd.switches for hd in hiddens[:layer]) if use_switches else None
     return generate(net, params, hiddens[layer - 1].h, layer, switches=switches, **settings)
+
+
+def twins_by_layer(net: nets.Net, params: nets.Params, x: jax.Array, **settings) -> dict[str, jax.Array]:
+    """``x`` and its synthetic twins ``G(h_l)`` from every hidden layer ``l``, for image grids.
+
+    ``settings`` are ``generate``'s keyword settings, shared by every layer.
+    """
+    _, hiddens = nets.forward(net, params, x)
+    twins = {f"from h{l}": generate_from(net, params, hiddens, l, **settings) for l in range(1, net.depth + 1)}
+    return {"real": x} | twins

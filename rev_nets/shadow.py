@@ -14,6 +14,7 @@ not simply enlarge the step size.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,16 @@ class ShadowConfig:
     @property
     def enabled(self) -> bool:
         return self.layer > 0
+
+    def generator_settings(self) -> dict[str, Any]:
+        """The keyword settings of ``generator.generate_from`` this config asks for."""
+        return {
+            "use_switches": self.use_switches,
+            "rho": self.rho,
+            "alpha": self.alpha,
+            "alpha_scale": self.alpha_scale,
+            "smooth_sigma": self.smooth_sigma,
+        }
 
     def check(self, net: nets.Net) -> None:
         """Raises ``ValueError`` with one sentence for settings that make no sense for ``net``."""
@@ -112,26 +123,10 @@ def synthetic_batch(
     hiddens,
     config: ShadowConfig,
     key: jax.Array | None,
-    *,
-    rho: float | None = None,
 ) -> jax.Array:
-    """The synthetic twins of ``x`` from ``hiddens`` (data: gradients stopped).
-
-    ``rho`` overrides ``config.rho`` (evaluation generates without sampling).
-    """
+    """The synthetic twins of ``x`` from ``hiddens`` (data: gradients stopped)."""
     gen_key, noise_key = jax.random.split(key) if key is not None else (None, None)
-    x_syn = generator.generate_from(
-        net,
-        params,
-        hiddens,
-        config.layer,
-        use_switches=config.use_switches,
-        key=gen_key,
-        rho=config.rho if rho is None else rho,
-        alpha=config.alpha,
-        alpha_scale=config.alpha_scale,
-        smooth_sigma=config.smooth_sigma,
-    )
+    x_syn = generator.generate_from(net, params, hiddens, config.layer, key=gen_key, **config.generator_settings())
     if config.noise_twin:
         x_syn = noise_twin(noise_key, x, x_syn)
     return jax.lax.stop_gradient(x_syn)

@@ -31,7 +31,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rev_nets import data, nets, plots, shadow
+from rev_nets import data, generator, nets, plots, shadow
 
 Metrics = dict[str, jax.Array]
 
@@ -542,12 +542,8 @@ def write_figures(net, config: TrainConfig, params, evals, history, workdir: str
             series[f"{split} synthetic"] = (x, [m[f"{split}_synthetic_error"] for m in history])
         plots.learning_curves(series, os.path.join(fig_dir, name), xlabel=label, title=arm_name(config))
     split = evals.get("test") or next(iter(evals.values()))
-    x = split.images[:num_images]
-    _, hiddens = nets.forward(net, params, x)
-    rows = {"real": np.asarray(x)}
-    for layer in range(1, net.depth + 1):
-        generator_config = dataclasses.replace(eval_config(config, net), layer=layer)
-        rows[f"from h{layer}"] = np.asarray(shadow.synthetic_batch(net, params, x, hiddens, generator_config, None))
+    settings = eval_config(config, net).generator_settings()
+    rows = generator.twins_by_layer(net, params, split.images[:num_images], **settings)
     plots.image_grid(rows, os.path.join(fig_dir, "synthetic_images.png"), title=arm_name(config))
 
 

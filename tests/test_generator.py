@@ -231,3 +231,16 @@ def test_generate_from_a_max_pooled_cnn_matches_numpy(layer):
         g = alpha * oracles.conv_transpose(oracles.max_unpool(g, pre_pool[l - 1], 2), w, in_shape, (1, 1), (pads, pads))
         g = np.maximum(g, 0.0) if l > 1 else g
     np.testing.assert_allclose(generator.generate_from(net, params, hiddens, layer), g, rtol=1e-4, atol=1e-5)
+
+
+def test_twins_by_layer_holds_the_real_batch_and_each_layers_twins():
+    net = SMALL_NETS["cnn_max"]
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    rows = generator.twins_by_layer(net, params, x, smooth_sigma=0.5)
+    assert list(rows) == ["real", "from h1", "from h2", "from h3"]
+    _, hiddens = nets.forward(net, params, x)
+    np.testing.assert_array_equal(rows["real"], x)
+    for layer in (1, 2, 3):
+        expected = generator.generate_from(net, params, hiddens, layer, smooth_sigma=0.5)
+        np.testing.assert_allclose(rows[f"from h{layer}"], expected, rtol=1e-6, atol=1e-7)
