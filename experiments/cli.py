@@ -8,7 +8,7 @@ from collections.abc import Callable
 from absl import app, flags, logging
 
 from rev_nets.data import DataError
-from rev_nets.train import TrainingError
+from rev_nets.train import DivergedError, TrainingError
 
 SHARED_FLAGS = ("seed", "out", "data_dir", "workdir", "dataset", "root")
 
@@ -31,8 +31,12 @@ class UsageError(ValueError):
     """A flag value that makes no sense; the message names the flag and the fix."""
 
 
+EXIT_USER_ERROR = 2  # Bad flags or data, a changed config: fix the command.
+EXIT_DIVERGED = 3  # A non-finite loss: the same command would diverge again.
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)``, turning user errors into one line on stderr and exit code 2."""
+    """``absl.app.run(main)``, turning user errors into one line on stderr and their exit code."""
 
     def guarded(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise to a user.
@@ -40,6 +44,6 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except (DataError, UsageError, TrainingError) as error:
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_DIVERGED if isinstance(error, DivergedError) else EXIT_USER_ERROR)
 
     app.run(guarded)

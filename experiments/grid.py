@@ -3,7 +3,7 @@
     python -m experiments.grid --dataset=mnist --data_dir=../shared/datasets --root=~/rev_nets_grid
 
 Stage 1 picks each main arm's learning rate on the validation split (seed 0,
-every rate of ``LEARNING_RATES``, lowest final validation error wins).
+every rate of the plan's ``learning_rates``, lowest final validation error wins).
 Stage 2 runs the remaining seeds of the main arms at their chosen rate, and
 the ablations, each of which changes one setting of the default SHADOW cell
 and inherits its rate, then the probes (one seed each, same rate). Runs go one at a time, as subprocesses of the
@@ -54,9 +54,7 @@ def run_resuming(command: list[str], workdir: str, retries: int) -> str:
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
         if not code:
             return "done"
-        with open(log_path) as log:
-            last = log.read().strip().splitlines()[-1:]
-        if last and "NaN or infinite" in last[0]:
+        if code == cli.EXIT_DIVERGED:
             return "diverged"
         if attempt < retries:
             print(f"crashed   {workdir} (exit code {code}); resuming from its last checkpoint", flush=True)

@@ -7,8 +7,9 @@ Shared by ``experiments.grid`` (which runs them) and ``experiments.report``
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+
+from rev_nets.train import read_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,17 +101,11 @@ def finished(workdir: str, epochs: int) -> bool:
     """Whether ``workdir`` holds a metrics line for the last epoch, or diverged."""
     if os.path.exists(os.path.join(workdir, DIVERGED)):
         return True
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        lines = [json.loads(x) for x in f if x.strip().endswith("}")]
-    return any(m["epoch"] == epochs for m in lines)
+    return any(m["epoch"] == epochs for m in read_metrics(workdir))
 
 
 def final_metric(workdir: str, key: str) -> float:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(x) for x in f if x.strip()][-1][key]
+    return read_metrics(workdir)[-1][key]
 
 
 def choose_learning_rate(plan: Plan, root: str, cell: str) -> float | None:

@@ -14,7 +14,6 @@ that the tables can be rebuilt from the repository alone.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ from scipy import stats
 from experiments import cli
 from experiments import plans as grid
 from rev_nets import plots
+from rev_nets.train import read_metrics
 
 _DATASET = cli.shared_flag(
     flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=["mnist", "cifar10", "cifar100"]
@@ -45,18 +45,13 @@ TWINS = {
 }
 
 
-def read_run(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(x) for x in f if x.strip()]
-
-
 def cell_runs(plan: grid.Plan, root: str, cell: str, learning_rate: float) -> dict[int, list[dict]]:
     """Seed -> metric lines, for the finished runs of ``cell`` at ``learning_rate``."""
     runs = {}
     for seed in plan.seeds if cell in plan.main_cells else plan.ablation_seeds or plan.seeds:
         workdir = os.path.join(root, grid.run_name(cell, learning_rate, seed))
         if grid.finished(workdir, grid.epochs_of(plan)) and not os.path.exists(os.path.join(workdir, grid.DIVERGED)):
-            runs[seed] = read_run(workdir)
+            runs[seed] = read_metrics(workdir)
     return runs
 
 
@@ -203,7 +198,7 @@ def probe_rows(plan: grid.Plan, root: str, shadow_lr: float | None) -> list[str]
         if os.path.exists(os.path.join(workdir, grid.DIVERGED)):
             rows.append(f"| {cell} | diverged | | |")
             continue
-        last = read_run(workdir)[-1]
+        last = read_metrics(workdir)[-1]
         ratio = last.get("train_norm_ratio")
         rows.append(
             f"| {cell} | {pct(last['validation_error'])} | {pct(last['validation_synthetic_error'])} | "

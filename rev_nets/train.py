@@ -40,6 +40,10 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (non-finite loss, a config that differs from the saved one)."""
 
 
+class DivergedError(TrainingError):
+    """The training loss became non-finite: a restart with the same settings would repeat it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run's numbers (saved as ``config.json``)."""
@@ -417,7 +421,7 @@ def _mean_metrics(acc: Metrics) -> dict[str, float]:
 
 def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
     if not bool(jax.device_get(acc["finite"])):
-        raise TrainingError(
+        raise DivergedError(
             f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
             "is kept: lower --learning_rate, or set --grad_clip or --warmup_epochs, and start a new --workdir."
         )

@@ -2,13 +2,17 @@
 
 import json
 import math
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from experiments import cli, grid, plans, report
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_welch_standard_error_matches_scipy():
@@ -83,14 +87,14 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert (tmp_path / "out" / "mnist" / plans.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
 
 
-def _flaky_command(tmp_path, crashes: int, last_line: str = "boom"):
-    """A command that crashes (printing ``last_line``) its first ``crashes`` times, then succeeds."""
+def _flaky_command(tmp_path, crashes: int, exit_code: int = 1):
+    """A command that exits with ``exit_code`` its first ``crashes`` times, then succeeds."""
     script = (
         "import pathlib, sys\n"
         f"count = pathlib.Path({str(tmp_path / 'count')!r})\n"
         "n = int(count.read_text()) if count.exists() else 0\n"
         "count.write_text(str(n + 1))\n"
-        f"print('attempt', n)\nif n < {crashes}:\n    print({last_line!r}); sys.exit(1)\n"
+        f"print('attempt', n)\nif n < {crashes}:\n    sys.exit({exit_code})\n"
     )
     return [sys.executable, "-c", script]
 
@@ -108,6 +112,15 @@ def test_a_run_that_keeps_crashing_stops_the_grid_with_a_sentence(tmp_path):
 
 
 def test_a_diverged_run_is_not_started_again(tmp_path):
-    command = _flaky_command(tmp_path, crashes=5, last_line="training stopped: NaN or infinite in epoch 1")
+    command = _flaky_command(tmp_path, crashes=5, exit_code=cli.EXIT_DIVERGED)
     assert grid.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"
     assert (tmp_path / "count").read_text() == "1"
+
+
+@pytest.mark.parametrize(
+    "error,code", [("train.DivergedError", cli.EXIT_DIVERGED), ("train.TrainingError", cli.EXIT_USER_ERROR)]
+)
+def test_entry_points_exit_with_a_code_that_tells_divergence_from_a_user_error(error, code):
+    script = f"from experiments import cli\nfrom rev_nets import train\ndef main(argv):\n    raise {error}('why.')\ncli.run(main)\n"
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == code and result.stderr.strip().endswith("error: why."), result.stderr[-2000:]

@@ -150,7 +150,7 @@ def test_an_unreadable_saved_config_stops_with_a_sentence(tmp_path):
 
 def test_non_finite_loss_stops_with_a_sentence_and_keeps_the_last_checkpoint(tmp_path):
     train_split, evals = _splits()
-    with pytest.raises(train.TrainingError, match="NaN or infinite in epoch 1"):
+    with pytest.raises(train.DivergedError, match="NaN or infinite in epoch 1"):
         train.fit(
             NET, _config(learning_rate=1e12, schedule="constant"), train_split, evals, str(tmp_path), figures=False
         )
