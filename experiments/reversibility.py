@@ -15,7 +15,7 @@ Nets: the run's initial weights (checkpoint step 0), its trained weights (latest
 random-weight net of the same shapes (the trained weights with their entries shuffled within
 each layer: same entry distribution, no structure), and, as a positive control, Gaussian nets of
 ``rev_nets.theory`` (k-sparse top layer, f = thresholded feedforward recovery), whose one-layer
-direct error ``||f(x) - h||^2 / ||h||^2`` reproduces PAPER.md section 1. Without
+direct error ``||f(x) - h||^2 / ||h||^2`` reproduces the paper's section 1. Without
 ``--workdir_run`` only the control runs. The run directory is opened read-only.
 
 For image inputs, also the radial power spectra of ``x_syn`` and ``x`` and their ratio per
@@ -318,7 +318,7 @@ def markdown(report: dict) -> str:
             "down and back up; `theory`: `sqrt(predicted_error_for(h_l))`, the random-net prediction for that "
             "one step given the measured h_l, with no bias, with the best bias c, and (controls) with the bias "
             "f uses; `density`: fraction of nonzero units of h_l; `direct`: the control's "
-            "`||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (PAPER.md section 1's quantity)."
+            "`||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (the quantity of the paper's section 1)."
         ),
         "",
         (

@@ -1,15 +1,15 @@
-"""The theory, measured: recovery of random-net samples by the feedforward net (PAPER.md sections 1-2).
+"""The theory, measured: recovery of random-net samples by the feedforward net (the paper's sections 1-2).
 
     python -m experiments.theory                  # default sweep: 1.5 min on a 2-core CPU, 2.6 min shared
     python -m experiments.theory --sweep=large    # 30 weight draws, more sizes: ~10-15 min there
 
 Sweeps n (1,000 to 48,000), k, rho and depth (1-3) of ``rev_nets.theory``'s model; every point
 is ``weight_draws x hidden_draws`` trials (default 10 x 10). Writes to ``--workdir``:
-``theory.md`` (the PAPER.md section 1 table beside the measured one, fitted slopes, every point
+``theory.md`` (the the paper's section 1 table beside the measured one, fitted slopes, every point
 per layer, timings), ``theory.json`` (the same numbers) and ``figures/recovery_vs_k_over_rho_n.png``
 (log-log, the theorem's slope-1 line drawn in) and ``figures/error_vs_n.png``.
 
-Expected: the one-layer numbers within ~5% of PAPER.md's table; relative squared error
+Expected: the one-layer numbers within ~5% of the paper's table; relative squared error
 ``~ 2 (1 + c^2) k / (rho n)`` with the bias (slope 1 in ``k / (rho n)``), ``m / (rho n)`` without.
 """
 
@@ -38,9 +38,9 @@ _WORKDIR = cli.shared_flag(
     "Where theory.md, theory.json and figures/ go.",
 )
 
-C_TABLE = 2.0  # PAPER.md section 1's bias: b = -2 ||h|| sqrt(2 / (rho n)).
+C_TABLE = 2.0  # The bias of the paper's section 1: b = -2 ||h|| sqrt(2 / (rho n)).
 
-# PAPER.md section 1, m = 1000, k = 10: (n, rho) -> (linear, relu, thresholded at c = 2).
+# the paper's section 1, m = 1000, k = 10: (n, rho) -> (linear, relu, thresholded at c = 2).
 PAPER_TABLE = {
     (1000, 1.0): (2.01, 1.01, 0.117),
     (4000, 1.0): (0.499, 0.252, 0.029),
@@ -159,7 +159,7 @@ def summarize(point: Point, trials: theory.Trials, cs: np.ndarray) -> list[dict]
 
 
 def paper_comparison(results: list[dict]) -> list[dict]:
-    """The one-layer points of PAPER.md's table beside its numbers, with measured / paper ratios."""
+    """The one-layer points of the paper's table beside its numbers, with measured / paper ratios."""
     rows = []
     for result in results:
         n, m = result["widths"][0], result["widths"][-1]
@@ -218,7 +218,7 @@ def markdown(report: dict) -> str:
             "layer)."
         ),
         "",
-        "## PAPER.md section 1 (one layer, m = 1000, k = 10)",
+        "## The paper's section 1 (one layer, m = 1000, k = 10)",
         "",
         "| n | rho | linear (ours / paper) | relu (ours / paper) | threshold c=2 (ours / paper) |",
         "|---|---|---|---|---|",
@@ -292,7 +292,7 @@ def recovery_figure(points: list[dict], path: str) -> str:
 
 
 def error_vs_n_figure(points: list[dict], path: str) -> str:
-    """PAPER.md's table regime: the three estimators against n, the paper's numbers and the predictions."""
+    """The regime of the paper's table: the three estimators against n, the paper's numbers and the predictions."""
     plt = plots.pyplot()
     rows = sorted((p for p in points if p["sweep"] == "paper_table"), key=lambda p: p["widths"][0])
     if not rows:
@@ -307,7 +307,7 @@ def error_vs_n_figure(points: list[dict], path: str) -> str:
         (line,) = ax.loglog(ns, [p["layers"][0][key][0] for p in rows], "o-", label=label)
         ax.loglog(ns, [p["layers"][0][predicted] for p in rows], ":", color=line.get_color())
     paper = [(n, v) for (n, rho), values in PAPER_TABLE.items() if rho == 1.0 for v in values]
-    ax.loglog(*zip(*paper), "kx", label="PAPER.md section 1")
+    ax.loglog(*zip(*paper), "kx", label="the paper's section 1")
     ax.set_xlabel("n (input width)")
     ax.set_ylabel("||h_hat - h||^2 / ||h||^2")
     ax.set_title("m = 1000, k = 10, rho = 1 (dotted: the theory's prediction)", fontsize=9)

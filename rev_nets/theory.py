@@ -1,4 +1,4 @@
-"""The random-net generative model of PAPER.md sections 1-2 and its recovery by the feedforward net.
+"""The random-net generative model of the paper's sections 1-2 and its recovery by the feedforward net.
 
 Widths ``n_0`` (input) .. ``n_L``; ``W_l`` has i.i.d. N(0, 1) entries and is held as a plain
 ``(n_{l-1}, n_l)`` array, the ``w`` of a ``layers.Dense(n_l)`` with fan-in ``n_{l-1}``, so that

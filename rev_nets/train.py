@@ -77,8 +77,9 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("grad_clip, weight_decay and warmup_epochs must be >= 0.")
+        for name in ("grad_clip", "weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
         self.shadow.check(net)
         if not self.shadow.enabled and self.shadow.start_epoch:
             raise ValueError("shadow_start_epoch needs SHADOW on; give --shadow_layer=1..depth or drop the start.")

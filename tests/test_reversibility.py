@@ -155,7 +155,7 @@ def test_shuffled_keeps_the_entries_and_loses_their_order():
 
 
 def test_gaussian_control_reproduces_paper_section_1():
-    """n = 4000, m = 1000, k = 10, c = 2: the direct error is PAPER.md's 0.029 within 15%, and round trips stay close.
+    """n = 4000, m = 1000, k = 10, c = 2: the direct error is the paper's 0.029 within 15%, and round trips stay close.
 
     100 samples of one weight draw: the direct error's standard error is ~3%.
     """

@@ -1,4 +1,4 @@
-"""The random-net model and its recovery: the rates of PAPER.md section 1, exact zeros, shapes, jit, memory."""
+"""The random-net model and its recovery: the rates of the paper's section 1, exact zeros, shapes, jit, memory."""
 
 import chex
 import jax
@@ -47,7 +47,7 @@ def test_thresholded_error_falls_like_one_over_n():
 
 @pytest.fixture(scope="module")
 def table_trials():
-    """PAPER.md section 1's n = 4000 row (m = 1000, k = 10, rho = 1), 10 x 10 trials."""
+    """The n = 4000 row of the paper's section 1 (m = 1000, k = 10, rho = 1), 10 x 10 trials."""
     cs = jnp.array([0.0, 2.0, theory.exact_recovery_c(1000, 1e-3)])
     return theory.simulate(jax.random.key(0), (4000, 1000), 10, 1.0, cs)
 
@@ -68,7 +68,7 @@ def test_errors_without_bias_match_paper_section_1(table_trials):
 
 
 def test_thresholded_error_matches_paper_table_and_prediction(table_trials):
-    """c = 2: PAPER.md's 0.029 ± 0.001 within 15%, and ``predicted_error`` within 15% of the measurement."""
+    """c = 2: the paper's 0.029 ± 0.001 within 15%, and ``predicted_error`` within 15% of the measurement."""
     measured = _mean(table_trials.threshold, 1)
     assert measured == pytest.approx(0.029, rel=0.15)
     assert theory.predicted_error(10, 1000, 4000, 1.0, 2.0) == pytest.approx(measured, rel=0.15)
@@ -76,7 +76,7 @@ def test_thresholded_error_matches_paper_table_and_prediction(table_trials):
 
 
 def test_sampling_doubles_the_errors():
-    """rho = 0.5, n = 4000: PAPER.md's 1.01 / 0.52 / 0.058 within 5%, 5%, 15%."""
+    """rho = 0.5, n = 4000: the paper's 1.01 / 0.52 / 0.058 within 5%, 5%, 15%."""
     trials = theory.simulate(jax.random.key(1), (4000, 1000), 10, 0.5, TABLE_CS)
     assert _mean(trials.linear) == pytest.approx(1.01, rel=0.05)
     assert _mean(trials.relu) == pytest.approx(0.52, rel=0.05)
@@ -99,7 +99,7 @@ def test_input_norm_bias_matches_the_oracle_bias(sampled):
 
 
 def test_generation_keeps_the_signal_on_the_support(sampled):
-    """alpha = 2/(rho n): (W^T x)_i / h_i ~ 1 on the support, as in PAPER.md section 1 (within 5%)."""
+    """alpha = 2/(rho n): (W^T x)_i / h_i ~ 1 on the support, as in the paper's section 1 (within 5%)."""
     weights, h, x = sampled
     (linear,) = theory.recover(weights, x, relu=False)
     support = np.asarray(h) > 0

@@ -131,6 +131,23 @@ def test_shadow_from_a_later_epoch_is_backprop_until_then(tmp_path):
     assert shadowed[1]["train_loss"] != pytest.approx(shadowed[1]["train_ce_real"])
 
 
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ({"epochs": 0}, "epochs must be at least 1, got 0"),
+        ({"learning_rate": 0.0}, "learning_rate must be positive, got 0.0"),
+        ({"optimizer": "rmsprop"}, "optimizer must be 'sgd' or 'adam', got 'rmsprop'"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"grad_clip": -1.0}, r"grad_clip must be >= 0 \(0 = off\), got -1.0"),
+        ({"weight_decay": -0.1}, r"weight_decay must be >= 0 \(0 = off\), got -0.1"),
+        ({"warmup_epochs": -2.0}, r"warmup_epochs must be >= 0 \(0 = off\), got -2.0"),
+    ],
+)
+def test_bad_training_settings_name_the_setting_and_its_value(setting, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**setting).check(NET)
+
+
 def test_a_start_epoch_past_the_run_or_without_shadow_is_refused():
     with pytest.raises(ValueError, match="leaves no SHADOW epoch in a 2-epoch run"):
         _config(shadow=shadow.ShadowConfig(layer=2, start_epoch=2)).check(NET)
