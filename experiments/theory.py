@@ -40,7 +40,7 @@ _WORKDIR = cli.shared_flag(
 
 C_TABLE = 2.0  # The bias of the paper's section 1: b = -2 ||h|| sqrt(2 / (rho n)).
 
-# the paper's section 1, m = 1000, k = 10: (n, rho) -> (linear, relu, thresholded at c = 2).
+# The paper's section 1, m = 1000, k = 10: (n, rho) -> (linear, relu, thresholded at c = 2).
 PAPER_TABLE = {
     (1000, 1.0): (2.01, 1.01, 0.117),
     (4000, 1.0): (0.499, 0.252, 0.029),
