@@ -39,10 +39,10 @@ def train_steps(out: str, steps: int) -> None:
     )
     step = train.make_train_step(net, config, mesh, batches)
     order = np.random.default_rng(1).permutation(EXAMPLES).reshape(batches, BATCH).astype(np.int32)
-    key = np.asarray(jax.random.key_data(jax.random.key(2)))
+    key = jax.random.key(2)
     losses, total = [], 0.0
-    for i in range(steps):
-        state, acc = step(state, acc, split, order[i % batches], jax.random.wrap_key_data(key + i))
+    for _ in range(steps):
+        state, acc = step(state, acc, split, order, key)
         loss_sum = float(np.asarray(acc["loss"].addressable_data(0)))
         losses.append(loss_sum - total)
         total = loss_sum

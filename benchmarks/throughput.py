@@ -104,8 +104,8 @@ def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps
     carry = [state, acc]
 
     def run():
-        for i in range(steps):
-            carry[0], carry[1] = step(carry[0], carry[1], split, order[i % 4], key)
+        for _ in range(steps):
+            carry[0], carry[1] = step(carry[0], carry[1], split, order, key)
         jax.block_until_ready(carry)
 
     run()

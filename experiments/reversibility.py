@@ -119,12 +119,8 @@ def restore_params(workdir_run: str) -> dict[int, nets.Params]:
 
 def load_test_images(config: dict, data_dir: str | None, num_images: int) -> tuple[jax.Array, np.ndarray]:
     """The first test images, standardised as in training (statistics of the training portion), and labels."""
-    dataset = config["dataset"]
-    full_train = data.load(dataset, "train", data_dir)
-    num_validation = config.get("num_validation", 0)
-    train_part = data.split_validation(full_train, num_validation, seed=0)[0] if num_validation else full_train
-    mean, std = data.channel_stats(train_part.images)
-    test = data.load(dataset, "test", data_dir)
+    splits, (mean, std) = data.experiment_splits(config["dataset"], config.get("num_validation", 0), data_dir)
+    test = splits["test"]
     return data.standardize(test.images[:num_images], mean, std), np.asarray(test.labels[:num_images])
 
 

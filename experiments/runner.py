@@ -65,7 +65,9 @@ flags.DEFINE_integer(
     "On a CPU host, split it into this many JAX devices and shard each batch over them: XLA runs each "
     "device's convolutions on its own thread, so this is how a CNN uses every core. Ignored on GPU/TPU.",
 )
-flags.DEFINE_integer("num_validation", 5000, "Training examples held out as the validation split (for tuning).")
+flags.DEFINE_integer(
+    "num_validation", 5000, "Training examples held out as the validation split (for tuning); 0 trains on all of them."
+)
 cli.shared_flag(
     flags.DEFINE_string,
     "data_dir",
@@ -113,13 +115,10 @@ def default_workdir(dataset: str, config: train.TrainConfig) -> str:
 
 
 def load_splits(dataset: str, num_validation: int, data_dir: str | None):
-    """Device-resident train / validation / test, standardised with the training portion's statistics."""
-    full_train = data.load(dataset, "train", data_dir)
-    test = data.load(dataset, "test", data_dir)
-    train_part, validation = data.split_validation(full_train, num_validation, seed=0)
-    mean, std = data.channel_stats(train_part.images)
-    to_device = lambda ds: data.to_device(ds, mean, std)
-    return to_device(train_part), {"validation": to_device(validation), "test": to_device(test)}
+    """Device-resident train split and evaluation splits, standardised with the training portion's statistics."""
+    splits, (mean, std) = data.experiment_splits(dataset, num_validation, data_dir)
+    on_device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
+    return on_device.pop("train"), on_device
 
 
 def main(experiment: Experiment) -> None:

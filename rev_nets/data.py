@@ -650,6 +650,26 @@ def split_validation(ds: Dataset, num_validation: int, seed: int) -> tuple[Datas
     return take(train_idx), take(val_idx)
 
 
+VALIDATION_SEED = 0  # One fixed split: every run and every analysis of a run holds out the same images.
+
+
+def experiment_splits(
+    dataset: str, num_validation: int, data_dir: str | None
+) -> tuple[dict[str, Dataset], tuple[np.ndarray, np.ndarray]]:
+    """``{"train", "validation", "test"}`` as loaded, and the training portion's channel statistics.
+
+    ``num_validation=0`` trains on the whole training split (no "validation"
+    entry). Training and every later analysis of a run standardise with
+    these statistics, so both see the same inputs.
+    """
+    full_train = load(dataset, "train", data_dir)
+    splits = {"train": full_train}
+    if num_validation:
+        splits["train"], splits["validation"] = split_validation(full_train, num_validation, seed=VALIDATION_SEED)
+    splits["test"] = load(dataset, "test", data_dir)
+    return splits, channel_stats(splits["train"].images)
+
+
 def to_device(ds: Dataset, mean, std) -> DeviceSplit:
     """Standardise a split with the given (training) statistics and keep it on device."""
     images = jax.device_put(standardize(ds.images, mean, std))

@@ -204,17 +204,24 @@ def train_step(
 
 
 def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
-    """``train_step`` jitted once for ``net`` and ``config``, state and metrics buffers donated."""
+    """``train_step`` jitted once for ``net`` and ``config``, state and metrics buffers donated.
 
-    def step(state, acc, split, indices, key):
+    The jitted step takes the whole epoch: its batch order ``(steps_per_epoch,
+    batch_size)`` and its key. It picks row ``state.step % steps_per_epoch``
+    and that step's key (``fold_in(epoch_key, row + 1)``) on device, so a
+    training step costs one dispatch and no host work.
+    """
+
+    def step(state, acc, split, order, epoch_key):
+        row = state.step % steps_per_epoch
         return train_step(
             net,
             config,
             state,
             acc,
             split,
-            indices,
-            key,
+            order[row],
+            jax.random.fold_in(epoch_key, row + 1),
             steps_per_epoch=steps_per_epoch,
             batch_sharding=batch_sharding(mesh),
         )
@@ -485,7 +492,7 @@ def fit(
         acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(steps_per_epoch):
-            state, acc = step_fn(state, acc, train, order[i], jax.random.fold_in(epoch_key, i + 1))
+            state, acc = step_fn(state, acc, train, order, epoch_key)
             if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch:
                 _check_finite(acc, epoch, int(state.step))
                 elapsed = time.perf_counter() - start

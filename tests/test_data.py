@@ -635,6 +635,20 @@ def test_split_validation_sizes_disjoint_deterministic():
         _raises(rf"num_validation={bad} is out of range for a split of 60 examples", data.split_validation, ds, bad, 0)
 
 
+def test_experiment_splits_hold_out_validation_and_use_the_training_portions_statistics(tmp_path):
+    written = cd.write_idx_dataset(tmp_path / "mnist", n_train=30, n_test=20)
+    splits, (mean, std) = data.experiment_splits("mnist", 6, str(tmp_path))
+    assert [len(splits[name].labels) for name in ("train", "validation", "test")] == [24, 6, 20]
+    train, validation = data.split_validation(data.load("mnist", "train", str(tmp_path)), 6, data.VALIDATION_SEED)
+    np.testing.assert_array_equal(splits["validation"].labels, validation.labels)
+    portion = train.images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, portion.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(std, portion.std(axis=(0, 1, 2)), rtol=1e-5)
+    everything, (full_mean, _) = data.experiment_splits("mnist", 0, str(tmp_path))
+    assert sorted(everything) == ["test", "train"] and len(everything["train"].labels) == 30
+    np.testing.assert_allclose(full_mean, written["train"][0].astype(np.float64).mean() / 255, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # Real data in ../shared/datasets (only on the project's build machines).
 
