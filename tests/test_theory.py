@@ -148,8 +148,8 @@ class MultilayerTest(chex.TestCase):
         np.testing.assert_array_equal(layers[-1], h)
         assert all(bool(jnp.all(layer >= 0)) for layer in layers)
         reference = theory.generate(jax.random.key(2), weights, h, rho)
-        chex.assert_trees_all_close((layers, theory.recover(weights, reference[0], c=1.0)), (layers, estimates))
         chex.assert_trees_all_close(layers, reference, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(estimates, theory.recover(weights, reference[0], c=1.0), rtol=1e-5, atol=1e-6)
 
     def test_simulate_shapes(self):
         widths = (400, 100, 20)
