@@ -89,6 +89,18 @@ def test_jitted_forward_does_not_retrace():
         fn(params, jax.random.normal(jax.random.key(seed), (4, 28, 28, 1)))
 
 
+@pytest.mark.parametrize(
+    "net", [nets.mnist_mlp(width=16), nets.cifar_cnn((3, 4, 5), input_shape=(8, 8, 3))], ids=["mlp", "cnn"]
+)
+def test_forward_with_dropout_agrees_with_and_without_jit(net):
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, *net.input_shape))
+    run = lambda p, x, key: nets.forward(net, p, x, key=key, dropout=0.3)
+    with jax.disable_jit():
+        eager = run(params, x, jax.random.key(2))
+    chex.assert_trees_all_close(jax.jit(run)(params, x, jax.random.key(2)), eager, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_inputs_raise_clear_errors():
     net = nets.mnist_mlp(width=16)
     params = nets.init(jax.random.key(0), net)
