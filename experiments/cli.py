@@ -31,7 +31,7 @@ class UsageError(ValueError):
     """A flag value that makes no sense; the message names the flag and the fix."""
 
 
-EXIT_USER_ERROR = 2  # Bad flags or data, a changed config: fix the command.
+EXIT_USER_ERROR = 2  # A flag value, data or a changed config this project refuses: fix the command.
 EXIT_DIVERGED = 3  # A non-finite loss: the same command would diverge again.
 
 

@@ -44,7 +44,8 @@ _RETRIES = flags.DEFINE_integer(
 def run_resuming(command: list[str], workdir: str, retries: int) -> str:
     """Runs ``command``, output appended to ``workdir/log.txt``; after a crash it runs again, resuming, up to ``retries`` times.
 
-    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it); raises after the last crash.
+    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it); raises after the last crash,
+    or at once when the run refuses its command (a user error; a restart would repeat it too).
     (On a busy CPU split into devices, XLA can abort a run whose collective waits over 40 s for one device.)
     """
     os.makedirs(workdir, exist_ok=True)
@@ -56,6 +57,8 @@ def run_resuming(command: list[str], workdir: str, retries: int) -> str:
             return "done"
         if code == cli.EXIT_DIVERGED:
             return "diverged"
+        if code == cli.EXIT_USER_ERROR:  # The same command would be refused again.
+            raise cli.UsageError(f"run {workdir} refused its command (exit code {code}); its log.txt says why.")
         if attempt < retries:
             print(f"crashed   {workdir} (exit code {code}); resuming from its last checkpoint", flush=True)
     raise cli.UsageError(f"run {workdir} failed with exit code {code} after {retries} retries; its log.txt says why.")

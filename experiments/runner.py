@@ -66,7 +66,10 @@ flags.DEFINE_integer(
     "device's convolutions on its own thread, so this is how a CNN uses every core. Ignored on GPU/TPU.",
 )
 flags.DEFINE_integer(
-    "num_validation", 5000, "Training examples held out as the validation split (for tuning); 0 trains on all of them."
+    "num_validation",
+    5000,
+    "Training examples held out as the validation split (for tuning); 0 trains on all of them.",
+    lower_bound=0,
 )
 cli.shared_flag(
     flags.DEFINE_string,

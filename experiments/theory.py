@@ -5,7 +5,7 @@
 
 Sweeps n (1,000 to 48,000), k, rho and depth (1-3) of ``rev_nets.theory``'s model; every point
 is ``weight_draws x hidden_draws`` trials (default 10 x 10). Writes to ``--workdir``:
-``theory.md`` (the the paper's section 1 table beside the measured one, fitted slopes, every point
+``theory.md`` (the paper's section 1 table beside the measured one, fitted slopes, every point
 per layer, timings), ``theory.json`` (the same numbers) and ``figures/recovery_vs_k_over_rho_n.png``
 (log-log, the theorem's slope-1 line drawn in) and ``figures/error_vs_n.png``.
 

@@ -209,10 +209,13 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
     The jitted step takes the whole epoch: its batch order ``(steps_per_epoch,
     batch_size)`` and its key. It picks row ``state.step % steps_per_epoch``
     and that step's key (``fold_in(epoch_key, row + 1)``) on device, so a
-    training step costs one dispatch and no host work.
+    training step costs one dispatch and no host work (place ``order`` on
+    the mesh once per epoch, as ``fit`` does, or it is copied every step).
     """
 
     def step(state, acc, split, order, epoch_key):
+        if order.shape[0] != steps_per_epoch:  # Out-of-range rows would be clamped silently.
+            raise ValueError(f"order has {order.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
         row = state.step % steps_per_epoch
         return train_step(
             net,
@@ -488,7 +491,7 @@ def fit(
 
     for epoch in range(first_epoch + 1, config.epochs + 1):
         epoch_key = jax.random.fold_in(base_key, epoch)
-        order = data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, config.batch_size)
+        order = replicate(data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, config.batch_size), mesh)
         acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(steps_per_epoch):

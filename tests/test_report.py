@@ -111,6 +111,13 @@ def test_a_run_that_keeps_crashing_stops_the_grid_with_a_sentence(tmp_path):
     assert (tmp_path / "count").read_text() == "2"
 
 
+def test_a_refused_command_stops_the_grid_without_a_retry(tmp_path):
+    command = _flaky_command(tmp_path, crashes=5, exit_code=cli.EXIT_USER_ERROR)
+    with pytest.raises(cli.UsageError, match=r"refused its command \(exit code 2\); its log.txt says why"):
+        grid.run_resuming(command, str(tmp_path / "run"), retries=2)
+    assert (tmp_path / "count").read_text() == "1"
+
+
 def test_a_diverged_run_is_not_started_again(tmp_path):
     command = _flaky_command(tmp_path, crashes=5, exit_code=cli.EXIT_DIVERGED)
     assert grid.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"

@@ -1,7 +1,9 @@
 """The fit loop: determinism, resume, NaN guard, config guard, evaluation."""
 
+import functools
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +68,29 @@ def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):
     train_split, evals = _splits()
     train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path), figures=False)
     assert len(traces) == 1
+
+
+def test_the_jitted_step_takes_each_row_and_key_of_the_epoch_in_turn():
+    train_split, _ = _splits()
+    config = _config(shadow=shadow.ShadowConfig(layer=2, rho=0.7), dropout=0.2)
+    steps = 96 // config.batch_size
+    order = data.epoch_batches(jax.random.key(1), 96, config.batch_size)
+    epoch_key = jax.random.key(2)
+    mesh = train.data_mesh()
+    step = train.make_train_step(NET, config, mesh, steps)
+    state, acc = train.create_state(NET, config, steps), train.zero_metrics(config)
+    for _ in range(steps):
+        state, acc = step(state, acc, train_split, order, epoch_key)
+
+    one_batch = jax.jit(functools.partial(train.train_step, NET, config, steps_per_epoch=steps))
+    expected, expected_acc = train.create_state(NET, config, steps), train.zero_metrics(config)
+    for i in range(steps):
+        expected, expected_acc = one_batch(
+            expected, expected_acc, train_split, order[i], jax.random.fold_in(epoch_key, i + 1)
+        )
+    chex.assert_trees_all_close((state.params, acc), (expected.params, expected_acc), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="order has 5 rows but an epoch has 6 steps"):
+        step(state, acc, train_split, order[:5], epoch_key)
 
 
 def test_step_zero_checkpoint_is_kept(tmp_path):
