@@ -209,8 +209,8 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
     The jitted step takes the whole epoch: its batch order ``(steps_per_epoch,
     batch_size)`` and its key. It picks row ``state.step % steps_per_epoch``
     and that step's key (``fold_in(epoch_key, row + 1)``) on device, so a
-    training step costs one dispatch and no host work (place ``order`` on
-    the mesh once per epoch, as ``fit`` does, or it is copied every step).
+    training step costs one dispatch and no host work (``make_epoch_plan``
+    makes both on the mesh; an array placed elsewhere is copied every step).
     """
 
     def step(state, acc, split, order, epoch_key):
@@ -230,6 +230,21 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
         )
 
     return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
+    """Jitted ``(base_key, epoch) -> (order, epoch_key)``: an epoch's batch order and key, made on the mesh.
+
+    Both come out replicated over ``mesh``, so the train step takes them
+    as they are: no host round trip, no copy per step.
+    """
+
+    def plan(base_key, epoch):
+        epoch_key = jax.random.fold_in(base_key, epoch)
+        return data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, batch_size), epoch_key
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(plan, out_shardings=(replicated, replicated))
 
 
 def eval_config(config: TrainConfig, net: nets.Net) -> shadow.ShadowConfig:
@@ -483,6 +498,7 @@ def fit(
 
     writer = tensorboard_writer(workdir, purge_step=int(state.step) + 1)
     step_fn = make_train_step(net, config, mesh, steps_per_epoch)
+    epoch_plan = make_epoch_plan(mesh, num_train, config.batch_size)
     eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config, net), batch_sharding=batch_sharding(mesh)))
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -490,8 +506,7 @@ def fit(
     first_epoch = int(state.step) // steps_per_epoch
 
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        epoch_key = jax.random.fold_in(base_key, epoch)
-        order = replicate(data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, config.batch_size), mesh)
+        order, epoch_key = epoch_plan(base_key, epoch)
         acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(steps_per_epoch):
