@@ -1,8 +1,9 @@
 """Training: a TrainState, one jitted train step, batched eval, a resumable fit loop.
 
 The fit loop keeps the data on device, runs one jitted step per batch (traced
-once, buffers donated), accumulates metrics and a finite-loss flag on device
-and reads them only at each log interval. Each epoch it evaluates real and
+once, the state donated), accumulates metrics and a finite-loss flag on device
+and reads them only at each log interval; a ``dispatch.DispatchWindow`` keeps
+it at most 16 steps ahead of the devices (XLA:CPU aborts past 32). Each epoch it evaluates real and
 synthetic error on validation and test, appends a line to
 ``metrics.jsonl`` (and TensorBoard scalars, when tensorboardX is
 installed), redraws the figures and saves an orbax checkpoint (the
@@ -31,7 +32,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rev_nets import data, generator, nets, plots, shadow
+from rev_nets import data, dispatch, generator, nets, plots, shadow
 
 Metrics = dict[str, jax.Array]
 
@@ -204,13 +205,15 @@ def train_step(
 
 
 def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
-    """``train_step`` jitted once for ``net`` and ``config``, state and metrics buffers donated.
+    """``train_step`` jitted once for ``net`` and ``config``, the state's buffers donated.
 
     The jitted step takes the whole epoch: its batch order ``(steps_per_epoch,
     batch_size)`` and its key. It picks row ``state.step % steps_per_epoch``
     and that step's key (``fold_in(epoch_key, row + 1)``) on device, so a
     training step costs one dispatch and no host work (``make_epoch_plan``
     makes both on the mesh; an array placed elsewhere is copied every step).
+    The metrics are not donated, so a loop can hand each step's metrics to
+    a ``dispatch.DispatchWindow`` and wait for them later.
     """
 
     def step(state, acc, split, order, epoch_key):
@@ -229,7 +232,7 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
             batch_sharding=batch_sharding(mesh),
         )
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=0)
 
 
 def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
@@ -275,22 +278,31 @@ def eval_step(
 
 
 def evaluate(
-    eval_fn, params: nets.Params, split: data.DeviceSplit, batch_size: int, multiple: int = 1
+    eval_fn,
+    params: nets.Params,
+    split: data.DeviceSplit,
+    batch_size: int,
+    multiple: int = 1,
+    window: dispatch.DispatchWindow | None = None,
 ) -> dict[str, float]:
     """Error, synthetic error and loss over a whole split, in padded fixed-size batches.
 
     The batch shrinks for small splits, staying a multiple of ``multiple`` (the device count).
+    Batches are dispatched through ``window`` (the caller's, so that its
+    earlier dispatches count too; else a new one) and their sums are added
+    on the host, in float32 and in batch order.
     """
     n = int(split.labels.shape[0])
     batch_size = min(batch_size, math.ceil(n / multiple) * multiple)
     padded = math.ceil(n / batch_size) * batch_size
     indices = np.arange(padded) % n
     mask = (np.arange(padded) < n).astype(np.float32)
-    totals = None
-    for start in range(0, padded, batch_size):
-        sums = eval_fn(params, split, indices[start : start + batch_size], mask[start : start + batch_size])
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
+    window = window or dispatch.DispatchWindow()
+    sums = [
+        window(eval_fn(params, split, indices[start : start + batch_size], mask[start : start + batch_size]))
+        for start in range(0, padded, batch_size)
+    ]
+    totals = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), jax.device_get(sums))
     return {
         "error": float(totals["errors"]) / n,
         "synthetic_error": float(totals["synthetic_errors"]) / n,
@@ -505,12 +517,14 @@ def fit(
     wall = history[-1]["wall_time_s"] if history else 0.0
     first_epoch = int(state.step) // steps_per_epoch
 
+    window = dispatch.DispatchWindow()
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        order, epoch_key = epoch_plan(base_key, epoch)
+        order, epoch_key = window(epoch_plan(base_key, epoch))
         acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(steps_per_epoch):
             state, acc = step_fn(state, acc, train, order, epoch_key)
+            window(acc)
             if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch:
                 _check_finite(acc, epoch, int(state.step))
                 elapsed = time.perf_counter() - start
@@ -527,7 +541,7 @@ def fit(
         line = {"epoch": epoch, "step": int(state.step), "learning_rate": float(schedule(int(state.step) - 1))}
         line |= {f"train_{name}": value for name, value in _mean_metrics(acc).items()}
         for name, split in evals.items():
-            result = evaluate(eval_fn, state.params, split, config.eval_batch_size, mesh.size)
+            result = evaluate(eval_fn, state.params, split, config.eval_batch_size, mesh.size, window)
             line |= {f"{name}_{key}": value for key, value in result.items()}
         line |= {
             "epoch_time_s": train_time,
@@ -573,7 +587,9 @@ def write_figures(net, config: TrainConfig, params, evals, history, workdir: str
         plots.learning_curves(series, os.path.join(fig_dir, name), xlabel=label, title=arm_name(config))
     split = evals.get("test") or next(iter(evals.values()))
     settings = eval_config(config, net).generator_settings()
-    rows = generator.twins_by_layer(net, params, split.images[:num_images], **settings)
+    # On one device: eager ops on arrays spread over a mesh would each be an unsynced multi-device dispatch.
+    images = split.images.addressable_data(0)[:num_images]
+    rows = generator.twins_by_layer(net, jax.device_put(params, images.sharding), images, **settings)
     plots.image_grid(rows, os.path.join(fig_dir, "synthetic_images.png"), title=arm_name(config))
 
 

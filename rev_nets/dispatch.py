@@ -1,0 +1,80 @@
+"""A bound on how far the host runs ahead of the devices: the one rule every loop over jitted work follows.
+
+JAX dispatches asynchronously: a loop of jitted calls returns at once and
+the devices work through a queue. XLA's CPU client lets at most 32
+computations per device be in flight; past that, a multi-device program's
+launch task waits for the budget while it holds a thread of the client's
+pool, which has only max(cores, devices) threads. With every thread
+waiting, a collective (the gradient all-reduce) cannot gather all its
+devices, and after 40 s XLA aborts the process (``rendezvous.cc``:
+"Termination timeout for all reduce"). ``benchmarks/dispatch_deadlock.py``
+reproduces it without project code.
+
+``DispatchWindow`` waits for the output of the dispatch made ``depth - 1``
+calls earlier before it lets the loop go on, so the queue never holds more
+than ``depth`` computations: enough to hide the host's dispatch cost,
+half of XLA's limit. Syncing every step instead would leave the devices
+idle while the host dispatches (half the throughput on a CPU split into
+8 devices).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TypeVar
+
+import jax
+
+DEFAULT_DEPTH = 16  # Half of XLA:CPU's 32 computations in flight per device.
+
+T = TypeVar("T")
+
+
+class DispatchWindow:
+    """Keeps at most ``depth`` dispatched computations unsynced: each new dispatch finds at most ``depth - 1``.
+
+    Call it on each dispatch's output, in dispatch order::
+
+        window = DispatchWindow()
+        for batch in batches:
+            state, metrics = step(state, batch)
+            window(metrics)
+        window.wait()
+
+    The recorded output must stay alive: pass one that is not donated to a
+    later call (the metrics, not a donated state). ``depth`` defaults to
+    ``DEFAULT_DEPTH``, read when the window is made.
+    """
+
+    def __init__(self, depth: int | None = None):
+        depth = DEFAULT_DEPTH if depth is None else depth
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}.")
+        self.depth = depth
+        self._pending: collections.deque = collections.deque()
+
+    def __call__(self, outputs: T) -> T:
+        """Records one dispatch's ``outputs`` and waits for the oldest until ``depth - 1`` remain. Returns ``outputs``."""
+        self._pending.append(outputs)
+        while len(self._pending) >= self.depth:
+            _wait(self._pending.popleft(), self.depth)
+        return outputs
+
+    def wait(self) -> None:
+        """Waits for every recorded dispatch."""
+        while self._pending:
+            _wait(self._pending.popleft(), self.depth)
+
+    def __len__(self) -> int:
+        """Recorded dispatches not yet waited for."""
+        return len(self._pending)
+
+
+def _wait(outputs, depth: int) -> None:
+    leaves = jax.tree.leaves(outputs)
+    if any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves):
+        raise ValueError(
+            f"an output recorded {depth - 1} dispatches ago was donated to a later call, so it cannot be waited for; "
+            "record an output that is not donated (the step's metrics rather than its donated state)."
+        )
+    jax.block_until_ready(leaves)
