@@ -21,7 +21,7 @@ EXAMPLES, BATCH = 256, 16
 
 def train_steps(out: str, steps: int) -> None:
     """``steps`` SHADOW steps over every device of every process; process 0 writes losses and params."""
-    from rev_nets import data, nets, shadow, train
+    from rev_nets import data, dispatch, nets, shadow, train
 
     net = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3))
     config = train.TrainConfig(
@@ -40,16 +40,16 @@ def train_steps(out: str, steps: int) -> None:
     step = train.make_train_step(net, config, mesh, batches)
     order = np.random.default_rng(1).permutation(EXAMPLES).reshape(batches, BATCH).astype(np.int32)
     key = jax.random.key(2)
-    losses, total = [], 0.0
+    window, loss_sums = dispatch.DispatchWindow(), []
     for _ in range(steps):
         state, acc = step(state, acc, split, order, key)
-        loss_sum = float(np.asarray(acc["loss"].addressable_data(0)))
-        losses.append(loss_sum - total)
-        total = loss_sum
+        loss_sums.append(window(acc)["loss"])
+    loss_sums = [float(np.asarray(s.addressable_data(0))) for s in loss_sums]  # This process's copy of each sum.
+    losses = np.diff(loss_sums, prepend=0.0)
     params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.params)
     if jax.process_index() == 0:
         leaves = {f"param_{i}": leaf for i, leaf in enumerate(jax.tree.leaves(params))}
-        np.savez(out, losses=np.array(losses), devices=jax.device_count(), **leaves)
+        np.savez(out, losses=losses, devices=jax.device_count(), **leaves)
 
 
 def worker_command(out: str, steps: int, process: tuple[int, int, int] | None = None) -> list[str]:

@@ -1,45 +1,60 @@
 """Train-step throughput: rev_nets (backprop and SHADOW) against a PyTorch reference of the same nets.
 
-    python -m benchmarks.throughput                # everything (PyTorch rows when torch is installed)
+    python -m benchmarks.throughput                # every net, 1 device and the CIFAR split into 8
     python -m benchmarks.throughput --nets=cnn --batch_sizes=256 --repeats=5
-    python -m benchmarks.throughput --nets=cnn --cpu_devices=8  # the CNN over 8 CPU devices
+    python -m benchmarks.throughput --nets=cnn_grid --cpu_devices=8 --torch=false
 
 Measures images/s of the real jitted train step (``rev_nets.train.train_step``,
-data resident on the device, buffers donated) as the median of ``--repeats``
-timings of ``--steps`` steps each, after a warm-up; the achieved GFLOP/s
-against this machine's matmul peak measured in the same run; and the
-SHADOW/backprop step-time ratio beside its arithmetic floor
-``(2 (fwd + bwd) + generator) / (fwd + bwd)``, with FLOPs counted from the
-layers' shapes (XLA's cost analysis misses library calls on GPU). The PyTorch reference (``pip install torch``; CPU build:
-``pip install torch==2.13.0`` here) trains exactly the same nets, with SHADOW
-written with ``max_unpool2d`` and ``conv_transpose2d``.
+data resident on the device, the state donated, at most 16 steps in flight)
+as the median of ``--repeats`` timings of ``--steps`` steps each, after a
+warm-up. Each entry of ``--cpu_devices`` runs in its own subprocess (the
+device count is fixed when JAX starts), one after another in this run, so
+its rows can be compared: ``vs 1 device`` is a row's rate over the same
+net, batch and arm on one device. Beside them: the achieved GFLOP/s
+against this machine's float32 matmul peak measured in the same run (JAX,
+numpy and PyTorch); the SHADOW/backprop step-time ratio beside its
+arithmetic floor ``(2 (fwd + bwd) + generator) / (fwd + bwd)``, with FLOPs
+counted from the layers' shapes (XLA's cost analysis misses library calls
+on GPU); and the PyTorch reference (``pip install torch``; CPU build:
+``pip install torch==2.13.0`` here), which trains exactly the same nets,
+with SHADOW written with ``max_unpool2d`` and ``conv_transpose2d``, on its
+own threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from rev_nets import data, nets, shadow, train
+from rev_nets import data, dispatch, nets, shadow, train
 from rev_nets import layers as L
 
 _NETS = flags.DEFINE_list(
-    "nets", ["mlp", "cnn_matmul", "cnn_lax"], "Which nets: mlp, cnn (impl auto), cnn_matmul, cnn_lax (lax.conv)."
+    "nets",
+    ["mlp", "cnn", "cnn_grid"],
+    "Which nets: mlp, cnn (64-128-256, impl auto), cnn_grid (32-64-128, the CIFAR entry points' default), "
+    "cnn_matmul, cnn_lax (64-128-256 with that convolution).",
 )
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
 _TORCH = flags.DEFINE_boolean("torch", True, "Also time the PyTorch reference when torch is importable.")
-_CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 1, "Split a CPU host into this many JAX devices, each batch sharded over them (as --cpu_devices)."
+_CPU_DEVICES = flags.DEFINE_list(
+    "cpu_devices",
+    ["1", "8"],
+    "Device counts to measure: a CPU host split into this many JAX devices, each batch sharded over them.",
 )
+_WORKER = flags.DEFINE_boolean("worker", False, "Worker mode: time the JAX rows on one device count, print JSON.")
 
 
 def benchmark_nets() -> dict[str, nets.Net]:
@@ -48,7 +63,13 @@ def benchmark_nets() -> dict[str, nets.Net]:
     with_impl = lambda impl: dataclasses.replace(
         cnn, layers=tuple(dataclasses.replace(l, impl=impl) for l in cnn.layers)
     )
-    return {"mlp": nets.mnist_mlp(), "cnn": cnn, "cnn_matmul": with_impl("matmul"), "cnn_lax": with_impl("lax")}
+    return {
+        "mlp": nets.mnist_mlp(),
+        "cnn": cnn,
+        "cnn_grid": nets.cifar_cnn((32, 64, 128)),
+        "cnn_matmul": with_impl("matmul"),
+        "cnn_lax": with_impl("lax"),
+    }
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -60,15 +81,21 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_peak_gflops(repeats: int, n: int = 2048) -> dict[str, float]:
-    """GFLOP/s of a float32 n x n matmul: jitted JAX and numpy."""
-    a = jax.random.normal(jax.random.key(0), (n, n))
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    jax_s = median_seconds(lambda: f(a).block_until_ready(), repeats)
-    an = np.asarray(a)
-    np_s = median_seconds(lambda: an @ an, repeats)
-    return {"jax": 2 * n**3 / jax_s / 1e9, "numpy": 2 * n**3 / np_s / 1e9}
+def matmul_peak_gflops(library: str, repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of a float32 n x n matmul in ``library`` ("jax", jitted on one device; "numpy"; "torch")."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    if library == "jax":
+        f, a = jax.jit(lambda x: x @ x), jax.device_put(a, jax.devices()[0])
+        matmul = lambda: f(a).block_until_ready()
+    elif library == "torch":
+        import torch
+
+        a = torch.from_numpy(a)
+        matmul = lambda: a @ a
+    else:
+        matmul = lambda: a @ a
+    matmul()
+    return 2 * n**3 / median_seconds(matmul, repeats) / 1e9
 
 
 def layer_flops(net: nets.Net) -> list[int]:
@@ -89,47 +116,48 @@ def shadow_flop_floor(net: nets.Net, layer: int) -> float:
     return (2 * step + sum(flops[:layer])) / step
 
 
-def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
+def fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
+    """``n`` random standardised images and labels of ``net``'s shapes."""
     images = jax.random.normal(jax.random.key(1), (n, *net.input_shape))
     return data.DeviceSplit(images, jax.random.randint(jax.random.key(2), (n,), 0, net.num_classes))
 
 
 def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
-    split = _fake_split(net, 4 * batch)
+    split = fake_split(net, 4 * batch)
     mesh = train.data_mesh()
     split, state, acc = train.replicate((split, train.create_state(net, config, 4), train.zero_metrics(config)), mesh)
+    order, key = train.make_epoch_plan(mesh, 4 * batch, batch)(jax.random.key(0), 1)
     step = train.make_train_step(net, config, mesh, steps_per_epoch=4)
-    order = jnp.arange(4 * batch).reshape(4, batch)
-    key = jax.random.key(0)
     carry = [state, acc]
 
     def run():
+        window = dispatch.DispatchWindow()
         for _ in range(steps):
             carry[0], carry[1] = step(carry[0], carry[1], split, order, key)
+            window(carry[1])
         jax.block_until_ready(carry)
 
     run()
     return steps * batch / median_seconds(run, repeats)
 
 
-def torch_images_per_s(name: str, shadow_on: bool, batch: int, steps: int, repeats: int) -> float | None:
-    """The same net and step in PyTorch (None when torch is not installed)."""
+def torch_images_per_s(
+    channels: tuple[int, ...], shadow_on: bool, batch: int, steps: int, repeats: int
+) -> float | None:
+    """The same step in PyTorch for the MLP (``channels`` empty) or the CNN of ``channels`` (None without torch)."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         return None
     torch.manual_seed(0)
+    name = "cnn" if channels else "mlp"
     if name == "mlp":
         layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024)]
         head, shape = torch.nn.Linear(1024, 10), (1, 28, 28)
     else:
-        layers = [
-            torch.nn.Conv2d(3, 64, 3, padding=1),
-            torch.nn.Conv2d(64, 128, 3, padding=1),
-            torch.nn.Conv2d(128, 256, 3, padding=1),
-        ]
-        head, shape = torch.nn.Linear(4096, 10), (3, 32, 32)
+        layers = [torch.nn.Conv2d(c_in, c_out, 3, padding=1) for c_in, c_out in zip((3, *channels), channels)]
+        head, shape = torch.nn.Linear(channels[-1] * 4 * 4, 10), (3, 32, 32)
     params = [p for m in [*layers, head] for p in m.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     x = torch.randn(batch, *shape)
@@ -179,44 +207,93 @@ def torch_images_per_s(name: str, shadow_on: bool, batch: int, steps: int, repea
     return steps * batch / median_seconds(run, repeats)
 
 
+def torch_channels(net: nets.Net) -> tuple[int, ...]:
+    """The conv widths of a benchmark net, () for the MLP."""
+    return tuple(layer.features for layer in net.layers if isinstance(layer, L.Conv))
+
+
+def jax_rows(names: list[str], batches: list[int], steps: int, repeats: int) -> list[dict]:
+    """Images/s of backprop and SHADOW h3 for each net and batch, on this process's devices."""
+    all_nets = benchmark_nets()
+    rows = []
+    for name in names:
+        for batch in batches:
+            backprop = train.TrainConfig(batch_size=batch, shadow=shadow.ShadowConfig(layer=0))
+            for arm, config in (
+                ("backprop", backprop),
+                ("SHADOW h3", dataclasses.replace(backprop, shadow=shadow.ShadowConfig(layer=3))),
+            ):
+                rate = jax_images_per_s(all_nets[name], config, batch, steps, repeats)
+                rows.append({"net": name, "batch": batch, "arm": arm, "devices": jax.device_count(), "rate": rate})
+    return rows
+
+
+def worker_rows(devices: int) -> tuple[list[dict], float]:
+    """Runs this module as a worker on ``devices`` CPU devices; returns its rows and JAX's matmul peak there."""
+    flag_values = [
+        f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
+        for name, value in ((f.name, f.value) for f in (_NETS, _BATCH_SIZES, _STEPS, _REPEATS))
+    ]
+    command = [sys.executable, "-m", "benchmarks.throughput", "--worker", f"--cpu_devices={devices}", *flag_values]
+    out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    return out["rows"], out["jax_peak"]
+
+
+def step_flops(net: nets.Net, arm: str) -> float:
+    """FLOPs per image of one train step of ``arm``."""
+    flops = layer_flops(net)
+    backprop = 3 * sum(flops) - flops[0]
+    return backprop if arm == "backprop" else shadow_flop_floor(net, 3) * backprop
+
+
 def main(argv) -> None:
     del argv
-    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-    peak = matmul_peak_gflops(_REPEATS.value)
-    print(f"devices: {jax.devices()}")
-    print(f"matmul peak (float32 2048^2): jax {peak['jax']:.0f} GFLOP/s, numpy {peak['numpy']:.0f} GFLOP/s\n")
-    header = "| net | batch | arm | rev_nets img/s | GFLOP/s (% of jax peak) | PyTorch img/s | rev_nets / PyTorch | SHADOW/backprop time | FLOP floor |"
-    print(header + "\n" + "|---" * 9 + "|")
-    all_nets = benchmark_nets()
-    torch_rates = {}
-    for name in _NETS.value:
-        net = all_nets[name]
-        for batch in (int(b) for b in _BATCH_SIZES.value):
-            backprop = train.TrainConfig(batch_size=batch, shadow=shadow.ShadowConfig(layer=0))
-            shadowed = dataclasses.replace(backprop, shadow=shadow.ShadowConfig(layer=3))
-            flops = layer_flops(net)
-            step_flops = {"backprop": 3 * sum(flops) - flops[0]}
-            floor = shadow_flop_floor(net, 3)
-            step_flops["SHADOW h3"] = floor * step_flops["backprop"]
-            rates = {}
-            for arm, config in (("backprop", backprop), ("SHADOW h3", shadowed)):
-                rate = jax_images_per_s(net, config, batch, _STEPS.value, _REPEATS.value)
-                rates[arm] = rate
-                gflops = step_flops[arm] * rate / 1e9
-                torch_key = ("mlp" if name == "mlp" else "cnn", batch, arm)
-                if _TORCH.value and torch_key not in torch_rates:
-                    torch_rates[torch_key] = torch_images_per_s(
-                        torch_key[0], arm != "backprop", batch, _STEPS.value, _REPEATS.value
-                    )
-                torch_rate = torch_rates.get(torch_key)
-                ratio = rates["backprop"] / rate if arm != "backprop" else None
-                print(
-                    f"| {name} | {batch} | {arm} | {rate:,.0f} | {gflops:.0f} ({100 * gflops / peak['jax']:.0f}%) | "
-                    f"{'-' if torch_rate is None else f'{torch_rate:,.0f}'} | "
-                    f"{'-' if torch_rate is None else f'{rate / torch_rate:.2f}x'} | "
-                    f"{'-' if ratio is None else f'{ratio:.2f}'} | {'-' if ratio is None else f'{floor:.2f}'} |",
-                    flush=True,
-                )
+    if _WORKER.value:
+        jax.config.update("jax_num_cpu_devices", int(_CPU_DEVICES.value[0]))
+        batches = [int(b) for b in _BATCH_SIZES.value]
+        rows = jax_rows(_NETS.value, batches, _STEPS.value, _REPEATS.value)
+        print(json.dumps({"rows": rows, "jax_peak": matmul_peak_gflops("jax", _REPEATS.value)}))
+        return
+    rows, jax_peaks = [], {}
+    for devices in (int(d) for d in _CPU_DEVICES.value):
+        device_rows, jax_peaks[devices] = worker_rows(devices)
+        rows += device_rows
+    peak = jax_peaks.get(1, next(iter(jax_peaks.values())))
+    peaks = {"jax": peak, "numpy": matmul_peak_gflops("numpy", _REPEATS.value)}
+    if _TORCH.value and importlib.util.find_spec("torch"):
+        peaks["torch"] = matmul_peak_gflops("torch", _REPEATS.value)
+    print(
+        f"jax {jax.__version__}, CPU: {', '.join(f'{d} device(s)' for d in jax_peaks)}, "
+        f"{_STEPS.value} steps per timing, median of {_REPEATS.value}"
+    )
+    print("float32 2048^2 matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + "\n")
+    print(
+        "| net | batch | arm | devices | rev_nets img/s | GFLOP/s (% of jax peak) | vs 1 device | PyTorch img/s "
+        "| rev_nets / PyTorch | SHADOW/backprop time (FLOP floor) |"
+    )
+    print("|---" * 10 + "|")
+    all_nets, torch_rates = benchmark_nets(), {}
+    rate_of = {(r["net"], r["batch"], r["arm"], r["devices"]): r["rate"] for r in rows}
+    for r in rows:
+        net = all_nets[r["net"]]
+        key = (torch_channels(net), r["batch"], r["arm"])
+        if _TORCH.value and key not in torch_rates:
+            torch_rates[key] = torch_images_per_s(
+                key[0], r["arm"] != "backprop", r["batch"], _STEPS.value, _REPEATS.value
+            )
+        torch_rate = torch_rates.get(key)
+        gflops = step_flops(net, r["arm"]) * r["rate"] / 1e9
+        one = rate_of.get((r["net"], r["batch"], r["arm"], 1))
+        versus_one = "-" if one is None else f"{r['rate'] / one:.2f}x"
+        versus_torch = "-" if torch_rate is None else f"{r['rate'] / torch_rate:.2f}x"
+        backprop = rate_of[(r["net"], r["batch"], "backprop", r["devices"])]
+        ratio = f"{backprop / r['rate']:.2f} ({shadow_flop_floor(net, 3):.2f})" if r["arm"] != "backprop" else "-"
+        print(
+            f"| {r['net']} | {r['batch']} | {r['arm']} | {r['devices']} | {r['rate']:,.0f} | "
+            f"{gflops:.0f} ({100 * gflops / peak:.0f}%) | {versus_one} | "
+            f"{'-' if torch_rate is None else f'{torch_rate:,.0f}'} | {versus_torch} | {ratio} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli
-from rev_nets import data, generator, nets, plots, theory, train
+from rev_nets import data, dispatch, generator, nets, plots, theory, train
 from rev_nets import layers as L
 
 _WORKDIR_RUN = flags.DEFINE_string(
@@ -444,7 +444,8 @@ def run_controls(specs: Sequence[str], trials: int, seed: int, cs) -> list[dict]
         widths, k, c = parse_control(spec)
         fn = jax.jit(functools.partial(gaussian_round_trips, widths=widths, k=k, c=c, batch=max(trials // draws, 2)))
         keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), draws)
-        per_draw = [fn(key, cs=cs) for key in keys]
+        window = dispatch.DispatchWindow()
+        per_draw = [window(fn(key, cs=cs)) for key in keys]
         merged = [jax.tree.map(lambda *a: np.concatenate(a), *layer) for layer in zip(*per_draw)]
         name = f"gaussian {'-'.join(map(str, widths))} k={k} c={c:g}"
         rows += summarize(name, merged, np.asarray(cs), widths=list(widths), k=k, c=c)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _peaks(workdir, depth=None) -> dict:
     command = [sys.executable, "-m", "tests.dispatch_ledger", str(workdir), *([str(depth)] if depth else [])]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
