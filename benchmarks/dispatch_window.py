@@ -22,10 +22,10 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 
-from benchmarks.throughput import fake_split
-from rev_nets import dispatch, nets, shadow, train
+from rev_nets import data, dispatch, nets, shadow, train
 
 _ARMS = flags.DEFINE_list("arms", ["backprop", "shadow"], "Arms: backprop, shadow (SHADOW from h3).")
 _STEPS = flags.DEFINE_integer("steps", 120, "Train steps per timing.")
@@ -61,7 +61,8 @@ def make_loop(net: nets.Net, config: train.TrainConfig):
     """``run(policy, steps) -> seconds``: the real jitted train step over a device-resident split, bounded by ``policy``."""
     mesh = train.data_mesh()
     steps_per_epoch = 8
-    split = fake_split(net, steps_per_epoch * BATCH)
+    n = steps_per_epoch * BATCH
+    split = data.DeviceSplit(jax.random.normal(jax.random.key(1), (n, *net.input_shape)), jnp.arange(n) % 10)
     split, state, acc = train.replicate(
         (split, train.create_state(net, config, steps_per_epoch), train.zero_metrics(config)), mesh
     )

@@ -116,14 +116,13 @@ def shadow_flop_floor(net: nets.Net, layer: int) -> float:
     return (2 * step + sum(flops[:layer])) / step
 
 
-def fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
-    """``n`` random standardised images and labels of ``net``'s shapes."""
+def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
     images = jax.random.normal(jax.random.key(1), (n, *net.input_shape))
     return data.DeviceSplit(images, jax.random.randint(jax.random.key(2), (n,), 0, net.num_classes))
 
 
 def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
-    split = fake_split(net, 4 * batch)
+    split = _fake_split(net, 4 * batch)
     mesh = train.data_mesh()
     split, state, acc = train.replicate((split, train.create_state(net, config, 4), train.zero_metrics(config)), mesh)
     order, key = train.make_epoch_plan(mesh, 4 * batch, batch)(jax.random.key(0), 1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -37,16 +38,20 @@ _ROOT = cli.shared_flag(
 )
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the runs and their state without running anything.")
 _RETRIES = flags.DEFINE_integer(
-    "retries", 2, "Times a crashed run is started again (it resumes) before the grid stops."
+    "retries", 2, "Times a run killed from outside (SIGKILL, SIGTERM, SIGHUP) is started again (it resumes)."
 )
 
 
-def run_resuming(command: list[str], workdir: str, retries: int) -> str:
-    """Runs ``command``, output appended to ``workdir/log.txt``; after a crash it runs again, resuming, up to ``retries`` times.
+EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP)  # subprocess's codes for death by these signals
 
-    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it); raises after the last crash,
-    or at once when the run refuses its command (a user error; a restart would repeat it too).
-    (On a busy CPU split into devices, XLA can abort a run whose collective waits over 40 s for one device.)
+
+def run_resuming(command: list[str], workdir: str, retries: int) -> str:
+    """Runs ``command``, output appended to ``workdir/log.txt``; a run killed from outside (SIGKILL, SIGTERM,
+    SIGHUP: the OOM killer, a shutdown) is started again, resuming, up to ``retries`` times.
+
+    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it). Any other failure stops
+    the grid at once with a sentence: a refused command would be refused again, and a crash of the run's own
+    (an exception, or an abort such as XLA's) is a bug that a retry would hide.
     """
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "log.txt")
@@ -57,11 +62,15 @@ def run_resuming(command: list[str], workdir: str, retries: int) -> str:
             return "done"
         if code == cli.EXIT_DIVERGED:
             return "diverged"
-        if code == cli.EXIT_USER_ERROR:  # The same command would be refused again.
+        if code == cli.EXIT_USER_ERROR:
             raise cli.UsageError(f"run {workdir} refused its command (exit code {code}); its log.txt says why.")
+        if code not in EXTERNAL_KILLS:
+            raise cli.UsageError(
+                f"run {workdir} crashed (exit code {code}); its log.txt says why. Rerunning the grid resumes it."
+            )
         if attempt < retries:
-            print(f"crashed   {workdir} (exit code {code}); resuming from its last checkpoint", flush=True)
-    raise cli.UsageError(f"run {workdir} failed with exit code {code} after {retries} retries; its log.txt says why.")
+            print(f"killed    {workdir} (signal {-code}); resuming from its last checkpoint", flush=True)
+    raise cli.UsageError(f"run {workdir} was killed {retries + 1} times (signal {-code}); its log.txt says why.")
 
 
 def run(dataset: str, plan: Plan, root: str, cell: str, cell_flags, learning_rate: float, seed: int, data_dir) -> str:

@@ -709,3 +709,13 @@ def test_real_data_through_env_var_and_direct_folder(monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, os.fspath(SHARED))
     assert len(data.load("mnist", "test").labels) == 10000
     assert len(data.load("cifar10", "test", str(SHARED / "cifar-10-batches-py")).labels) == 10000
+
+
+def test_made_cifar10_for_smoke_runs_loads_with_the_real_layout(tmp_path):
+    from tests import made_data
+
+    made_data.write_cifar10(tmp_path, n_per_batch=20)
+    train, test = data.load("cifar10", "train", str(tmp_path)), data.load("cifar10", "test", str(tmp_path))
+    assert train.images.shape == (100, 32, 32, 3) and test.images.shape == (20, 32, 32, 3)
+    assert train.images.dtype == np.uint8 and len(train.class_names) == 10
+    assert np.bincount(train.labels, minlength=10).tolist() == [10] * 10  # balanced, as CIFAR-10 is

@@ -2,6 +2,7 @@
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -87,28 +88,39 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert (tmp_path / "out" / "mnist" / plans.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
 
 
-def _flaky_command(tmp_path, crashes: int, exit_code: int = 1):
-    """A command that exits with ``exit_code`` its first ``crashes`` times, then succeeds."""
+def _flaky_command(tmp_path, crashes: int, exit_code: int = 1, signal_number: int | None = None):
+    """A command that fails its first ``crashes`` times (``exit_code``, or death by ``signal_number``), then succeeds."""
+    fail = f"os.kill(os.getpid(), {signal_number})" if signal_number else f"sys.exit({exit_code})"
     script = (
-        "import pathlib, sys\n"
+        "import os, pathlib, sys\n"
         f"count = pathlib.Path({str(tmp_path / 'count')!r})\n"
         "n = int(count.read_text()) if count.exists() else 0\n"
         "count.write_text(str(n + 1))\n"
-        f"print('attempt', n)\nif n < {crashes}:\n    sys.exit({exit_code})\n"
+        f"print('attempt', n, flush=True)\nif n < {crashes}:\n    {fail}\n"
     )
     return [sys.executable, "-c", script]
 
 
-def test_a_crashed_run_is_started_again_until_it_finishes(tmp_path):
+def test_a_run_killed_from_outside_is_started_again_until_it_finishes(tmp_path):
     workdir = str(tmp_path / "run")
-    assert grid.run_resuming(_flaky_command(tmp_path, crashes=2), workdir, retries=2) == "done"
+    command = _flaky_command(tmp_path, crashes=2, signal_number=signal.SIGKILL)
+    assert grid.run_resuming(command, workdir, retries=2) == "done"
     assert (tmp_path / "run" / "log.txt").read_text().count("attempt") == 3
 
 
-def test_a_run_that_keeps_crashing_stops_the_grid_with_a_sentence(tmp_path):
-    with pytest.raises(cli.UsageError, match=r"failed with exit code 1 after 1 retries; its log.txt says why"):
-        grid.run_resuming(_flaky_command(tmp_path, crashes=5), str(tmp_path / "run"), retries=1)
+def test_a_run_killed_more_often_than_the_retries_stops_the_grid_with_a_sentence(tmp_path):
+    command = _flaky_command(tmp_path, crashes=5, signal_number=signal.SIGTERM)
+    with pytest.raises(cli.UsageError, match=r"was killed 2 times \(signal 15\); its log.txt says why"):
+        grid.run_resuming(command, str(tmp_path / "run"), retries=1)
     assert (tmp_path / "count").read_text() == "2"
+
+
+@pytest.mark.parametrize("exit_code,signal_number", [(1, None), (None, signal.SIGABRT)], ids=["exception", "abort"])
+def test_a_run_that_crashes_by_itself_stops_the_grid_without_a_retry(tmp_path, exit_code, signal_number):
+    command = _flaky_command(tmp_path, crashes=5, exit_code=exit_code, signal_number=signal_number)
+    with pytest.raises(cli.UsageError, match=r"crashed \(exit code -?\d+\); its log.txt says why"):
+        grid.run_resuming(command, str(tmp_path / "run"), retries=2)
+    assert (tmp_path / "count").read_text() == "1"
 
 
 def test_a_refused_command_stops_the_grid_without_a_retry(tmp_path):
