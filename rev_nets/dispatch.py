@@ -1,21 +1,21 @@
 """A bound on how far the host runs ahead of the devices: the one rule every loop over jitted work follows.
 
 JAX dispatches asynchronously: a loop of jitted calls returns at once and
-the devices work through a queue. XLA's CPU client lets at most 32
-computations per device be in flight; past that, a multi-device program's
-launch task waits for the budget while it holds a thread of the client's
-pool, which has only max(cores, devices) threads. With every thread
-waiting, a collective (the gradient all-reduce) cannot gather all its
-devices, and after 40 s XLA aborts the process (``rendezvous.cc``:
-"Termination timeout for all reduce"). ``benchmarks/dispatch_deadlock.py``
-reproduces it without project code.
+the devices work through a queue. XLA's CPU client runs each execution's
+launch as a task on a pool of max(cores, devices) threads and lets at most
+32 computations per device be in flight; a launch task that waits (for its
+inputs, or for that budget) keeps its thread. With dozens of steps queued,
+every pool thread holds a waiting launch, a collective (the gradient
+all-reduce) cannot gather all its devices, and after 40 s XLA aborts the
+process (``rendezvous.cc``: "Termination timeout for all reduce").
+``benchmarks/dispatch_deadlock.py`` reproduces it without project code.
 
 ``DispatchWindow`` waits for the output of the dispatch made ``depth - 1``
 calls earlier before it lets the loop go on, so the queue never holds more
-than ``depth`` computations: enough to hide the host's dispatch cost,
-half of XLA's limit. Syncing every step instead would leave the devices
-idle while the host dispatches (half the throughput on a CPU split into
-8 devices).
+than ``depth`` computations: half of XLA's limit, and enough to hide the
+host's dispatch cost. Syncing every step instead leaves the devices idle
+while the host dispatches: about 1% for the CIFAR CNN's 70-180 ms steps
+on a CPU, more where steps are short (a GPU, a TPU).
 """
 
 from __future__ import annotations
