@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,12 +26,12 @@ from pathlib import Path
 
 from absl import app, flags
 
-from benchmarks.stress import PROGRESS
-
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the CIFAR-10 files; else made data of its size.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs of each run.")
 _KILL_EPOCH = flags.DEFINE_integer("kill_epoch", 2, "The epoch in which the second run is killed.")
 _SEED = flags.DEFINE_integer("seed", None, "Seed of the kill's moment (default: drawn from the clock).")
+
+PROGRESS = re.compile(r"^epoch (\d+)/\d+ step (\d+)/(\d+) ")  # The fit loop's progress lines.
 
 
 def command(data_dir: str, workdir: str, epochs: int) -> list[str]:
