@@ -3,11 +3,11 @@
 The fit loop keeps the data on device, runs one jitted step per batch (traced
 once, the state donated), accumulates metrics and a finite-loss flag on device
 and reads them only at each log interval; a ``dispatch.DispatchWindow`` keeps
-it at most 16 steps ahead of the devices (XLA:CPU aborts past 32). Each epoch it evaluates real and
-synthetic error on validation and test, appends a line to
-``metrics.jsonl`` (and TensorBoard scalars, when tensorboardX is
-installed), redraws the figures and saves an orbax checkpoint (the
-step-0 checkpoint is kept too). A restarted run resumes from the latest
+it at most 16 steps ahead of the devices (XLA:CPU aborts past 32). Each
+epoch it evaluates real and synthetic error on validation and test, appends
+a line to ``metrics.jsonl`` (and TensorBoard scalars, when tensorboardX is
+installed), redraws the figures and saves an orbax checkpoint (the step-0
+checkpoint is kept too). A restarted run resumes from the latest
 checkpoint and drops metric lines beyond it, so a killed run ends with the
 same numbers as an uninterrupted one.
 """
@@ -297,7 +297,7 @@ def evaluate(
     padded = math.ceil(n / batch_size) * batch_size
     indices = np.arange(padded) % n
     mask = (np.arange(padded) < n).astype(np.float32)
-    window = window or dispatch.DispatchWindow()
+    window = dispatch.DispatchWindow() if window is None else window
     sums = [
         window(eval_fn(params, split, indices[start : start + batch_size], mask[start : start + batch_size]))
         for start in range(0, padded, batch_size)

@@ -1,7 +1,9 @@
-"""Made CIFAR-10 of the real size, in the original files: for smoke runs of the entry points where no data is.
+"""Made CIFAR of the real size, in the original files: for smoke runs of the entry points where no data is.
 
-    python -m tests.made_data --out=/tmp/made    # writes /tmp/made/cifar-10-batches-py/ (50,000 + 10,000 images)
+    python -m tests.made_data --out=/tmp/made                      # /tmp/made/cifar-10-batches-py/
+    python -m tests.made_data --out=/tmp/made --dataset=cifar100   # /tmp/made/cifar-100-python/
 
+50,000 training and 10,000 test images each.
 Random pixels, balanced labels, the original pickle layout: the loader,
 the device split and the train loop see exactly the shapes and sizes of
 the real dataset. ``.ci/run`` and ``benchmarks.stress`` use it.
@@ -13,9 +15,10 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tests.conftest_data import cifar10_files, write_folder
+from tests.conftest_data import cifar10_files, cifar100_files, write_folder
 
 CIFAR10_BATCH = 10_000  # Images per original file: 5 training files and one test file.
+CIFAR100_TRAIN, CIFAR100_TEST = 50_000, 10_000
 
 
 def write_cifar10(root: Path, n_per_batch: int = CIFAR10_BATCH, seed: int = 0) -> Path:
@@ -25,12 +28,20 @@ def write_cifar10(root: Path, n_per_batch: int = CIFAR10_BATCH, seed: int = 0) -
     return root
 
 
+def write_cifar100(root: Path, n_train: int = CIFAR100_TRAIN, n_test: int = CIFAR100_TEST, seed: int = 0) -> Path:
+    """Writes ``root/cifar-100-python`` (train, test, meta); returns ``root``."""
+    files, _ = cifar100_files(n_train, n_test, seed)
+    write_folder(root / "cifar-100-python", files)
+    return root
+
+
 def main(argv) -> None:
     del argv
-    root = write_cifar10(Path(_OUT.value))
-    print(f"wrote made CIFAR-10 ({5 * CIFAR10_BATCH:,} + {CIFAR10_BATCH:,} images) to {root}/cifar-10-batches-py")
+    write = {"cifar10": write_cifar10, "cifar100": write_cifar100}[_DATASET.value]
+    print(f"wrote made {_DATASET.value} (50,000 + 10,000 images) into {write(Path(_OUT.value))}")
 
 
 if __name__ == "__main__":
-    _OUT = flags.DEFINE_string("out", None, "Folder to write cifar-10-batches-py/ into.", required=True)
+    _OUT = flags.DEFINE_string("out", None, "Folder to write the dataset's folder into.", required=True)
+    _DATASET = flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "cifar100"], "Which dataset's files.")
     app.run(main)

@@ -711,9 +711,11 @@ def test_real_data_through_env_var_and_direct_folder(monkeypatch):
     assert len(data.load("cifar10", "test", str(SHARED / "cifar-10-batches-py")).labels) == 10000
 
 
-def test_made_cifar10_for_smoke_runs_loads_with_the_real_layout(tmp_path):
+def test_made_cifar_for_smoke_runs_loads_with_the_real_layout(tmp_path):
     from tests import made_data
 
+    made_data.write_cifar100(tmp_path, n_train=30, n_test=10)
+    assert data.load("cifar100", "train", str(tmp_path)).images.shape == (30, 32, 32, 3)
     made_data.write_cifar10(tmp_path, n_per_batch=20)
     train, test = data.load("cifar10", "train", str(tmp_path)), data.load("cifar10", "test", str(tmp_path))
     assert train.images.shape == (100, 32, 32, 3) and test.images.shape == (20, 32, 32, 3)
