@@ -4,11 +4,11 @@
 
 Defaults below (CNN 32-64-128, 12 epochs, batch 128, SGD momentum 0.9,
 lr 0.05, 1-epoch warm-up then cosine, 5,000 validation images, the CPU
-split into 8 JAX devices). On the project's 2-core CPU: backprop ~35-45 s
-per epoch of training (about 10 minutes a run with its evaluations),
-SHADOW from h3 ~73-94 s (about 19 minutes). Seed 0 (grid, 8 devices):
-backprop 24.9% test error at this lr (25.6% at 0.02), SHADOW 25.8% (25.7%
-at 0.02).
+split into 8 JAX devices). On the project's 2-core CPU (AMD EPYC,
+2026-12-01): backprop 31 s per epoch of training (8.9 minutes a run with
+its evaluations), SHADOW from h3 61 s (about 15 minutes). Seed 0, 8
+devices: backprop 24.9% test error at this lr (25.6% at 0.02), SHADOW
+26.1% (the grid's earlier run: 25.8%; 25.7% at 0.02).
 """
 
 from absl import flags
