@@ -13,44 +13,22 @@ line by line, timing fields excluded.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from absl import app, flags
+
+from benchmarks.cifar_runs import PROGRESS, command, data_dir_or_made, learning_metrics
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the CIFAR-10 files; else made data of its size.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs of each run.")
 _KILL_EPOCH = flags.DEFINE_integer("kill_epoch", 2, "The epoch in which the second run is killed.")
 _SEED = flags.DEFINE_integer("seed", None, "Seed of the kill's moment (default: drawn from the clock).")
-
-PROGRESS = re.compile(r"^epoch (\d+)/\d+ step (\d+)/(\d+) ")  # The fit loop's progress lines.
-
-
-def command(data_dir: str, workdir: str, epochs: int) -> list[str]:
-    return [
-        sys.executable,
-        "-u",
-        "-m",
-        "experiments.cifar10",
-        f"--data_dir={data_dir}",
-        f"--workdir={workdir}",
-        f"--epochs={epochs}",
-    ]
-
-
-def learning_metrics(workdir: str) -> list[dict]:
-    """The run's metric lines without its timing fields."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    return [{k: v for k, v in line.items() if not k.endswith("_s") and k != "images_per_s"} for line in lines]
 
 
 def run_and_kill(cmd: list[str], kill_epoch: int, rng: random.Random) -> str:
@@ -78,17 +56,13 @@ def main(argv) -> None:
     seed = _SEED.value if _SEED.value is not None else time.time_ns() % 2**31
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = _DATA_DIR.value
-        if not data_dir:
-            from tests.made_data import write_cifar10
-
-            data_dir = str(write_cifar10(Path(tmp) / "data"))
+        data_dir = data_dir_or_made(_DATA_DIR.value, tmp)
         straight, killed = os.path.join(tmp, "straight"), os.path.join(tmp, "killed")
         start = time.perf_counter()
         subprocess.run(command(data_dir, straight, _EPOCHS.value), check=True, capture_output=True)
         print(f"uninterrupted run: {time.perf_counter() - start:.0f} s", flush=True)
         last = run_and_kill(command(data_dir, killed, _EPOCHS.value), _KILL_EPOCH.value, rng)
-        kept = len(learning_metrics(killed)) if os.path.exists(os.path.join(killed, "metrics.jsonl")) else 0
+        kept = len(learning_metrics(killed))
         print(f"killed (seed {seed}) after: {last!r}; metric lines on disk: {kept}", flush=True)
         resumed = subprocess.run(command(data_dir, killed, _EPOCHS.value), check=True, capture_output=True, text=True)
         print(next((line for line in resumed.stdout.splitlines() if line.startswith("resumed")), "no resume line"))

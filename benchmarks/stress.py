@@ -19,31 +19,30 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from absl import app, flags
+
+from benchmarks.cifar_runs import PROGRESS, command, data_dir_or_made
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the CIFAR-10 files; else made data of its size.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run (rounded up to whole epochs).")
 _BUSY_LIMIT_S = flags.DEFINE_integer("busy_limit_s", 3600, "A busy process stops after this long in any case.")
 
 STEPS_PER_EPOCH = (50_000 - 5_000) // 128
-PROGRESS = re.compile(r"^epoch (\d+)/\d+ step (\d+)/(\d+) ")
 BUSY = "import time\ndeadline = time.time() + {limit}\nwhile time.time() < deadline:\n    sum(i * i for i in range(10000))\n"
 
 
 def run_entry_point(data_dir: str, workdir: str, epochs: int) -> dict:
     """Runs ``experiments.cifar10`` with its defaults; returns its exit code, progress-line times and output tail."""
-    command = [sys.executable, "-u", "-m", "experiments.cifar10", f"--data_dir={data_dir}", f"--workdir={workdir}"]
-    command.append(f"--epochs={epochs}")
     start, lines, tail = time.perf_counter(), [], []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+    with subprocess.Popen(
+        command(data_dir, workdir, epochs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
         for line in process.stdout:
             now = time.perf_counter() - start
             tail = (tail + [line])[-40:]
@@ -78,11 +77,7 @@ def main(argv) -> None:
     del argv
     epochs = math.ceil(_STEPS.value / STEPS_PER_EPOCH)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = _DATA_DIR.value
-        if not data_dir:
-            from tests.made_data import write_cifar10
-
-            data_dir = str(write_cifar10(Path(tmp) / "data"))
+        data_dir = data_dir_or_made(_DATA_DIR.value, tmp)
         rows = []
         for name, busy in (("quiet 1", 0), ("quiet 2", 0), ("beside 2 busy processes", 2)):
             env = dict(os.environ, OMP_NUM_THREADS="1")

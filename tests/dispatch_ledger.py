@@ -1,12 +1,13 @@
 """Counts multi-device dispatches that the host has not yet waited for, without timing anything.
 
 ``count_dispatches()`` wraps every way code dispatches work (calls of
-functions jitted inside the block, eager primitives) and every way it waits (``block_until_ready``,
-``device_get``, reading an array's value). A dispatch counts when its outputs span more
-than one device (``min_devices``); waiting for dispatch ``j`` marks it and every earlier one
-done (a stream of dispatches completes in order on XLA:CPU as the
-``DispatchWindow`` waits for them: oldest first). ``peak`` is the largest
-number of dispatches in flight just after one was made, the number XLA's
+functions jitted inside the block, eager primitives) and every way it
+waits (``block_until_ready``, ``device_get``, reading an array's value).
+A dispatch counts when its outputs span at least ``min_devices`` devices;
+waiting for dispatch ``j`` marks it and every earlier one done (a stream
+of dispatches completes in order on XLA:CPU, as the ``DispatchWindow``
+waits for them: oldest first). ``peak`` is the largest number of
+dispatches in flight just after one was made, the number XLA's
 32-per-device budget limits.
 
 Run as ``python -m tests.dispatch_ledger WORKDIR [DEPTH]`` (8 CPU devices),
