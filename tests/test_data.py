@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from rev_nets import data
-from rev_nets.data import DATA_DIR_ENV, DataError, Dataset, DeviceSplit
+from rev_nets.data import DATA_DIR_ENV, DataError, Dataset, DeviceSplit, catalog, idx
+from rev_nets.data import tfds as data_tfds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 needs_shared = pytest.mark.skipif(
@@ -60,7 +61,7 @@ def test_idx_reader_round_trips_every_layout(tmp_path, name, sub, gz):
         assert ds.labels.dtype == np.int32
         np.testing.assert_array_equal(ds.images[..., 0], images)
         np.testing.assert_array_equal(ds.labels, labels)
-    assert ds.class_names == data._IDX_CLASS_NAMES[name] and len(ds.class_names) == 10
+    assert ds.class_names == idx.CLASS_NAMES[name] and len(ds.class_names) == 10
 
 
 def test_fashion_class_names_are_the_published_ones(tmp_path):
@@ -101,11 +102,11 @@ def test_resolve_data_dir_without_flag_or_env_is_none():
 
 def _write_cifar(tmp_path, name, form):
     files, arrays = cd.cifar10_files() if name == "cifar10" else cd.cifar100_files()
-    top = data._SUBDIRS[name][0]
+    top = catalog.SUBDIRS[name][0]
     if form == "folder":
         cd.write_folder(tmp_path / top, files)
     elif form == "archive":
-        cd.write_archive(tmp_path / data._ARCHIVES[name], top, files)
+        cd.write_archive(tmp_path / catalog.ARCHIVES[name], top, files)
     else:  # the files directly in the data folder
         cd.write_folder(tmp_path, files)
     return files, arrays
@@ -192,7 +193,7 @@ def test_idx_files_split_across_folders_are_missing(tmp_path):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_missing_cifar_names_folder_archive_and_source(tmp_path, name):
     message = _raises(r"No CIFAR-10(0)? files found", data.load, name, "train", str(tmp_path))
-    assert data._SUBDIRS[name][0] in message and data._ARCHIVES[name] in message
+    assert catalog.SUBDIRS[name][0] in message and catalog.ARCHIVES[name] in message
     assert "https://www.cs.toronto.edu/~kriz/cifar.html" in message
 
 
@@ -414,7 +415,7 @@ def test_cifar_archive_that_is_not_gzip(tmp_path):
 def test_md5_of_the_other_dataset_is_refused(tmp_path, monkeypatch):
     images_path, _ = _mnist_train(tmp_path, gz=True)
     digest = hashlib.md5(images_path.read_bytes()).hexdigest()
-    monkeypatch.setitem(data._PUBLISHED_MD5["fashion_mnist"], "train-images-idx3-ubyte.gz", digest)
+    monkeypatch.setitem(idx.PUBLISHED_MD5["fashion_mnist"], "train-images-idx3-ubyte.gz", digest)
     msg = _raises(
         r"is the published Fashion-MNIST file \(its md5 matches\), not MNIST; put the MNIST files in mnist/",
         data.load,
@@ -480,7 +481,7 @@ class _UnpreparedBuilder:
 
 def _fake_tfds(monkeypatch, builder):
     tfds = pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(data, "_tensorflow_installed", lambda: True)
+    monkeypatch.setattr(data_tfds, "tensorflow_installed", lambda: True)
     monkeypatch.setattr(tfds, "builder", lambda name, **kw: builder)
 
 
@@ -512,7 +513,7 @@ def test_reachability_check_never_hangs(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", stuck)
     try:
-        reachable = data._host_reachable("example.invalid", 443, timeout=0.3)
+        reachable = data_tfds.host_reachable("example.invalid", 443, timeout=0.3)
         answered_before_the_lookup_ended = not stub_returned.is_set()
     finally:
         release.set()
@@ -527,13 +528,13 @@ def test_reachability_check_true_when_connect_succeeds(monkeypatch):
             Conn.closed = True
 
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: Conn())
-    assert data._host_reachable("example.org", 443) is True and Conn.closed
+    assert data_tfds.host_reachable("example.org", 443) is True and Conn.closed
 
 
 def test_tfds_download_failure_is_one_sentence(monkeypatch):
     builder = _UnpreparedBuilder(error=ConnectionError("read timed out\nlong trace"))
     _fake_tfds(monkeypatch, builder)
-    monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout=3.0: True)
+    monkeypatch.setattr(data_tfds, "host_reachable", lambda host, port, timeout=3.0: True)
     _raises(
         r"TFDS failed to download cifar10 \(ConnectionError: read timed out\); pass --data_dir",
         data.load,
@@ -548,7 +549,7 @@ def test_tfds_path_with_mock_data(monkeypatch):
         "tensorflow", reason="TFDS reading needs TensorFlow (pip install '.[tfds]'), not installed here"
     )
     tfds = pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout=3.0: True)
+    monkeypatch.setattr(data_tfds, "host_reachable", lambda host, port, timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=6):
         mnist = data.load("mnist", "train")
         c100 = data.load("cifar100", "test", label_mode="coarse")
