@@ -7,9 +7,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from rev_nets import data, nets, shadow, train
+from rev_nets.train import steps as train_steps
 
 NET = nets.mnist_mlp(width=16)
 
@@ -63,8 +65,8 @@ def test_resume_drops_metric_lines_beyond_the_checkpoint(tmp_path):
 
 def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):
     traces = []
-    step = train.train_step
-    monkeypatch.setattr(train, "train_step", lambda *args, **kwargs: traces.append(1) or step(*args, **kwargs))
+    step = train_steps.train_step
+    monkeypatch.setattr(train_steps, "train_step", lambda *args, **kwargs: traces.append(1) or step(*args, **kwargs))
     train_split, evals = _splits()
     train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path), figures=False)
     assert len(traces) == 1
@@ -99,7 +101,7 @@ def test_step_zero_checkpoint_is_kept(tmp_path):
     steps = train.checkpoint_manager(str(tmp_path)).all_steps()
     assert 0 in steps and int(state.step) in steps and len(steps) == 3
     initial = train.checkpoint_manager(str(tmp_path)).restore(
-        0, args=train.ocp.args.StandardRestore(train.create_state(NET, _config(epochs=4), 6))
+        0, args=ocp.args.StandardRestore(train.create_state(NET, _config(epochs=4), 6))
     )
     fresh = nets.init(jax.random.key(0), NET)
     jax.tree.map(np.testing.assert_array_equal, initial.params, fresh)

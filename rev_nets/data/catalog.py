@@ -9,13 +9,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rev_nets.errors import UserError
+
 DATA_DIR_ENV = "REV_NETS_DATA_DIR"
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SPLITS = ("train", "test")
 LABEL_MODES = ("fine", "coarse")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A user-fixable data problem; its message is one sentence naming cause and fix."""
 
 

@@ -1,0 +1,53 @@
+"""Training: settings, the optimizer, the mesh, the jitted steps, the fit loop, the run directory, figures.
+
+Modules, one concern each: ``config`` (``TrainConfig`` and the errors that
+stop a run), ``optimizer``, ``mesh``, ``steps`` (train step and
+evaluation), ``loop`` (``fit_in_memory`` from arrays; ``fit`` in a run
+directory), ``rundir`` (config.json, metrics.jsonl, checkpoints, reading a
+run back) and ``figures``. The names below are the public API.
+"""
+
+from rev_nets.train.config import DivergedError, TrainConfig, TrainingError
+from rev_nets.train.figures import arm_name, write_figures
+from rev_nets.train.loop import fit, fit_in_memory, steps_per_epoch
+from rev_nets.train.mesh import batch_sharding, data_mesh, replicate, shard_batch
+from rev_nets.train.optimizer import create_state, learning_rate_schedule, make_optimizer
+from rev_nets.train.rundir import check_config, checkpoint_manager, read_metrics, saved_states
+from rev_nets.train.steps import (
+    eval_config,
+    eval_step,
+    evaluate,
+    make_epoch_plan,
+    make_train_step,
+    train_step,
+    zero_metrics,
+)
+
+__all__ = [
+    "DivergedError",
+    "TrainConfig",
+    "TrainingError",
+    "arm_name",
+    "batch_sharding",
+    "check_config",
+    "checkpoint_manager",
+    "create_state",
+    "data_mesh",
+    "eval_config",
+    "eval_step",
+    "evaluate",
+    "fit",
+    "fit_in_memory",
+    "learning_rate_schedule",
+    "make_epoch_plan",
+    "make_optimizer",
+    "make_train_step",
+    "read_metrics",
+    "replicate",
+    "saved_states",
+    "shard_batch",
+    "steps_per_epoch",
+    "train_step",
+    "write_figures",
+    "zero_metrics",
+]

@@ -1,0 +1,238 @@
+"""The fit loop: ``fit_in_memory`` trains from arrays for N steps or epochs; ``fit`` wraps it in a run directory.
+
+The loop keeps the data on device, runs one jitted step per batch (traced
+once, the state donated), accumulates metrics and a finite-loss flag on
+device and reads them only at each log interval; a
+``dispatch.DispatchWindow`` keeps it at most 16 dispatches ahead of the
+devices (XLA:CPU aborts past 32). At the end of each epoch it evaluates
+real and synthetic error on every evaluation split and hands the epoch's
+metric line to a callback. ``fit``'s callback appends the line to
+``metrics.jsonl`` (and TensorBoard), saves an orbax checkpoint and redraws
+the figures; a restarted ``fit`` resumes from the latest checkpoint, so a
+killed run ends with the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from rev_nets import data, dispatch, nets
+from rev_nets.train import rundir
+from rev_nets.train.config import DivergedError, TrainConfig, TrainingError
+from rev_nets.train.figures import write_figures
+from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
+from rev_nets.train.optimizer import create_state, learning_rate_schedule
+from rev_nets.train.steps import (
+    Metrics,
+    eval_config,
+    eval_step,
+    evaluate,
+    make_epoch_plan,
+    make_train_step,
+    zero_metrics,
+)
+
+EpochCallback = Callable[[train_state.TrainState, dict[str, Any], list[dict[str, Any]]], None]
+
+
+def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh) -> int:
+    """Full batches per epoch; stops if a batch size does not fit the data or split over the devices."""
+    if config.batch_size > num_train:
+        raise TrainingError(
+            f"batch_size={config.batch_size} is larger than the {num_train} training examples; give a smaller one."
+        )
+    for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
+        if size % mesh.size:
+            raise TrainingError(
+                f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over; "
+                "round it, or change the device count (--cpu_devices on CPU)."
+            )
+    return num_train // config.batch_size
+
+
+def as_split(split) -> data.DeviceSplit:
+    """A ``DeviceSplit`` from one or an ``(images, labels)`` pair of arrays (host or device), checked."""
+    images, labels = split
+    if np.ndim(images) < 2 or np.ndim(labels) != 1 or np.shape(images)[0] != np.shape(labels)[0]:
+        raise ValueError(
+            f"a split is (images, labels) with one label per image, got shapes {np.shape(images)} and "
+            f"{np.shape(labels)}; pass images (N, ...) and labels (N,)."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got {labels.dtype}; pass int32 labels.")
+    if labels.dtype != np.int32:
+        labels = np.asarray(labels, np.int32)
+    return data.DeviceSplit(images, labels)
+
+
+def fit_in_memory(
+    net: nets.Net,
+    config: TrainConfig,
+    train: data.DeviceSplit | tuple[Any, Any],
+    evals: Mapping[str, data.DeviceSplit | tuple[Any, Any]] | None = None,
+    *,
+    steps: int | None = None,
+    state: train_state.TrainState | None = None,
+    history: list[dict[str, Any]] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
+    """Trains ``net`` on ``train`` for ``steps`` steps (default: ``config.epochs`` epochs); returns state and lines.
+
+    ``train`` and each of ``evals`` (name -> split, e.g. "validation",
+    "test") are standardised images and integer labels, as a
+    ``data.DeviceSplit`` or a pair of arrays. After each epoch (and after a
+    last, partial one) every evaluation split is measured and the epoch's
+    line (``<name>_error``, ``<name>_synthetic_error``, train means, timing)
+    is appended to ``history`` and passed to ``on_epoch(state, line,
+    history)``. ``state`` resumes a state already on the mesh (its step
+    counts from the start of the run), as ``fit`` does after a restart.
+    """
+    config.check(net)
+    train = as_split(train)
+    evals = {name: as_split(split) for name, split in (evals or {}).items()}
+    mesh = data_mesh()
+    num_train = int(train.labels.shape[0])
+    per_epoch = steps_per_epoch(config, num_train, mesh)
+    last_step = config.epochs * per_epoch if steps is None else steps
+    if not 1 <= last_step <= config.epochs * per_epoch:
+        raise ValueError(
+            f"steps={steps} is outside the run's 1..{config.epochs * per_epoch} steps ({config.epochs} epochs of "
+            f"{per_epoch}); give fewer steps, or more epochs in the config (the schedule spans its epochs)."
+        )
+    train, replicated = replicate((train, evals), mesh)
+    evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
+    state = replicate(create_state(net, config, per_epoch), mesh) if state is None else state
+    history = [] if history is None else history
+
+    step_fn = make_train_step(net, config, mesh, per_epoch)
+    epoch_plan = make_epoch_plan(mesh, num_train, config.batch_size)
+    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config, net), batch_sharding=batch_sharding(mesh)))
+    base_key = jax.random.key(config.seed)
+    schedule = learning_rate_schedule(config, per_epoch)
+    wall = history[-1]["wall_time_s"] if history else 0.0
+
+    window = dispatch.DispatchWindow()
+    while int(state.step) < last_step:
+        epoch = int(state.step) // per_epoch + 1
+        rows = min(per_epoch, last_step - (epoch - 1) * per_epoch)
+        order, epoch_key = window(epoch_plan(base_key, epoch))
+        acc = replicate(zero_metrics(config), mesh)
+        first_row = int(state.step) % per_epoch
+        start = time.perf_counter()
+        for i in range(first_row, rows):
+            state, acc = step_fn(state, acc, train, order, epoch_key)
+            window(acc)
+            if (i + 1) % config.log_every == 0 or i + 1 == rows:
+                _check_finite(acc, epoch, int(state.step))
+                elapsed = time.perf_counter() - start
+                rate = (i + 1) * config.batch_size / elapsed
+                left = (last_step - int(state.step)) * config.batch_size / rate
+                means = _mean_metrics(acc)
+                print(
+                    f"epoch {epoch}/{config.epochs} step {i + 1}/{per_epoch} loss {means['loss']:.4f} "
+                    f"train error {means['error_real']:.2%} {rate:,.0f} img/s ETA {_format_eta(left)}",
+                    flush=True,
+                )
+        train_time = time.perf_counter() - start
+        wall += train_time
+        line = {"epoch": epoch, "step": int(state.step), "learning_rate": float(schedule(int(state.step) - 1))}
+        line |= {f"train_{name}": value for name, value in _mean_metrics(acc).items()}
+        for name, split in evals.items():
+            result = evaluate(eval_fn, state.params, split, config.eval_batch_size, mesh.size, window)
+            line |= {f"{name}_{key}": value for key, value in result.items()}
+        line |= {
+            "epoch_time_s": train_time,
+            "wall_time_s": wall,
+            "images_per_s": (rows - first_row) * config.batch_size / train_time,
+            "devices": mesh.size,
+        }
+        history.append(line)
+        if on_epoch:
+            on_epoch(state, line, history)
+        print(_summary(line, evals), flush=True)
+    return state, history
+
+
+def fit(
+    net: nets.Net,
+    config: TrainConfig,
+    train: data.DeviceSplit,
+    evals: dict[str, data.DeviceSplit],
+    workdir: str,
+    *,
+    extra_config: dict[str, Any] | None = None,
+    figures: bool = True,
+) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
+    """``fit_in_memory`` for ``config.epochs`` epochs, in (or resumed from) the run directory ``workdir``.
+
+    Writes ``config.json`` (or checks it against the saved one), the step-0
+    checkpoint, and per epoch a ``metrics.jsonl`` line, TensorBoard scalars
+    (with tensorboardX), a checkpoint and the figures. Returns the final
+    state and every metric line of the run.
+    """
+    config.check(net)
+    mesh = data_mesh()
+    per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh)
+    rundir.check_config(workdir, {"train": config.to_json(), "net": repr(net), **(extra_config or {})})
+    state = replicate(create_state(net, config, per_epoch), mesh)
+    manager = rundir.checkpoint_manager(workdir)
+    history: list[dict[str, Any]] = []
+    if manager.latest_step() is None:
+        manager.save(0, args=ocp.args.StandardSave(state))
+    else:
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+        history = rundir.truncate_metrics(workdir, int(state.step))
+        print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch})", flush=True)
+    writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)
+
+    def record(state, line, history):
+        rundir.append_metrics(workdir, line)
+        if writer:
+            rundir.write_scalars(writer, line)
+        manager.save(int(state.step), args=ocp.args.StandardSave(state))
+        if figures:
+            write_figures(net, config, state.params, evals, history, workdir)
+
+    state, history = fit_in_memory(net, config, train, evals, state=state, history=history, on_epoch=record)
+    manager.wait_until_finished()
+    if writer:
+        writer.close()
+    return state, history
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def _mean_metrics(acc: Metrics) -> dict[str, float]:
+    host = jax.device_get(acc)
+    steps = max(int(host["steps"]), 1)
+    return {name: float(value) / steps for name, value in host.items() if name not in ("steps", "finite")}
+
+
+def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
+    if not bool(jax.device_get(acc["finite"])):
+        raise DivergedError(
+            f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
+            "is kept: lower --learning_rate, or set --grad_clip or --warmup_epochs, and start a new --workdir."
+        )
+
+
+def _summary(line: dict[str, Any], evals) -> str:
+    parts = [f"epoch {line['epoch']}:"]
+    for name in evals:
+        parts.append(f"{name} error {line[f'{name}_error']:.2%} (synthetic {line[f'{name}_synthetic_error']:.2%})")
+    parts.append(f"{line['epoch_time_s']:.0f}s")
+    return " ".join(parts)

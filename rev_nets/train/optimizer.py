@@ -1,0 +1,41 @@
+"""The optimizer: SGD with momentum or Adam on a warm-up + cosine schedule, and a run's fresh TrainState."""
+
+from __future__ import annotations
+
+import jax
+import optax
+from flax.training import train_state
+
+from rev_nets import nets
+from rev_nets.train.config import TrainConfig
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warm-up from 0, then cosine decay to 0 (or constant) over the run."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "cosine":
+        after = optax.cosine_decay_schedule(config.learning_rate, max(total - warmup, 1))
+    else:
+        after = optax.constant_schedule(config.learning_rate)
+    if not warmup:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), after], [warmup])
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD with momentum or Adam on the schedule, with optional clipping and weight decay."""
+    lr = learning_rate_schedule(config, steps_per_epoch)
+    parts = []
+    if config.grad_clip:
+        parts.append(optax.clip_by_global_norm(config.grad_clip))
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    parts.append(optax.sgd(lr, momentum=config.momentum) if config.optimizer == "sgd" else optax.adam(lr))
+    return optax.chain(*parts)
+
+
+def create_state(net: nets.Net, config: TrainConfig, steps_per_epoch: int) -> train_state.TrainState:
+    """A fresh TrainState with the run's seed."""
+    params = nets.init(jax.random.key(config.seed), net)
+    return train_state.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(config, steps_per_epoch))

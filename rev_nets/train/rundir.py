@@ -1,0 +1,147 @@
+"""The run directory: ``config.json``, ``metrics.jsonl``, orbax checkpoints, TensorBoard events, and reading a run back.
+
+A restarted run checks its config against the saved one, resumes from the
+latest checkpoint and drops metric lines (and TensorBoard events) written
+after it. Analyses open a finished run read-only: its config, its net and
+its first and last weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from rev_nets.train.config import TrainConfig, TrainingError
+
+
+def check_config(workdir: str, config_json: dict[str, Any]) -> None:
+    """Writes ``config.json``, or stops if an existing one differs from ``config_json``.
+
+    A setting added after a run was saved takes its default value there, so
+    older runs still resume.
+    """
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if "train" in saved:
+            try:
+                saved["train"] = TrainConfig.from_json(saved["train"]).to_json()
+            except (TypeError, KeyError) as error:
+                raise TrainingError(
+                    f"{path} holds settings this version cannot read ({error}); start a new --workdir."
+                ) from None
+        saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))  # Tuples become lists.
+        if saved != wanted:
+            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            raise TrainingError(
+                f"{workdir} holds a run with different settings ({', '.join(diff)}); "
+                "pass the same flags to resume it, or a new --workdir to start another run."
+            )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(config_json, f, indent=2, sort_keys=True)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """The metric lines of ``workdir``, skipping a last line cut short by a kill."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    complete = []
+    for i, line in enumerate(lines):
+        try:
+            complete.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:  # Only a run killed mid-write leaves a broken (last) line.
+                raise
+    return complete
+
+
+def truncate_metrics(workdir: str, last_step: int) -> list[dict[str, Any]]:
+    """Drops metric lines written after the checkpoint at ``last_step``; returns the rest."""
+    kept = [m for m in read_metrics(workdir) if m["step"] <= last_step]
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in kept)
+    os.replace(path + ".tmp", path)
+    return kept
+
+
+def append_metrics(workdir: str, line: dict[str, Any]) -> None:
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def tensorboard_writer(workdir: str, purge_step: int):
+    """A TensorBoard writer for ``<workdir>/tensorboard`` when tensorboardX is installed, else None.
+
+    ``purge_step`` drops events a killed run wrote after its last checkpoint,
+    as ``truncate_metrics`` does for ``metrics.jsonl``.
+    """
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
+
+
+def write_scalars(writer, line: dict[str, Any]) -> None:
+    """One epoch's numeric metrics as TensorBoard scalars at its step."""
+    for name, value in line.items():
+        if name not in ("epoch", "step", "devices") and isinstance(value, (int, float)):
+            writer.add_scalar(name, value, line["step"])
+    writer.flush()
+
+
+def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+    """Keeps the two latest checkpoints and always the one of step 0 (initial weights)."""
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+        [ocp.checkpoint_managers.LatestN(2), ocp.checkpoint_managers.CustomSteps([0])]
+    )
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
+    """The first and last checkpoints of a run directory, read-only, as trees on this host's first device.
+
+    The target is built from the checkpoint's own metadata, so a run saved
+    over 8 CPU devices (or a GPU) opens on one device.
+    """
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    none_yet = TrainingError(f"{workdir} holds no checkpoints yet; train it first, or wait for its first save.")
+    if not os.path.isdir(directory):
+        raise none_yet
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
+    try:
+        manager = ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(read_only=True),
+            item_handlers=ocp.StandardCheckpointHandler(),
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def restore(step):
+        on_device = lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+        target = jax.tree.map(on_device, manager.item_metadata(step))
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+    with manager:
+        steps = manager.all_steps()
+        if not steps:
+            raise none_yet
+        return {step: restore(step) for step in sorted({min(steps), max(steps)})}

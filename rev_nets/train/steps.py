@@ -1,0 +1,171 @@
+"""The jitted train step (one SGD step on a batch of SHADOW or plain examples) and batched evaluation.
+
+Both are pure functions of their arguments. ``make_train_step`` jits the
+step once per net and config with the state donated; ``evaluate`` sums a
+split's errors batch by batch through a ``dispatch.DispatchWindow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from rev_nets import data, dispatch, nets, shadow
+from rev_nets.train.config import TrainConfig
+from rev_nets.train.mesh import batch_sharding, shard_batch
+
+Metrics = dict[str, jax.Array]
+
+
+def zero_metrics(config: TrainConfig) -> Metrics:
+    """The on-device accumulator the train step adds into."""
+    names = ["loss", "ce_real", "error_real"]
+    if config.shadow.enabled:
+        names += ["ce_synthetic", "error_synthetic", "norm_ratio"]
+    acc = {name: jnp.zeros((), jnp.float32) for name in names}
+    return acc | {"steps": jnp.zeros((), jnp.int32), "finite": jnp.ones((), bool)}
+
+
+def train_step(
+    net: nets.Net,
+    config: TrainConfig,
+    state: train_state.TrainState,
+    acc: Metrics,
+    split: data.DeviceSplit,
+    indices: jax.Array,
+    key: jax.Array,
+    *,
+    steps_per_epoch: int,
+    batch_sharding: NamedSharding | None = None,
+) -> tuple[train_state.TrainState, Metrics]:
+    """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``.
+
+    ``steps_per_epoch`` places SHADOW's ``start_epoch`` on the step count.
+    With ``batch_sharding`` the batch is split along the mesh's data axis, so
+    XLA runs each device's share and all-reduces the gradients.
+    """
+    x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
+    weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
+
+    def objective(params):
+        return shadow.loss(net, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight)
+
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    sums = {name: acc[name] + value for name, value in (metrics | {"loss": loss}).items()}
+    return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
+
+
+def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
+    """``train_step`` jitted once for ``net`` and ``config``, the state's buffers donated.
+
+    The jitted step takes the whole epoch: its batch order ``(steps_per_epoch,
+    batch_size)`` and its key. It picks row ``state.step % steps_per_epoch``
+    and that step's key (``fold_in(epoch_key, row + 1)``) on device, so a
+    training step costs one dispatch and no host work (``make_epoch_plan``
+    makes both on the mesh; an array placed elsewhere is copied every step).
+    The metrics are not donated, so a loop can hand each step's metrics to
+    a ``dispatch.DispatchWindow`` and wait for them later.
+    """
+
+    def step(state, acc, split, order, epoch_key):
+        if order.shape[0] != steps_per_epoch:  # Out-of-range rows would be clamped silently.
+            raise ValueError(f"order has {order.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
+        row = state.step % steps_per_epoch
+        return train_step(
+            net,
+            config,
+            state,
+            acc,
+            split,
+            order[row],
+            jax.random.fold_in(epoch_key, row + 1),
+            steps_per_epoch=steps_per_epoch,
+            batch_sharding=batch_sharding(mesh),
+        )
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
+    """Jitted ``(base_key, epoch) -> (order, epoch_key)``: an epoch's batch order and key, made on the mesh.
+
+    Both come out replicated over ``mesh``, so the train step takes them
+    as they are: no host round trip, no copy per step.
+    """
+
+    def plan(base_key, epoch):
+        epoch_key = jax.random.fold_in(base_key, epoch)
+        return data.epoch_batches(jax.random.fold_in(epoch_key, 0), num_train, batch_size), epoch_key
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(plan, out_shardings=(replicated, replicated))
+
+
+def eval_config(config: TrainConfig, net: nets.Net) -> shadow.ShadowConfig:
+    """Synthetic test data: the configured generator (layer 3, or the top of a shallower net, when SHADOW is
+    off), no sampling, no placebo."""
+    layer = config.shadow.layer or min(3, net.depth)
+    return dataclasses.replace(config.shadow, layer=layer, rho=1.0, noise_twin=False)
+
+
+def eval_step(
+    net: nets.Net,
+    generator_config: shadow.ShadowConfig,
+    params: nets.Params,
+    split: data.DeviceSplit,
+    indices: jax.Array,
+    mask: jax.Array,
+    *,
+    batch_sharding: NamedSharding | None = None,
+) -> Metrics:
+    """Summed real/synthetic errors and real cross-entropy over the unmasked examples."""
+    x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
+    logits, hiddens = nets.forward(net, params, x)
+    x_syn = shadow.synthetic_batch(net, params, x, hiddens, generator_config, None)
+    logits_syn, _ = nets.forward(net, params, x_syn)
+    wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return {"errors": wrong(logits), "synthetic_errors": wrong(logits_syn), "ce": jnp.sum(ce * mask)}
+
+
+def evaluate(
+    eval_fn,
+    params: nets.Params,
+    split: data.DeviceSplit,
+    batch_size: int,
+    multiple: int = 1,
+    window: dispatch.DispatchWindow | None = None,
+) -> dict[str, float]:
+    """Error, synthetic error and loss over a whole split, in padded fixed-size batches.
+
+    The batch shrinks for small splits, staying a multiple of ``multiple`` (the device count).
+    Batches are dispatched through ``window`` (the caller's, so that its
+    earlier dispatches count too; else a new one) and their sums are added
+    on the host, in float32 and in batch order.
+    """
+    n = int(split.labels.shape[0])
+    batch_size = min(batch_size, math.ceil(n / multiple) * multiple)
+    padded = math.ceil(n / batch_size) * batch_size
+    indices = np.arange(padded) % n
+    mask = (np.arange(padded) < n).astype(np.float32)
+    window = dispatch.DispatchWindow() if window is None else window
+    sums = [
+        window(eval_fn(params, split, indices[start : start + batch_size], mask[start : start + batch_size]))
+        for start in range(0, padded, batch_size)
+    ]
+    totals = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), jax.device_get(sums))
+    return {
+        "error": float(totals["errors"]) / n,
+        "synthetic_error": float(totals["synthetic_errors"]) / n,
+        "loss": float(totals["ce"]) / n,
+    }
