@@ -72,7 +72,7 @@ def main(argv) -> None:
         }
         for name, tree in trees.items():
             head = subprocess.run(
-                ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+                ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
             )
             print(f"{name}: {head.stdout.strip()}", flush=True)
         for devices in map(int, _DEVICES.value):
