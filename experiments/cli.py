@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from rev_nets.data import DataError
-from rev_nets.train import DivergedError, TrainingError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
+from rev_nets.train import DivergedError
 
-SHARED_FLAGS = ("seed", "out", "data_dir", "workdir", "dataset", "root")
+SHARED_FLAGS = ("seed", "data_dir", "workdir", "dataset", "grid")
 
 
 def shared_flag(define, name: str, default, help_text: str, **kwargs) -> flags.FlagHolder:
@@ -27,12 +27,8 @@ def shared_flag(define, name: str, default, help_text: str, **kwargs) -> flags.F
     return define(name, default, help=help_text, **kwargs)
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A flag value that makes no sense; the message names the flag and the fix."""
-
-
-EXIT_USER_ERROR = 2  # A flag value, data or a changed config this project refuses: fix the command.
-EXIT_DIVERGED = 3  # A non-finite loss: the same command would diverge again.
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -42,7 +38,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise to a user.
         try:
             main(argv)
-        except (DataError, UsageError, TrainingError) as error:
+        except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_DIVERGED if isinstance(error, DivergedError) else EXIT_USER_ERROR)
 

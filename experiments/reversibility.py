@@ -1,53 +1,31 @@
 """Are nets reversible? Round trips through the transposed-weight generator, layer by layer.
 
-    python -m experiments.reversibility --workdir_run=/root/rev_nets_grid/mnist/backprop_lr0.02_seed0 \\
+    python -m experiments.reversibility --run=/root/rev_nets_grid/mnist/backprop_lr0.02_seed0 \\
         --data_dir=../shared/datasets
 
-For real test inputs ``x`` and each hidden layer l: ``h_l = f(x)``, ``x_syn = G(h_l)``,
-``h_syn = f(x_syn)``, where f is the net's own forward pass (its biases) and G is
-``generator.generate_from`` (the forward's max-pooling switches, calibrated alpha, no
-sampling). Reported per layer: the relative error ``||h_syn - h_l|| / ||h_l||``, the cosine,
-``||h_syn|| / ||h_l||``, the one-step error (``h_l`` one layer down and back up), the measured
-sparsity of ``h_l``, and the theory's predicted one-step error for that very ``h_l``
-(``theory.predicted_error_for``, square-rooted: with no bias and with the best bias).
-
-Nets: the run's initial weights (checkpoint step 0), its trained weights (latest step), a
-random-weight net of the same shapes (the trained weights with their entries shuffled within
-each layer: same entry distribution, no structure), and, as a positive control, Gaussian nets of
-``rev_nets.theory`` (k-sparse top layer, f = thresholded feedforward recovery), whose one-layer
-direct error ``||f(x) - h||^2 / ||h||^2`` reproduces the paper's section 1. Without
-``--workdir_run`` only the control runs. The run directory is opened read-only.
-
-For image inputs, also the radial power spectra of ``x_syn`` and ``x`` and their ratio per
-spatial-frequency band: which frequencies the synthetic twins keep, lose or add.
+Measures the run's initial, trained and shuffled-trained nets and the Gaussian control nets
+(what is measured: ``rev_nets.analysis.reversibility``). Without ``--run`` only the control
+runs. The run directory is opened read-only.
 
 Writes ``reversibility.md``, ``reversibility.json``, ``figures/reversibility.png``,
 ``figures/spectrum.png`` and ``figures/images_<net>.png`` (x beside x_syn from every layer)
-to ``--out``. With 1000 images on a 2-core CPU: 16 s for the MNIST MLP,
+to ``--workdir``. With 1000 images on a 2-core CPU: 16 s for the MNIST MLP,
 89 s for the CIFAR-10 CNN (221 s for a SHADOW-trained one, with a training
 run beside it).
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import json
 import os
-import time
-from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import flags
 
 from experiments import cli
-from rev_nets import data, dispatch, generator, nets, plots, theory, train
-from rev_nets import layers as L
+from rev_nets import data
+from rev_nets.analysis import reversibility
 
-_WORKDIR_RUN = flags.DEFINE_string(
-    "workdir_run", None, "A training run directory (config.json, checkpoints/); empty: only the Gaussian control."
+_RUN = flags.DEFINE_string(
+    "run", None, "The training run to read (config.json, checkpoints/); empty: only the control."
 )
 _DATA_DIR = cli.shared_flag(
     flags.DEFINE_string,
@@ -56,427 +34,37 @@ _DATA_DIR = cli.shared_flag(
     f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.",
 )
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Test images to measure on (the grids show the first 8).")
-_OUT = cli.shared_flag(
-    flags.DEFINE_string, "out", None, "Output folder; default ~/rev_nets_runs/reversibility/<run name> (or 'control')."
+_WORKDIR = cli.shared_flag(
+    flags.DEFINE_string,
+    "workdir",
+    None,
+    "Where to write; default ~/rev_nets_runs/reversibility/<run name> (or 'control').",
 )
 _CONTROL = flags.DEFINE_multi_string(
     "control",
-    ["4000,1000:10:2", "16000,4000,1000,250:10:0.5"],
+    list(reversibility.DEFAULT_CONTROLS),
     "Gaussian control nets as 'n_0,...,n_L:k:c' (widths, top-layer sparsity, bias multiplier); repeat the flag.",
 )
 _CONTROL_TRIALS = flags.DEFINE_integer("control_trials", 100, "Samples per control net (4 weight draws).")
 _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled net and of the control's draws.")
 
-# Bias multipliers over which the theory's best predicted error is taken.
-PREDICTION_CS = tuple(0.25 * i for i in range(25))
-GRID_IMAGES = 8
-# Spatial-frequency bands (low, high] of the synthetic-to-real power ratios, in cycles per pixel.
-SPECTRUM_BANDS = {"mean colour": (-np.inf, 0.0), "low": (0.0, 1 / 8), "mid": (1 / 8, 1 / 4), "high": (1 / 4, np.inf)}
-
-
-# ------------------------------------------------------------------ runs --
-
-
-_NET_TYPES = {"Net": nets.Net, "Dense": L.Dense, "Conv": L.Conv}
-
-
-def _literal(node: ast.AST):
-    """Builds the value of a parsed repr: calls of the net and layer classes, tuples and literals only."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _NET_TYPES:
-        args = [_literal(a) for a in node.args]
-        return _NET_TYPES[node.func.id](*args, **{kw.arg: _literal(kw.value) for kw in node.keywords})
-    if isinstance(node, ast.Tuple):
-        return tuple(_literal(e) for e in node.elts)
-    return ast.literal_eval(node)
-
-
-def net_from_repr(text: str) -> nets.Net:
-    """The ``Net`` whose ``repr`` is ``text`` (as saved in a run's config.json), parsed without ``eval``."""
-    try:
-        net = _literal(ast.parse(text, mode="eval").body)
-    except (SyntaxError, ValueError, TypeError) as error:
-        raise cli.UsageError(f"config.json's net {text!r} is not a net description this code can rebuild ({error}).")
-    if not isinstance(net, nets.Net):
-        raise cli.UsageError(f"config.json's net {text!r} is not a Net.")
-    return net
-
-
-def read_run_config(workdir_run: str) -> dict:
-    """The run's ``config.json``, or a one-sentence error naming what is missing."""
-    path = os.path.join(workdir_run, "config.json")
-    if not os.path.exists(path):
-        raise cli.UsageError(
-            f"{workdir_run} has no config.json; pass --workdir_run=<a directory written by experiments.mnist or "
-            "experiments.cifar10>."
-        )
-    with open(path) as f:
-        return json.load(f)
-
-
-def restore_params(workdir_run: str) -> dict[int, nets.Params]:
-    """Params of the first (initial weights) and last (trained) checkpoints, opened read-only."""
-    return {step: state["params"] for step, state in train.saved_states(workdir_run).items()}
-
-
-def load_test_images(config: dict, data_dir: str | None, num_images: int) -> tuple[jax.Array, np.ndarray]:
-    """The first test images, standardised as in training (statistics of the training portion), and labels."""
-    splits, (mean, std) = data.experiment_splits(config["dataset"], config.get("num_validation", 0), data_dir)
-    test = splits["test"]
-    return data.standardize(test.images[:num_images], mean, std), np.asarray(test.labels[:num_images])
-
-
-def shuffled(key: jax.Array, params: nets.Params) -> nets.Params:
-    """Every array's entries permuted at random: the same entry distribution with no structure."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    leaves = [jax.random.permutation(k, a.reshape(-1)).reshape(a.shape) for k, a in zip(keys, leaves)]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-# --------------------------------------------------------------- metrics --
-
-
-def layer_metrics(
-    h: jax.Array, h_syn: jax.Array, h_step: jax.Array, fan_in: int, generation_relu: bool, cs: jax.Array
-) -> dict[str, jax.Array]:
-    """Per-example round-trip statistics of one layer (batch-first, any per-example shape).
-
-    ``h_syn``: ``h`` after the full round trip; ``h_step``: after one layer down and back up.
-    ``predicted``: ``sqrt(theory.predicted_error_for(h))`` for each bias multiplier in ``cs``.
-    """
-    h, h_syn, h_step = (a.reshape(a.shape[0], -1) for a in (h, h_syn, h_step))
-    norm, norm_syn = jnp.linalg.norm(h, axis=-1), jnp.linalg.norm(h_syn, axis=-1)
-    tiny = jnp.finfo(h.dtype).tiny
-    predict = lambda c: jnp.sqrt(theory.predicted_error_for(h, fan_in, 1.0, c, generation_relu=generation_relu))
-    return {
-        "rel_error": jnp.linalg.norm(h_syn - h, axis=-1) / jnp.maximum(norm, tiny),
-        "cosine": jnp.sum(h * h_syn, -1) / jnp.maximum(norm * norm_syn, tiny),
-        "norm_ratio": norm_syn / jnp.maximum(norm, tiny),
-        "one_step_error": jnp.linalg.norm(h_step - h, axis=-1) / jnp.maximum(norm, tiny),
-        "density": jnp.mean(h > 0, -1),
-        "nonzeros": jnp.sum(h > 0, -1),
-        "predicted": jax.vmap(predict, out_axes=1)(cs),
-    }
-
-
-def frequency_rings(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each frequency of an ``height x width`` 2-D FFT (flattened): its radius in cycles per pixel and its ring.
-
-    Ring ``k`` holds the radii nearest ``k / max(height, width)``: ring 0 is the mean colour, ring
-    ``max(height, width) / 2`` is Nyquist, and the rings beyond hold only diagonal frequencies (up to
-    ``1 / sqrt(2)`` cycles per pixel). numpy, so that it is static under jit.
-    """
-    cycles = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]).ravel()
-    return cycles, np.rint(cycles * max(height, width)).astype(np.int32)
-
-
-def _fourier_power(x: jax.Array) -> jax.Array:
-    """``|FFT|^2`` of each image (batch, H, W, C), channels averaged, flattened to (batch, H W)."""
-    return jnp.mean(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))) ** 2, axis=-1).reshape(x.shape[0], -1)
-
-
-def radial_power(x: jax.Array) -> jax.Array:
-    """Per image, the mean power ``|FFT|^2`` in each ring of ``frequency_rings`` (channels averaged)."""
-    _, ring = frequency_rings(*x.shape[1:3])
-    rings = int(ring.max()) + 1
-    sums = jax.vmap(lambda p: jnp.bincount(ring, p, length=rings))(_fourier_power(x))
-    return sums / np.bincount(ring, minlength=rings)
-
-
-def band_power(x: jax.Array) -> jax.Array:
-    """Per image, the total power ``|FFT|^2`` (channels averaged) in each band of ``SPECTRUM_BANDS``.
-
-    The bands partition the frequencies, so the bands of an image sum to ``H W ||x||^2 / C`` (Parseval).
-    """
-    cycles, _ = frequency_rings(*x.shape[1:3])
-    masks = np.stack([(cycles > low) & (cycles <= high) for low, high in SPECTRUM_BANDS.values()], axis=1)
-    return _fourier_power(x) @ masks.astype(np.float32)
-
-
-def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Array) -> list[dict[str, jax.Array]]:
-    """``layer_metrics`` of every hidden layer of ``net`` for the batch ``x`` (f: forward, G: generate_from).
-
-    For image inputs each layer's metrics also hold the radial spectra and band powers of ``x_syn`` and ``x``.
-    """
-    _, hiddens = nets.forward(net, params, x)
-    real_spectra = {"spectrum_real": radial_power(x), "band_power_real": band_power(x)} if x.ndim == 4 else None
-    shapes = nets.layer_shapes(net)
-    results = []
-    for l in range(1, net.depth + 1):
-        spec, p = net.layers[l - 1], params["hidden"][l - 1]
-        h = hiddens[l - 1].h
-        x_syn = generator.generate_from(net, params, hiddens, l)
-        h_syn = nets.forward(net, params, x_syn)[1][l - 1].h
-        relu = l > 1  # generate_from keeps the ReLU on hidden layers, not on the input (input_relu=False).
-        below = generator.reverse_step(
-            spec,
-            p["w"],
-            h,
-            shapes[l - 1],
-            switches=hiddens[l - 1].switches,
-            alpha=generator.calibrated_alpha(spec, p["w"], shapes[l - 1], 1.0, relu),
-            relu=relu,
-            rho=1.0,
-            key=None,
-        )
-        h_step = L.apply(spec, p, below).h
-        metrics = layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs)
-        if real_spectra:
-            metrics |= real_spectra | {"spectrum_syn": radial_power(x_syn), "band_power_syn": band_power(x_syn)}
-        results.append(metrics)
-    return results
-
-
-def gaussian_round_trips(
-    key: jax.Array, widths: tuple[int, ...], k: int, c: float, batch: int, cs: jax.Array
-) -> list[dict[str, jax.Array]]:
-    """``layer_metrics`` per layer of one draw of ``theory``'s Gaussian net, plus the direct recovery error.
-
-    The "real input" is a sample of the model from a k-sparse top layer; f is the thresholded
-    feedforward recovery ``theory.recover(c=c)`` and G is ``theory.generate`` (no sampling).
-    ``direct_error`` is ``||f(x)_l - h_l||^2 / ||h_l||^2`` against the sample's true layers.
-    """
-    weight_key, hidden_key = jax.random.split(key)
-    weights = theory.random_weights(weight_key, widths)
-    truth = theory.generate(None, weights, theory.sample_hidden(hidden_key, batch, widths[-1], k), 1.0)
-    estimates = theory.recover(weights, truth[0], c=c)
-    results = []
-    for l in range(1, len(weights) + 1):
-        h = estimates[l - 1]
-        x_syn = theory.generate(None, weights[:l], h, 1.0)[0]
-        h_syn = theory.recover(weights[:l], x_syn, c=c)[-1]
-        below = theory.generate(None, weights[l - 1 : l], h, 1.0)[0]
-        h_step = theory.recover(weights[l - 1 : l], below, c=c)[0]
-        metrics = layer_metrics(h, h_syn, h_step, widths[l - 1], True, cs)
-        metrics["direct_error"] = theory.relative_squared_error(h, truth[l])
-        results.append(metrics)
-    return results
-
-
-def summarize(name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndarray, **extra) -> list[dict]:
-    """Table rows: per layer, means (and standard errors) over examples of every statistic.
-
-    With image spectra, also the mean radial spectra and the synthetic-to-real power ratio per band.
-    """
-    rows = []
-    for l, metrics in enumerate(per_layer, start=1):
-        metrics = {key: np.asarray(value, np.float64) for key, value in metrics.items()}
-        se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-        predicted = metrics["predicted"].mean(0)
-        row = {"net": name, "layer": l, "examples": len(metrics["rel_error"])} | extra
-        for key in ("rel_error", "cosine", "norm_ratio", "one_step_error", "density", "nonzeros"):
-            row[key] = float(metrics[key].mean())
-        row["rel_error_se"] = se(metrics["rel_error"])
-        row["predicted_no_bias"] = float(predicted[0])
-        row["predicted_best"] = float(predicted.min())
-        row["predicted_best_c"] = float(cs[int(predicted.argmin())])
-        if "c" in extra:
-            row["predicted_at_c"] = float(predicted[int(np.argmin(np.abs(cs - extra["c"])))])
-        if "spectrum_syn" in metrics:
-            row["spectrum_syn"] = metrics["spectrum_syn"].mean(0).tolist()
-            row["spectrum_real"] = metrics["spectrum_real"].mean(0).tolist()
-            ratios = metrics["band_power_syn"].mean(0) / metrics["band_power_real"].mean(0)
-            row["power_ratio"] = dict(zip(SPECTRUM_BANDS, ratios.tolist()))
-        if "direct_error" in metrics:
-            row["direct_error"] = float(metrics["direct_error"].mean())
-            row["direct_error_se"] = se(metrics["direct_error"])
-        rows.append(row)
-    return rows
-
-
-# ---------------------------------------------------------------- output --
-
-
-def parse_control(spec: str) -> tuple[tuple[int, ...], int, float]:
-    """``'n_0,...,n_L:k:c'`` -> (widths, k, c)."""
-    try:
-        widths, k, c = spec.split(":")
-        widths = tuple(int(w) for w in widths.split(","))
-        parsed = widths, int(k), float(c)
-    except ValueError:
-        raise cli.UsageError(f"--control={spec!r} is not 'n_0,...,n_L:k:c', e.g. --control=4000,1000:10:2.") from None
-    if len(widths) < 2 or not 1 <= parsed[1] <= widths[-1]:
-        raise cli.UsageError(f"--control={spec!r} needs at least two widths and 1 <= k <= the top width.")
-    return parsed
-
-
-def markdown(report: dict) -> str:
-    """``reversibility.md``: one row per net and layer."""
-    lines = [
-        "# Reversibility: h_l = f(x), x_syn = G(h_l), h_syn = f(x_syn)",
-        "",
-        (
-            f"Run: `{report['run'] or '(none: control only)'}`, steps {report['steps']}; "
-            f"{report['num_images']} test images; wall time {report['wall_time_s']:.0f} s."
-        ),
-        "",
-        (
-            "`rel. error`: mean of `||h_syn - h_l|| / ||h_l||` (± s.e.); `one step`: the same for h_l one layer "
-            "down and back up; `theory`: `sqrt(predicted_error_for(h_l))`, the random-net prediction for that "
-            "one step given the measured h_l, with no bias, with the best bias c, and (controls) with the bias "
-            "f uses; `density`: fraction of nonzero units of h_l; `direct`: the control's "
-            "`||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (the quantity of the paper's section 1)."
-        ),
-        "",
-        (
-            "| net | layer | density | nonzeros | rel. error | cosine | norm ratio | one step | theory, no bias | "
-            "theory, best c (c) | theory, control's c | direct |"
-        ),
-        "|" + "---|" * 12,
-    ]
-    for r in report["rows"]:
-        direct = f"{r['direct_error']:.3g} ± {r['direct_error_se']:.1g}" if "direct_error" in r else ""
-        at_c = f"{r['predicted_at_c']:.3f}" if "predicted_at_c" in r else ""
-        lines.append(
-            f"| {r['net']} | {r['layer']} | {r['density']:.3f} | {r['nonzeros']:.0f} | "
-            f"{r['rel_error']:.3f} ± {r['rel_error_se']:.1g} | {r['cosine']:.3f} | {r['norm_ratio']:.2f} | "
-            f"{r['one_step_error']:.3f} | {r['predicted_no_bias']:.3f} | "
-            f"{r['predicted_best']:.3f} ({r['predicted_best_c']:g}) | {at_c} | {direct} |"
-        )
-    return "\n".join(lines + spectrum_lines(report["rows"])) + "\n"
-
-
-def spectrum_lines(rows: list[dict]) -> list[str]:
-    """The band power table: how much of the real images' power at each spatial frequency ``x_syn`` has."""
-    rows = [r for r in rows if "power_ratio" in r]
-    if not rows:
-        return []
-    describe = lambda low, high: "0" if high == 0 else f"> {low:g}" if high == np.inf else f"({low:g}, {high:g}]"
-    bands = ", ".join(f"{name} {describe(low, high)}" for name, (low, high) in SPECTRUM_BANDS.items())
-    lines = [
-        "",
-        (
-            f"Power of `x_syn` over power of `x` per spatial-frequency band (cycles per pixel: {bands}); "
-            "1 = the real images' spectrum."
-        ),
-        "",
-        "| net | layer | " + " | ".join(SPECTRUM_BANDS) + " |",
-        "|" + "---|" * (2 + len(SPECTRUM_BANDS)),
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['net']} | {r['layer']} | " + " | ".join(f"{v:.3g}" for v in r["power_ratio"].values()) + " |"
-        )
-    return lines
-
-
-def spectrum_figure(rows: list[dict], nyquist: int, path: str) -> str:
-    """Radial power spectra of the real images and of ``x_syn`` from each layer, one panel per net.
-
-    Rings 1 .. ``nyquist``: ring 0 (the mean colour) has no place on a log axis, the corner rings are sparse.
-    """
-    plt = plots.pyplot()
-    names = list(dict.fromkeys(r["net"] for r in rows if "spectrum_syn" in r))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
-    rings = np.arange(1, nyquist + 1)
-    for ax, name in zip(axes[0], names):
-        mine = [r for r in rows if r["net"] == name]
-        ax.loglog(rings, np.take(mine[0]["spectrum_real"], rings), "k-", lw=2, label="real x")
-        for r in mine:
-            ax.loglog(rings, np.take(r["spectrum_syn"], rings), "-", label=f"x_syn from h{r['layer']}")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("spatial frequency (cycles per image)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("mean power |FFT|^2")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    return plots.save(fig, path)
-
-
-def reversibility_figure(rows: list[dict], path: str) -> str:
-    """Relative round-trip error and cosine per layer, one line per net; dotted: the theory, no bias."""
-    plt = plots.pyplot()
-    fig, (ax_err, ax_cos) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in dict.fromkeys(r["net"] for r in rows):
-        mine = [r for r in rows if r["net"] == name]
-        layers = [r["layer"] for r in mine]
-        (line,) = ax_err.plot(layers, [r["rel_error"] for r in mine], "o-", label=name)
-        ax_err.plot(layers, [r["predicted_no_bias"] for r in mine], ":", color=line.get_color())
-        ax_cos.plot(layers, [r["cosine"] for r in mine], "o-", color=line.get_color(), label=name)
-    ax_err.set_yscale("log")
-    ax_err.set_ylabel("||h_syn - h_l|| / ||h_l||  (dotted: theory, one step, no bias)")
-    ax_cos.set_ylabel("cos(h_syn, h_l)")
-    for ax in (ax_err, ax_cos):
-        ax.set_xticks(sorted({r["layer"] for r in rows}))
-        ax.set_xlabel("layer l")
-        ax.grid(alpha=0.3, which="both")
-    ax_cos.legend(fontsize=7)
-    fig.suptitle("Round trips h_l -> G(h_l) -> f(G(h_l))", fontsize=10)
-    fig.tight_layout()
-    return plots.save(fig, path)
-
-
-# ------------------------------------------------------------------ main --
-
-
-def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
-    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra."""
-    config = read_run_config(workdir_run)
-    net = net_from_repr(config["net"])
-    params_by_step = restore_params(workdir_run)
-    first, last = min(params_by_step), max(params_by_step)
-    x, _ = load_test_images(config, data_dir, num_images)
-    variants = {
-        f"init (step {first})": params_by_step[first],
-        f"trained (step {last})": params_by_step[last],
-        "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
-    }
-    round_trips = jax.jit(functools.partial(net_round_trips, net))
-    rows = []
-    for name, params in variants.items():
-        rows += summarize(name, round_trips(params, x, cs), np.asarray(cs))
-        slug = name.split(" (")[0].replace(" ", "_")
-        plots.image_grid(
-            generator.twins_by_layer(net, params, x[:GRID_IMAGES]),
-            os.path.join(out, "figures", f"images_{slug}.png"),
-            title=f"{config['dataset']}: {name}, real images and G(h_l)",
-        )
-    if x.ndim == 4:
-        spectrum_figure(rows, max(x.shape[1:3]) // 2, os.path.join(out, "figures", "spectrum.png"))
-    return rows, {"init": first, "trained": last}
-
-
-def run_controls(specs: Sequence[str], trials: int, seed: int, cs) -> list[dict]:
-    """Rows for each Gaussian control net: 4 weight draws of ``trials / 4`` samples each."""
-    rows = []
-    draws = 4
-    for i, spec in enumerate(specs):
-        widths, k, c = parse_control(spec)
-        fn = jax.jit(functools.partial(gaussian_round_trips, widths=widths, k=k, c=c, batch=max(trials // draws, 2)))
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), draws)
-        window = dispatch.DispatchWindow()
-        per_draw = [window(fn(key, cs=cs)) for key in keys]
-        merged = [jax.tree.map(lambda *a: np.concatenate(a), *layer) for layer in zip(*per_draw)]
-        name = f"gaussian {'-'.join(map(str, widths))} k={k} c={c:g}"
-        rows += summarize(name, merged, np.asarray(cs), widths=list(widths), k=k, c=c)
-    return rows
-
 
 def main(argv: list[str]) -> None:
     del argv
-    start = time.perf_counter()
-    run = _WORKDIR_RUN.value
+    run = _RUN.value
     name = os.path.basename(os.path.normpath(run)) if run else "control"
-    out = os.path.expanduser(_OUT.value or os.path.join("~", "rev_nets_runs", "reversibility", name))
-    cs = jnp.asarray(PREDICTION_CS, jnp.float32)
-    rows, steps = [], {}
-    if run:
-        rows, steps = run_nets(run, data.resolve_data_dir(_DATA_DIR.value), _NUM_IMAGES.value, _SEED.value, out, cs)
-    rows += run_controls(_CONTROL.value, _CONTROL_TRIALS.value, _SEED.value, cs)
-    report = {
-        "run": run,
-        "steps": steps,
-        "num_images": _NUM_IMAGES.value if run else 0,
-        "wall_time_s": time.perf_counter() - start,
-        "rows": rows,
-    }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "reversibility.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(out, "reversibility.md"), "w") as f:
-        f.write(markdown(report))
-    reversibility_figure(rows, os.path.join(out, "figures", "reversibility.png"))
-    print(markdown(report))
+    out = os.path.expanduser(_WORKDIR.value or os.path.join("~", "rev_nets_runs", "reversibility", name))
+    report = reversibility.analyse(
+        run,
+        out,
+        data_dir=_DATA_DIR.value,
+        num_images=_NUM_IMAGES.value,
+        controls=_CONTROL.value,
+        control_trials=_CONTROL_TRIALS.value,
+        seed=_SEED.value,
+    )
+    reversibility.write_report(report, out)
+    print(reversibility.markdown(report))
     print(f"wrote {out}/reversibility.md, reversibility.json, figures/")
 
 

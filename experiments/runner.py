@@ -1,8 +1,8 @@
 """The one runner behind ``experiments.mnist``, ``experiments.cifar10`` and ``experiments.cifar100``.
 
 Each entry point supplies its dataset, its net and its defaults; this module
-defines the shared flags, checks them before any work, loads the data onto
-the device, and calls ``rev_nets.train.fit``.
+defines the shared flags, checks them before any work, and calls
+``rev_nets.train.train_and_evaluate``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from rev_nets import data, nets, shadow, train
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A dataset, how to build its net from the flags, and its default flag values."""
+    """A dataset (or how to read it from the flags), how to build its net from the flags, its default flag values."""
 
-    dataset: str
+    dataset: str | Callable[[], str]
     build_net: Callable[[], nets.Net]
     defaults: dict
+
+    def dataset_name(self) -> str:
+        return self.dataset if isinstance(self.dataset, str) else self.dataset()
 
 
 CIFAR_DEFAULTS = {
@@ -117,13 +120,6 @@ def default_workdir(dataset: str, config: train.TrainConfig) -> str:
     return os.path.join(os.path.expanduser("~"), "rev_nets_runs", dataset, f"{arm}_seed{config.seed}")
 
 
-def load_splits(dataset: str, num_validation: int, data_dir: str | None):
-    """Device-resident train split and evaluation splits, standardised with the training portion's statistics."""
-    splits, (mean, std) = data.experiment_splits(dataset, num_validation, data_dir)
-    on_device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
-    return on_device.pop("train"), on_device
-
-
 def main(experiment: Experiment) -> None:
     """Checks every flag, then trains (or resumes) one run."""
     if FLAGS.cpu_devices < 1:
@@ -135,14 +131,13 @@ def main(experiment: Experiment) -> None:
         config.check(net)
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
-    workdir = FLAGS.workdir or default_workdir(experiment.dataset, config)
+    dataset = experiment.dataset_name()
+    workdir = FLAGS.workdir or default_workdir(dataset, config)
     params = jax.eval_shape(lambda key: nets.init(key, net), jax.random.key(0))
-    print(
-        f"{experiment.dataset}: {train.arm_name(config)}, {nets.param_count(params):,} params -> {workdir}", flush=True
+    print(f"{dataset}: {train.arm_name(config)}, {nets.param_count(params):,} params -> {workdir}", flush=True)
+    train.train_and_evaluate(
+        net, config, dataset, workdir, num_validation=FLAGS.num_validation, data_dir=FLAGS.data_dir
     )
-    train_split, evals = load_splits(experiment.dataset, FLAGS.num_validation, data.resolve_data_dir(FLAGS.data_dir))
-    extra = {"dataset": experiment.dataset, "num_validation": FLAGS.num_validation}
-    train.fit(net, config, train_split, evals, workdir, extra_config=extra)
 
 
 def run(experiment: Experiment) -> None:

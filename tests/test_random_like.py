@@ -11,8 +11,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import cli, random_like
-from rev_nets import nets, train
+from rev_nets import nets, spectra, train
+from rev_nets.analysis import random_like
+from rev_nets.errors import InputError
+from rev_nets.weights import read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,14 +71,14 @@ def test_alexnet_state_dict_is_read_in_this_projects_layout(tmp_path):
     state = {name: torch.randn(shape) for name, shape in ALEXNET.items()}
     path = tmp_path / "alexnet.pth"
     torch.save(state, path)
-    weights = random_like.read_weights(str(path))
+    weights = read_weights(str(path))
     assert sorted(weights) == sorted(k for k, s in ALEXNET.items() if len(s) > 1)  # biases left out
     conv1 = weights["features.0.weight"]
     assert conv1.shape == (11, 11, 3, 64)
     t = state["features.0.weight"].numpy()
     for o, c, i, j in [(0, 0, 0, 0), (63, 2, 10, 10), (5, 1, 3, 7)]:
         assert conv1[i, j, c, o] == t[o, c, i, j]
-    assert random_like.spectra.as_matrix(conv1).shape == (11 * 11 * 3, 64)
+    assert spectra.as_matrix(conv1).shape == (11 * 11 * 3, 64)
     np.testing.assert_array_equal(weights["classifier.1.weight"], state["classifier.1.weight"].numpy().T)
     assert weights["classifier.6.weight"].shape == (4096, 1000)
 
@@ -85,15 +87,15 @@ def test_nested_torch_checkpoint_and_layout_override(tmp_path):
     torch = pytest.importorskip("torch")
     dense = torch.randn(5, 7)
     torch.save({"model_state": {"fc.weight": dense}, "step": 3}, tmp_path / "ckpt.pt")
-    assert random_like.read_weights(str(tmp_path / "ckpt.pt"))["model_state.fc.weight"].shape == (7, 5)
-    kept = random_like.read_weights(str(tmp_path / "ckpt.pt"), layout="jax")["model_state.fc.weight"]
+    assert read_weights(str(tmp_path / "ckpt.pt"))["model_state.fc.weight"].shape == (7, 5)
+    kept = read_weights(str(tmp_path / "ckpt.pt"), layout="jax")["model_state.fc.weight"]
     np.testing.assert_array_equal(kept, dense.numpy())
 
 
 def test_npz_keeps_this_projects_layout_and_drops_vectors(tmp_path):
     w = np.random.default_rng(0).standard_normal((3, 3, 4, 8)).astype(np.float32)
     np.savez(tmp_path / "w.npz", conv=w, bias=np.zeros(8))
-    weights = random_like.read_weights(str(tmp_path / "w.npz"))
+    weights = read_weights(str(tmp_path / "w.npz"))
     assert list(weights) == ["conv"]
     np.testing.assert_array_equal(weights["conv"], w)
 
@@ -104,7 +106,7 @@ def test_safetensors_file_is_read_in_torch_layout(tmp_path):
     safetensors_numpy.save_file(
         {"fc.weight": dense, "fc.bias": np.zeros(6, np.float32)}, str(tmp_path / "w.safetensors")
     )
-    weights = random_like.read_weights(str(tmp_path / "w.safetensors"))
+    weights = read_weights(str(tmp_path / "w.safetensors"))
     np.testing.assert_array_equal(weights["fc.weight"], dense.T)
 
 
@@ -120,8 +122,8 @@ def test_unreadable_files_stop_with_one_sentence(tmp_path, name, content, messag
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(cli.UsageError, match=message):
-        random_like.read_weights(str(path))
+    with pytest.raises(InputError, match=message):
+        read_weights(str(path))
 
 
 def test_run_directory_gives_initial_and_last_weights(tmp_path):
@@ -138,7 +140,7 @@ def test_command_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "ext.npz", dense=rng.standard_t(3, (40, 30)).astype(np.float32), small=np.ones((5, 2)))
     out = tmp_path / "out"
-    result = _run(f"--run={tmp_path / 'run'}", f"--weights={tmp_path / 'ext.npz'}", f"--out={out}")
+    result = _run(f"--run={tmp_path / 'run'}", f"--weights={tmp_path / 'ext.npz'}", f"--workdir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     report = (out / "random_like.md").read_text()
     for layer in (
@@ -163,7 +165,7 @@ def test_command_end_to_end(tmp_path):
     ],
 )
 def test_bad_input_stops_with_one_sentence(flags, message, tmp_path):
-    result = _run(*flags, f"--out={tmp_path}")
+    result = _run(*flags, f"--workdir={tmp_path}")
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr

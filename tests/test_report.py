@@ -11,20 +11,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import cli, grid, plans, report
+from rev_nets.analysis import grid, grid_report
+from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_welch_standard_error_matches_scipy():
     a, b = [1.50, 1.62, 1.58], [1.70, 1.66, 1.81, 1.75]
-    diff, se = report.welch(a, b)
+    diff, se = grid_report.welch(a, b)
     t = stats.ttest_ind(a, b, equal_var=False).statistic
     assert diff == pytest.approx(np.mean(a) - np.mean(b))
     assert diff / se == pytest.approx(t)
-    assert math.isnan(report.welch([1.0], b)[1])
-    assert report.welch_p_text(a, b) == f"; p={stats.ttest_ind(a, b, equal_var=False).pvalue:.2f}"
-    assert report.welch_p_text([1.0, 1.0], [2.0, 2.0]) == ""  # no spread: no test
+    assert math.isnan(grid_report.welch([1.0], b)[1])
+    assert grid_report.welch_p_text(a, b) == f"; p={stats.ttest_ind(a, b, equal_var=False).pvalue:.2f}"
+    assert grid_report.welch_p_text([1.0, 1.0], [2.0, 2.0]) == ""  # no spread: no test
 
 
 def test_tracking_correlates_changes_not_levels():
@@ -32,9 +33,9 @@ def test_tracking_correlates_changes_not_levels():
     real = 1.0 / epochs
     wiggle = np.array([0, 1, -1, 1, -1, 1, -1, 1]) * 0.01
     lines = lambda syn: [{"test_error": r, "test_synthetic_error": s} for r, s in zip(real, syn)]
-    gap, corr = report.tracking({0: lines(real + 0.05)})
+    gap, corr = grid_report.tracking({0: lines(real + 0.05)})
     assert gap == pytest.approx(0.05) and corr == pytest.approx(1.0)
-    _, corr_wiggle = report.tracking({0: lines(real[::-1] * 0 + 0.5 + wiggle)})
+    _, corr_wiggle = grid_report.tracking({0: lines(real[::-1] * 0 + 0.5 + wiggle)})
     assert abs(corr_wiggle) < 0.5  # a flat, wiggling curve does not track a falling one
 
 
@@ -59,7 +60,7 @@ def _write_run(root, name, epochs, val, test, syn=None):
 
 
 def test_learning_rate_choice_and_report_table(tmp_path):
-    plan = plans.Plan(
+    plan = grid.Plan(
         common=("--epochs=3",),
         learning_rates=(0.01, 0.1),
         seeds=(0, 1),
@@ -68,16 +69,16 @@ def test_learning_rate_choice_and_report_table(tmp_path):
         probes={"probe_weight3": ("--shadow_weight=3",), "probe_h1": ("--shadow_layer=1",)},
     )
     for lr, val in ((0.01, 0.05), (0.1, 0.04)):
-        _write_run(tmp_path, plans.run_name("backprop", lr, 0), 3, val, 0.020)
-    (tmp_path / plans.run_name("shadow", 0.1, 0)).mkdir()
-    (tmp_path / plans.run_name("shadow", 0.1, 0) / plans.DIVERGED).touch()
-    _write_run(tmp_path, plans.run_name("shadow", 0.01, 0), 3, 0.06, 0.030)
-    _write_run(tmp_path, plans.run_name("backprop", 0.1, 1), 3, 0.04, 0.022)
-    _write_run(tmp_path, plans.run_name("shadow", 0.01, 1), 3, 0.06, 0.034)
-    _write_run(tmp_path, plans.run_name("probe_weight3", 0.01, 0), 3, 0.07, 0.030, syn=0.08)
-    assert plans.choose_learning_rate(plan, str(tmp_path), "backprop") == 0.1
-    assert plans.choose_learning_rate(plan, str(tmp_path), "shadow") == 0.01  # the diverged rate loses
-    text = report.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"))
+        _write_run(tmp_path, grid.run_name("backprop", lr, 0), 3, val, 0.020)
+    (tmp_path / grid.run_name("shadow", 0.1, 0)).mkdir()
+    (tmp_path / grid.run_name("shadow", 0.1, 0) / grid.DIVERGED).touch()
+    _write_run(tmp_path, grid.run_name("shadow", 0.01, 0), 3, 0.06, 0.030)
+    _write_run(tmp_path, grid.run_name("backprop", 0.1, 1), 3, 0.04, 0.022)
+    _write_run(tmp_path, grid.run_name("shadow", 0.01, 1), 3, 0.06, 0.034)
+    _write_run(tmp_path, grid.run_name("probe_weight3", 0.01, 0), 3, 0.07, 0.030, syn=0.08)
+    assert grid.choose_learning_rate(plan, str(tmp_path), "backprop") == 0.1
+    assert grid.choose_learning_rate(plan, str(tmp_path), "shadow") == 0.01  # the diverged rate loses
+    text = grid_report.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"))
     shadow_row = next(line for line in text.splitlines() if line.startswith("| shadow |"))
     assert "3.20 ± 0.28" in shadow_row and "+1.10" in shadow_row
     assert "diverged" in text
@@ -85,7 +86,7 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert "| 7.00 | 8.00 |" in probe_row  # seed 0, at the SHADOW cell's rate, read on validation
     assert "| probe_h1 | not run yet |" in text
     assert "--shadow_layer=1 --learning_rate=0.01 --seed=S" in text
-    assert (tmp_path / "out" / "mnist" / plans.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
+    assert (tmp_path / "out" / "mnist" / grid.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
 
 
 def _flaky_command(tmp_path, crashes: int, exit_code: int = 1, signal_number: int | None = None):
@@ -110,7 +111,7 @@ def test_a_run_killed_from_outside_is_started_again_until_it_finishes(tmp_path):
 
 def test_a_run_killed_more_often_than_the_retries_stops_the_grid_with_a_sentence(tmp_path):
     command = _flaky_command(tmp_path, crashes=5, signal_number=signal.SIGTERM)
-    with pytest.raises(cli.UsageError, match=r"was killed 2 times \(signal 15\); its log.txt says why"):
+    with pytest.raises(grid.GridError, match=r"was killed 2 times \(signal 15\); its log.txt says why"):
         grid.run_resuming(command, str(tmp_path / "run"), retries=1)
     assert (tmp_path / "count").read_text() == "2"
 
@@ -118,26 +119,26 @@ def test_a_run_killed_more_often_than_the_retries_stops_the_grid_with_a_sentence
 @pytest.mark.parametrize("exit_code,signal_number", [(1, None), (None, signal.SIGABRT)], ids=["exception", "abort"])
 def test_a_run_that_crashes_by_itself_stops_the_grid_without_a_retry(tmp_path, exit_code, signal_number):
     command = _flaky_command(tmp_path, crashes=5, exit_code=exit_code, signal_number=signal_number)
-    with pytest.raises(cli.UsageError, match=r"crashed \(exit code -?\d+\); its log.txt says why"):
+    with pytest.raises(grid.GridError, match=r"crashed \(exit code -?\d+\); its log.txt says why"):
         grid.run_resuming(command, str(tmp_path / "run"), retries=2)
     assert (tmp_path / "count").read_text() == "1"
 
 
 def test_a_refused_command_stops_the_grid_without_a_retry(tmp_path):
-    command = _flaky_command(tmp_path, crashes=5, exit_code=cli.EXIT_USER_ERROR)
-    with pytest.raises(cli.UsageError, match=r"refused its command \(exit code 2\); its log.txt says why"):
+    command = _flaky_command(tmp_path, crashes=5, exit_code=EXIT_USER_ERROR)
+    with pytest.raises(grid.GridError, match=r"refused its command \(exit code 2\); its log.txt says why"):
         grid.run_resuming(command, str(tmp_path / "run"), retries=2)
     assert (tmp_path / "count").read_text() == "1"
 
 
 def test_a_diverged_run_is_not_started_again(tmp_path):
-    command = _flaky_command(tmp_path, crashes=5, exit_code=cli.EXIT_DIVERGED)
+    command = _flaky_command(tmp_path, crashes=5, exit_code=EXIT_DIVERGED)
     assert grid.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"
     assert (tmp_path / "count").read_text() == "1"
 
 
 @pytest.mark.parametrize(
-    "error,code", [("train.DivergedError", cli.EXIT_DIVERGED), ("train.TrainingError", cli.EXIT_USER_ERROR)]
+    "error,code", [("train.DivergedError", EXIT_DIVERGED), ("train.TrainingError", EXIT_USER_ERROR)]
 )
 def test_entry_points_exit_with_a_code_that_tells_divergence_from_a_user_error(error, code):
     script = f"from experiments import cli\nfrom rev_nets import train\ndef main(argv):\n    raise {error}('why.')\ncli.run(main)\n"

@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments import reversibility as R
 from rev_nets import data, nets, train
 from rev_nets import layers as L
+from rev_nets.analysis import reversibility as R
+from rev_nets.errors import InputError
+from rev_nets.train import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 CS = jnp.asarray(R.PREDICTION_CS, jnp.float32)
@@ -57,7 +58,7 @@ def tiny_run(tmp_path_factory):
     ids=["mlp", "cnn_max", "cnn_avg", "conv_stride_padding"],
 )
 def test_net_from_repr_rebuilds_the_net(net):
-    assert R.net_from_repr(repr(net)) == net
+    assert rundir.net_from_repr(repr(net)) == net
 
 
 @pytest.mark.parametrize(
@@ -65,13 +66,13 @@ def test_net_from_repr_rebuilds_the_net(net):
     ["__import__('os').system('true')", "Net(layers=(Dense(features=len('x')),), num_classes=2, input_shape=(3,))"],
 )
 def test_net_from_repr_refuses_anything_but_net_descriptions(text):
-    with pytest.raises(cli.UsageError, match="not a net description"):
-        R.net_from_repr(text)
+    with pytest.raises(train.TrainingError, match="not a net description"):
+        rundir.net_from_repr(text)
 
 
 def test_restore_gives_initial_and_trained_params(tiny_run):
     _, workdir, net, config = tiny_run
-    restored = R.restore_params(str(workdir))
+    restored = rundir.saved_params(str(workdir))
     first, last = sorted(restored)
     assert first == 0 and last > 0
     jax.tree.map(np.testing.assert_array_equal, restored[0], nets.init(jax.random.key(config.seed), net))
@@ -171,7 +172,7 @@ def test_gaussian_control_reproduces_paper_section_1():
 def test_parse_control():
     assert R.parse_control("400,100:5:1.5") == ((400, 100), 5, 1.5)
     for bad in ("400,100:5", "400:5:2", "400,100:200:2", "a,b:1:2"):
-        with pytest.raises(cli.UsageError, match="--control"):
+        with pytest.raises(InputError, match="--control"):
             R.parse_control(bad)
 
 
@@ -189,8 +190,8 @@ def _run(*flags):
 
 def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
     data_dir, workdir, net, _ = tiny_run
-    flags = ["--num_images=20", "--control=200,50:3:2", "--control_trials=8", f"--out={tmp_path}"]
-    result = _run(f"--workdir_run={workdir}", f"--data_dir={data_dir}", *flags)
+    flags = ["--num_images=20", "--control=200,50:3:2", "--control_trials=8", f"--workdir={tmp_path}"]
+    result = _run(f"--run={workdir}", f"--data_dir={data_dir}", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "reversibility.json").read_text())
     assert report["steps"]["init"] == 0 and report["steps"]["trained"] > 0
@@ -220,6 +221,6 @@ def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
 
 
 def test_a_directory_without_a_run_stops_with_one_sentence(tmp_path):
-    result = _run(f"--workdir_run={tmp_path}", f"--out={tmp_path / 'out'}")
+    result = _run(f"--run={tmp_path}", f"--workdir={tmp_path / 'out'}")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "has no config.json" in result.stderr, result.stderr

@@ -94,6 +94,13 @@ def to_device(ds: Dataset, mean, std) -> DeviceSplit:
     return DeviceSplit(images, labels)
 
 
+def device_splits(dataset: str, num_validation: int, data_dir: str | None) -> dict[str, DeviceSplit]:
+    """``experiment_splits`` on device: "train", "validation" (unless 0) and "test", all standardised with the
+    training portion's statistics."""
+    splits, (mean, std) = experiment_splits(dataset, num_validation, data_dir)
+    return {name: to_device(split, mean, std) for name, split in splits.items()}
+
+
 def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
     """int32 (num_batches, batch_size) indices of one shuffled epoch, dropping the remainder.
 

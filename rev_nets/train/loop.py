@@ -209,6 +209,24 @@ def fit(
     return state, history
 
 
+def train_and_evaluate(
+    net: nets.Net,
+    config: TrainConfig,
+    dataset: str,
+    workdir: str,
+    *,
+    num_validation: int = 5000,
+    data_dir: str | None = None,
+    figures: bool = True,
+) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
+    """``fit`` on a dataset by name: its training portion, and its validation (``num_validation`` images held
+    out of train; 0: none) and test splits, standardised with the training portion's statistics."""
+    splits = data.device_splits(dataset, num_validation, data.resolve_data_dir(data_dir))
+    train, evals = splits.pop("train"), splits
+    extra = {"dataset": dataset, "num_validation": num_validation}
+    return fit(net, config, train, evals, workdir, extra_config=extra, figures=figures)
+
+
 def _format_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return (

@@ -8,6 +8,7 @@ its first and last weights.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from typing import Any
@@ -16,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from rev_nets import layers, nets
 from rev_nets.train.config import TrainConfig, TrainingError
 
 
@@ -145,3 +147,44 @@ def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
         if not steps:
             raise none_yet
         return {step: restore(step) for step in sorted({min(steps), max(steps)})}
+
+
+_NET_TYPES = {"Net": nets.Net, "Dense": layers.Dense, "Conv": layers.Conv}
+
+
+def _literal(node: ast.AST):
+    """Builds the value of a parsed repr: calls of the net and layer classes, tuples and literals only."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _NET_TYPES:
+        args = [_literal(a) for a in node.args]
+        return _NET_TYPES[node.func.id](*args, **{kw.arg: _literal(kw.value) for kw in node.keywords})
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
+
+
+def net_from_repr(text: str) -> nets.Net:
+    """The ``Net`` whose ``repr`` is ``text`` (as saved in a run's config.json), parsed without ``eval``."""
+    try:
+        net = _literal(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, TypeError) as error:
+        raise TrainingError(f"config.json's net {text!r} is not a net description this code can rebuild ({error}).")
+    if not isinstance(net, nets.Net):
+        raise TrainingError(f"config.json's net {text!r} is not a Net.")
+    return net
+
+
+def read_run_config(workdir_run: str) -> dict:
+    """The run's ``config.json``, or a one-sentence error naming what is missing."""
+    path = os.path.join(workdir_run, "config.json")
+    if not os.path.exists(path):
+        raise TrainingError(
+            f"{workdir_run} has no config.json; pass --run=<a directory written by experiments.mnist or "
+            "experiments.cifar10>."
+        )
+    with open(path) as f:
+        return json.load(f)
+
+
+def saved_params(workdir: str) -> dict[int, nets.Params]:
+    """Params of the first (initial weights) and last (trained) checkpoints, opened read-only."""
+    return {step: state["params"] for step, state in saved_states(workdir).items()}
