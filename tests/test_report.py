@@ -85,7 +85,7 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     probe_row = next(line for line in text.splitlines() if line.startswith("| probe_weight3 |"))
     assert "| 7.00 | 8.00 |" in probe_row  # seed 0, at the SHADOW cell's rate, read on validation
     assert "| probe_h1 | not run yet |" in text
-    assert "--shadow_layer=1 --learning_rate=0.01 --seed=S" in text
+    assert "--shadow_layer=1 --learning_rate=0.01 --seed=<seed>" in text
     assert (tmp_path / "out" / "mnist" / grid.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
 
 

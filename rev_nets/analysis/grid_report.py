@@ -76,7 +76,7 @@ def pct(x: float) -> str:
 
 
 def command(dataset: str, plan: Plan, cell_flags, learning_rate: float) -> str:
-    flags_ = " ".join([*plan.common, *cell_flags, f"--learning_rate={learning_rate:g}", "--seed=S"])
+    flags_ = " ".join([*plan.common, *cell_flags, f"--learning_rate={learning_rate:g}", "--seed=<seed>"])
     return f"python -m experiments.{dataset} {flags_}"
 
 
@@ -159,7 +159,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str) -> str:
             *search,
             "",
             *probes,
-            "Commands (S = seed):",
+            "Commands:",
             "",
             *commands,
         ]

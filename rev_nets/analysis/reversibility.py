@@ -334,11 +334,11 @@ def reversibility_figure(rows: list[dict], path: str) -> str:
 # ------------------------------------------------------------------ main --
 
 
-def run_nets(workdir_run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
+def run_nets(run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
     """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra."""
-    config = rundir.read_run_config(workdir_run)
+    config = rundir.read_run_config(run)
     net = rundir.net_from_repr(config["net"])
-    params_by_step = rundir.saved_params(workdir_run)
+    params_by_step = rundir.saved_params(run)
     first, last = min(params_by_step), max(params_by_step)
     x, _ = load_test_images(config, data_dir, num_images)
     variants = {

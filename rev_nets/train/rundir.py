@@ -173,12 +173,12 @@ def net_from_repr(text: str) -> nets.Net:
     return net
 
 
-def read_run_config(workdir_run: str) -> dict:
+def read_run_config(run: str) -> dict:
     """The run's ``config.json``, or a one-sentence error naming what is missing."""
-    path = os.path.join(workdir_run, "config.json")
+    path = os.path.join(run, "config.json")
     if not os.path.exists(path):
         raise TrainingError(
-            f"{workdir_run} has no config.json; pass --run=<a directory written by experiments.mnist or "
+            f"{run} has no config.json; pass --run=<a directory written by experiments.mnist or "
             "experiments.cifar10>."
         )
     with open(path) as f:
