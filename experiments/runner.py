@@ -11,7 +11,6 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-import jax
 from absl import flags
 
 from experiments import cli
@@ -122,10 +121,8 @@ def default_workdir(dataset: str, config: train.TrainConfig) -> str:
 
 def main(experiment: Experiment) -> None:
     """Checks every flag, then trains (or resumes) one run."""
-    if FLAGS.cpu_devices < 1:
-        raise cli.UsageError(f"cpu_devices must be >= 1, got {FLAGS.cpu_devices}.")
-    jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)  # Before anything starts a JAX backend.
     try:
+        train.use_cpu_devices(FLAGS.cpu_devices)  # Before anything starts a JAX backend.
         net = experiment.build_net()
         config = train_config()
         config.check(net)
@@ -133,8 +130,7 @@ def main(experiment: Experiment) -> None:
         raise cli.UsageError(str(error)) from None
     dataset = experiment.dataset_name()
     workdir = FLAGS.workdir or default_workdir(dataset, config)
-    params = jax.eval_shape(lambda key: nets.init(key, net), jax.random.key(0))
-    print(f"{dataset}: {train.arm_name(config)}, {nets.param_count(params):,} params -> {workdir}", flush=True)
+    print(f"{dataset}: {train.arm_name(config)}, {nets.net_param_count(net):,} params -> {workdir}", flush=True)
     train.train_and_evaluate(
         net, config, dataset, workdir, num_validation=FLAGS.num_validation, data_dir=FLAGS.data_dir
     )

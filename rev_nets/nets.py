@@ -80,6 +80,11 @@ def param_count(params: Params) -> int:
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
+def net_param_count(net: Net) -> int:
+    """Total number of scalars in ``net``'s params, from their shapes alone (nothing is allocated)."""
+    return param_count(jax.eval_shape(lambda key: init(key, net), jax.random.key(0)))
+
+
 def _check_input(net: Net, x: jax.Array) -> None:
     if tuple(x.shape[1:]) != net.input_shape:
         raise ValueError(

@@ -63,6 +63,18 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
     assert jax.tree.leaves(states[0]["params"])[0].sharding.device_set == {jax.devices()[0]}
 
 
+def test_mnist_entry_point_trains_fashion_mnist(data_dir, tmp_path):
+    flags = [f"--data_dir={data_dir}", f"--workdir={tmp_path}", "--epochs=1", "--batch_size=8", "--num_validation=10"]
+    result = _run("mnist", "--dataset=fashion_mnist", *flags, *SMALL_NET["mnist"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("fashion_mnist: SHADOW h3")
+    assert json.loads((tmp_path / "config.json").read_text())["dataset"] == "fashion_mnist"
+    (line,) = _learning_lines(tmp_path)
+    assert line["step"] == 20 // 8  # The made Fashion-MNIST's 30 training images, 10 held out.
+    refused = _run("mnist", "--dataset=cifar10", *flags)
+    assert refused.returncode == 1 and "value should be one of <mnist|fashion_mnist>" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "flag,message",
     [

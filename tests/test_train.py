@@ -262,3 +262,50 @@ def test_tensorboard_scalars_sit_next_to_the_metrics(tmp_path):
     scalars = _tensorboard_scalars(tmp_path / "tensorboard")
     assert scalars["test_error"] == [m["step"] for m in history] == [6, 12]
     assert {"train_loss", "test_synthetic_error", "learning_rate"} <= set(scalars)
+
+
+def test_fit_in_memory_matches_fit_in_a_run_directory(tmp_path):
+    train_split, evals = _splits()
+    _, on_disk = train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path), figures=False)
+    state, in_memory = train.fit_in_memory(NET, _config(epochs=3), train_split, evals)
+    assert _learning_metrics(in_memory) == _learning_metrics(on_disk)
+    assert int(state.step) == 18 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_fit_in_memory_takes_host_arrays_as_they_are():
+    train_split, evals = _splits()
+    as_numpy = lambda s: (np.asarray(s.images), np.asarray(s.labels).astype(np.int64))
+    _, from_device = train.fit_in_memory(NET, _config(), train_split, evals)
+    _, from_host = train.fit_in_memory(NET, _config(), as_numpy(train_split), {"test": as_numpy(evals["test"])})
+    assert _learning_metrics(from_host) == _learning_metrics(from_device)
+
+
+def test_fit_in_memory_stops_after_the_given_steps_mid_epoch():
+    train_split, evals = _splits()
+    state, history = train.fit_in_memory(NET, _config(epochs=3), train_split, evals, steps=8)
+    assert int(state.step) == 8
+    assert [(line["epoch"], line["step"]) for line in history] == [(1, 6), (2, 8)]
+    _, full = train.fit_in_memory(NET, _config(epochs=3), train_split, evals)
+    assert _learning_metrics(history)[0] == _learning_metrics(full)[0]  # The same first epoch as a full run's.
+
+
+def test_fit_in_memory_calls_back_once_per_epoch():
+    train_split, _ = _splits()
+    seen = []
+    train.fit_in_memory(NET, _config(), train_split, on_epoch=lambda state, line, history: seen.append(line["step"]))
+    assert seen == [6, 12]
+
+
+@pytest.mark.parametrize(
+    "steps,split,message",
+    [
+        (0, None, r"steps=0 is outside the run's 1\.\.12 steps"),
+        (13, None, r"steps=13 is outside"),
+        (None, (np.zeros((8, 28, 28, 1), np.float32), np.zeros(7, np.int32)), "one label per image"),
+        (None, (np.zeros((8, 28, 28, 1), np.float32), np.zeros(8, np.float32)), "integer class indices"),
+    ],
+)
+def test_fit_in_memory_refuses_bad_inputs_in_one_sentence(steps, split, message):
+    train_split, _ = _splits()
+    with pytest.raises(ValueError, match=message):
+        train.fit_in_memory(NET, _config(), split or train_split, steps=steps)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
-from rev_nets.train import read_metrics
+from rev_nets.train.rundir import read_metrics
 
 
 class GridError(UserError):

@@ -21,7 +21,7 @@ from scipy import stats
 
 from rev_nets import plots
 from rev_nets.analysis.grid import DIVERGED, Plan, choose_learning_rate, epochs_of, final_metric, finished, run_name
-from rev_nets.train import read_metrics
+from rev_nets.train.rundir import read_metrics
 
 TWINS = {
     "shadow": "backprop",

@@ -10,7 +10,7 @@ run back) and ``figures``. The names below are the public API.
 from rev_nets.train.config import DivergedError, TrainConfig, TrainingError
 from rev_nets.train.figures import arm_name, write_figures
 from rev_nets.train.loop import fit, fit_in_memory, steps_per_epoch, train_and_evaluate
-from rev_nets.train.mesh import batch_sharding, data_mesh, replicate, shard_batch
+from rev_nets.train.mesh import batch_sharding, data_mesh, replicate, shard_batch, use_cpu_devices
 from rev_nets.train.optimizer import create_state, learning_rate_schedule, make_optimizer
 from rev_nets.train.rundir import check_config, checkpoint_manager, read_metrics, saved_states
 from rev_nets.train.steps import (
@@ -49,6 +49,7 @@ __all__ = [
     "steps_per_epoch",
     "train_and_evaluate",
     "train_step",
+    "use_cpu_devices",
     "write_figures",
     "zero_metrics",
 ]

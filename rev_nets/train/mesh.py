@@ -8,6 +8,17 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 
+def use_cpu_devices(count: int) -> None:
+    """Splits a CPU host into ``count`` JAX devices (ignored on GPU/TPU); call it before any JAX computation.
+
+    XLA runs each CPU device's work on its own thread, so this is how a
+    sharded batch (a CNN above all) uses every core.
+    """
+    if count < 1:
+        raise ValueError(f"cpu_devices must be >= 1, got {count}.")
+    jax.config.update("jax_num_cpu_devices", count)
+
+
 def data_mesh() -> Mesh:
     """One ``data`` axis over every device of every process (1 CPU, 8 host devices, a GPU, a TPU slice)."""
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))

@@ -178,8 +178,7 @@ def read_run_config(run: str) -> dict:
     path = os.path.join(run, "config.json")
     if not os.path.exists(path):
         raise TrainingError(
-            f"{run} has no config.json; pass --run=<a directory written by experiments.mnist or "
-            "experiments.cifar10>."
+            f"{run} has no config.json; pass --run=<a directory written by experiments.mnist or experiments.cifar10>."
         )
     with open(path) as f:
         return json.load(f)
