@@ -12,6 +12,7 @@ from pathlib import Path
 import conftest_data
 import jax
 import pytest
+from entry_points import run_entry_point
 
 from rev_nets import train
 
@@ -19,17 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
 
 
-def _run(module, *flags, timeout=240):
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", f"experiments.{module}", *flags],
-        cwd=ROOT,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_run = run_entry_point
 
 
 def _learning_lines(workdir):

@@ -1,15 +1,13 @@
 """The random-like weights entry point: weight files in both layouts, run directories, the command end to end."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from entry_points import run_entry_point
 
 from rev_nets import nets, spectra, train
 from rev_nets.analysis import random_like
@@ -40,15 +38,7 @@ ALEXNET = {
 
 
 def _run(*flags, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.random_like", *flags],
-        cwd=ROOT,
-        check=False,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_entry_point("random_like", *flags, timeout=timeout)
 
 
 def _tiny_run(workdir: Path) -> nets.Net:

@@ -1,9 +1,6 @@
 """Round trips through the generator: checkpoint loading, metrics, the Gaussian control, the entry point."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import chex
@@ -12,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from entry_points import run_entry_point
 
 from rev_nets import data, nets, train
 from rev_nets import layers as L
@@ -176,16 +174,8 @@ def test_parse_control():
             R.parse_control(bad)
 
 
-def _run(*flags):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.reversibility", *flags],
-        check=False,
-        cwd=ROOT,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+def _run(*flags, timeout=240):
+    return run_entry_point("reversibility", *flags, timeout=timeout)
 
 
 def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):

@@ -14,6 +14,7 @@ outside is started again up to ``retries`` times.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -175,8 +176,8 @@ def run(
     cell_flags,
     learning_rate: float,
     seed: int,
-    data_dir,
     *,
+    data_dir: str | None,
     retries: int,
     dry_run: bool,
 ) -> str:
@@ -199,10 +200,11 @@ def run_grid(dataset: str, root: str, data_dir: str | None = None, *, retries: i
     """Runs the dataset's grid into ``root/<dataset>``: stage 1 (rates on seed 0), then seeds, ablations, probes."""
     plan = PLANS[dataset]
     root = os.path.join(root, dataset)
+    one = functools.partial(run, dataset, plan, root, data_dir=data_dir, retries=retries, dry_run=dry_run)
     chosen = {}
     for cell, cell_flags in plan.main_cells.items():
         for lr in plan.learning_rates:
-            run(dataset, plan, root, cell, cell_flags, lr, plan.seeds[0], data_dir, retries=retries, dry_run=dry_run)
+            one(cell, cell_flags, lr, plan.seeds[0])
         chosen[cell] = choose_learning_rate(plan, root, cell)
     if None in chosen.values():
         return  # Dry run before stage 1 is complete.
@@ -211,32 +213,10 @@ def run_grid(dataset: str, root: str, data_dir: str | None = None, *, retries: i
         json.dump(chosen, f, indent=2)
     for cell, cell_flags in plan.main_cells.items():
         for seed in plan.seeds[1:]:
-            run(dataset, plan, root, cell, cell_flags, chosen[cell], seed, data_dir, retries=retries, dry_run=dry_run)
+            one(cell, cell_flags, chosen[cell], seed)
     for cell, cell_flags in plan.ablations.items():
         for seed in plan.ablation_seeds or plan.seeds:
-            run(
-                dataset,
-                plan,
-                root,
-                cell,
-                cell_flags,
-                chosen[plan.ablation_base],
-                seed,
-                data_dir,
-                retries=retries,
-                dry_run=dry_run,
-            )
+            one(cell, cell_flags, chosen[plan.ablation_base], seed)
     for cell, cell_flags in plan.probes.items():
-        run(
-            dataset,
-            plan,
-            root,
-            cell,
-            cell_flags,
-            chosen[plan.ablation_base],
-            plan.seeds[0],
-            data_dir,
-            retries=retries,
-            dry_run=dry_run,
-        )
+        one(cell, cell_flags, chosen[plan.ablation_base], plan.seeds[0])
     print(f"grid complete: {root}", flush=True)

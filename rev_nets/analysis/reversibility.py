@@ -20,7 +20,6 @@ and their ratio per spatial-frequency band. ``write_report`` writes the tables a
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ import numpy as np
 
 from rev_nets import data, dispatch, generator, nets, plots, theory
 from rev_nets import layers as L
+from rev_nets.analysis.report_files import write_json_and_markdown
 from rev_nets.errors import InputError
 from rev_nets.train import rundir
 
@@ -405,9 +405,5 @@ def analyse(
 
 def write_report(report: dict, out: str) -> None:
     """``reversibility.json``, ``reversibility.md`` and ``figures/reversibility.png`` in ``out``."""
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "reversibility.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(out, "reversibility.md"), "w") as f:
-        f.write(markdown(report))
+    write_json_and_markdown(out, "reversibility", report, markdown(report))
     reversibility_figure(report["rows"], os.path.join(out, "figures", "reversibility.png"))

@@ -12,7 +12,6 @@ one-layer numbers within ~5% of the paper's table; relative squared error
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rev_nets import plots, theory
+from rev_nets.analysis.report_files import write_json_and_markdown
 
 SWEEPS = ("default", "large")
 C_TABLE = 2.0  # The bias of the paper's section 1: b = -2 ||h|| sqrt(2 / (rho n)).
@@ -357,10 +357,6 @@ def sweep_report(name: str = "default", seed: int = 0, log=print) -> dict:
 
 def write_report(report: dict, workdir: str) -> None:
     """``theory.json``, ``theory.md`` and ``figures/recovery_vs_k_over_rho_n.png``, ``figures/error_vs_n.png``."""
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "theory.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(workdir, "theory.md"), "w") as f:
-        f.write(markdown(report))
+    write_json_and_markdown(workdir, "theory", report, markdown(report))
     recovery_figure(report["points"], os.path.join(workdir, "figures", "recovery_vs_k_over_rho_n.png"))
     error_vs_n_figure(report["points"], os.path.join(workdir, "figures", "error_vs_n.png"))
