@@ -3,9 +3,12 @@
     python -m experiments.reversibility --run=/root/rev_nets_grid/mnist/backprop_lr0.02_seed0 \\
         --data_dir=../shared/datasets
 
-Measures the run's initial, trained and shuffled-trained nets and the Gaussian control nets
-(what is measured: ``rev_nets.analysis.reversibility``). Without ``--run`` only the control
-runs. The run directory is opened read-only.
+    python -m experiments.reversibility --weights=net.onnx --dataset=cifar10 --data_dir=../shared/datasets
+
+Measures the run's initial, trained and shuffled-trained nets (or the ONNX net and its shuffled
+weights: a chain of Conv/Gemm/MatMul layers with ReLUs and pooling, ``rev_nets.onnx_net``) and the
+Gaussian control nets (what is measured: ``rev_nets.analysis.reversibility``). Without ``--run``
+or ``--weights`` only the control runs. The run directory is opened read-only.
 
 Writes ``reversibility.md``, ``reversibility.json``, ``figures/reversibility.png``,
 ``figures/spectrum.png`` and ``figures/images_<net>.png`` (x beside x_syn from every layer)
@@ -26,6 +29,15 @@ from rev_nets.analysis import reversibility
 
 _RUN = flags.DEFINE_string(
     "run", None, "The training run to read (config.json, checkpoints/); empty: only the control."
+)
+_WEIGHTS = flags.DEFINE_string(
+    "weights", None, "An ONNX file of a plain ReLU net to measure instead of a run (needs --dataset); pip install onnx."
+)
+_DATASET = cli.shared_flag(
+    flags.DEFINE_string,
+    "dataset",
+    None,
+    "With --weights: the dataset whose test images the net reads (mnist, cifar10).",
 )
 _DATA_DIR = cli.shared_flag(
     flags.DEFINE_string,
@@ -52,11 +64,14 @@ _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled n
 def main(argv: list[str]) -> None:
     del argv
     run = _RUN.value
-    name = os.path.basename(os.path.normpath(run)) if run else "control"
+    source = run or _WEIGHTS.value
+    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source else "control"
     out = os.path.expanduser(_WORKDIR.value or os.path.join("~", "rev_nets_runs", "reversibility", name))
     report = reversibility.analyse(
         run,
         out,
+        weights=_WEIGHTS.value,
+        dataset=_DATASET.value,
         data_dir=_DATA_DIR.value,
         num_images=_NUM_IMAGES.value,
         controls=_CONTROL.value,

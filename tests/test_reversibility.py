@@ -210,6 +210,51 @@ def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
 
 
+def _onnx_mlp(params, path):
+    """The run's MLP as an ONNX graph: Flatten of NCHW input, then MatMul + Add (+ Relu) per layer."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, arrays, h = [helper.make_node("Flatten", ["x"], ["h0"], axis=1)], {}, "h0"
+    layers = [*params["hidden"], params["head"]]
+    for i, layer in enumerate(layers):
+        arrays |= {f"w{i}": np.asarray(layer["w"]), f"b{i}": np.asarray(layer["b"])}
+        out = "y" if i == len(layers) - 1 else f"h{i + 1}"
+        nodes += [helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"])]
+        nodes += [helper.make_node("Add", [f"m{i}", f"b{i}"], [out if out == "y" else f"a{i}"])]
+        if out != "y":
+            nodes += [helper.make_node("Relu", [f"a{i}"], [out])]
+        h = out
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializer=[numpy_helper.from_array(a, name) for name, a in arrays.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_an_onnx_net_gives_the_numbers_of_the_same_net_in_memory(tiny_run, tmp_path):
+    data_dir, workdir, net, _ = tiny_run
+    trained = rundir.saved_params(str(workdir))
+    params = trained[max(trained)]
+    _onnx_mlp(params, tmp_path / "mlp.onnx")
+    flags = ["--num_images=20", "--control=200,50:3:2", "--control_trials=8", f"--workdir={tmp_path / 'out'}"]
+    result = _run(f"--weights={tmp_path / 'mlp.onnx'}", "--dataset=mnist", f"--data_dir={data_dir}", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "reversibility.json").read_text())["rows"]
+    assert [r["net"] for r in rows[:: net.depth]][:2] == ["mlp", "shuffled mlp"]
+    x, _ = R.load_test_images("mnist", 0, str(data_dir), 20)
+    cs = jnp.asarray(R.PREDICTION_CS, jnp.float32)
+    expected = R.summarize("mlp", R.net_round_trips(net, params, x, cs), np.asarray(cs))
+    for got, want in zip(rows[: net.depth], expected):
+        for key in ("rel_error", "cosine", "one_step_error", "density"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    refused = _run(f"--weights={tmp_path / 'mlp.onnx'}", f"--data_dir={data_dir}", *flags)
+    assert refused.returncode == 2 and "needs the dataset whose test images it reads" in refused.stderr
+
+
 def test_a_directory_without_a_run_stops_with_one_sentence(tmp_path):
     result = _run(f"--run={tmp_path}", f"--workdir={tmp_path / 'out'}")
     assert result.returncode == 2

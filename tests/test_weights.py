@@ -86,3 +86,14 @@ def test_onnx_refuses_a_forced_layout_and_a_corrupt_file(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(InputError, match="could not read"):
         read_weights(str(tmp_path / "broken.onnx"))
+
+
+def test_random_like_report_reads_an_onnx_file(tmp_path):
+    from rev_nets.analysis import random_like
+
+    model, _ = _small_graph(np.random.default_rng(0))
+    onnx.save(model, tmp_path / "small.onnx")
+    text = random_like.report([], [str(tmp_path / "small.onnx")], str(tmp_path / "out"))
+    for layer, matrix in (("conv.w", "3x3x3x4 as 27x4"), ("fc.w", "144x10"), ("head.w", "10x5")):
+        assert f"| small | {layer} | small.onnx | {matrix} |" in text
+    assert (tmp_path / "out" / "figures" / "small.png").stat().st_size > 1000

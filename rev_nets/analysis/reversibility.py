@@ -32,6 +32,7 @@ from rev_nets import data, dispatch, generator, nets, plots, theory
 from rev_nets import layers as L
 from rev_nets.analysis.report_files import write_json_and_markdown
 from rev_nets.errors import InputError
+from rev_nets.onnx_net import net_from_onnx
 from rev_nets.train import rundir
 
 DEFAULT_CONTROLS = ("4000,1000:10:2", "16000,4000,1000,250:10:0.5")
@@ -43,9 +44,11 @@ GRID_IMAGES = 8
 SPECTRUM_BANDS = {"mean colour": (-np.inf, 0.0), "low": (0.0, 1 / 8), "mid": (1 / 8, 1 / 4), "high": (1 / 4, np.inf)}
 
 
-def load_test_images(config: dict, data_dir: str | None, num_images: int) -> tuple[jax.Array, np.ndarray]:
+def load_test_images(
+    dataset: str, num_validation: int, data_dir: str | None, num_images: int
+) -> tuple[jax.Array, np.ndarray]:
     """The first test images, standardised as in training (statistics of the training portion), and labels."""
-    splits, (mean, std) = data.experiment_splits(config["dataset"], config.get("num_validation", 0), data_dir)
+    splits, (mean, std) = data.experiment_splits(dataset, num_validation, data_dir)
     test = splits["test"]
     return data.standardize(test.images[:num_images], mean, std), np.asarray(test.labels[:num_images])
 
@@ -334,18 +337,8 @@ def reversibility_figure(rows: list[dict], path: str) -> str:
 # ------------------------------------------------------------------ main --
 
 
-def run_nets(run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
-    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra."""
-    config = rundir.read_run_config(run)
-    net = rundir.net_from_repr(config["net"])
-    params_by_step = rundir.saved_params(run)
-    first, last = min(params_by_step), max(params_by_step)
-    x, _ = load_test_images(config, data_dir, num_images)
-    variants = {
-        f"init (step {first})": params_by_step[first],
-        f"trained (step {last})": params_by_step[last],
-        "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
-    }
+def variant_rows(net: nets.Net, variants: dict[str, nets.Params], x: jax.Array, title: str, out: str, cs) -> list:
+    """Rows for each named set of ``net``'s params on the images ``x``; writes their image grids and spectra."""
     round_trips = jax.jit(functools.partial(net_round_trips, net))
     rows = []
     for name, params in variants.items():
@@ -354,11 +347,41 @@ def run_nets(run: str, data_dir: str | None, num_images: int, seed: int, out: st
         plots.image_grid(
             generator.twins_by_layer(net, params, x[:GRID_IMAGES]),
             os.path.join(out, "figures", f"images_{slug}.png"),
-            title=f"{config['dataset']}: {name}, real images and G(h_l)",
+            title=f"{title}: {name}, real images and G(h_l)",
         )
     if x.ndim == 4:
         spectrum_figure(rows, max(x.shape[1:3]) // 2, os.path.join(out, "figures", "spectrum.png"))
-    return rows, {"init": first, "trained": last}
+    return rows
+
+
+def run_nets(run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
+    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra."""
+    config = rundir.read_run_config(run)
+    net = rundir.net_from_repr(config["net"])
+    params_by_step = rundir.saved_params(run)
+    first, last = min(params_by_step), max(params_by_step)
+    x, _ = load_test_images(config["dataset"], config.get("num_validation", 0), data_dir, num_images)
+    variants = {
+        f"init (step {first})": params_by_step[first],
+        f"trained (step {last})": params_by_step[last],
+        "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
+    }
+    return variant_rows(net, variants, x, config["dataset"], out, cs), {"init": first, "trained": last}
+
+
+def onnx_nets(path: str, dataset: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> list:
+    """Rows for the ReLU net in the ONNX file ``path`` and its shuffled weights, on ``dataset``'s test images
+    (standardised with the whole training split's channel statistics)."""
+    net, params = net_from_onnx(path)
+    x, _ = load_test_images(dataset, 0, data_dir, num_images)
+    if tuple(x.shape[1:]) != net.input_shape:
+        raise InputError(
+            f"{path} takes inputs of shape {net.input_shape} but {dataset}'s images are {tuple(x.shape[1:])}; "
+            "pass the dataset the net was made for."
+        )
+    name = os.path.splitext(os.path.basename(path))[0]
+    variants = {name: params, f"shuffled {name}": shuffled(jax.random.key(seed), params)}
+    return variant_rows(net, variants, x, dataset, out, cs)
 
 
 def run_controls(specs: Sequence[str], trials: int, seed: int, cs) -> list[dict]:
@@ -381,23 +404,32 @@ def analyse(
     run: str | None,
     out: str,
     *,
+    weights: str | None = None,
+    dataset: str | None = None,
     data_dir: str | None = None,
     num_images: int = 1000,
     controls: Sequence[str] = DEFAULT_CONTROLS,
     control_trials: int = 100,
     seed: int = 0,
 ) -> dict:
-    """The report of the run directory ``run`` (read-only; None: the controls only); image grids go to ``out``."""
+    """The report of the run directory ``run`` (read-only) or of the ONNX net ``weights`` on ``dataset``'s test
+    images, and of the Gaussian controls (only those, when neither is given); image grids go to ``out``."""
+    if run and weights:
+        raise InputError("give a training run or an ONNX weight file, not both; run the analysis once for each.")
+    if weights and not dataset:
+        raise InputError(f"{weights} needs the dataset whose test images it reads; pass --dataset=mnist or cifar10.")
     start = time.perf_counter()
     cs = jnp.asarray(PREDICTION_CS, jnp.float32)
     rows, steps = [], {}
     if run:
         rows, steps = run_nets(run, data.resolve_data_dir(data_dir), num_images, seed, out, cs)
+    elif weights:
+        rows = onnx_nets(weights, dataset, data.resolve_data_dir(data_dir), num_images, seed, out, cs)
     rows += run_controls(controls, control_trials, seed, cs)
     return {
-        "run": run,
+        "run": run or weights,
         "steps": steps,
-        "num_images": num_images if run else 0,
+        "num_images": num_images if run or weights else 0,
         "wall_time_s": time.perf_counter() - start,
         "rows": rows,
     }
