@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import onnx_graphs
 import pytest
 
 from rev_nets import generator, nets
@@ -9,19 +10,8 @@ from rev_nets.errors import InputError
 from rev_nets.onnx_net import net_from_onnx
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 from onnx.reference import ReferenceEvaluator
-
-
-def _model(nodes, arrays, input_shape, output_size):
-    graph = helper.make_graph(
-        nodes,
-        "net",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], output_size])],
-        initializer=[numpy_helper.from_array(a.astype(np.float32), name) for name, a in arrays.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _cnn(rng):
@@ -44,7 +34,9 @@ def _cnn(rng):
         helper.make_node("Flatten", ["f"], ["g"], axis=1),
         helper.make_node("Gemm", ["g", "fc.w", "fc.b"], ["y"], transB=1),
     ]
-    return _model(nodes, arrays, [2, 3, 12, 12], 5)  # 12 -> pool 6 -> conv 4 -> pool 2: 6 x 2 x 2 = 24 inputs
+    return onnx_graphs.model(
+        nodes, arrays, [2, 3, 12, 12], [2, 5]
+    )  # 12 -> pool 6 -> conv 4 -> pool 2: 6 x 2 x 2 = 24 inputs
 
 
 def _mlp(rng):
@@ -58,7 +50,7 @@ def _mlp(rng):
         helper.make_node("MatMul", ["c", "w2"], ["d"]),
         helper.make_node("Add", ["d", "b2"], ["y"]),
     ]
-    return _model(nodes, arrays, [4, 20], 3)
+    return onnx_graphs.model(nodes, arrays, [4, 20], [4, 3])
 
 
 @pytest.mark.parametrize("build", [_cnn, _mlp], ids=["cnn", "mlp"])
@@ -91,10 +83,10 @@ def test_a_graph_that_is_not_a_plain_relu_net_is_refused(tmp_path):
         helper.make_node("Sigmoid", ["a"], ["b"]),
         helper.make_node("MatMul", ["b", "v"], ["y"]),
     ]
-    onnx.save(_model(nodes, arrays, [1, 4], 2), tmp_path / "sigmoid.onnx")
+    onnx.save(onnx_graphs.model(nodes, arrays, [1, 4], [1, 2]), tmp_path / "sigmoid.onnx")
     with pytest.raises(InputError, match="Sigmoid node .* is not part of a plain ReLU net"):
         net_from_onnx(str(tmp_path / "sigmoid.onnx"))
     nodes[1] = helper.make_node("Identity", ["a"], ["b"])
-    onnx.save(_model(nodes, arrays, [1, 4], 2), tmp_path / "no_relu.onnx")
+    onnx.save(onnx_graphs.model(nodes, arrays, [1, 4], [1, 2]), tmp_path / "no_relu.onnx")
     with pytest.raises(InputError, match="hidden ReLU layers followed by one linear head"):
         net_from_onnx(str(tmp_path / "no_relu.onnx"))

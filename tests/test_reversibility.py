@@ -8,6 +8,7 @@ import conftest_data
 import jax
 import jax.numpy as jnp
 import numpy as np
+import onnx_graphs
 import pytest
 from entry_points import run_entry_point
 
@@ -213,7 +214,7 @@ def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
 def _onnx_mlp(params, path):
     """The run's MLP as an ONNX graph: Flatten of NCHW input, then MatMul + Add (+ Relu) per layer."""
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     nodes, arrays, h = [helper.make_node("Flatten", ["x"], ["h0"], axis=1)], {}, "h0"
     layers = [*params["hidden"], params["head"]]
@@ -225,14 +226,7 @@ def _onnx_mlp(params, path):
         if out != "y":
             nodes += [helper.make_node("Relu", [f"a{i}"], [out])]
         h = out
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-        initializer=[numpy_helper.from_array(a, name) for name, a in arrays.items()],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(onnx_graphs.model(nodes, arrays, [1, 1, 28, 28], [1, 10]), path)
 
 
 def test_an_onnx_net_gives_the_numbers_of_the_same_net_in_memory(tiny_run, tmp_path):

@@ -2,13 +2,14 @@
 
 import jax
 import numpy as np
+import onnx_graphs
 import pytest
 
 from rev_nets.errors import InputError
 from rev_nets.weights import read_weights
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 
@@ -27,14 +28,7 @@ def _small_graph(rng) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["g"], transB=1),
         helper.make_node("MatMul", ["g", "head.w"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "small",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
-        initializer=[numpy_helper.from_array(a, name) for name, a in arrays.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), arrays
+    return onnx_graphs.model(nodes, arrays, [2, 3, 6, 6], [2, 5]), arrays
 
 
 def _forward_in_project_layout(w: dict[str, np.ndarray], arrays: dict[str, np.ndarray], x_nchw: np.ndarray):
@@ -67,14 +61,10 @@ def test_read_weights_compute_what_the_onnx_graph_computes(tmp_path):
 
 def test_gemm_without_transb_is_kept(tmp_path):
     w = np.arange(12, dtype=np.float32).reshape(3, 4)
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w"], ["y"])],
-        "gemm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        initializer=[numpy_helper.from_array(w, "w")],
+    onnx.save(
+        onnx_graphs.model([helper.make_node("Gemm", ["x", "w"], ["y"])], {"w": w}, [1, 3], [1, 4]),
+        tmp_path / "gemm.onnx",
     )
-    onnx.save(helper.make_model(graph), tmp_path / "gemm.onnx")
     np.testing.assert_array_equal(read_weights(str(tmp_path / "gemm.onnx"))["w"], w)
 
 
