@@ -5,9 +5,9 @@ a convolution, optionally by non-overlapping max or average pooling), ending
 in one linear layer without a ReLU: the head. Conv, Gemm and MatMul (with an
 Add of its bias) are the linear layers; Flatten, Reshape, Identity and
 Dropout (inference: the identity) pass through. Weights are mapped by the
-node that uses them (Conv OIHW -> HWIO, Gemm's B by ``transB``, MatMul's B
-as (in, out)); the first dense layer after a convolution has its rows
-reordered from ONNX's NCHW flattening to this project's NHWC one. Anything
+node that uses them (``rev_nets.weights.onnx_layer_weights``); the first
+dense layer after a convolution has its rows reordered from ONNX's NCHW
+flattening to this project's NHWC one. Anything
 else (a residual Add, a Sigmoid, grouped or dilated convolutions) stops
 with one sentence naming the node.
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from rev_nets import layers, nets
 from rev_nets.errors import InputError
+from rev_nets.weights import onnx_layer_weights, onnx_model
 
 PASS_THROUGH = ("Flatten", "Reshape", "Identity", "Dropout")
 LINEAR = ("Conv", "Gemm", "MatMul")
@@ -42,6 +43,7 @@ def _attributes(node) -> dict:
 
 
 def _conv(node, w: np.ndarray, b: np.ndarray | None) -> _Layer:
+    """A Conv node as a layer; ``w`` is its kernel in this project's HWIO layout."""
     attrs = _attributes(node)
     if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
         raise InputError(f"Conv node {node.name or node.output[0]} is grouped or dilated; only plain convolutions.")
@@ -50,13 +52,13 @@ def _conv(node, w: np.ndarray, b: np.ndarray | None) -> _Layer:
     top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
     padding = "VALID" if not any((top, left, bottom, right)) else ((top, bottom), (left, right))
     spec = layers.Conv(
-        int(w.shape[0]), kernel_size=tuple(w.shape[2:]), strides=tuple(attrs.get("strides", [1, 1])), padding=padding
+        int(w.shape[3]), kernel_size=tuple(w.shape[:2]), strides=tuple(attrs.get("strides", [1, 1])), padding=padding
     )
-    bias = np.zeros(w.shape[0], np.float32) if b is None else b
-    return _Layer(spec, np.transpose(w, (2, 3, 1, 0)), bias)
+    return _Layer(spec, w, np.zeros(w.shape[3], np.float32) if b is None else b)
 
 
-def _pool(node, layer: _Layer | None) -> _Layer:
+def _pool(node, layer: _Layer | None) -> None:
+    """Attaches a pooling node to the Conv layer (and ReLU) before it."""
     attrs = _attributes(node)
     kernel, strides = list(attrs.get("kernel_shape", [])), list(attrs.get("strides", attrs.get("kernel_shape", [])))
     square = len(set(kernel)) == 1 and kernel == strides and not any(attrs.get("pads", [0]))
@@ -67,7 +69,6 @@ def _pool(node, layer: _Layer | None) -> _Layer:
         )
     kind = "max" if node.op_type == "MaxPool" else "avg"
     layer.spec = dataclasses.replace(layer.spec, pool=kind, pool_size=int(kernel[0]))
-    return layer
 
 
 def _input_shape(model) -> tuple[int, ...]:
@@ -82,19 +83,18 @@ def _read_layers(model) -> list[_Layer]:
     from onnx import numpy_helper
 
     initializers = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
+    mapped = onnx_layer_weights(model)  # Each linear node's weight in this project's layout.
     read: list[_Layer] = []
     for node in model.graph.node:
         where = f"{node.op_type} node {node.name or node.output[0]}"
         if node.op_type in LINEAR:
             if len(node.input) < 2 or node.input[1] not in initializers:
                 raise InputError(f"{where} takes its weight from another node; only stored weights are read.")
-            w = initializers[node.input[1]]
+            w = mapped[node.input[1]].astype(np.float32)
             b = initializers.get(node.input[2]) if len(node.input) > 2 else None
             if node.op_type == "Conv":
                 read.append(_conv(node, w, b))
                 continue
-            if node.op_type == "Gemm" and _attributes(node).get("transB", 0):
-                w = w.T
             read.append(_Layer(layers.Dense(int(w.shape[1])), w, np.zeros(w.shape[1], np.float32) if b is None else b))
         elif node.op_type == "Add" and read and not read[-1].relu and any(i in initializers for i in node.input):
             read[-1].b = read[-1].b + next(initializers[i] for i in node.input if i in initializers).reshape(-1)
@@ -117,16 +117,7 @@ def _nhwc_rows(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def net_from_onnx(path: str) -> tuple[nets.Net, nets.Params]:
     """The ``Net`` and params of the ReLU net stored in the ONNX file ``path``."""
-    try:
-        import onnx
-    except ImportError:
-        raise InputError(
-            f"reading {path} needs the onnx package: pip install '.[onnx]' (or pip install onnx)."
-        ) from None
-    try:
-        model = onnx.load(path)
-    except Exception as error:  # noqa: BLE001 -- A corrupt file of any kind becomes one sentence.
-        raise InputError(f"could not read {path} ({type(error).__name__}: {error}).") from None
+    model = onnx_model(path)
     read, shape = _read_layers(model), _input_shape(model)
     if not isinstance(read[-1].spec, layers.Dense):
         raise InputError(f"{path} ends in a convolution; the head must be a dense layer (Gemm or MatMul).")

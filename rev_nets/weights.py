@@ -95,14 +95,22 @@ def onnx_layer_weights(model) -> dict[str, np.ndarray]:
     return weights
 
 
-def _load_onnx(path: str) -> dict[str, np.ndarray]:
+def onnx_model(path: str):
+    """The ONNX model in ``path``; a missing onnx package or an unreadable file is one sentence."""
     try:
         import onnx
     except ImportError:
         raise InputError(
             f"reading {path} needs the onnx package: pip install '.[onnx]' (or pip install onnx)."
         ) from None
-    return onnx_layer_weights(onnx.load(path))
+    try:
+        return onnx.load(path)
+    except Exception as error:  # noqa: BLE001 -- A corrupt file of any kind becomes one sentence.
+        raise InputError(f"could not read {path} ({type(error).__name__}: {error}).") from None
+
+
+def _load_onnx(path: str) -> dict[str, np.ndarray]:
+    return onnx_layer_weights(onnx_model(path))
 
 
 def read_weights(path: str, layout: str = "auto") -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ def commands_in(text: str) -> list[list[str]]:
     found = []
     for line in lines:
         for part in line.split("&&"):
-            words = shlex.split(part.split(" #")[0].split("# ")[0]) if not part.lstrip().startswith("#") else []
+            words = shlex.split(part.split("#")[0])
             if (
                 words[:2] == ["python", "-m"]
                 and len(words) > 2

@@ -36,8 +36,7 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
-                is_module = importlib.util.find_spec(node.module.split(".")[0]) and _is_module(candidate)
-                found.add(candidate if is_module else node.module)
+                found.add(candidate if _is_module(candidate) else node.module)
     return found
 
 

@@ -121,21 +121,22 @@ def fit_in_memory(
     wall = history[-1]["wall_time_s"] if history else 0.0
 
     window = dispatch.DispatchWindow()
-    while int(state.step) < last_step:
-        epoch = int(state.step) // per_epoch + 1
-        rows = min(per_epoch, last_step - (epoch - 1) * per_epoch)
+    step = int(state.step)  # Counted on the host from here: reading state.step would wait for the devices.
+    while step < last_step:
+        epoch = step // per_epoch + 1
+        first_row, rows = step % per_epoch, min(per_epoch, last_step - (epoch - 1) * per_epoch)
         order, epoch_key = window(epoch_plan(base_key, epoch))
         acc = replicate(zero_metrics(config), mesh)
-        first_row = int(state.step) % per_epoch
         start = time.perf_counter()
         for i in range(first_row, rows):
             state, acc = step_fn(state, acc, train, order, epoch_key)
             window(acc)
+            step = (epoch - 1) * per_epoch + i + 1
             if (i + 1) % config.log_every == 0 or i + 1 == rows:
-                _check_finite(acc, epoch, int(state.step))
+                _check_finite(acc, epoch, step)
                 elapsed = time.perf_counter() - start
                 rate = (i + 1) * config.batch_size / elapsed
-                left = (last_step - int(state.step)) * config.batch_size / rate
+                left = (last_step - step) * config.batch_size / rate
                 means = _mean_metrics(acc)
                 print(
                     f"epoch {epoch}/{config.epochs} step {i + 1}/{per_epoch} loss {means['loss']:.4f} "
@@ -144,7 +145,7 @@ def fit_in_memory(
                 )
         train_time = time.perf_counter() - start
         wall += train_time
-        line = {"epoch": epoch, "step": int(state.step), "learning_rate": float(schedule(int(state.step) - 1))}
+        line = {"epoch": epoch, "step": step, "learning_rate": float(schedule(step - 1))}
         line |= {f"train_{name}": value for name, value in _mean_metrics(acc).items()}
         for name, split in evals.items():
             result = evaluate(eval_fn, state.params, split, config.eval_batch_size, mesh.size, window)
