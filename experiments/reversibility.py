@@ -59,6 +59,12 @@ _CONTROL = flags.DEFINE_multi_string(
 )
 _CONTROL_TRIALS = flags.DEFINE_integer("control_trials", 100, "Samples per control net (4 weight draws).")
 _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled net and of the control's draws.")
+_MODEL = cli.shared_flag(
+    flags.DEFINE_string,
+    "model",
+    None,
+    "The factory (package.module:factory) of a run that trained an NNX model: imported only when named here.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -77,6 +83,7 @@ def main(argv: list[str]) -> None:
         controls=_CONTROL.value,
         control_trials=_CONTROL_TRIALS.value,
         seed=_SEED.value,
+        model=_MODEL.value,
     )
     reversibility.write_report(report, out)
     print(reversibility.markdown(report))

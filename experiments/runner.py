@@ -2,19 +2,21 @@
 
 Each entry point supplies its dataset, its net and its defaults; this module
 defines the shared flags, checks them before any work, and calls
-``rev_nets.train.train_and_evaluate``.
+``rev_nets.train.train_and_evaluate``. ``--model=package.module:factory``
+trains a Flax NNX model instead of the entry point's net.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 
 from absl import flags
 
 from experiments import cli
-from rev_nets import data, nets, shadow, train
+from rev_nets import data, models, nets, shadow, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,22 @@ flags.DEFINE_integer("shadow_layer", 3, "SHADOW source layer: 0 = plain backprop
 flags.DEFINE_float("shadow_weight", 1.0, "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w).")
 flags.DEFINE_float("sampling_rho", 1.0, "Keep-probability of the sampling mask during generation (1 = off).")
 flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian blur of synthetic images, in pixels (0 = off).")
-flags.DEFINE_float("alpha", 0.0, "Generator scale for every layer; 0 = calibrated c / (rho fan_in mean(W^2)).")
+flags.DEFINE_string(
+    "alpha",
+    "calibrated",
+    "Generator scale: 'calibrated' (c / (rho fan_in mean(W^2)) per linear map), 'data' (fitted on a batch at each "
+    "epoch's start, then frozen: models with residual sums need it), or one number for every map.",
+)
+cli.shared_flag(
+    flags.DEFINE_string,
+    "model",
+    None,
+    "Train a Flax NNX model instead of the built-in net: package.module:factory, called as "
+    "factory(rngs=nnx.Rngs(seed), **--model_args), e.g. rev_nets.nnx_zoo:residual_cnn.",
+)
+flags.DEFINE_string(
+    "model_args", "{}", "Keyword arguments of --model's factory, as a JSON object: '{\"channels\": [32, 64]}'."
+)
 flags.DEFINE_float("alpha_scale", 1.0, "Multiplies every layer's alpha; synthetic inputs scale by alpha_scale**layer.")
 flags.DEFINE_float(
     "shadow_start_epoch",
@@ -105,7 +122,7 @@ def train_config() -> train.TrainConfig:
             weight=FLAGS.shadow_weight,
             rho=FLAGS.sampling_rho,
             smooth_sigma=FLAGS.smooth_sigma,
-            alpha=FLAGS.alpha or None,
+            alpha=parse_alpha(FLAGS.alpha),
             alpha_scale=FLAGS.alpha_scale,
             noise_twin=FLAGS.noise_twin,
             start_epoch=FLAGS.shadow_start_epoch,
@@ -113,9 +130,34 @@ def train_config() -> train.TrainConfig:
     )
 
 
+def parse_alpha(text: str) -> float | str | None:
+    """``--alpha``: None for 'calibrated' (or 0, as older commands wrote it), 'data', or a number."""
+    if text in ("calibrated", "0", "0.0", "data"):
+        return "data" if text == "data" else None
+    try:
+        return float(text)
+    except ValueError:
+        raise cli.UsageError(f"--alpha must be 'calibrated', 'data' or a number, got {text!r}.") from None
+
+
+def build_model(experiment: Experiment) -> models.Model:
+    """The entry point's net, or the NNX model that ``--model`` and ``--model_args`` name."""
+    if not FLAGS.model:
+        return experiment.build_net()
+    try:
+        arguments = json.loads(FLAGS.model_args)
+    except json.JSONDecodeError as error:
+        raise cli.UsageError(f"--model_args must be a JSON object, got {FLAGS.model_args!r} ({error}).") from None
+    if not isinstance(arguments, dict):
+        raise cli.UsageError(f"--model_args must be a JSON object, got {FLAGS.model_args!r}.")
+    return models.nnx_model(FLAGS.model, **arguments)
+
+
 def default_workdir(dataset: str, config: train.TrainConfig) -> str:
     s = config.shadow
     arm = f"shadow_h{s.layer}" if s.enabled else "backprop"
+    if FLAGS.model:
+        arm = f"{FLAGS.model.rpartition(':')[2]}_{arm}"
     return os.path.join(os.path.expanduser("~"), "rev_nets_runs", dataset, f"{arm}_seed{config.seed}")
 
 
@@ -123,14 +165,14 @@ def main(experiment: Experiment) -> None:
     """Checks every flag, then trains (or resumes) one run."""
     try:
         train.use_cpu_devices(FLAGS.cpu_devices)  # Before anything starts a JAX backend.
-        net = experiment.build_net()
+        net = build_model(experiment)
         config = train_config()
         config.check(net)
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
     dataset = experiment.dataset_name()
     workdir = FLAGS.workdir or default_workdir(dataset, config)
-    print(f"{dataset}: {train.arm_name(config)}, {nets.net_param_count(net):,} params -> {workdir}", flush=True)
+    print(f"{dataset}: {train.arm_name(config)}, {models.param_count(net):,} params -> {workdir}", flush=True)
     train.train_and_evaluate(
         net, config, dataset, workdir, num_validation=FLAGS.num_validation, data_dir=FLAGS.data_dir
     )

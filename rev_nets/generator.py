@@ -1,12 +1,11 @@
-"""The generative model: the net run backwards with transposed weights.
+"""The generative model: a ReLU net run backwards with transposed weights.
 
-One reverse step of hidden layer ``l`` (paper, section 1, read as a net):
+One reverse step of a layer with linear map ``A_l`` (paper, section 1, read as a net):
 
     h_{l-1} = relu(alpha_l * A_l^T unpool_l(h_l)) * Bernoulli(rho)
 
-where ``A_l`` is layer ``l``'s linear map (its adjoint comes from
-``jax.linear_transpose``), the ReLU is kept for hidden layers and is a
-setting for the input layer (centred images are not non-negative), and
+The ReLU is kept for hidden layers and is a setting for the input layer
+(centred images are not non-negative), and
 
     alpha_l = c / (rho * fan_in_l * mean(W_l ** 2)),  c = 2 with ReLU, 1 without.
 
@@ -14,48 +13,27 @@ ReLU passes half of the signal (Stein's lemma: E[w relu(w h + xi)] = s^2 h / 2
 for symmetric noise xi), hence c = 2; ``rho * fan_in`` terms survive the mask.
 With this alpha, ``A_l`` applied to the generated layer gives back ``h_l`` on
 its support in expectation, for random-like weights of any variance.
+
+``reverse`` is this generator for any JAX function ``x -> h_l`` (a Flax
+module's method, a ``Net``'s ``features``): the VJP of that function at the
+real input with cotangent ``h_l``, each ReLU's rule swapped for the ReLU of
+the backward signal (``transposition``). ``twins`` and ``generate`` apply it to
+the built-in nets.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rev_nets import layers as L
-from rev_nets import nets
+from rev_nets import models, nets, transposition
+from rev_nets.errors import InputError
 
-Alpha = float | Sequence[float] | None
-
-
-def calibrated_alpha(layer: L.Layer, w: jax.Array, in_shape: Sequence[int], rho: float, relu: bool) -> jax.Array:
-    """``c / (rho * fan_in * mean(w^2))``: undoes ReLU halving, sampling and weight scale."""
-    c = 2.0 if relu else 1.0
-    return c / (rho * L.fan_in(layer, in_shape) * jnp.mean(jnp.square(w)))
-
-
-def reverse_step(
-    layer: L.Layer,
-    w: jax.Array,
-    h: jax.Array,
-    in_shape: Sequence[int],
-    *,
-    switches: jax.Array | None,
-    alpha: jax.Array | float,
-    relu: bool,
-    rho: float,
-    key: jax.Array | None,
-) -> jax.Array:
-    """One layer backwards: unpool, ``A^T``, scale, optional ReLU, Bernoulli(rho) mask."""
-    x = alpha * L.adjoint(layer, w, L.unpool(layer, h, switches), in_shape)
-    if relu:
-        x = jax.nn.relu(x)
-    if rho < 1.0:
-        x = jnp.where(jax.random.bernoulli(key, rho, x.shape), x, 0.0)
-    return x
+Alpha = float | Sequence[float] | str | None
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
@@ -78,119 +56,146 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     return x
 
 
-def _layer_alpha(alpha: Alpha, depth: int, layer: int) -> float | None:
-    if alpha is None or isinstance(alpha, (int, float)):
-        return alpha
-    if len(alpha) != depth:
-        raise ValueError(
-            f"alpha has {len(alpha)} entries but the net has {depth} hidden layers; give one per layer or a single number."
-        )
-    return alpha[layer - 1]
-
-
-def _check_layer(net: nets.Net, layer: int) -> None:
-    if not 1 <= layer <= net.depth:
-        raise ValueError(f"Generator source layer must be in 1..{net.depth} for this net, got {layer}.")
-
-
-def _check_settings(net: nets.Net, layer: int, rho: float, key, switches, smooth_sigma: float) -> None:
-    _check_layer(net, layer)
+def _check_settings(rho: float, key, smooth_sigma: float, alpha: Alpha, alpha_scale: float) -> None:
     if not 0.0 < rho <= 1.0:
-        raise ValueError(f"Sampling keep-probability rho must be in (0, 1], got {rho}.")
+        raise InputError(f"Sampling keep-probability rho must be in (0, 1], got {rho}.")
     if rho < 1.0 and key is None:
-        raise ValueError("Sampling (rho < 1) needs a PRNG key; pass key=jax.random.key(seed).")
-    if switches is not None and len(switches) != layer:
-        raise ValueError(f"switches must hold one entry per layer 1..{layer}, got {len(switches)}.")
+        raise InputError("Sampling (rho < 1) needs a PRNG key; pass key=jax.random.key(seed).")
     if smooth_sigma < 0:
-        raise ValueError(f"smooth_sigma must be >= 0 (0 turns smoothing off), got {smooth_sigma}.")
+        raise InputError(f"smooth_sigma must be >= 0 (0 turns smoothing off), got {smooth_sigma}.")
+    if isinstance(alpha, str) and alpha != "data":
+        raise InputError(f"alpha must be None (calibrated), 'data', a number or one number per map, got {alpha!r}.")
+    if not alpha_scale > 0:
+        raise InputError(f"alpha_scale must be positive, got {alpha_scale}.")
 
 
-def generate(
-    net: nets.Net,
-    params: nets.Params,
-    h: jax.Array,
-    layer: int,
+def _map_alphas(alpha: Alpha, num_maps: int) -> Alpha:
+    if alpha is None or isinstance(alpha, str):
+        return alpha
+    if isinstance(alpha, (int, float)) or (isinstance(alpha, jax.Array) and alpha.ndim == 0):
+        return (alpha,) * num_maps
+    if len(alpha) != num_maps:
+        raise InputError(
+            f"alpha has {len(alpha)} entries but {num_maps} linear maps lie between the input and the source layer; "
+            "give one per map or a single number."
+        )
+    return tuple(alpha)
+
+
+def _reverse(features, x, *, h, key, rho, alpha, alpha_scale, input_relu, use_switches, plain_vjp, smooth_sigma):
+    _check_settings(rho, key, smooth_sigma, alpha, alpha_scale)
+    graph = transposition.trace(features, x, plain_vjp)
+    if h is not None and (h.shape != graph.out_shape or h.dtype != graph.out_dtype):
+        raise InputError(
+            f"h has shape {h.shape} and dtype {h.dtype} but features gives {graph.out_shape} {graph.out_dtype}; "
+            "pass the source layer of this batch."
+        )
+    settings = transposition.Settings(
+        key, rho, _map_alphas(alpha, graph.num_maps), alpha_scale, input_relu, use_switches
+    )
+    x_syn, alphas = transposition.run(graph, x, h, settings)
+    if input_relu:
+        x_syn = jax.nn.relu(x_syn)
+    if smooth_sigma > 0:
+        x_syn = gaussian_blur(x_syn, smooth_sigma)
+    return x_syn.astype(x.dtype), alphas
+
+
+def reverse(
+    features: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
     *,
+    h: jax.Array | None = None,
     key: jax.Array | None = None,
-    switches: Sequence[jax.Array | None] | None = None,
     rho: float = 1.0,
     alpha: Alpha = None,
     alpha_scale: float = 1.0,
     input_relu: bool = False,
     smooth_sigma: float = 0.0,
+    use_switches: bool = True,
+    plain_vjp: Sequence[str] = (),
 ) -> jax.Array:
-    """Synthetic inputs from hidden layer ``layer`` (1-based) of a batch.
+    """Synthetic twins of the batch ``x``: ``features`` run backwards from its output at ``x``.
 
     Args:
-      net, params: the net whose layers ``layer..1`` are run backwards.
-      h: the batch at hidden layer ``layer``, shape ``(B, *layer_shapes(net)[layer])``.
-      layer: the source layer, 1..net.depth.
-      key: PRNG key for the sampling masks; needed only when ``rho < 1``.
-      switches: max-pooling switches for layers ``1..layer`` (``None`` entries
-        where a layer does not max-pool), as recorded by ``nets.forward``;
-        ``None`` copies each value over its window instead.
-      rho: keep-probability of the Bernoulli sampling mask (1 = no sampling).
-      alpha: ``None`` for the calibrated alpha of each layer, a number for all
-        layers, or one number per hidden layer.
-      alpha_scale: multiplies every layer's alpha; since ReLU commutes with
-        positive scaling, the output scales by ``alpha_scale ** layer``.
-      input_relu: apply the ReLU when generating the input layer too.
-      smooth_sigma: Gaussian blur (in pixels) of the generated images; 0 = off.
+      features: any JAX function from a batch to the source hidden layer
+        (``lambda x: model.apply(variables, x)``, a Flax NNX method, ...), made
+        of linear maps, ReLUs, max or average pooling and structural ops.
+      x: the real batch. Its forward values give the max-pooling switches; a
+        batch of zeros with ``use_switches=False`` generates from ``h`` alone.
+      h: the source layer to generate from (default: ``features(x)``).
+      key: PRNG key of the sampling masks; needed only when ``rho < 1``.
+      rho: keep-probability of the Bernoulli masks at each map's input (1 = off).
+      alpha: ``None`` for each map's calibrated alpha, read from the traced
+        weights; ``"data"`` to fit each map's alpha on this batch (so that its
+        round trip gives back its signal on the signal's support, on average;
+        ``alphas`` returns the values, to freeze); a number for every map;
+        or one number per linear map, input side first.
+      alpha_scale: multiplies every alpha.
+      input_relu: apply the ReLU to the generated input too.
+      smooth_sigma: Gaussian blur (in pixels) of generated NHWC images; 0 = off.
+      use_switches: reverse max pooling through the switches of ``x``'s forward
+        pass; ``False`` copies each value over its window.
+      plain_vjp: primitive names that take their plain VJP instead of being refused.
 
     Returns:
-      A batch shaped like the net's input, in ``h``'s dtype.
+      A batch with ``x``'s shape and dtype. Pure: no retrace under ``jit``, and
+      it works under ``vmap`` and with sharded inputs.
     """
-    _check_settings(net, layer, rho, key, switches, smooth_sigma)
-    shapes = nets.layer_shapes(net)
-    if tuple(h.shape[1:]) != shapes[layer]:
-        raise ValueError(
-            f"h has per-example shape {tuple(h.shape[1:])} but layer {layer} of this net has {shapes[layer]}."
-        )
-    keys = jax.random.split(key, layer) if key is not None else [None] * layer
-    x = h
-    for l in range(layer, 0, -1):
-        spec, w = net.layers[l - 1], params["hidden"][l - 1]["w"]
-        relu = l > 1 or input_relu
-        layer_alpha = _layer_alpha(alpha, net.depth, l)
-        if layer_alpha is None:
-            layer_alpha = calibrated_alpha(spec, w, shapes[l - 1], rho, relu)
-        layer_alpha = alpha_scale * layer_alpha
-        x = reverse_step(
-            spec,
-            w,
-            x,
-            shapes[l - 1],
-            switches=None if switches is None else switches[l - 1],
-            alpha=layer_alpha,
-            relu=relu,
-            rho=rho,
-            key=keys[l - 1],
-        )
-    if smooth_sigma > 0:
-        x = gaussian_blur(x, smooth_sigma)
-    return x
+    settings = {"h": h, "key": key, "rho": rho, "alpha": alpha, "alpha_scale": alpha_scale}
+    settings |= {"input_relu": input_relu, "use_switches": use_switches, "plain_vjp": plain_vjp}
+    return _reverse(features, x, smooth_sigma=smooth_sigma, **settings)[0]
 
 
-def generate_from(
-    net: nets.Net,
-    params: nets.Params,
-    hiddens: Sequence[L.Hidden],
-    layer: int,
-    *,
-    use_switches: bool = True,
-    **settings,
-) -> jax.Array:
-    """``generate`` from the hiddens of ``nets.forward``, reusing its switches."""
+def alphas(features: Callable[[jax.Array], jax.Array], x: jax.Array, **settings) -> tuple[jax.Array, ...]:
+    """The alpha of each linear map (input side first) that ``reverse(features, x, **settings)`` uses.
+
+    With ``alpha="data"``, the values fitted on ``x``: freeze them (pass them
+    back as ``alpha``) so that the fit does not cost every call. The sampling
+    key defaults to a fixed one: calibrated alphas do not depend on it.
+    """
+    defaults = {"h": None, "key": jax.random.key(0), "rho": 1.0, "alpha": None, "alpha_scale": 1.0, "input_relu": False}
+    defaults |= {"use_switches": True, "plain_vjp": (), "smooth_sigma": 0.0}
+    return _reverse(features, x, **(defaults | settings))[1]
+
+
+# -------------------------------------------------------------- models --
+
+
+def _check_layer(model: models.Model, layer: int) -> None:
+    if not 1 <= layer <= model.depth:
+        raise InputError(f"Generator source layer must be in 1..{model.depth} for this model, got {layer}.")
+
+
+def twins(model: models.Model, params, x: jax.Array, layer: int, **settings) -> jax.Array:
+    """Synthetic twins of ``x`` from source layer ``layer`` (1-based): ``reverse`` of ``model.features``.
+
+    ``settings`` are ``reverse``'s (``h`` overrides the source layer, e.g. the
+    one a forward pass with dropout recorded). A ``Net`` has one linear map per
+    hidden layer, so a per-map ``alpha`` holds one number per layer 1..``layer``.
+    """
+    _check_layer(model, layer)
+    return reverse(lambda v: model.features(params, v, layer), x, **settings)
+
+
+def generate(net: nets.Net, params: nets.Params, h: jax.Array, layer: int, **settings) -> jax.Array:
+    """Synthetic inputs from ``h`` at hidden layer ``layer`` with no real input: pooling reverses by copying.
+
+    The net is linearised at a batch of zeros; only its pooling switches would
+    depend on that point, and the copy rule does not read them.
+    """
     _check_layer(net, layer)
-    switches = tuple(hd.switches for hd in hiddens[:layer]) if use_switches else None
-    return generate(net, params, hiddens[layer - 1].h, layer, switches=switches, **settings)
+    shape = nets.layer_shapes(net)[layer]
+    if tuple(h.shape[1:]) != shape:
+        raise InputError(f"h has per-example shape {tuple(h.shape[1:])} but layer {layer} of this net has {shape}.")
+    zeros = jnp.zeros((h.shape[0], *net.input_shape), h.dtype)
+    return twins(net, params, zeros, layer, h=h, use_switches=False, **settings)
 
 
-def twins_by_layer(net: nets.Net, params: nets.Params, x: jax.Array, **settings) -> dict[str, jax.Array]:
+def twins_by_layer(model: models.Model, params, x: jax.Array, **settings) -> dict[str, jax.Array]:
     """``x`` and its synthetic twins ``G(h_l)`` from every hidden layer ``l``, for image grids.
 
-    ``settings`` are ``generate``'s keyword settings, shared by every layer.
+    ``settings`` are ``twins``' keyword settings, shared by every layer.
     """
-    _, hiddens = nets.forward(net, params, x)
-    twins = {f"from h{l}": generate_from(net, params, hiddens, l, **settings) for l in range(1, net.depth + 1)}
-    return {"real": x} | twins
+    rows = {f"from h{l}": twins(model, params, x, l, **settings) for l in range(1, model.depth + 1)}
+    return {"real": x} | rows

@@ -1,14 +1,13 @@
-"""Layers of a ReLU net, `h_out = pool(relu(A h_in + b))`, and their reverses.
+"""Layers of a ReLU net, `h_out = pool(relu(A h_in + b))`.
 
 A layer description is static (a frozen dataclass, hashable, usable as a jit
 static argument); its parameters are a plain dict ``{"w": ..., "b": ...}``.
 All functions act on a batch (leading axis), so ``jax.vmap`` over a further
 leading axis and sharding along the batch axis both work.
 
-The reverse of a layer never has a hand-written transpose: ``adjoint`` is
-``jax.linear_transpose`` of the layer's own linear map ``A`` (the bias is not
-part of ``A``), so any stride, padding or implementation of the forward map
-gets its exact adjoint.
+The generator reverses these layers from their traced computation
+(``generator.reverse``), so a layer never has a hand-written transpose: any
+stride, padding or implementation of the forward map gets its exact adjoint.
 """
 
 from __future__ import annotations
@@ -209,14 +208,6 @@ def _windows(layer: Conv, z: jax.Array) -> jax.Array:
     return z.transpose(0, 1, 3, 5, 2, 4).reshape(b, height // p, width // p, c, p * p)
 
 
-def _unwindows(layer: Conv, z: jax.Array) -> jax.Array:
-    """Inverse of ``_windows``."""
-    b, hp, wp, c, _ = z.shape
-    p = layer.pool_size
-    z = z.reshape(b, hp, wp, c, p, p).transpose(0, 1, 4, 2, 5, 3)
-    return z.reshape(b, hp * p, wp * p, c)
-
-
 def pool(layer: Layer, z: jax.Array) -> Hidden:
     """Pools ``z`` and returns it with the max-pooling switches (if any)."""
     if layer.pool is None:
@@ -232,36 +223,3 @@ def apply(layer: Layer, params: dict[str, jax.Array], h: jax.Array) -> Hidden:
     """``pool(relu(A h + b))`` with the pooling switches."""
     z = jax.nn.relu(linear(layer, params["w"], h) + params["b"])
     return pool(layer, z)
-
-
-# ---------------------------------------------------------------- reverse --
-
-
-def unpool(layer: Layer, h: jax.Array, switches: jax.Array | None = None) -> jax.Array:
-    """A right inverse of pooling: ``pool(unpool(h)) == h`` for ``h >= 0``.
-
-    With switches (max pooling of a real input), each value goes back to the
-    position that won, zeros elsewhere. Without them (average pooling, or pure
-    generation with no real input), each value is copied to every position of
-    its window; the exact adjoint of average pooling would instead divide by
-    the window size and shrink every round trip by that factor.
-    """
-    if layer.pool is None:
-        return h
-    area = layer.pool_size**2
-    if switches is None or layer.pool == "avg":
-        spread = jnp.broadcast_to(h[..., None], (*h.shape, area))
-    else:
-        spread = h[..., None] * jax.nn.one_hot(switches, area, dtype=h.dtype)
-    return _unwindows(layer, spread)
-
-
-def adjoint(layer: Layer, w: jax.Array, y: jax.Array, in_shape: Sequence[int]) -> jax.Array:
-    """``A^T y`` for a batch ``y``, from ``jax.linear_transpose`` of ``linear``.
-
-    ``in_shape`` is the per-example input shape of the layer (the transpose
-    needs it: several input sizes can give the same strided output size).
-    """
-    primal = jax.ShapeDtypeStruct((y.shape[0], *in_shape), y.dtype)
-    (x,) = jax.linear_transpose(lambda h: linear(layer, w, h), primal)(y)
-    return x

@@ -42,6 +42,16 @@ class Net:
         """Number of hidden layers: valid generator source layers are 1..depth."""
         return len(self.layers)
 
+    # The ``models.Model`` protocol, so that training and SHADOW take a Net like any other model.
+    def init(self, key: jax.Array) -> Params:
+        return init(key, self)
+
+    def forward(self, params: Params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0):
+        return forward(self, params, x, key=key, dropout=dropout)
+
+    def features(self, params: Params, x: jax.Array, layer: int) -> jax.Array:
+        return features(self, params, x, layer)
+
 
 def layer_shapes(net: Net) -> tuple[tuple[int, ...], ...]:
     """Per-example shapes of layer 0 (input) .. layer ``depth``."""
@@ -80,17 +90,21 @@ def param_count(params: Params) -> int:
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
-def net_param_count(net: Net) -> int:
-    """Total number of scalars in ``net``'s params, from their shapes alone (nothing is allocated)."""
-    return param_count(jax.eval_shape(lambda key: init(key, net), jax.random.key(0)))
-
-
 def _check_input(net: Net, x: jax.Array) -> None:
     if tuple(x.shape[1:]) != net.input_shape:
         raise ValueError(
             f"Input batch has per-example shape {tuple(x.shape[1:])} but the net expects {net.input_shape}; "
             "pass a (batch, *input_shape) array."
         )
+
+
+def features(net: Net, params: Params, x: jax.Array, layer: int) -> jax.Array:
+    """Hidden layer ``layer`` (1-based) of a batch, without dropout: the map the generator runs backwards."""
+    _check_input(net, x)
+    h = x
+    for spec, p in zip(net.layers[:layer], params["hidden"]):
+        h = L.apply(spec, p, h).h
+    return h
 
 
 def forward(

@@ -1,9 +1,10 @@
 """SHADOW: train on the net's own synthetic inputs as well as the real ones.
 
-For a real batch, the forward pass that computes the real loss also yields
-hidden layer ``layer`` and its pooling switches; the generator turns them into
-a synthetic batch (data: no gradient flows through its generation), labelled
-like the real inputs they came from, and the loss is
+For a real batch, the generator runs the model's ``features`` backwards from
+hidden layer ``layer`` at that batch (``generator.reverse``; under jit its
+forward is the loss's own forward pass, computed once) into a synthetic
+batch (data: no gradient flows through its generation), labelled like the
+real inputs they came from, and the loss is
 
     (CE(real) + w * CE(synthetic)) / (1 + w),
 
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rev_nets import generator, nets
+from rev_nets import generator, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +33,9 @@ class ShadowConfig:
       weight: ``w``, the synthetic examples' loss weight.
       rho: keep-probability of the sampling mask during generation (1 = off).
       smooth_sigma: Gaussian blur of the synthetic images in pixels (0 = off).
-      alpha: ``None`` for the calibrated alpha, else one number for all layers.
+      alpha: ``None`` for the calibrated alpha, ``"data"`` for alphas fitted on
+        the batch (models with residual sums need it), else one number for
+        every linear map.
       alpha_scale: multiplies every layer's alpha (the synthetic input then
         scales by ``alpha_scale ** layer``).
       use_switches: reverse max pooling through the real input's switches.
@@ -48,7 +51,7 @@ class ShadowConfig:
     weight: float = 1.0
     rho: float = 1.0
     smooth_sigma: float = 0.0
-    alpha: float | None = None
+    alpha: float | str | None = None
     alpha_scale: float = 1.0
     use_switches: bool = True
     noise_twin: bool = False
@@ -59,7 +62,7 @@ class ShadowConfig:
         return self.layer > 0
 
     def generator_settings(self) -> dict[str, Any]:
-        """The keyword settings of ``generator.generate_from`` this config asks for."""
+        """The keyword settings of ``generator.reverse`` this config asks for."""
         return {
             "use_switches": self.use_switches,
             "rho": self.rho,
@@ -68,17 +71,19 @@ class ShadowConfig:
             "smooth_sigma": self.smooth_sigma,
         }
 
-    def check(self, net: nets.Net) -> None:
-        """Raises ``ValueError`` with one sentence for settings that make no sense for ``net``."""
-        if not 0 <= self.layer <= net.depth:
-            raise ValueError(f"shadow_layer must be 0 (off) or 1..{net.depth} for this net, got {self.layer}.")
+    def check(self, model: models.Model) -> None:
+        """Raises ``ValueError`` with one sentence for settings that make no sense for ``model``."""
+        if not 0 <= self.layer <= model.depth:
+            raise ValueError(f"shadow_layer must be 0 (off) or 1..{model.depth} for this model, got {self.layer}.")
         if self.weight < 0:
             raise ValueError(f"shadow_weight must be >= 0, got {self.weight}.")
         if not 0.0 < self.rho <= 1.0:
             raise ValueError(f"sampling_rho must be in (0, 1] (1 = no sampling), got {self.rho}.")
         if self.smooth_sigma < 0:
             raise ValueError(f"smooth_sigma must be >= 0 (0 = off), got {self.smooth_sigma}.")
-        if self.alpha is not None and self.alpha <= 0:
+        if isinstance(self.alpha, str) and self.alpha != "data":
+            raise ValueError(f"alpha must be a positive number, 'data' or None (calibrated), got {self.alpha!r}.")
+        if isinstance(self.alpha, (int, float)) and self.alpha <= 0:
             raise ValueError(f"alpha must be positive (or None for the calibrated value), got {self.alpha}.")
         if self.start_epoch < 0:
             raise ValueError(
@@ -117,24 +122,34 @@ def noise_twin(key: jax.Array, x: jax.Array, x_syn: jax.Array) -> jax.Array:
 
 
 def synthetic_batch(
-    net: nets.Net,
-    params: nets.Params,
+    model: models.Model,
+    params,
     x: jax.Array,
-    hiddens,
     config: ShadowConfig,
     key: jax.Array | None,
+    h: jax.Array | None = None,
+    alpha: tuple[jax.Array, ...] | None = None,
 ) -> jax.Array:
-    """The synthetic twins of ``x`` from ``hiddens`` (data: gradients stopped)."""
+    """The synthetic twins of ``x`` from source layer ``config.layer`` (data: gradients stopped).
+
+    ``h`` is that layer as a forward pass with dropout recorded it (default:
+    ``model.features`` at ``x``); the generator transposes the dropout-free
+    forward at ``x`` either way. ``alpha`` (one value per linear map, e.g.
+    frozen data-fitted ones) overrides the config's.
+    """
     gen_key, noise_key = jax.random.split(key) if key is not None else (None, None)
-    x_syn = generator.generate_from(net, params, hiddens, config.layer, key=gen_key, **config.generator_settings())
+    params = jax.lax.stop_gradient(params)
+    features = lambda v: model.features(params, v, config.layer)
+    settings = config.generator_settings() | ({} if alpha is None else {"alpha": alpha})
+    x_syn = generator.reverse(features, x, h=h, key=gen_key, **settings)
     if config.noise_twin:
         x_syn = noise_twin(noise_key, x, x_syn)
     return jax.lax.stop_gradient(x_syn)
 
 
 def loss(
-    net: nets.Net,
-    params: nets.Params,
+    model: models.Model,
+    params,
     x: jax.Array,
     y: jax.Array,
     config: ShadowConfig,
@@ -142,22 +157,25 @@ def loss(
     *,
     dropout: float = 0.0,
     weight: jax.Array | float | None = None,
+    alpha: tuple[jax.Array, ...] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The SHADOW loss of a real batch (plain cross-entropy when SHADOW is off).
 
     ``weight`` overrides ``config.weight`` (a traced value, so that a schedule
-    such as ``weight_at`` changes it without a new trace). Returns the loss
+    such as ``weight_at`` changes it without a new trace), and ``alpha`` the
+    generator's alphas (``synthetic_batch``). Returns the loss
     and metrics: real and synthetic cross-entropy and error, and the
     synthetic-to-real input norm ratio.
     """
     real_key, syn_key, gen_key = jax.random.split(key, 3)
-    logits, hiddens = nets.forward(net, params, x, key=real_key, dropout=dropout)
+    logits, hiddens = model.forward(params, x, key=real_key, dropout=dropout)
     ce_real = cross_entropy(logits, y)
     metrics = {"ce_real": ce_real, "error_real": error_rate(logits, y)}
     if not config.enabled:
         return ce_real, metrics
-    x_syn = synthetic_batch(net, params, x, hiddens, config, gen_key)
-    logits_syn, _ = nets.forward(net, params, x_syn, key=syn_key, dropout=dropout)
+    h = hiddens[config.layer - 1].h if dropout and hiddens is not None else None
+    x_syn = synthetic_batch(model, params, x, config, gen_key, h, alpha)
+    logits_syn, _ = model.forward(params, x_syn, key=syn_key, dropout=dropout)
     ce_syn = cross_entropy(logits_syn, y)
     metrics |= {
         "ce_synthetic": ce_syn,

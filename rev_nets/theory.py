@@ -7,7 +7,8 @@ Widths ``n_0`` (input) .. ``n_L``; ``W_l`` has i.i.d. N(0, 1) entries and is hel
     generation  h^(l-1) = relu(alpha_l W_l h^(l)) * Bernoulli(rho),   alpha_l = 2 / (rho n_{l-1})
     recovery    h_hat^(l) = relu(W_l^T h_hat^(l-1) + b_l),             h_hat^(0) = x = h^(0)
 
-Generation is ``generator.reverse_step`` of a Dense layer at exactly that alpha. The thresholding
+Generation is the generator of a Dense layer at exactly that alpha (``generator.reverse`` of
+``h -> h @ W`` gives the same ``relu(alpha h W^T)``, written out here). The thresholding
 bias is ``b_l = -c ||h^(l)|| sqrt(2 / (rho n_{l-1}))``: ``c`` standard deviations of the
 off-support noise of ``W_l^T h^(l-1)`` (Theorem 2.3, Lemma 2.5). The theorem uses the true
 norm ``||h^(l)||`` (an oracle, ``threshold_biases``); ``recover(..., c=c)`` reads the noise
@@ -32,7 +33,6 @@ from jax import lax
 from jax.scipy.stats import norm
 from scipy import special
 
-from rev_nets import generator
 from rev_nets import layers as L
 
 Weights = tuple[jax.Array, ...]
@@ -127,10 +127,9 @@ def generate(key: jax.Array | None, weights: Weights, h: jax.Array, rho: float) 
     keys = jax.random.split(key, len(weights)) if key is not None else [None] * len(weights)
     layers = [h]
     for w, layer_key in zip(reversed(weights), reversed(keys)):
-        n, m = w.shape
-        below = generator.reverse_step(
-            L.Dense(m), w, layers[0], (n,), switches=None, alpha=alpha(n, rho), relu=True, rho=rho, key=layer_key
-        )
+        below = jax.nn.relu(alpha(w.shape[0], rho) * layers[0] @ w.T)
+        if rho < 1.0:
+            below = jnp.where(jax.random.bernoulli(layer_key, rho, below.shape), below, 0.0)
         layers.insert(0, below)
     return tuple(layers)
 

@@ -1,8 +1,9 @@
-"""The transposed-weight generator: shapes, jit, sampling, and calibration."""
+"""The transposed-weight generator on the built-in nets: the layer-by-layer oracle, shapes, jit, sampling, calibration."""
 
 import chex
 import jax
 import jax.numpy as jnp
+import layerwise
 import numpy as np
 import oracles
 import pytest
@@ -32,20 +33,67 @@ class GenerateVariantsTest(chex.TestCase):
         net = SMALL_NETS[name]
         params = nets.init(jax.random.key(0), net)
         x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
-        _, hiddens = nets.forward(net, params, x)
 
         @self.variant
-        def gen(params, hiddens, key):
-            return generator.generate_from(net, params, hiddens, layer, key=key, rho=rho, smooth_sigma=smooth_sigma)
+        def gen(params, x, key):
+            return generator.twins(net, params, x, layer, key=key, rho=rho, smooth_sigma=smooth_sigma)
 
-        out = gen(params, hiddens, jax.random.key(2))
+        out = gen(params, x, jax.random.key(2))
         chex.assert_shape(out, x.shape)
         chex.assert_type(out, x.dtype)
         chex.assert_tree_all_finite(out)
-        reference = generator.generate_from(
+        _, hiddens = nets.forward(net, params, x)
+        reference = layerwise.generate(
             net, params, hiddens, layer, key=jax.random.key(2), rho=rho, smooth_sigma=smooth_sigma
         )
         np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+
+
+ORACLE_NETS = {
+    "mlp": nets.mnist_mlp(width=48),
+    "cnn_max_matmul": nets.Net(tuple(L.Conv(c, pool="max", impl="matmul") for c in (4, 6, 8)), 10, (16, 16, 3)),
+    "cnn_max_lax": nets.Net(tuple(L.Conv(c, pool="max", impl="lax") for c in (4, 6, 8)), 10, (16, 16, 3)),
+    "cnn_avg": nets.cifar_cnn((4, 6, 8), pool="avg", input_shape=(16, 16, 3)),
+    "cnn_stride_valid": nets.Net((L.Conv(4, strides=(2, 2)), L.Conv(6, padding="VALID", pool="max")), 10, (16, 16, 3)),
+}
+ORACLE_SETTINGS = {
+    "switches": {},
+    "copy": {"use_switches": False},
+    "sampling": {"rho": 0.6, "key": jax.random.key(7)},
+    "smoothing": {"smooth_sigma": 0.8},
+    "given_alpha": {"alpha": (0.7, 1.3, 0.9), "alpha_scale": 1.2, "input_relu": True},
+}
+
+
+@pytest.mark.parametrize("setting", list(ORACLE_SETTINGS))
+@pytest.mark.parametrize("name", list(ORACLE_NETS))
+def test_twins_equal_the_layer_by_layer_generator(name, setting):
+    """Every layer, with switches and copying, fixed-key sampling, smoothing, and given alphas (ReLUs make ties)."""
+    net = ORACLE_NETS[name]
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
+    _, hiddens = nets.forward(net, params, x)
+    for layer in range(1, net.depth + 1):
+        settings = dict(ORACLE_SETTINGS[setting])
+        if "alpha" in settings:
+            settings["alpha"] = settings["alpha"][:layer]
+        expected = layerwise.generate(net, params, hiddens, layer, **settings)
+        np.testing.assert_allclose(generator.twins(net, params, x, layer, **settings), expected, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(ORACLE_NETS))
+def test_calibrated_alphas_read_from_the_trace_equal_the_layer_formula(name):
+    net = ORACLE_NETS[name]
+    params = nets.init(jax.random.key(0), net)
+    x = jnp.zeros((2, *net.input_shape))
+    shapes = nets.layer_shapes(net)
+    for rho, input_relu in ((1.0, False), (0.5, True)):
+        read = generator.alphas(lambda v: net.features(params, v, net.depth), x, rho=rho, input_relu=input_relu)
+        expected = [
+            layerwise.calibrated_alpha(spec, p["w"], shape, rho, l > 0 or input_relu)
+            for l, (spec, p, shape) in enumerate(zip(net.layers, params["hidden"], shapes))
+        ]
+        np.testing.assert_allclose(read, expected, rtol=1e-6)
 
 
 def test_sampling_mask_keeps_fraction_rho():
@@ -65,12 +113,14 @@ def test_switches_route_values_to_the_winning_positions():
     params = nets.init(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
     _, hiddens = nets.forward(net, params, x)
-    with_switches = generator.generate_from(net, params, hiddens, 1)
-    copied = generator.generate_from(net, params, hiddens, 1, use_switches=False)
+    with_switches = generator.twins(net, params, x, 1)
+    copied = generator.twins(net, params, x, 1, use_switches=False)
     spec, w = net.layers[0], params["hidden"][0]["w"]
-    alpha = generator.calibrated_alpha(spec, w, net.input_shape, 1.0, False)
-    expected = alpha * L.adjoint(spec, w, L.unpool(spec, hiddens[0].h, hiddens[0].switches), net.input_shape)
-    np.testing.assert_allclose(with_switches, expected, rtol=1e-5, atol=1e-6)
+    alpha = layerwise.calibrated_alpha(spec, w, net.input_shape, 1.0, False)
+    unpooled = layerwise.unpool(spec, hiddens[0].h, hiddens[0].switches)
+    np.testing.assert_allclose(
+        with_switches, alpha * layerwise.adjoint(spec, w, unpooled, net.input_shape), rtol=1e-5, atol=1e-6
+    )
     assert not np.allclose(with_switches, copied)
 
 
@@ -90,11 +140,12 @@ def _support_ratio(spec, in_shape, rho, relu, draws=16, weight_std=0.3, batch=4,
     def one_draw(key):
         w = weight_std * jax.random.normal(key, L.weight_shape(spec, in_shape))
         h = _sparse_nonnegative(jax.random.fold_in(key, 1), (batch, *L.out_shape(spec, in_shape)), density)
-        alpha = generator.calibrated_alpha(spec, w, in_shape, rho, relu)
-        g = generator.reverse_step(
-            spec, w, h, in_shape, switches=None, alpha=alpha, relu=relu, rho=rho, key=jax.random.fold_in(key, 2)
+        layer = lambda u: L.apply(spec, {"w": w, "b": jnp.zeros(spec.features)}, u).h
+        zeros = jnp.zeros((batch, *in_shape))
+        g = generator.reverse(
+            layer, zeros, h=h, use_switches=False, input_relu=relu, rho=rho, key=jax.random.fold_in(key, 2)
         )
-        target = L.unpool(spec, h)
+        target = layerwise.unpool(spec, h)
         support = (target > 0) & interior
         ratio = jnp.where(support, L.linear(spec, w, g) / jnp.where(support, target, 1.0), 0.0)
         return ratio.sum() / support.sum()
@@ -130,9 +181,11 @@ def test_dense_layer_reproduces_paper_section_1_statistics():
     rows = jax.vmap(lambda kk: jax.random.choice(kk, m, (k,), replace=False))(jax.random.split(key, trials))
     values = jax.random.uniform(jax.random.fold_in(key, 1), (trials, k), minval=0.5, maxval=1.5)
     h = jnp.zeros((trials, m)).at[jnp.arange(trials)[:, None], rows].set(values)
-    alpha = generator.calibrated_alpha(spec, w, (n,), 1.0, True)
+    layer = lambda u: jax.nn.relu(u @ w)
+    zeros = jnp.zeros((trials, n))
+    (alpha,) = generator.alphas(layer, zeros, input_relu=True)
     np.testing.assert_allclose(alpha, 2.0 / (n * jnp.mean(w**2)), rtol=1e-6)
-    x = generator.reverse_step(spec, w, h, (n,), switches=None, alpha=alpha, relu=True, rho=1.0, key=None)
+    x = generator.reverse(layer, zeros, h=h, input_relu=True)
     wtx = L.linear(spec, w, x)
     support = h > 0
     ratio = float(jnp.mean(wtx[support] / h[support]))
@@ -142,13 +195,12 @@ def test_dense_layer_reproduces_paper_section_1_statistics():
     assert abs(noise_std / predicted_std - 1.0) < 0.1, (noise_std, predicted_std)
 
 
-def test_generate_does_not_retrace_under_jit():
+def test_twins_do_not_retrace_under_jit():
     net = SMALL_NETS["cnn_max"]
     params = nets.init(jax.random.key(0), net)
-    gen = jax.jit(chex.assert_max_traces(lambda p, h, s: generator.generate(net, p, h, 2, switches=s), n=1))
+    gen = jax.jit(chex.assert_max_traces(lambda p, x: generator.twins(net, p, x, 2), n=1))
     for seed in range(3):
-        _, hiddens = nets.forward(net, params, jax.random.normal(jax.random.key(seed), (2, *net.input_shape)))
-        gen(params, hiddens[1].h, tuple(hd.switches for hd in hiddens[:2]))
+        gen(params, jax.random.normal(jax.random.key(seed), (2, *net.input_shape)))
 
 
 def test_gaussian_blur_keeps_constants_and_reduces_noise():
@@ -164,8 +216,8 @@ def test_explicit_alpha_per_layer_scales_output():
     net = SMALL_NETS["mlp"]
     params = nets.init(jax.random.key(0), net)
     h = jax.random.uniform(jax.random.key(1), (2, 32))
-    one = generator.generate(net, params, h, 1, alpha=1.0)
-    three = generator.generate(net, params, h, 1, alpha=(3.0, 1.0, 1.0))
+    one = generator.generate(net, params, h, 2, alpha=1.0)
+    three = generator.generate(net, params, h, 2, alpha=(3.0, 1.0))
     np.testing.assert_allclose(three, 3.0 * one, rtol=1e-6)
 
 
@@ -175,9 +227,8 @@ def test_alpha_scale_scales_output_by_its_power_of_the_depth(name):
     net = SMALL_NETS[name]
     params = nets.init(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
-    _, hiddens = nets.forward(net, params, x)
-    base = generator.generate_from(net, params, hiddens, 2)
-    scaled = generator.generate_from(net, params, hiddens, 2, alpha_scale=1.5)
+    base = generator.twins(net, params, x, 2)
+    scaled = generator.twins(net, params, x, 2, alpha_scale=1.5)
     np.testing.assert_allclose(scaled, 1.5**2 * base, rtol=1e-5, atol=1e-6)
 
 
@@ -187,24 +238,27 @@ def test_bad_settings_raise_clear_errors():
     h = jnp.ones((2, 32))
     with pytest.raises(ValueError, match=r"source layer must be in 1..3"):
         generator.generate(net, params, h, 4)
-    _, hiddens = nets.forward(net, params, jnp.ones((2, *net.input_shape)))
     for layer in (0, 4):
-        with pytest.raises(ValueError, match=rf"source layer must be in 1..3 for this net, got {layer}"):
-            generator.generate_from(net, params, hiddens, layer)
+        with pytest.raises(ValueError, match=rf"source layer must be in 1..3 for this model, got {layer}"):
+            generator.twins(net, params, jnp.ones((2, *net.input_shape)), layer)
     with pytest.raises(ValueError, match=r"rho must be in \(0, 1\]"):
         generator.generate(net, params, h, 1, rho=0.0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="needs a PRNG key"):
         generator.generate(net, params, h, 1, rho=0.5)
     with pytest.raises(ValueError, match=r"per-example shape \(5,\)"):
         generator.generate(net, params, jnp.ones((2, 5)), 1)
-    with pytest.raises(ValueError, match="alpha has 2 entries"):
+    with pytest.raises(ValueError, match="alpha has 2 entries but 1 linear maps"):
         generator.generate(net, params, h, 1, alpha=(1.0, 2.0))
+    with pytest.raises(ValueError, match="alpha must be None"):
+        generator.generate(net, params, h, 1, alpha="fitted")
+    with pytest.raises(ValueError, match="h has shape"):
+        generator.twins(net, params, jnp.ones((2, *net.input_shape)), 1, h=jnp.ones((3, 32)))
     with pytest.raises(ValueError, match="smooth_sigma must be >= 0"):
         generator.generate(net, params, h, 1, smooth_sigma=-1.0)
 
 
 @pytest.mark.parametrize("layer", [1, 2, 3])
-def test_generate_from_a_max_pooled_cnn_matches_numpy(layer):
+def test_twins_of_a_max_pooled_cnn_match_numpy(layer):
     """From h_layer down: unpool at the forward pass's maxima, A^T, calibrated alpha, ReLU above the input."""
     net = nets.cifar_cnn((4, 6, 8), input_shape=(8, 8, 3))
     params = nets.init(jax.random.key(0), net)
@@ -230,7 +284,7 @@ def test_generate_from_a_max_pooled_cnn_matches_numpy(layer):
         alpha = c / (9 * w.shape[2] * np.mean(w**2))
         g = alpha * oracles.conv_transpose(oracles.max_unpool(g, pre_pool[l - 1], 2), w, in_shape, (1, 1), (pads, pads))
         g = np.maximum(g, 0.0) if l > 1 else g
-    np.testing.assert_allclose(generator.generate_from(net, params, hiddens, layer), g, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(generator.twins(net, params, x, layer), g, rtol=1e-4, atol=1e-5)
 
 
 def test_twins_by_layer_holds_the_real_batch_and_each_layers_twins():
@@ -239,8 +293,7 @@ def test_twins_by_layer_holds_the_real_batch_and_each_layers_twins():
     x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
     rows = generator.twins_by_layer(net, params, x, smooth_sigma=0.5)
     assert list(rows) == ["real", "from h1", "from h2", "from h3"]
-    _, hiddens = nets.forward(net, params, x)
     np.testing.assert_array_equal(rows["real"], x)
     for layer in (1, 2, 3):
-        expected = generator.generate_from(net, params, hiddens, layer, smooth_sigma=0.5)
+        expected = generator.twins(net, params, x, layer, smooth_sigma=0.5)
         np.testing.assert_allclose(rows[f"from h{layer}"], expected, rtol=1e-6, atol=1e-7)

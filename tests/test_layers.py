@@ -1,4 +1,4 @@
-"""Layer maps, their adjoints and pooling, against numpy oracles."""
+"""Layer maps, the oracle generator's adjoints and pooling, against numpy oracles."""
 
 import dataclasses
 import subprocess
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import layerwise
 import numpy as np
 import oracles
 import pytest
@@ -42,7 +43,7 @@ def test_conv_adjoint_identity_and_numpy_oracle(spec, in_shape, seed):
     out_shape = L.pre_pool_shape(spec, in_shape)
     w, x, y = _draw(seed, L.weight_shape(spec, in_shape), (2, *in_shape), (2, *out_shape))
     ax = L.linear(spec, w, x)
-    aty = L.adjoint(spec, w, y, in_shape)
+    aty = layerwise.adjoint(spec, w, y, in_shape)
     pads = oracles.pads_for(spec.padding, in_shape[:2], spec.kernel_size, spec.strides)
     np.testing.assert_allclose(ax, oracles.conv(x, w, spec.strides, pads), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
@@ -70,7 +71,9 @@ def test_conv_implementations_agree_forward_and_transposed(spec, in_shape, seed)
     other = dataclasses.replace(spec, impl="lax" if L.conv_impl(spec) == "matmul" else "matmul")
     w, x, y = _draw(seed, L.weight_shape(spec, in_shape), (2, *in_shape), (2, *L.pre_pool_shape(spec, in_shape)))
     np.testing.assert_allclose(L.linear(spec, w, x), L.linear(other, w, x), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(L.adjoint(spec, w, y, in_shape), L.adjoint(other, w, y, in_shape), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layerwise.adjoint(spec, w, y, in_shape), layerwise.adjoint(other, w, y, in_shape), rtol=1e-5, atol=1e-5
+    )
 
 
 @given(
@@ -81,7 +84,7 @@ def test_conv_implementations_agree_forward_and_transposed(spec, in_shape, seed)
 def test_dense_adjoint_is_matrix_transpose(in_shape, features, seed):
     spec = L.Dense(features)
     w, x, y = _draw(seed, L.weight_shape(spec, in_shape), (3, *in_shape), (3, features))
-    aty = L.adjoint(spec, w, y, in_shape)
+    aty = layerwise.adjoint(spec, w, y, in_shape)
     np.testing.assert_allclose(L.linear(spec, w, x), x.reshape(3, -1) @ w, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(aty, (y @ w.T).reshape(3, *in_shape), rtol=1e-5, atol=1e-5)
     assert aty.shape == (3, *in_shape)
@@ -98,17 +101,17 @@ def test_pooling_matches_numpy_and_unpool_is_right_inverse(kind, size, seed):
     oracle = oracles.max_pool if kind == "max" else oracles.avg_pool
     np.testing.assert_allclose(hidden.h, oracle(z, size), rtol=1e-6, atol=1e-6)
     h = jnp.abs(hidden.h)  # Hidden layers are post-ReLU, hence non-negative.
-    np.testing.assert_allclose(L.pool(spec, L.unpool(spec, h)).h, h, rtol=1e-6)
+    np.testing.assert_allclose(L.pool(spec, layerwise.unpool(spec, h)).h, h, rtol=1e-6)
     if kind == "max":
         assert hidden.switches.dtype == jnp.int32 and hidden.switches.shape == hidden.h.shape
-        np.testing.assert_allclose(L.pool(spec, L.unpool(spec, h, hidden.switches)).h, h, rtol=1e-6)
+        np.testing.assert_allclose(L.pool(spec, layerwise.unpool(spec, h, hidden.switches)).h, h, rtol=1e-6)
 
 
 def test_unpool_with_switches_returns_each_max_to_its_position():
     spec = L.Conv(1, pool="max")
     z = jnp.asarray(np.random.default_rng(0).permutation(32).reshape(1, 4, 8, 1), jnp.float32)
     hidden = L.pool(spec, z)
-    back = L.unpool(spec, hidden.h, hidden.switches)
+    back = layerwise.unpool(spec, hidden.h, hidden.switches)
     winners = back > 0
     assert int(winners.sum()) == hidden.h.size - int((hidden.h == 0).sum())
     np.testing.assert_array_equal(back[winners], z[winners])
@@ -119,7 +122,7 @@ def test_unpool_without_switches_copies_over_the_window():
     spec = L.Conv(1, pool="max")
     h = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
     expected = np.kron(np.arange(1.0, 5.0).reshape(2, 2), np.ones((2, 2)))
-    np.testing.assert_array_equal(L.unpool(spec, h)[0, :, :, 0], expected)
+    np.testing.assert_array_equal(layerwise.unpool(spec, h)[0, :, :, 0], expected)
 
 
 def test_shapes_and_fan_in():

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -52,9 +53,14 @@ class Row(NamedTuple):
 
 
 def run_weights(params) -> dict[str, np.ndarray]:
-    """A net's weights by layer name: h1, h2, ... for the hidden layers, then head."""
-    named = {f"h{i + 1}": layer["w"] for i, layer in enumerate(params["hidden"])}
-    return {name: np.asarray(w) for name, w in (named | {"head": params["head"]["w"]}).items()}
+    """A net's weights by layer name: h1, h2, ... for the hidden layers, then head (a ``Net``), or else every
+    array of two or more dimensions by its path in the params, e.g. ``stems/0/kernel`` (an NNX model)."""
+    if "hidden" in params:
+        named = {f"h{i + 1}": layer["w"] for i, layer in enumerate(params["hidden"])}
+        return {name: np.asarray(w) for name, w in (named | {"head": params["head"]["w"]}).items()}
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    path_name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path if getattr(k, "key", None) != "value")
+    return {path_name(path): np.asarray(w) for path, w in leaves if np.ndim(w) >= 2}
 
 
 def read_run(workdir: str) -> tuple[Snapshot, ...]:

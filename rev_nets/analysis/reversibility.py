@@ -23,12 +23,13 @@ import functools
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rev_nets import data, dispatch, generator, nets, plots, theory
+from rev_nets import data, dispatch, generator, models, nets, plots, theory
 from rev_nets import layers as L
 from rev_nets.analysis.report_files import write_json_and_markdown
 from rev_nets.errors import InputError
@@ -121,38 +122,38 @@ def band_power(x: jax.Array) -> jax.Array:
     return _fourier_power(x) @ masks.astype(np.float32)
 
 
-def net_round_trips(net: nets.Net, params: nets.Params, x: jax.Array, cs: jax.Array) -> list[dict[str, jax.Array]]:
-    """``layer_metrics`` of every hidden layer of ``net`` for the batch ``x`` (f: forward, G: generate_from).
+def net_round_trips(model: models.Model, params, x: jax.Array, cs: jax.Array, alpha=None) -> list[dict[str, jax.Array]]:
+    """``layer_metrics`` of every source layer of ``model`` for the batch ``x`` (f: features, G: ``generator.twins``
+    with ``alpha``: calibrated, or e.g. "data" for models with residual sums).
 
+    The one-layer round trip and the theory's prediction need a ``Net``'s layers; other models give NaN there.
     For image inputs each layer's metrics also hold the radial spectra and band powers of ``x_syn`` and ``x``.
     """
-    _, hiddens = nets.forward(net, params, x)
     real_spectra = {"spectrum_real": radial_power(x), "band_power_real": band_power(x)} if x.ndim == 4 else None
-    shapes = nets.layer_shapes(net)
     results = []
-    for l in range(1, net.depth + 1):
-        spec, p = net.layers[l - 1], params["hidden"][l - 1]
-        h = hiddens[l - 1].h
-        x_syn = generator.generate_from(net, params, hiddens, l)
-        h_syn = nets.forward(net, params, x_syn)[1][l - 1].h
-        relu = l > 1  # generate_from keeps the ReLU on hidden layers, not on the input (input_relu=False).
-        below = generator.reverse_step(
-            spec,
-            p["w"],
-            h,
-            shapes[l - 1],
-            switches=hiddens[l - 1].switches,
-            alpha=generator.calibrated_alpha(spec, p["w"], shapes[l - 1], 1.0, relu),
-            relu=relu,
-            rho=1.0,
-            key=None,
-        )
-        h_step = L.apply(spec, p, below).h
-        metrics = layer_metrics(h, h_syn, h_step, L.fan_in(spec, shapes[l - 1]), relu, cs)
+    for l in range(1, model.depth + 1):
+        h = model.features(params, x, l)
+        x_syn = generator.twins(model, params, x, l, alpha=alpha)
+        h_syn = model.features(params, x_syn, l)
+        if isinstance(model, nets.Net):
+            h_step, fan_in = one_layer_round_trip(model, params, x, l)
+        else:
+            h_step, fan_in = jnp.full_like(h, jnp.nan), 1
+        metrics = layer_metrics(h, h_syn, h_step, fan_in, l > 1, cs)
         if real_spectra:
             metrics |= real_spectra | {"spectrum_syn": radial_power(x_syn), "band_power_syn": band_power(x_syn)}
         results.append(metrics)
     return results
+
+
+def one_layer_round_trip(net: nets.Net, params: nets.Params, x: jax.Array, l: int) -> tuple[jax.Array, int]:
+    """Layer ``l`` of ``x`` one layer down (the generator of that layer alone, at the real layer below) and back
+    up, and the layer's fan-in. The ReLU is kept on hidden layers, not on the input, as in ``twins``."""
+    spec, p = net.layers[l - 1], params["hidden"][l - 1]
+    below = x if l == 1 else net.features(params, x, l - 1)
+    layer = lambda u: L.apply(spec, p, u).h
+    down = generator.reverse(layer, below, input_relu=l > 1)
+    return layer(down), L.fan_in(spec, below.shape[1:])
 
 
 def gaussian_round_trips(
@@ -337,15 +338,17 @@ def reversibility_figure(rows: list[dict], path: str) -> str:
 # ------------------------------------------------------------------ main --
 
 
-def variant_rows(net: nets.Net, variants: dict[str, nets.Params], x: jax.Array, title: str, out: str, cs) -> list:
-    """Rows for each named set of ``net``'s params on the images ``x``; writes their image grids and spectra."""
-    round_trips = jax.jit(functools.partial(net_round_trips, net))
+def variant_rows(
+    model: models.Model, variants: dict[str, Any], x: jax.Array, title: str, out: str, cs, alpha=None
+) -> list:
+    """Rows for each named set of ``model``'s params on the images ``x``; writes their image grids and spectra."""
+    round_trips = jax.jit(functools.partial(net_round_trips, model, alpha=alpha))
     rows = []
     for name, params in variants.items():
         rows += summarize(name, round_trips(params, x, cs), np.asarray(cs))
         slug = name.split(" (")[0].replace(" ", "_")
         plots.image_grid(
-            generator.twins_by_layer(net, params, x[:GRID_IMAGES]),
+            generator.twins_by_layer(model, params, x[:GRID_IMAGES], alpha=alpha),
             os.path.join(out, "figures", f"images_{slug}.png"),
             title=f"{title}: {name}, real images and G(h_l)",
         )
@@ -354,11 +357,17 @@ def variant_rows(net: nets.Net, variants: dict[str, nets.Params], x: jax.Array, 
     return rows
 
 
-def run_nets(run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> tuple[list, dict]:
-    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra."""
+def run_nets(
+    run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs, factory: str | None = None
+) -> tuple[list, dict]:
+    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra.
+
+    A run of an NNX model is read only when ``factory`` (the caller's ``--model``) names its factory."""
     config = rundir.read_run_config(run)
-    net = rundir.net_from_repr(config["net"])
+    net = rundir.model_from_config(config, factory)
     params_by_step = rundir.saved_params(run)
+    if isinstance(net, models.NnxModel):
+        params_by_step = {step: net.from_saved(params) for step, params in params_by_step.items()}
     first, last = min(params_by_step), max(params_by_step)
     x, _ = load_test_images(config["dataset"], config.get("num_validation", 0), data_dir, num_images)
     variants = {
@@ -366,7 +375,8 @@ def run_nets(run: str, data_dir: str | None, num_images: int, seed: int, out: st
         f"trained (step {last})": params_by_step[last],
         "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
     }
-    return variant_rows(net, variants, x, config["dataset"], out, cs), {"init": first, "trained": last}
+    alpha = config["train"]["shadow"].get("alpha")  # The run's own generator: calibrated, or fitted ("data").
+    return variant_rows(net, variants, x, config["dataset"], out, cs, alpha), {"init": first, "trained": last}
 
 
 def onnx_nets(path: str, dataset: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> list:
@@ -411,9 +421,11 @@ def analyse(
     controls: Sequence[str] = DEFAULT_CONTROLS,
     control_trials: int = 100,
     seed: int = 0,
+    model: str | None = None,
 ) -> dict:
     """The report of the run directory ``run`` (read-only) or of the ONNX net ``weights`` on ``dataset``'s test
-    images, and of the Gaussian controls (only those, when neither is given); image grids go to ``out``."""
+    images, and of the Gaussian controls (only those, when neither is given); image grids go to ``out``.
+    ``model`` names the factory of a run that trained an NNX model (``--model``)."""
     if run and weights:
         raise InputError("give a training run or an ONNX weight file, not both; run the analysis once for each.")
     if weights and not dataset:
@@ -422,7 +434,7 @@ def analyse(
     cs = jnp.asarray(PREDICTION_CS, jnp.float32)
     rows, steps = [], {}
     if run:
-        rows, steps = run_nets(run, data.resolve_data_dir(data_dir), num_images, seed, out, cs)
+        rows, steps = run_nets(run, data.resolve_data_dir(data_dir), num_images, seed, out, cs, model)
     elif weights:
         rows = onnx_nets(weights, dataset, data.resolve_data_dir(data_dir), num_images, seed, out, cs)
     rows += run_controls(controls, control_trials, seed, cs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rev_nets import nets, shadow
+from rev_nets import models, shadow
 from rev_nets.errors import UserError
 
 
@@ -36,7 +36,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     log_every: int = 50
 
-    def check(self, net: nets.Net) -> None:
+    def check(self, model: models.Model) -> None:
         """Raises ``ValueError`` with one sentence for values that make no sense."""
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
@@ -53,7 +53,7 @@ class TrainConfig:
         for name in ("grad_clip", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
-        self.shadow.check(net)
+        self.shadow.check(model)
         if not self.shadow.enabled and self.shadow.start_epoch:
             raise ValueError("shadow_start_epoch needs SHADOW on; give --shadow_layer=1..depth or drop the start.")
         if self.shadow.enabled and self.shadow.start_epoch >= self.epochs:

@@ -11,7 +11,7 @@ from rev_nets.train.config import TrainConfig
 from rev_nets.train.steps import eval_config
 
 
-def write_figures(net, config: TrainConfig, params, evals, history, workdir: str, num_images: int = 8) -> None:
+def write_figures(model, config: TrainConfig, params, evals, history, workdir: str, num_images: int = 8) -> None:
     """Learning curves (against epochs and wall time) and real vs synthetic images from every layer."""
     fig_dir = os.path.join(workdir, "figures")
     epochs = [m["epoch"] for m in history]
@@ -26,11 +26,11 @@ def write_figures(net, config: TrainConfig, params, evals, history, workdir: str
             series[f"{split} synthetic"] = (x, [m[f"{split}_synthetic_error"] for m in history])
         plots.learning_curves(series, os.path.join(fig_dir, name), xlabel=label, title=arm_name(config))
     split = evals.get("test") or next(iter(evals.values()))
-    settings = eval_config(config, net).generator_settings()
+    settings = eval_config(config, model).generator_settings()
     # On one device: eager ops on arrays spread over a mesh would each be an unsynced multi-device dispatch.
     local = split.images.addressable_data(0) if isinstance(split.images, jax.Array) else split.images
     images = jax.device_put(local[:num_images], jax.local_devices()[0])
-    rows = generator.twins_by_layer(net, jax.device_put(params, images.sharding), images, **settings)
+    rows = generator.twins_by_layer(model, jax.device_put(params, images.sharding), images, **settings)
     plots.image_grid(rows, os.path.join(fig_dir, "synthetic_images.png"), title=arm_name(config))
 
 

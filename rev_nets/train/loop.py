@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from rev_nets import data, dispatch, nets
+from rev_nets import data, dispatch, models
 from rev_nets.train import rundir
 from rev_nets.train.config import DivergedError, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
@@ -36,6 +36,7 @@ from rev_nets.train.steps import (
     eval_config,
     eval_step,
     evaluate,
+    make_alpha_fit,
     make_epoch_plan,
     make_train_step,
     zero_metrics,
@@ -75,7 +76,7 @@ def as_split(split) -> data.DeviceSplit:
 
 
 def fit_in_memory(
-    net: nets.Net,
+    model: models.Model,
     config: TrainConfig,
     train: data.DeviceSplit | tuple[Any, Any],
     evals: Mapping[str, data.DeviceSplit | tuple[Any, Any]] | None = None,
@@ -85,7 +86,7 @@ def fit_in_memory(
     history: list[dict[str, Any]] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
-    """Trains ``net`` on ``train`` for ``steps`` steps (default: ``config.epochs`` epochs); returns state and lines.
+    """Trains ``model`` on ``train`` for ``steps`` steps (default: ``config.epochs`` epochs); returns state and lines.
 
     ``train`` and each of ``evals`` (name -> split, e.g. "validation",
     "test") are standardised images and integer labels, as a
@@ -96,7 +97,7 @@ def fit_in_memory(
     history)``. ``state`` resumes a state already on the mesh (its step
     counts from the start of the run), as ``fit`` does after a restart.
     """
-    config.check(net)
+    config.check(model)
     train = as_split(train)
     evals = {name: as_split(split) for name, split in (evals or {}).items()}
     mesh = data_mesh()
@@ -110,12 +111,16 @@ def fit_in_memory(
         )
     train, replicated = replicate((train, evals), mesh)
     evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
-    state = replicate(create_state(net, config, per_epoch), mesh) if state is None else state
+    state = replicate(create_state(model, config, per_epoch), mesh) if state is None else state
     history = [] if history is None else history
 
-    step_fn = make_train_step(net, config, mesh, per_epoch)
+    step_fn = make_train_step(model, config, mesh, per_epoch)
     epoch_plan = make_epoch_plan(mesh, num_train, config.batch_size)
-    eval_fn = jax.jit(functools.partial(eval_step, net, eval_config(config, net), batch_sharding=batch_sharding(mesh)))
+    fits_alpha = config.shadow.enabled and config.shadow.alpha == "data"
+    alpha_fit = make_alpha_fit(model, config, mesh) if fits_alpha else None
+    eval_fn = jax.jit(
+        functools.partial(eval_step, model, eval_config(config, model), batch_sharding=batch_sharding(mesh))
+    )
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, per_epoch)
     wall = history[-1]["wall_time_s"] if history else 0.0
@@ -126,10 +131,11 @@ def fit_in_memory(
         epoch = step // per_epoch + 1
         first_row, rows = step % per_epoch, min(per_epoch, last_step - (epoch - 1) * per_epoch)
         order, epoch_key = window(epoch_plan(base_key, epoch))
+        alpha = window(alpha_fit(state.params, train, order[0])) if alpha_fit else None
         acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(first_row, rows):
-            state, acc = step_fn(state, acc, train, order, epoch_key)
+            state, acc = step_fn(state, acc, train, order, epoch_key, alpha)
             window(acc)
             step = (epoch - 1) * per_epoch + i + 1
             if (i + 1) % config.log_every == 0 or i + 1 == rows:
@@ -164,7 +170,7 @@ def fit_in_memory(
 
 
 def fit(
-    net: nets.Net,
+    model: models.Model,
     config: TrainConfig,
     train: data.DeviceSplit,
     evals: dict[str, data.DeviceSplit],
@@ -180,11 +186,11 @@ def fit(
     (with tensorboardX), a checkpoint and the figures. Returns the final
     state and every metric line of the run.
     """
-    config.check(net)
+    config.check(model)
     mesh = data_mesh()
     per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh)
-    rundir.check_config(workdir, {"train": config.to_json(), "net": repr(net), **(extra_config or {})})
-    state = replicate(create_state(net, config, per_epoch), mesh)
+    rundir.check_config(workdir, {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})})
+    state = replicate(create_state(model, config, per_epoch), mesh)
     manager = rundir.checkpoint_manager(workdir)
     history: list[dict[str, Any]] = []
     if manager.latest_step() is None:
@@ -201,9 +207,9 @@ def fit(
             rundir.write_scalars(writer, line)
         manager.save(int(state.step), args=ocp.args.StandardSave(state))
         if figures:
-            write_figures(net, config, state.params, evals, history, workdir)
+            write_figures(model, config, state.params, evals, history, workdir)
 
-    state, history = fit_in_memory(net, config, train, evals, state=state, history=history, on_epoch=record)
+    state, history = fit_in_memory(model, config, train, evals, state=state, history=history, on_epoch=record)
     manager.wait_until_finished()
     if writer:
         writer.close()
@@ -211,7 +217,7 @@ def fit(
 
 
 def train_and_evaluate(
-    net: nets.Net,
+    model: models.Model,
     config: TrainConfig,
     dataset: str,
     workdir: str,
@@ -225,7 +231,7 @@ def train_and_evaluate(
     splits = data.device_splits(dataset, num_validation, data.resolve_data_dir(data_dir))
     train, evals = splits.pop("train"), splits
     extra = {"dataset": dataset, "num_validation": num_validation}
-    return fit(net, config, train, evals, workdir, extra_config=extra, figures=figures)
+    return fit(model, config, train, evals, workdir, extra_config=extra, figures=figures)
 
 
 def _format_eta(seconds: float) -> str:

@@ -6,7 +6,7 @@ import jax
 import optax
 from flax.training import train_state
 
-from rev_nets import nets
+from rev_nets import models
 from rev_nets.train.config import TrainConfig
 
 
@@ -35,7 +35,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return optax.chain(*parts)
 
 
-def create_state(net: nets.Net, config: TrainConfig, steps_per_epoch: int) -> train_state.TrainState:
+def create_state(model: models.Model, config: TrainConfig, steps_per_epoch: int) -> train_state.TrainState:
     """A fresh TrainState with the run's seed."""
-    params = nets.init(jax.random.key(config.seed), net)
+    params = model.init(jax.random.key(config.seed))
     return train_state.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(config, steps_per_epoch))

@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from rev_nets import layers, nets
+from rev_nets import layers, models, nets
 from rev_nets.train.config import TrainConfig, TrainingError
 
 
@@ -171,6 +171,27 @@ def net_from_repr(text: str) -> nets.Net:
     if not isinstance(net, nets.Net):
         raise TrainingError(f"config.json's net {text!r} is not a Net.")
     return net
+
+
+def model_record(model: models.Model) -> dict[str, Any]:
+    """How config.json names the model: a ``Net`` by its repr, an ``NnxModel`` by its factory and arguments."""
+    if isinstance(model, nets.Net):
+        return {"net": repr(model)}
+    if isinstance(model, models.NnxModel):
+        return {"model": model.describe()}
+    raise TrainingError(f"{type(model).__name__} cannot be recorded in config.json; train a Net or an NnxModel.")
+
+
+def model_from_config(config: dict[str, Any], factory: str | None = None) -> models.Model:
+    """The run's model. A factory is imported only when ``factory`` (the reader's own ``--model``) names it."""
+    if "net" in config:
+        return net_from_repr(config["net"])
+    recorded = config["model"]["factory"]
+    if factory != recorded:
+        raise TrainingError(
+            f"this run trained the model {recorded}; pass --model={recorded} to import it and read the run."
+        )
+    return models.nnx_model(factory, **config["model"]["arguments"])
 
 
 def read_run_config(run: str) -> dict:

@@ -19,7 +19,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rev_nets import data, dispatch, nets, shadow
+from rev_nets import data, dispatch, generator, models, shadow
 from rev_nets.train.config import TrainConfig
 from rev_nets.train.mesh import batch_sharding, shard_batch
 
@@ -36,7 +36,7 @@ def zero_metrics(config: TrainConfig) -> Metrics:
 
 
 def train_step(
-    net: nets.Net,
+    model: models.Model,
     config: TrainConfig,
     state: train_state.TrainState,
     acc: Metrics,
@@ -46,10 +46,12 @@ def train_step(
     *,
     steps_per_epoch: int,
     batch_sharding: NamedSharding | None = None,
+    alpha: tuple[jax.Array, ...] | None = None,
 ) -> tuple[train_state.TrainState, Metrics]:
     """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``.
 
-    ``steps_per_epoch`` places SHADOW's ``start_epoch`` on the step count.
+    ``steps_per_epoch`` places SHADOW's ``start_epoch`` on the step count;
+    ``alpha`` holds frozen generator alphas (``fit_alphas``), if any.
     With ``batch_sharding`` the batch is split along the mesh's data axis, so
     XLA runs each device's share and all-reduces the gradients.
     """
@@ -57,7 +59,7 @@ def train_step(
     weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
 
     def objective(params):
-        return shadow.loss(net, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight)
+        return shadow.loss(model, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight, alpha=alpha)
 
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
@@ -65,8 +67,8 @@ def train_step(
     return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
 
 
-def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
-    """``train_step`` jitted once for ``net`` and ``config``, the state's buffers donated.
+def make_train_step(model: models.Model, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
+    """``train_step`` jitted once for ``model`` and ``config``, the state's buffers donated.
 
     The jitted step takes the whole epoch: its batch order ``(steps_per_epoch,
     batch_size)`` and its key. It picks row ``state.step % steps_per_epoch``
@@ -74,15 +76,16 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
     training step costs one dispatch and no host work (``make_epoch_plan``
     makes both on the mesh; an array placed elsewhere is copied every step).
     The metrics are not donated, so a loop can hand each step's metrics to
-    a ``dispatch.DispatchWindow`` and wait for them later.
+    a ``dispatch.DispatchWindow`` and wait for them later. ``alpha`` is
+    ``make_alpha_fit``'s output for an ``alpha="data"`` config, else None.
     """
 
-    def step(state, acc, split, order, epoch_key):
+    def step(state, acc, split, order, epoch_key, alpha=None):
         if order.shape[0] != steps_per_epoch:  # Out-of-range rows would be clamped silently.
             raise ValueError(f"order has {order.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
         row = state.step % steps_per_epoch
         return train_step(
-            net,
+            model,
             config,
             state,
             acc,
@@ -91,9 +94,27 @@ def make_train_step(net: nets.Net, config: TrainConfig, mesh: Mesh, steps_per_ep
             jax.random.fold_in(epoch_key, row + 1),
             steps_per_epoch=steps_per_epoch,
             batch_sharding=batch_sharding(mesh),
+            alpha=alpha,
         )
 
     return jax.jit(step, donate_argnums=0)
+
+
+def make_alpha_fit(model: models.Model, config: TrainConfig, mesh: Mesh):
+    """Jitted ``(params, split, indices) -> alphas``: the generator's alphas fitted on one batch.
+
+    For a config with ``alpha="data"`` the loop fits them at each epoch's
+    start and freezes them for the epoch, so the fit costs one batch's
+    reverse pass per epoch, not one per step.
+    """
+
+    def fit(params, split, indices):
+        x, _ = shard_batch(data.batch_at(split, indices), batch_sharding(mesh))
+        features = lambda v: model.features(params, v, config.shadow.layer)
+        settings = config.shadow.generator_settings() | {"smooth_sigma": 0.0}
+        return generator.alphas(features, x, **settings)
+
+    return jax.jit(fit)
 
 
 def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
@@ -111,17 +132,17 @@ def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
     return jax.jit(plan, out_shardings=(replicated, replicated))
 
 
-def eval_config(config: TrainConfig, net: nets.Net) -> shadow.ShadowConfig:
+def eval_config(config: TrainConfig, model: models.Model) -> shadow.ShadowConfig:
     """Synthetic test data: the configured generator (layer 3, or the top of a shallower net, when SHADOW is
     off), no sampling, no placebo."""
-    layer = config.shadow.layer or min(3, net.depth)
+    layer = config.shadow.layer or min(3, model.depth)
     return dataclasses.replace(config.shadow, layer=layer, rho=1.0, noise_twin=False)
 
 
 def eval_step(
-    net: nets.Net,
+    model: models.Model,
     generator_config: shadow.ShadowConfig,
-    params: nets.Params,
+    params,
     split: data.DeviceSplit,
     indices: jax.Array,
     mask: jax.Array,
@@ -130,9 +151,9 @@ def eval_step(
 ) -> Metrics:
     """Summed real/synthetic errors and real cross-entropy over the unmasked examples."""
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
-    logits, hiddens = nets.forward(net, params, x)
-    x_syn = shadow.synthetic_batch(net, params, x, hiddens, generator_config, None)
-    logits_syn, _ = nets.forward(net, params, x_syn)
+    logits, _ = model.forward(params, x)
+    x_syn = shadow.synthetic_batch(model, params, x, generator_config, None)
+    logits_syn, _ = model.forward(params, x_syn)
     wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return {"errors": wrong(logits), "synthetic_errors": wrong(logits_syn), "ce": jnp.sum(ce * mask)}
@@ -140,7 +161,7 @@ def eval_step(
 
 def evaluate(
     eval_fn,
-    params: nets.Params,
+    params,
     split: data.DeviceSplit,
     batch_size: int,
     multiple: int = 1,
