@@ -143,6 +143,8 @@ def parse_alpha(text: str) -> float | str | None:
 def build_model(experiment: Experiment) -> models.Model:
     """The entry point's net, or the NNX model that ``--model`` and ``--model_args`` name."""
     if not FLAGS.model:
+        if FLAGS.model_args != "{}":
+            raise cli.UsageError("--model_args are the arguments of --model's factory; give --model too.")
         return experiment.build_net()
     try:
         arguments = json.loads(FLAGS.model_args)

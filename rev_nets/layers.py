@@ -182,8 +182,8 @@ def _conv_as_matmul(layer: Conv, w: jax.Array, h: jax.Array) -> jax.Array:
     """The same convolution as one matmul over the kh*kw shifted slices stacked on channels.
 
     Faster than ``lax.conv_general_dilated`` on CPU (XLA's CPU convolution
-    uses one core; a matmul uses all of them). Exact: the same sums, and its
-    adjoint still comes from ``jax.linear_transpose``.
+    uses one core; a matmul uses all of them). Exact: the same sums, and the
+    generator reverses it through the VJPs of its pad, slices and matmul.
     """
     (top, bottom), (left, right) = _lax_padding(layer, h.shape[1:])
     padded = jnp.pad(h, ((0, 0), (top, bottom), (left, right), (0, 0)))

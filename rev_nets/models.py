@@ -66,15 +66,16 @@ class NnxModel:
     and resumed like a ``Net``'s.
     """
 
-    factory: str
+    factory: str  # package.module:factory, as config.json records it
     arguments: tuple[tuple[str, Any], ...]
+    build: Callable[..., nnx.Module] = dataclasses.field(compare=False, repr=False)
     graphdef: Any = dataclasses.field(compare=False, repr=False)
     depth: int
     input_shape: tuple[int, ...]
     num_classes: int
 
     def init(self, key: jax.Array) -> nnx.State:
-        module = import_factory(self.factory)(rngs=nnx.Rngs(key), **dict(self.arguments))
+        module = self.build(rngs=nnx.Rngs(key), **dict(self.arguments))
         return nnx.split(module, nnx.Param)[1]
 
     def module(self, params: nnx.State) -> nnx.Module:
@@ -104,9 +105,16 @@ class NnxModel:
         return {"factory": self.factory, "arguments": dict(self.arguments)}
 
 
-def nnx_model(factory: str, **arguments) -> NnxModel:
-    """The ``NnxModel`` of ``factory(rngs=..., **arguments)``, checked on an abstract build (nothing allocated)."""
-    build = import_factory(factory)
+def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel:
+    """The ``NnxModel`` of ``factory(rngs=..., **arguments)``, checked on an abstract build (nothing allocated).
+
+    ``factory`` is a ``package.module:factory`` name or the callable itself
+    (a module class defined in a notebook, say).
+    """
+    if callable(factory):
+        build, factory = factory, f"{factory.__module__}:{factory.__qualname__}"
+    else:
+        build = import_factory(factory)
     json.dumps(arguments)  # config.json must be able to record them.
     module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **arguments))
     missing = [name for name in ("features", "depth", "input_shape", "num_classes") if not hasattr(module, name)]
@@ -121,6 +129,7 @@ def nnx_model(factory: str, **arguments) -> NnxModel:
     return NnxModel(
         factory,
         tuple(sorted(arguments.items())),
+        build,
         graphdef,
         int(module.depth),
         tuple(module.input_shape),

@@ -2,8 +2,7 @@
 
 For real test inputs ``x`` and each hidden layer l: ``h_l = f(x)``, ``x_syn = G(h_l)``,
 ``h_syn = f(x_syn)``, where f is the net's own forward pass (its biases) and G is
-``generator.generate_from`` (the forward's max-pooling switches, calibrated alpha, no
-sampling). Per layer: the relative error ``||h_syn - h_l|| / ||h_l||``, the cosine,
+``generator.twins`` (the forward's max-pooling switches, the run's alpha, no sampling). Per layer: the relative error ``||h_syn - h_l|| / ||h_l||``, the cosine,
 ``||h_syn|| / ||h_l||``, the one-step error (``h_l`` one layer down and back up), the measured
 sparsity of ``h_l``, and the theory's predicted one-step error for that very ``h_l``
 (``theory.predicted_error_for``, square-rooted: with no bias and with the best bias).

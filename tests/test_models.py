@@ -1,0 +1,162 @@
+"""Models other than the built-in nets: Flax NNX modules through ``models.nnx_model``, training, runs, the CLI."""
+
+import json
+
+import chex
+import conftest_data
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from entry_points import run_entry_point
+from flax import nnx
+
+from rev_nets import generator, models, shadow, train
+from rev_nets.nnx_zoo import ResidualCNN
+from rev_nets.train import rundir
+
+ZOO = "rev_nets.nnx_zoo:residual_cnn"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    conftest_data.make_data_dir(root)
+    return root
+
+
+def tiny_residual(*, rngs):
+    return ResidualCNN((2, 3), 4, (8, 8, 3), rngs=rngs)
+
+
+class WithBatchStats(nnx.Module):
+    def __init__(self, *, rngs):
+        self.norm = nnx.BatchNorm(3, rngs=rngs)
+        self.depth, self.input_shape, self.num_classes = 1, (8, 8, 3), 4
+
+    def features(self, x, layer):
+        return nnx.relu(self.norm(x))
+
+
+def _batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 8, 8, 3)).astype(np.float32), rng.integers(0, 4, n).astype(np.int32)
+
+
+def test_an_nnx_model_is_a_pure_model_whose_params_are_its_nnx_params():
+    model = models.nnx_model(tiny_residual)
+    params = model.init(jax.random.key(0))
+    module = tiny_residual(rngs=nnx.Rngs(0))
+    x, _ = _batch()
+    logits, hiddens = model.forward(params, x)
+    np.testing.assert_allclose(logits, module(x), rtol=1e-6)
+    assert hiddens is None and model.depth == 2 and model.num_classes == 4
+    np.testing.assert_allclose(model.features(params, x, 2), module.features(x, 2), rtol=1e-6)
+    assert models.param_count(model) == sum(a.size for a in jax.tree.leaves(nnx.state(module, nnx.Param)))
+    assert model == models.nnx_model(tiny_residual) and hash(model) == hash(models.nnx_model(tiny_residual))
+
+
+def test_shadow_on_an_nnx_model_generates_from_its_features_and_stops_gradients():
+    model = models.nnx_model(tiny_residual)
+    params = model.init(jax.random.key(0))
+    x, y = _batch()
+    config = shadow.ShadowConfig(layer=2, alpha="data")
+    key = jax.random.key(1)
+    value, metrics = shadow.loss(model, params, x, y, config, key)
+    x_syn = generator.twins(model, params, x, 2, alpha="data", key=jax.random.split(key, 3)[2])
+    logits_syn, _ = model.forward(params, x_syn)
+    np.testing.assert_allclose(metrics["ce_synthetic"], shadow.cross_entropy(logits_syn, y), rtol=1e-5)
+    grads = jax.grad(lambda p: shadow.loss(model, p, x, y, config, key)[0])(params)
+    on_fixed = lambda p: (
+        (shadow.cross_entropy(model.forward(p, x)[0], y) + shadow.cross_entropy(model.forward(p, x_syn)[0], y)) / 2
+    )
+    chex.assert_trees_all_close(grads, jax.grad(on_fixed)(params), rtol=1e-4, atol=1e-6)
+    assert np.isfinite(float(value))
+
+
+def test_fit_in_memory_trains_an_nnx_model_with_alphas_fitted_once_per_epoch(monkeypatch):
+    model = models.nnx_model(tiny_residual)
+    x, y = _batch(64)
+    config = train.TrainConfig(
+        epochs=2, batch_size=16, learning_rate=0.02, shadow=shadow.ShadowConfig(layer=2, alpha="data")
+    )
+    fits = []
+    make_fit = train.steps.make_alpha_fit
+
+    def counting(*args):
+        fit = make_fit(*args)
+        return lambda *a: fits.append(1) or fit(*a)
+
+    monkeypatch.setattr(train.loop, "make_alpha_fit", counting)
+    state, history = train.fit_in_memory(model, config, (x, y), {"test": (x, y)})
+    assert len(history) == 2 and len(fits) == 2  # one fit per epoch, not per step
+    assert all(np.isfinite(line["train_loss"]) for line in history)
+    assert isinstance(state.params, nnx.State)
+
+
+def test_nnx_models_with_state_other_than_params_are_refused():
+    with pytest.raises(ValueError, match="holds state other than nnx.Param"):
+        models.nnx_model(WithBatchStats)
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [("rev_nets.nnx_zoo", "must be package.module:factory"), ("no_such_module:f", "cannot import"),
+     ("rev_nets.nnx_zoo:missing", "has no callable")],
+)  # fmt: skip
+def test_bad_factory_names_are_one_sentence(spec, message):
+    with pytest.raises(ValueError, match=message):
+        models.nnx_model(spec)
+
+
+def test_a_run_records_its_factory_and_analyses_import_it_only_when_named(tmp_path):
+    model = models.nnx_model(ZOO, channels=[2, 2, 2])
+    assert rundir.model_record(model) == {"model": {"factory": ZOO, "arguments": {"channels": [2, 2, 2]}}}
+    config = {"model": {"factory": ZOO, "arguments": {"channels": [2, 2, 2]}}}
+    with pytest.raises(train.TrainingError, match=f"pass --model={ZOO}"):
+        rundir.model_from_config(config)
+    assert rundir.model_from_config(config, ZOO) == model
+
+
+def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(data_dir, tmp_path):
+    run = tmp_path / "run"
+    flags = [f"--data_dir={data_dir}", f"--workdir={run}", "--epochs=1", "--batch_size=8", "--num_validation=10"]
+    model_flags = [f"--model={ZOO}", '--model_args={"channels": [2, 2, 2]}', "--alpha=data"]
+    result = run_entry_point("cifar10", *flags, *model_flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == {"factory": ZOO, "arguments": {"channels": [2, 2, 2]}} and "net" not in config
+    assert config["train"]["shadow"]["alpha"] == "data"
+    assert (run / "figures" / "synthetic_images.png").stat().st_size > 1000
+    read = [
+        f"--run={run}",
+        f"--data_dir={data_dir}",
+        "--num_images=16",
+        "--control_trials=8",
+        f"--workdir={tmp_path / 'rev'}",
+    ]
+    refused = run_entry_point("reversibility", *read)
+    assert refused.returncode == 2 and f"pass --model={ZOO}" in refused.stderr
+    analysed = run_entry_point("reversibility", *read, f"--model={ZOO}")
+    assert analysed.returncode == 0, analysed.stderr[-3000:]
+    rows = json.loads((tmp_path / "rev" / "reversibility.json").read_text())["rows"]
+    assert {row["layer"] for row in rows if row["net"].startswith("trained")} == {1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "flag,message",
+    [("--alpha=big", "--alpha must be 'calibrated', 'data' or a number"), ("--model_args=[1]", "give --model too"),
+     (f"--model={ZOO} --model_args=[1]", "must be a JSON object"),
+     ("--model=rev_nets.nnx_zoo", "must be package.module:factory")],
+)  # fmt: skip
+def test_bad_model_flags_stop_before_any_work(flag, message, tmp_path):
+    result = run_entry_point("cifar10", *flag.split(" "), f"--workdir={tmp_path}")
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_calibrated_alpha_of_the_residual_model_is_refused_with_the_fix():
+    model = models.nnx_model(tiny_residual)
+    params = model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="residual sum.*alpha='data'"):
+        generator.twins(model, params, jnp.zeros((2, 8, 8, 3)), 1)
