@@ -61,7 +61,8 @@ def main(argv) -> None:
     same = True
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data_dir = _DATA_DIR.value
+        # The runs start in their clones, so a relative folder is made absolute here.
+        data_dir = os.path.abspath(_DATA_DIR.value) if _DATA_DIR.value else None
         if not data_dir:
             from tests.made_data import write_idx
 

@@ -95,6 +95,14 @@ class ShadowConfig:
             )
 
 
+def check_generator(model: models.Model, config: ShadowConfig) -> None:
+    """Traces the generator of ``config`` on ``model`` abstractly (nothing computed), so that a primitive it cannot
+    reverse or an undefined calibrated alpha stops a run before any work, with ``generator.reverse``'s sentence."""
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+    jax.eval_shape(lambda p, v: synthetic_batch(model, p, v, config, jax.random.key(0)), params, x)
+
+
 def weight_at(config: ShadowConfig, step: jax.Array, steps_per_epoch: int) -> jax.Array:
     """The synthetic examples' loss weight at ``step``: 0 before ``start_epoch``, then ``weight``."""
     start = round(config.start_epoch * steps_per_epoch)

@@ -501,7 +501,7 @@ def calibrated_alpha(graph: Graph, m: LinearMap, vals, rho: float, relu: bool) -
     if m.undefined:
         raise InputError(
             f"The calibrated alpha of linear map {graph.maps.index(m) + 1} ({op.name}) is undefined: {m.undefined}; "
-            "pass alpha='data' (fitted on the batch) or one number per map."
+            "pass alpha='data' (--alpha=data: fitted on a batch) or one number per map."
         )
     w = vals[op.ins[m.weight_operand]]
     fan_in, feature_axis = _fan_in(op, m.weight_operand, w.shape)

@@ -206,10 +206,10 @@ def test_evaluate_pads_the_last_batch_correctly():
     _, evals = _splits(n_eval=37)
     params = nets.init(jax.random.key(0), NET)
     config = _config()
-    eval_fn = jax.jit(lambda p, s, i, m: train.eval_step(NET, train.eval_config(config, NET), p, s, i, m))
+    eval_fn = jax.jit(lambda p, s, i, m: train.eval_step(NET, config.synthetic_config(NET), p, s, i, m))
     result = train.evaluate(eval_fn, params, evals["test"], batch_size=10)
     logits, _ = nets.forward(NET, params, evals["test"].images)
-    x_syn = shadow.synthetic_batch(NET, params, evals["test"].images, train.eval_config(config, NET), None)
+    x_syn = shadow.synthetic_batch(NET, params, evals["test"].images, config.synthetic_config(NET), None)
     np.testing.assert_allclose(result["error"], float(shadow.error_rate(logits, evals["test"].labels)), atol=1e-6)
     syn_error = float(shadow.error_rate(nets.forward(NET, params, x_syn)[0], evals["test"].labels))
     np.testing.assert_allclose(result["synthetic_error"], syn_error, atol=1e-6)
@@ -218,10 +218,10 @@ def test_evaluate_pads_the_last_batch_correctly():
 
 def test_eval_uses_layer_three_or_the_top_when_shadow_is_off():
     backprop = _config(shadow=shadow.ShadowConfig(layer=0))
-    assert train.eval_config(backprop, NET).layer == 3
-    assert train.eval_config(backprop, nets.mnist_mlp(width=16, depth=2)).layer == 2
-    assert train.eval_config(
-        _config(shadow=shadow.ShadowConfig(layer=2, rho=0.5, noise_twin=True)), NET
+    assert backprop.synthetic_config(NET).layer == 3
+    assert backprop.synthetic_config(nets.mnist_mlp(width=16, depth=2)).layer == 2
+    assert _config(shadow=shadow.ShadowConfig(layer=2, rho=0.5, noise_twin=True)).synthetic_config(
+        NET
     ) == shadow.ShadowConfig(layer=2)
 
 

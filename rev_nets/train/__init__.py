@@ -14,7 +14,6 @@ from rev_nets.train.mesh import batch_sharding, data_mesh, replicate, shard_batc
 from rev_nets.train.optimizer import create_state, learning_rate_schedule, make_optimizer
 from rev_nets.train.rundir import check_config, checkpoint_manager, read_metrics, saved_states
 from rev_nets.train.steps import (
-    eval_config,
     eval_step,
     evaluate,
     make_epoch_plan,
@@ -33,7 +32,6 @@ __all__ = [
     "checkpoint_manager",
     "create_state",
     "data_mesh",
-    "eval_config",
     "eval_step",
     "evaluate",
     "fit",

@@ -54,6 +54,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
         self.shadow.check(model)
+        shadow.check_generator(model, self.synthetic_config(model))
         if not self.shadow.enabled and self.shadow.start_epoch:
             raise ValueError("shadow_start_epoch needs SHADOW on; give --shadow_layer=1..depth or drop the start.")
         if self.shadow.enabled and self.shadow.start_epoch >= self.epochs:
@@ -61,6 +62,12 @@ class TrainConfig:
                 f"shadow_start_epoch={self.shadow.start_epoch} leaves no SHADOW epoch in a {self.epochs}-epoch run; "
                 "give a smaller start or --shadow_layer=0 for plain backprop."
             )
+
+    def synthetic_config(self, model: models.Model) -> shadow.ShadowConfig:
+        """The generator of the synthetic test data: the configured one (from layer 3, or the top of a shallower
+        model, when SHADOW is off), no sampling, no placebo."""
+        layer = self.shadow.layer or min(3, model.depth)
+        return dataclasses.replace(self.shadow, layer=layer, rho=1.0, noise_twin=False)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

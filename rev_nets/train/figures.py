@@ -8,7 +8,6 @@ import jax
 
 from rev_nets import generator, plots
 from rev_nets.train.config import TrainConfig
-from rev_nets.train.steps import eval_config
 
 
 def write_figures(model, config: TrainConfig, params, evals, history, workdir: str, num_images: int = 8) -> None:
@@ -26,7 +25,7 @@ def write_figures(model, config: TrainConfig, params, evals, history, workdir: s
             series[f"{split} synthetic"] = (x, [m[f"{split}_synthetic_error"] for m in history])
         plots.learning_curves(series, os.path.join(fig_dir, name), xlabel=label, title=arm_name(config))
     split = evals.get("test") or next(iter(evals.values()))
-    settings = eval_config(config, model).generator_settings()
+    settings = config.synthetic_config(model).generator_settings()
     # On one device: eager ops on arrays spread over a mesh would each be an unsynced multi-device dispatch.
     local = split.images.addressable_data(0) if isinstance(split.images, jax.Array) else split.images
     images = jax.device_put(local[:num_images], jax.local_devices()[0])

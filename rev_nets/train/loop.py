@@ -33,7 +33,6 @@ from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
 from rev_nets.train.optimizer import create_state, learning_rate_schedule
 from rev_nets.train.steps import (
     Metrics,
-    eval_config,
     eval_step,
     evaluate,
     make_alpha_fit,
@@ -119,7 +118,7 @@ def fit_in_memory(
     fits_alpha = config.shadow.enabled and config.shadow.alpha == "data"
     alpha_fit = make_alpha_fit(model, config, mesh) if fits_alpha else None
     eval_fn = jax.jit(
-        functools.partial(eval_step, model, eval_config(config, model), batch_sharding=batch_sharding(mesh))
+        functools.partial(eval_step, model, config.synthetic_config(model), batch_sharding=batch_sharding(mesh))
     )
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, per_epoch)

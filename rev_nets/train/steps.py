@@ -7,7 +7,6 @@ split's errors batch by batch through a ``dispatch.DispatchWindow``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -130,13 +129,6 @@ def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
 
     replicated = NamedSharding(mesh, P())
     return jax.jit(plan, out_shardings=(replicated, replicated))
-
-
-def eval_config(config: TrainConfig, model: models.Model) -> shadow.ShadowConfig:
-    """Synthetic test data: the configured generator (layer 3, or the top of a shallower net, when SHADOW is
-    off), no sampling, no placebo."""
-    layer = config.shadow.layer or min(3, model.depth)
-    return dataclasses.replace(config.shadow, layer=layer, rho=1.0, noise_twin=False)
 
 
 def eval_step(
