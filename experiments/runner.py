@@ -48,8 +48,9 @@ flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian blur of synthetic images, in p
 flags.DEFINE_string(
     "alpha",
     "calibrated",
-    "Generator scale: 'calibrated' (c / (rho fan_in mean(W^2)) per linear map), 'data' (fitted on a batch at each "
-    "epoch's start, then frozen: models with residual sums need it), or one number for every map.",
+    "Generator scale: 'calibrated' (c / (rho fan_in mean(W^2)) per linear map, refused after a residual sum), "
+    "'formula' (that formula on every map), 'data' (fitted on a batch at each epoch's start, then frozen), "
+    "or one number for every map.",
 )
 cli.shared_flag(
     flags.DEFINE_string,
@@ -131,13 +132,15 @@ def train_config() -> train.TrainConfig:
 
 
 def parse_alpha(text: str) -> float | str | None:
-    """``--alpha``: None for 'calibrated' (or 0, as older commands wrote it), 'data', or a number."""
-    if text in ("calibrated", "0", "0.0", "data"):
-        return "data" if text == "data" else None
+    """``--alpha``: None for 'calibrated' (or 0, as older commands wrote it), 'formula', 'data', or a number."""
+    if text in ("calibrated", "0", "0.0"):
+        return None
+    if text in ("formula", "data"):
+        return text
     try:
         return float(text)
     except ValueError:
-        raise cli.UsageError(f"--alpha must be 'calibrated', 'data' or a number, got {text!r}.") from None
+        raise cli.UsageError(f"--alpha must be 'calibrated', 'formula', 'data' or a number, got {text!r}.") from None
 
 
 def build_model(experiment: Experiment) -> models.Model:

@@ -34,6 +34,7 @@ from rev_nets import models, nets, transposition
 from rev_nets.errors import InputError
 
 Alpha = float | Sequence[float] | str | None
+ALPHA_MODES = ("formula", "data")
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
@@ -63,8 +64,10 @@ def _check_settings(rho: float, key, smooth_sigma: float, alpha: Alpha, alpha_sc
         raise InputError("Sampling (rho < 1) needs a PRNG key; pass key=jax.random.key(seed).")
     if smooth_sigma < 0:
         raise InputError(f"smooth_sigma must be >= 0 (0 turns smoothing off), got {smooth_sigma}.")
-    if isinstance(alpha, str) and alpha != "data":
-        raise InputError(f"alpha must be None (calibrated), 'data', a number or one number per map, got {alpha!r}.")
+    if isinstance(alpha, str) and alpha not in ALPHA_MODES:
+        raise InputError(
+            f"alpha must be None (calibrated), 'formula', 'data', a number or one number per map, got {alpha!r}."
+        )
     if not alpha_scale > 0:
         raise InputError(f"alpha_scale must be positive, got {alpha_scale}.")
 
@@ -127,7 +130,9 @@ def reverse(
       key: PRNG key of the sampling masks; needed only when ``rho < 1``.
       rho: keep-probability of the Bernoulli masks at each map's input (1 = off).
       alpha: ``None`` for each map's calibrated alpha, read from the traced
-        weights; ``"data"`` to fit each map's alpha on this batch (so that its
+        weights (refused where its guarantee fails: a residual sum before the
+        ReLU, a transposed convolution); ``"formula"`` for the same formula on
+        every map, guarantee or not; ``"data"`` to fit each map's alpha on this batch (so that its
         round trip gives back its signal on the signal's support, on average;
         ``alphas`` returns the values, to freeze); a number for every map;
         or one number per linear map, input side first.

@@ -33,9 +33,9 @@ class ShadowConfig:
       weight: ``w``, the synthetic examples' loss weight.
       rho: keep-probability of the sampling mask during generation (1 = off).
       smooth_sigma: Gaussian blur of the synthetic images in pixels (0 = off).
-      alpha: ``None`` for the calibrated alpha, ``"data"`` for alphas fitted on
-        the batch (models with residual sums need it), else one number for
-        every linear map.
+      alpha: ``None`` for the calibrated alpha; for models with residual sums,
+        ``"formula"`` (the calibrated formula on every map) or ``"data"``
+        (fitted on a batch); else one number for every linear map.
       alpha_scale: multiplies every layer's alpha (the synthetic input then
         scales by ``alpha_scale ** layer``).
       use_switches: reverse max pooling through the real input's switches.
@@ -81,8 +81,10 @@ class ShadowConfig:
             raise ValueError(f"sampling_rho must be in (0, 1] (1 = no sampling), got {self.rho}.")
         if self.smooth_sigma < 0:
             raise ValueError(f"smooth_sigma must be >= 0 (0 = off), got {self.smooth_sigma}.")
-        if isinstance(self.alpha, str) and self.alpha != "data":
-            raise ValueError(f"alpha must be a positive number, 'data' or None (calibrated), got {self.alpha!r}.")
+        if isinstance(self.alpha, str) and self.alpha not in generator.ALPHA_MODES:
+            raise ValueError(
+                f"alpha must be a positive number, 'formula', 'data' or None (calibrated), got {self.alpha!r}."
+            )
         if isinstance(self.alpha, (int, float)) and self.alpha <= 0:
             raise ValueError(f"alpha must be positive (or None for the calibrated value), got {self.alpha}.")
         if self.start_epoch < 0:

@@ -208,14 +208,8 @@ def _analyse(b: _Builder, input_id: int, output_id: int, plain_vjp: set[str]) ->
         if operand is not None:
             relu_operand[k] = operand
     after_relu = _after_relu(b, input_id, path, kinds)
-    map_ops = [k for k in path if kinds[k] == "map"]
-    anchors = []
-    for k in map_ops:
-        anchor = ctx.anchor_of(k)
-        if anchor not in anchors:
-            anchors.append(anchor)
-    maps = tuple(ctx.linear_map(k, after_relu) for k in map_ops)
-    anchors.sort(key=lambda a: -1 if a == input_id else producer[a])
+    maps = tuple(ctx.linear_map(k, after_relu) for k in path if kinds[k] == "map")
+    anchors = sorted({m.anchor for m in maps}, key=lambda a: -1 if a == input_id else producer[a])
     live_ops = tuple(k for k, op in enumerate(b.ops) if any(o in live for o in op.outs))
     return Graph(
         b.ops,
@@ -377,7 +371,7 @@ class Settings:
 
     key: jax.Array | None = None
     rho: float = 1.0
-    alpha: Alphas = None  # None: calibrated per map; "data": fitted on the batch; else one value per map
+    alpha: Alphas = None  # None: calibrated; "formula": its formula everywhere; "data": fitted; else one per map
     alpha_scale: float = 1.0
     input_relu: bool = False
     use_switches: bool = True
@@ -409,7 +403,7 @@ def run(graph: Graph, x: jax.Array, h: jax.Array | None, settings: Settings) -> 
         kind = graph.kinds[k]
         if kind == "map":
             j = map_index[k]
-            back, alphas[j] = _map_rule(graph, graph.maps[j], vals, signal[op.outs[0]], settings)
+            back, alphas[j] = _map_rule(graph, j, vals, signal[op.outs[0]], settings)
         else:
             back = _RULES[kind](graph, k, vals, signal, settings)
         for position, value in back.items():
@@ -479,29 +473,35 @@ _RULES = {"plain": _plain_rule, "relu": _relu_rule, "max_pool": _max_pool_rule, 
           "none": lambda *args: {}}  # fmt: skip
 
 
-def _map_rule(graph: Graph, m: LinearMap, vals, g: jax.Array, settings: Settings):
-    """``alpha * A^T g`` for one linear map, with the map's alpha."""
+def _map_rule(graph: Graph, j: int, vals, g: jax.Array, settings: Settings):
+    """``alpha * A^T g`` for linear map ``j`` (input side first), with the map's alpha."""
+    m = graph.maps[j]
     op = graph.ops[m.op]
     x_position = 1 - m.weight_operand
     (back,) = _plain_vjp(graph, m.op, vals, {op.outs[0]: g}, [x_position]).values()
     relu = m.after_relu or settings.input_relu
-    if settings.alpha is None:
-        alpha = calibrated_alpha(graph, m, vals, settings.rho, relu)
-    elif isinstance(settings.alpha, str):
+    if settings.alpha is None or settings.alpha == "formula":
+        alpha = calibrated_alpha(graph, j, vals, settings.rho, relu, strict=settings.alpha is None)
+    elif settings.alpha == "data":
         alpha = _data_alpha(op, vals, g, back, x_position, settings.rho, relu)
     else:
-        alpha = settings.alpha[graph.maps.index(m)]
+        alpha = settings.alpha[j]
     alpha = settings.alpha_scale * alpha
     return {x_position: alpha * back}, alpha
 
 
-def calibrated_alpha(graph: Graph, m: LinearMap, vals, rho: float, relu: bool) -> jax.Array:
-    """``c / (rho * fan_in * mean(W^2))`` with any per-channel scales before the next ReLU folded into W."""
+def calibrated_alpha(graph: Graph, j: int, vals, rho: float, relu: bool, strict: bool = True) -> jax.Array:
+    """``c / (rho * fan_in * mean(W^2))`` of map ``j``, any per-channel scales before its ReLU folded into W.
+
+    ``strict`` refuses maps where the formula's guarantee does not hold; otherwise it is applied there too.
+    """
+    m = graph.maps[j]
     op = graph.ops[m.op]
-    if m.undefined:
+    if m.undefined and strict:
         raise InputError(
-            f"The calibrated alpha of linear map {graph.maps.index(m) + 1} ({op.name}) is undefined: {m.undefined}; "
-            "pass alpha='data' (--alpha=data: fitted on a batch) or one number per map."
+            f"The calibrated alpha of linear map {j + 1} ({op.name}) is undefined: {m.undefined}; "
+            "pass alpha='formula' (--alpha=formula: the formula without its guarantee), 'data' (fitted on a batch) "
+            "or one number per map."
         )
     w = vals[op.ins[m.weight_operand]]
     fan_in, feature_axis = _fan_in(op, m.weight_operand, w.shape)
@@ -510,7 +510,7 @@ def calibrated_alpha(graph: Graph, m: LinearMap, vals, rho: float, relu: bool) -
         s2 = jnp.square(jnp.asarray(vals[i], w.dtype)).reshape(-1)
         if s2.size != 1 and (feature_axis is None or s2.size != w.shape[feature_axis]):
             raise InputError(
-                f"A scale of shape {np.shape(vals[i])} after linear map {graph.maps.index(m) + 1} is not per output "
+                f"A scale of shape {np.shape(vals[i])} after linear map {j + 1} is not per output "
                 "channel, so it cannot be folded into the calibrated alpha; pass alpha='data' or numbers."
             )
         if s2.size != 1:

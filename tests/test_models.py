@@ -145,7 +145,7 @@ def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(
 
 @pytest.mark.parametrize(
     "flag,message",
-    [("--alpha=big", "--alpha must be 'calibrated', 'data' or a number"), ("--model_args=[1]", "give --model too"),
+    [("--alpha=big", "--alpha must be 'calibrated', 'formula', 'data' or a number"), ("--model_args=[1]", "give --model too"),
      (f"--model={ZOO} --model_args=[1]", "must be a JSON object"),
      ("--model=rev_nets.nnx_zoo", "must be package.module:factory")],
 )  # fmt: skip
@@ -158,5 +158,13 @@ def test_bad_model_flags_stop_before_any_work(flag, message, tmp_path):
 def test_calibrated_alpha_of_the_residual_model_is_refused_with_the_fix():
     model = models.nnx_model(tiny_residual)
     params = model.init(jax.random.key(0))
-    with pytest.raises(ValueError, match="residual sum.*alpha='data'"):
+    with pytest.raises(ValueError, match="residual sum.*alpha='formula'"):
         generator.twins(model, params, jnp.zeros((2, 8, 8, 3)), 1)
+
+
+def test_a_config_whose_generator_cannot_run_is_refused_when_checked():
+    """Checked abstractly (nothing computed): backprop runs need the generator too, for their synthetic test error."""
+    model = models.nnx_model(tiny_residual)
+    with pytest.raises(ValueError, match="residual sum"):
+        train.TrainConfig(shadow=shadow.ShadowConfig(layer=0)).check(model)
+    train.TrainConfig(shadow=shadow.ShadowConfig(layer=0, alpha="data")).check(model)

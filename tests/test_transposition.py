@@ -287,7 +287,7 @@ def test_a_primitive_can_be_opted_into_its_plain_vjp():
 def test_undefined_calibrated_alphas_name_the_map_and_the_fix():
     model = ResidualCNN((2,), 4, (8, 8, 3), rngs=nnx.Rngs(0))
     with pytest.raises(
-        ValueError, match=r"linear map 3 \(conv_general_dilated\) is undefined: a residual sum.*alpha='data'"
+        ValueError, match=r"linear map 3 \(conv_general_dilated\) is undefined: a residual sum.*alpha='formula'"
     ):
         generator.reverse(lambda v: model.features(v, 1), jnp.zeros((1, 8, 8, 3)))
     with pytest.raises(ValueError, match="transposed convolution"):
@@ -303,3 +303,13 @@ def test_features_must_map_one_array_to_one_that_depends_on_it():
         generator.reverse(lambda x: (x, x), X)
     with pytest.raises(ValueError, match="does not depend on its input"):
         generator.reverse(lambda x: jnp.ones(3), X)
+
+
+def test_the_formula_setting_applies_the_calibrated_formula_to_every_map():
+    model = ResidualCNN((2, 3), 4, (8, 8, 3), rngs=nnx.Rngs(0))
+    read = generator.alphas(lambda v: model.features(v, 2), jnp.zeros((1, 8, 8, 3)), alpha="formula", rho=0.5)
+    kernels = [
+        c.kernel[...] for stem, block in zip(model.stems, model.blocks) for c in (stem, block.first, block.second)
+    ]
+    expected = [(1.0 if i == 0 else 2.0) / (0.5 * np.prod(w.shape[:3]) * jnp.mean(w**2)) for i, w in enumerate(kernels)]
+    np.testing.assert_allclose(read, expected, rtol=1e-6)
