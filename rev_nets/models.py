@@ -22,6 +22,11 @@ from flax import nnx
 
 from rev_nets.errors import InputError
 
+DROPOUT_REFUSAL = (
+    "--dropout is the built-in nets' dropout; an NNX model's own nnx.Dropout would need an RNG stream, which "
+    "nnx_model does not take: train it with --dropout=0."
+)
+
 
 class Model(Protocol):
     depth: int
@@ -67,7 +72,7 @@ class NnxModel:
     """
 
     factory: str  # package.module:factory, as config.json records it
-    arguments: tuple[tuple[str, Any], ...]
+    arguments: str  # the factory's keyword arguments as sorted JSON: hashable, and what config.json records
     build: Callable[..., nnx.Module] = dataclasses.field(compare=False, repr=False)
     graphdef: Any = dataclasses.field(compare=False, repr=False)
     depth: int
@@ -75,7 +80,7 @@ class NnxModel:
     num_classes: int
 
     def init(self, key: jax.Array) -> nnx.State:
-        module = self.build(rngs=nnx.Rngs(key), **dict(self.arguments))
+        module = self.build(rngs=nnx.Rngs(key), **json.loads(self.arguments))
         return nnx.split(module, nnx.Param)[1]
 
     def module(self, params: nnx.State) -> nnx.Module:
@@ -83,7 +88,7 @@ class NnxModel:
 
     def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0):
         if dropout:
-            raise InputError("--dropout is the built-in nets' dropout; put nnx.Dropout-free layers in an NNX model.")
+            raise InputError(DROPOUT_REFUSAL)
         return self.module(params)(x), None
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
@@ -102,7 +107,7 @@ class NnxModel:
 
     def describe(self) -> dict[str, Any]:
         """What config.json records: the factory and its arguments."""
-        return {"factory": self.factory, "arguments": dict(self.arguments)}
+        return {"factory": self.factory, "arguments": json.loads(self.arguments)}
 
 
 def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel:
@@ -115,7 +120,10 @@ def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel
         build, factory = factory, f"{factory.__module__}:{factory.__qualname__}"
     else:
         build = import_factory(factory)
-    json.dumps(arguments)  # config.json must be able to record them.
+    try:
+        recorded = json.dumps(arguments, sort_keys=True)
+    except TypeError as error:
+        raise InputError(f"{factory}'s arguments must be JSON values, for config.json ({error}).") from None
     module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **arguments))
     missing = [name for name in ("features", "depth", "input_shape", "num_classes") if not hasattr(module, name)]
     if missing:
@@ -128,7 +136,7 @@ def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel
         )
     return NnxModel(
         factory,
-        tuple(sorted(arguments.items())),
+        recorded,
         build,
         graphdef,
         int(module.depth),

@@ -54,6 +54,8 @@ def test_an_nnx_model_is_a_pure_model_whose_params_are_its_nnx_params():
     np.testing.assert_allclose(model.features(params, x, 2), module.features(x, 2), rtol=1e-6)
     assert models.param_count(model) == sum(a.size for a in jax.tree.leaves(nnx.state(module, nnx.Param)))
     assert model == models.nnx_model(tiny_residual) and hash(model) == hash(models.nnx_model(tiny_residual))
+    listed = models.nnx_model(ZOO, channels=[2, 2, 2])  # JSON arguments keep a model hashable
+    assert hash(listed) == hash(models.nnx_model(ZOO, channels=[2, 2, 2]))
 
 
 def test_shadow_on_an_nnx_model_generates_from_its_features_and_stops_gradients():
@@ -160,6 +162,13 @@ def test_calibrated_alpha_of_the_residual_model_is_refused_with_the_fix():
     params = model.init(jax.random.key(0))
     with pytest.raises(ValueError, match="residual sum.*alpha='formula'"):
         generator.twins(model, params, jnp.zeros((2, 8, 8, 3)), 1)
+
+
+def test_dropout_on_an_nnx_model_is_refused_when_checked():
+    with pytest.raises(ValueError, match="--dropout is the built-in nets' dropout"):
+        train.TrainConfig(dropout=0.3, shadow=shadow.ShadowConfig(alpha="formula")).check(
+            models.nnx_model(tiny_residual)
+        )
 
 
 def test_a_config_whose_generator_cannot_run_is_refused_when_checked():

@@ -53,6 +53,8 @@ class TrainConfig:
         for name in ("grad_clip", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
+        if self.dropout and isinstance(model, models.NnxModel):
+            raise ValueError(models.DROPOUT_REFUSAL)
         self.shadow.check(model)
         shadow.check_generator(model, self.synthetic_config(model))
         if not self.shadow.enabled and self.shadow.start_epoch:
