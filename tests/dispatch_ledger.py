@@ -118,7 +118,7 @@ def peaks(workdir: str) -> dict[str, int]:
     with count_dispatches() as ledger:
         eval_fn = jax.jit(
             functools.partial(
-                train.eval_step, net, train.eval_config(config, net), batch_sharding=train.batch_sharding(mesh)
+                train.eval_step, net, config.synthetic_config(net), batch_sharding=train.batch_sharding(mesh)
             )
         )
         train.evaluate(eval_fn, state.params, split, batch_size=16, multiple=mesh.size)
