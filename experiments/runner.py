@@ -16,7 +16,7 @@ from collections.abc import Callable
 from absl import flags
 
 from experiments import cli
-from rev_nets import data, models, nets, shadow, train
+from rev_nets import consistency, data, models, nets, shadow, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,30 @@ flags.DEFINE_float(
     "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start).",
 )
 flags.DEFINE_boolean("noise_twin", False, "Placebo: real input + Gaussian noise of the synthetic input's energy.")
+flags.DEFINE_integer(
+    "num_labels",
+    0,
+    "Few-label training: keep this many training labels, balanced per class and drawn with --seed from the "
+    "images outside the validation split; the others become the unlabelled set. 0 = every label.",
+)
+flags.DEFINE_integer(
+    "steps",
+    0,
+    "Length of a few-label run in steps, evaluated and checkpointed every steps/epochs steps "
+    "(0 = as many steps as --epochs full-data epochs).",
+)
+flags.DEFINE_string(
+    "consistency",
+    "none",
+    f"Unlabelled term (needs --num_labels), one of {'|'.join(consistency.KINDS)}: the squared difference of the "
+    "softmax on an unlabelled image and on its twin from h<consistency_layer> (shadow), a matched-energy noise "
+    "twin (noise), or x + N(0, consistency_sigma^2) (gaussian).",
+)
+flags.DEFINE_integer("consistency_layer", 3, "Source layer of the consistency twin (shadow, noise).")
+flags.DEFINE_float(
+    "consistency_weight", 10.0, "Weight of the consistency term, reached after a ramp-up over the first 30% of steps."
+)
+flags.DEFINE_float("consistency_sigma", 0.3, "Noise std of --consistency=gaussian, in standardised pixel units.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate on every hidden layer during training.")
 flags.DEFINE_integer("epochs", 10, "Training epochs.")
 flags.DEFINE_integer("batch_size", 128, "Real examples per step (SHADOW adds as many synthetic ones).")
@@ -118,6 +142,14 @@ def train_config() -> train.TrainConfig:
         grad_clip=FLAGS.grad_clip,
         dropout=FLAGS.dropout,
         seed=FLAGS.seed,
+        num_labels=FLAGS.num_labels,
+        steps=FLAGS.steps,
+        consistency=consistency.ConsistencyConfig(
+            kind=FLAGS.consistency,
+            layer=FLAGS.consistency_layer,
+            weight=FLAGS.consistency_weight,
+            sigma=FLAGS.consistency_sigma,
+        ),
         shadow=shadow.ShadowConfig(
             layer=FLAGS.shadow_layer,
             weight=FLAGS.shadow_weight,
@@ -161,6 +193,10 @@ def build_model(experiment: Experiment) -> models.Model:
 def default_workdir(dataset: str, config: train.TrainConfig) -> str:
     s = config.shadow
     arm = f"shadow_h{s.layer}" if s.enabled else "backprop"
+    if config.consistency.enabled:
+        arm += f"_consistency_{config.consistency.kind}"
+    if config.num_labels:
+        arm = f"labels{config.num_labels}_{arm}"
     if FLAGS.model:
         arm = f"{FLAGS.model.rpartition(':')[2]}_{arm}"
     return os.path.join(os.path.expanduser("~"), "rev_nets_runs", dataset, f"{arm}_seed{config.seed}")

@@ -67,6 +67,41 @@ def split_validation(ds: Dataset, num_validation: int, seed: int) -> tuple[Datas
     return take(train_idx), take(val_idx)
 
 
+def label_subset(labels: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``num_labels`` examples, the same number from each class, drawn with ``seed``.
+
+    A few-label run keeps these examples' labels; the others become its
+    unlabelled set. The draw depends on ``seed`` only, so every arm of one
+    seed trains on the same subset.
+    """
+    labels = np.asarray(labels)
+    if num_labels < num_classes or num_labels % num_classes:
+        raise DataError(
+            f"num_labels={num_labels} must be a positive multiple of the {num_classes} classes (the subset "
+            "is balanced per class); round it."
+        )
+    per_class = num_labels // num_classes
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise DataError(
+                f"num_labels={num_labels} needs {per_class} labelled images of class {c}, but the training "
+                f"images outside the validation split hold {len(members)}; give at most "
+                f"{num_classes * min(np.bincount(labels, minlength=num_classes))}."
+            )
+        chosen.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def split_labels(ds: Dataset, indices: np.ndarray) -> tuple[Dataset, np.ndarray]:
+    """The labelled subset ``indices`` of ``ds``, and the other images (unlabelled: their labels are dropped)."""
+    keep = np.zeros(len(ds.labels), bool)
+    keep[indices] = True
+    return Dataset(ds.images[keep], ds.labels[keep], ds.class_names), ds.images[~keep]
+
+
 VALIDATION_SEED = 0  # One fixed split: every run and every analysis of a run holds out the same images.
 
 
@@ -114,6 +149,14 @@ def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     num_batches = num_examples // batch_size
     perm = jax.random.permutation(key, num_examples)
     return perm[: num_batches * batch_size].reshape(num_batches, batch_size).astype(jnp.int32)
+
+
+def sampled_batches(key: jax.Array, num_examples: int, num_batches: int, batch_size: int) -> jax.Array:
+    """int32 (num_batches, batch_size) indices drawn uniformly with replacement (few-label runs' batches).
+
+    jit-able with the sizes static.
+    """
+    return jax.random.randint(key, (num_batches, batch_size), 0, num_examples, dtype=jnp.int32)
 
 
 def batch_at(split: DeviceSplit, indices: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rev_nets import models, shadow
+from rev_nets import consistency, models, shadow
 from rev_nets.errors import UserError
 
 
@@ -35,6 +35,9 @@ class TrainConfig:
     shadow: shadow.ShadowConfig = dataclasses.field(default_factory=lambda: shadow.ShadowConfig(layer=0))
     eval_batch_size: int = 1000
     log_every: int = 50
+    num_labels: int = 0  # 0: every training label; N: few-label training on a balanced N-label subset
+    steps: int = 0  # few-label runs: total steps, in `epochs` evaluation rounds; 0: as many as full-data epochs
+    consistency: consistency.ConsistencyConfig = dataclasses.field(default_factory=consistency.ConsistencyConfig)
 
     def check(self, model: models.Model) -> None:
         """Raises ``ValueError`` with one sentence for values that make no sense."""
@@ -53,6 +56,7 @@ class TrainConfig:
         for name in ("grad_clip", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
+        self._check_labels(model)
         if self.dropout and isinstance(model, models.NnxModel):
             raise ValueError(models.DROPOUT_REFUSAL)
         self.shadow.check(model)
@@ -63,6 +67,31 @@ class TrainConfig:
             raise ValueError(
                 f"shadow_start_epoch={self.shadow.start_epoch} leaves no SHADOW epoch in a {self.epochs}-epoch run; "
                 "give a smaller start or --shadow_layer=0 for plain backprop."
+            )
+
+    def _check_labels(self, model: models.Model) -> None:
+        if self.num_labels < 0 or self.num_labels % model.num_classes:
+            raise ValueError(
+                f"num_labels must be a multiple of the {model.num_classes} classes (the subset is balanced per "
+                f"class), or 0 for every label; got {self.num_labels}."
+            )
+        if self.steps < 0 or self.steps % self.epochs:
+            raise ValueError(
+                f"steps={self.steps} must be a multiple of epochs={self.epochs} (each epoch is steps/epochs steps, "
+                "then an evaluation and a checkpoint), or 0; round it or change --epochs."
+            )
+        if self.steps and not self.num_labels:
+            raise ValueError("steps sets the length of a few-label run; give --num_labels too, or drop --steps.")
+        self.consistency.check(model)
+        if self.consistency.enabled and not self.num_labels:
+            raise ValueError(
+                "consistency needs unlabelled images: give --num_labels=N (the other training images become the "
+                "unlabelled set), or --consistency=none."
+            )
+        if self.consistency.enabled and self.shadow.alpha == "data":
+            raise ValueError(
+                "alpha='data' is fitted for SHADOW's source layer only; give the consistency twin another --alpha "
+                "(calibrated, formula or a number)."
             )
 
     def synthetic_config(self, model: models.Model) -> shadow.ShadowConfig:
@@ -76,4 +105,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**{**d, "shadow": shadow.ShadowConfig(**d["shadow"])})
+        parts = {"shadow": shadow.ShadowConfig(**d["shadow"])}
+        if "consistency" in d:
+            parts["consistency"] = consistency.ConsistencyConfig(**d["consistency"])
+        return cls(**{**d, **parts})

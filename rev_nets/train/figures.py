@@ -46,4 +46,10 @@ def arm_name(config: TrainConfig) -> str:
         arm += f" from epoch {s.start_epoch:g}"
     if s.enabled and s.noise_twin:
         arm += " (noise twin)"
+    c = config.consistency
+    if c.enabled:
+        twin = f"sigma={c.sigma:g}" if c.kind == "gaussian" else f"h{c.layer}"
+        arm += f" + {c.kind} consistency {twin} w={c.weight:g}"
+    if config.num_labels:
+        arm += f", {config.num_labels:,} labels"
     return arm + (f", dropout {config.dropout:g}" if config.dropout else "")

@@ -37,6 +37,7 @@ from rev_nets.train.steps import (
     evaluate,
     make_alpha_fit,
     make_epoch_plan,
+    make_sampled_plan,
     make_train_step,
     zero_metrics,
 )
@@ -44,19 +45,33 @@ from rev_nets.train.steps import (
 EpochCallback = Callable[[train_state.TrainState, dict[str, Any], list[dict[str, Any]]], None]
 
 
-def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh) -> int:
-    """Full batches per epoch; stops if a batch size does not fit the data or split over the devices."""
-    if config.batch_size > num_train:
+def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabelled: int = 0) -> int:
+    """Steps per epoch: full batches of the training data, or for a few-label run ``steps / epochs`` (default: the
+    full batches of labelled and unlabelled images together). Stops if a batch does not split over the devices."""
+    labelled_batch = min(config.batch_size, num_train) if config.num_labels else config.batch_size
+    if config.num_labels and num_train != config.num_labels:
+        raise TrainingError(
+            f"num_labels={config.num_labels} but the training split holds {num_train} labelled examples; pass the "
+            "labelled subset (data.label_subset) as train and the other images as unlabelled."
+        )
+    if config.consistency.enabled and not num_unlabelled:
+        raise TrainingError(
+            f"consistency={config.consistency.kind!r} needs unlabelled images, and none were given; pass them as "
+            "unlabelled, or give fewer --num_labels than the training images."
+        )
+    if labelled_batch > num_train:
         raise TrainingError(
             f"batch_size={config.batch_size} is larger than the {num_train} training examples; give a smaller one."
         )
-    for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
+    for name, size in (("batch_size", labelled_batch), ("eval_batch_size", config.eval_batch_size)):
         if size % mesh.size:
             raise TrainingError(
                 f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over; "
                 "round it, or change the device count (--cpu_devices on CPU)."
             )
-    return num_train // config.batch_size
+    if not config.num_labels:
+        return num_train // config.batch_size
+    return config.steps // config.epochs if config.steps else max((num_train + num_unlabelled) // config.batch_size, 1)
 
 
 def as_split(split) -> data.DeviceSplit:
@@ -81,6 +96,7 @@ def fit_in_memory(
     evals: Mapping[str, data.DeviceSplit | tuple[Any, Any]] | None = None,
     *,
     steps: int | None = None,
+    unlabelled: Any = None,
     state: train_state.TrainState | None = None,
     history: list[dict[str, Any]] | None = None,
     on_epoch: EpochCallback | None = None,
@@ -95,31 +111,39 @@ def fit_in_memory(
     is appended to ``history`` and passed to ``on_epoch(state, line,
     history)``. ``state`` resumes a state already on the mesh (its step
     counts from the start of the run), as ``fit`` does after a restart.
+
+    A few-label config (``num_labels``) takes the labelled subset as
+    ``train`` and the other training images as ``unlabelled`` (images only),
+    which its consistency loss, if any, uses; its batches are drawn with
+    replacement (``make_sampled_plan``).
     """
     config.check(model)
     train = as_split(train)
     evals = {name: as_split(split) for name, split in (evals or {}).items()}
     mesh = data_mesh()
     num_train = int(train.labels.shape[0])
-    per_epoch = steps_per_epoch(config, num_train, mesh)
+    num_unlabelled = 0 if unlabelled is None else int(np.shape(unlabelled)[0])
+    per_epoch = steps_per_epoch(config, num_train, mesh, num_unlabelled)
     last_step = config.epochs * per_epoch if steps is None else steps
     if not 1 <= last_step <= config.epochs * per_epoch:
         raise ValueError(
             f"steps={steps} is outside the run's 1..{config.epochs * per_epoch} steps ({config.epochs} epochs of "
             f"{per_epoch}); give fewer steps, or more epochs in the config (the schedule spans its epochs)."
         )
-    train, replicated = replicate((train, evals), mesh)
+    unlabelled = unlabelled if config.consistency.enabled else None  # Unused without consistency: left on host.
+    train, replicated, unlabelled = replicate((train, evals, unlabelled), mesh)
     evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
     state = replicate(create_state(model, config, per_epoch), mesh) if state is None else state
     history = [] if history is None else history
 
     step_fn = make_train_step(model, config, mesh, per_epoch)
-    epoch_plan = make_epoch_plan(mesh, num_train, config.batch_size)
+    epoch_plan = _epoch_plan(mesh, config, num_train, num_unlabelled, per_epoch)
     fits_alpha = config.shadow.enabled and config.shadow.alpha == "data"
     alpha_fit = make_alpha_fit(model, config, mesh) if fits_alpha else None
     eval_fn = jax.jit(
         functools.partial(eval_step, model, config.synthetic_config(model), batch_sharding=batch_sharding(mesh))
     )
+    batch = min(config.batch_size, num_train) if config.num_labels else config.batch_size  # labelled per step
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, per_epoch)
     wall = history[-1]["wall_time_s"] if history else 0.0
@@ -129,19 +153,19 @@ def fit_in_memory(
     while step < last_step:
         epoch = step // per_epoch + 1
         first_row, rows = step % per_epoch, min(per_epoch, last_step - (epoch - 1) * per_epoch)
-        order, epoch_key = window(epoch_plan(base_key, epoch))
+        order, unlabelled_order, epoch_key = window(epoch_plan(base_key, epoch))
         alpha = window(alpha_fit(state.params, train, order[0])) if alpha_fit else None
         acc = replicate(zero_metrics(config), mesh)
         start = time.perf_counter()
         for i in range(first_row, rows):
-            state, acc = step_fn(state, acc, train, order, epoch_key, alpha)
+            state, acc = step_fn(state, acc, train, order, epoch_key, alpha, unlabelled, unlabelled_order)
             window(acc)
             step = (epoch - 1) * per_epoch + i + 1
             if (i + 1) % config.log_every == 0 or i + 1 == rows:
                 _check_finite(acc, epoch, step)
                 elapsed = time.perf_counter() - start
-                rate = (i + 1) * config.batch_size / elapsed
-                left = (last_step - step) * config.batch_size / rate
+                rate = (i + 1 - first_row) * batch / elapsed
+                left = (last_step - step) * batch / rate
                 means = _mean_metrics(acc)
                 print(
                     f"epoch {epoch}/{config.epochs} step {i + 1}/{per_epoch} loss {means['loss']:.4f} "
@@ -158,7 +182,7 @@ def fit_in_memory(
         line |= {
             "epoch_time_s": train_time,
             "wall_time_s": wall,
-            "images_per_s": (rows - first_row) * config.batch_size / train_time,
+            "images_per_s": (rows - first_row) * batch / train_time,
             "devices": mesh.size,
         }
         history.append(line)
@@ -166,6 +190,20 @@ def fit_in_memory(
             on_epoch(state, line, history)
         print(_summary(line, evals), flush=True)
     return state, history
+
+
+def _epoch_plan(mesh: Mesh, config: TrainConfig, num_train: int, num_unlabelled: int, per_epoch: int):
+    """``(base_key, epoch) -> (order, unlabelled_order, epoch_key)``: shuffled full epochs, or a few-label run's
+    batches drawn with replacement."""
+    if config.num_labels:
+        return make_sampled_plan(mesh, num_train, num_unlabelled, config, per_epoch)
+    full_plan = make_epoch_plan(mesh, num_train, config.batch_size)
+
+    def plan(base_key, epoch):
+        order, epoch_key = full_plan(base_key, epoch)
+        return order, None, epoch_key
+
+    return plan
 
 
 def fit(
@@ -177,6 +215,7 @@ def fit(
     *,
     extra_config: dict[str, Any] | None = None,
     figures: bool = True,
+    unlabelled: Any = None,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit_in_memory`` for ``config.epochs`` epochs, in (or resumed from) the run directory ``workdir``.
 
@@ -187,8 +226,10 @@ def fit(
     """
     config.check(model)
     mesh = data_mesh()
-    per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh)
-    rundir.check_config(workdir, {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})})
+    num_unlabelled = 0 if unlabelled is None else int(np.shape(unlabelled)[0])
+    per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh, num_unlabelled)
+    record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
+    rundir.check_config(workdir, record | {rundir.PROVENANCE: rundir.code_version()})
     state = replicate(create_state(model, config, per_epoch), mesh)
     manager = rundir.checkpoint_manager(workdir)
     history: list[dict[str, Any]] = []
@@ -208,7 +249,9 @@ def fit(
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
-    state, history = fit_in_memory(model, config, train, evals, state=state, history=history, on_epoch=record)
+    state, history = fit_in_memory(
+        model, config, train, evals, unlabelled=unlabelled, state=state, history=history, on_epoch=record
+    )
     manager.wait_until_finished()
     if writer:
         writer.close()
@@ -224,13 +267,27 @@ def train_and_evaluate(
     num_validation: int = 5000,
     data_dir: str | None = None,
     figures: bool = True,
+    extra_config: dict[str, Any] | None = None,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit`` on a dataset by name: its training portion, and its validation (``num_validation`` images held
-    out of train; 0: none) and test splits, standardised with the training portion's statistics."""
-    splits = data.device_splits(dataset, num_validation, data.resolve_data_dir(data_dir))
-    train, evals = splits.pop("train"), splits
-    extra = {"dataset": dataset, "num_validation": num_validation}
-    return fit(model, config, train, evals, workdir, extra_config=extra, figures=figures)
+    out of train; 0: none) and test splits, standardised with the whole training portion's statistics.
+
+    With ``config.num_labels`` the training portion is split into a balanced
+    labelled subset drawn with ``config.seed`` (its indices into the
+    training portion go into ``config.json``) and the unlabelled rest.
+    """
+    splits, (mean, std) = data.experiment_splits(dataset, num_validation, data.resolve_data_dir(data_dir))
+    extra = {"dataset": dataset, "num_validation": num_validation, **(extra_config or {})}
+    unlabelled = None
+    if config.num_labels:
+        num_classes = len(splits["train"].class_names)
+        indices = data.label_subset(splits["train"].labels, config.num_labels, num_classes, config.seed)
+        splits["train"], unlabelled_images = data.split_labels(splits["train"], indices)
+        unlabelled = data.standardize(unlabelled_images, mean, std)
+        extra["labelled_indices"] = indices.tolist()
+    device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
+    train, evals = device.pop("train"), device
+    return fit(model, config, train, evals, workdir, extra_config=extra, figures=figures, unlabelled=unlabelled)
 
 
 def _format_eta(seconds: float) -> str:

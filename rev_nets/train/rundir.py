@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import subprocess
 from typing import Any
 
 import jax
@@ -21,16 +22,36 @@ from rev_nets import layers, models, nets
 from rev_nets.train.config import TrainConfig, TrainingError
 
 
+def code_version() -> dict[str, Any]:
+    """The code a run comes from: the git commit of this checkout and whether it had uncommitted changes
+    (both None outside a git checkout, e.g. an installed wheel)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    git = lambda *args: subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, check=False)
+    try:
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:  # No git on this machine.
+        return {"commit": None, "dirty": None}
+    if commit.returncode:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+PROVENANCE = "code"  # config.json's record of the code; a resume from other code is noted there, not refused.
+
+
 def check_config(workdir: str, config_json: dict[str, Any]) -> None:
     """Writes ``config.json``, or stops if an existing one differs from ``config_json``.
 
     A setting added after a run was saved takes its default value there, so
-    older runs still resume.
+    older runs still resume. The code record (``PROVENANCE``) is not compared:
+    a resume by other code appends that code to its ``resumed_by`` list.
     """
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        _note_resuming_code(path, saved, config_json.get(PROVENANCE))
         if "train" in saved:
             try:
                 saved["train"] = TrainConfig.from_json(saved["train"]).to_json()
@@ -39,6 +60,7 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
                     f"{path} holds settings this version cannot read ({error}); start a new --workdir."
                 ) from None
         saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))  # Tuples become lists.
+        saved.pop(PROVENANCE, None), wanted.pop(PROVENANCE, None)
         if saved != wanted:
             diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
             raise TrainingError(
@@ -49,6 +71,19 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(config_json, f, indent=2, sort_keys=True)
+
+
+def _note_resuming_code(path: str, saved: dict[str, Any], code: dict[str, Any] | None) -> None:
+    """Appends ``code`` to the saved record's ``resumed_by`` when it differs from the code that started the run."""
+    record = saved.get(PROVENANCE)
+    if code is None or record is None or code == {k: record.get(k) for k in code}:
+        return
+    if code in record.get("resumed_by", []):
+        return
+    record["resumed_by"] = [*record.get("resumed_by", []), code]
+    with open(path + ".tmp", "w") as f:
+        json.dump(saved, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

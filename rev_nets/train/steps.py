@@ -18,11 +18,12 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rev_nets import data, dispatch, generator, models, shadow
+from rev_nets import consistency, data, dispatch, generator, models, shadow
 from rev_nets.train.config import TrainConfig
 from rev_nets.train.mesh import batch_sharding, shard_batch
 
 Metrics = dict[str, jax.Array]
+CONSISTENCY_STREAM = 1 << 30  # fold_in tag of a step's consistency key: apart from the supervised loss's splits
 
 
 def zero_metrics(config: TrainConfig) -> Metrics:
@@ -30,6 +31,8 @@ def zero_metrics(config: TrainConfig) -> Metrics:
     names = ["loss", "ce_real", "error_real"]
     if config.shadow.enabled:
         names += ["ce_synthetic", "error_synthetic", "norm_ratio"]
+    if config.consistency.enabled:
+        names += ["consistency", "twin_agreement", "twin_norm_ratio"]
     acc = {name: jnp.zeros((), jnp.float32) for name in names}
     return acc | {"steps": jnp.zeros((), jnp.int32), "finite": jnp.ones((), bool)}
 
@@ -46,19 +49,34 @@ def train_step(
     steps_per_epoch: int,
     batch_sharding: NamedSharding | None = None,
     alpha: tuple[jax.Array, ...] | None = None,
+    unlabelled: jax.Array | None = None,
+    unlabelled_indices: jax.Array | None = None,
 ) -> tuple[train_state.TrainState, Metrics]:
     """One SGD step on the batch ``indices`` of ``split``; adds its metrics to ``acc``.
 
-    ``steps_per_epoch`` places SHADOW's ``start_epoch`` on the step count;
-    ``alpha`` holds frozen generator alphas (``fit_alphas``), if any.
-    With ``batch_sharding`` the batch is split along the mesh's data axis, so
-    XLA runs each device's share and all-reduces the gradients.
+    ``steps_per_epoch`` places SHADOW's ``start_epoch`` and the consistency
+    ramp-up on the step count; ``alpha`` holds frozen generator alphas
+    (``make_alpha_fit``), if any. With ``config.consistency`` on, the
+    consistency loss of the unlabelled images ``unlabelled[unlabelled_indices]``
+    is added at its ramped weight. With ``batch_sharding`` the batch is split
+    along the mesh's data axis, so XLA runs each device's share and
+    all-reduces the gradients.
     """
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
     weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
+    if config.consistency.enabled:
+        u = shard_batch(jnp.take(unlabelled, unlabelled_indices, axis=0), batch_sharding)
+        u_weight = consistency.weight_at(config.consistency, state.step, steps_per_epoch * config.epochs)
 
     def objective(params):
-        return shadow.loss(model, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight, alpha=alpha)
+        value, metrics = shadow.loss(
+            model, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight, alpha=alpha
+        )
+        if not config.consistency.enabled:
+            return value, metrics
+        u_key = jax.random.fold_in(key, CONSISTENCY_STREAM)
+        u_value, u_metrics = consistency.loss(model, params, u, config.consistency, config.shadow, u_key)
+        return value + u_weight * u_value, metrics | u_metrics
 
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
@@ -77,11 +95,14 @@ def make_train_step(model: models.Model, config: TrainConfig, mesh: Mesh, steps_
     The metrics are not donated, so a loop can hand each step's metrics to
     a ``dispatch.DispatchWindow`` and wait for them later. ``alpha`` is
     ``make_alpha_fit``'s output for an ``alpha="data"`` config, else None.
+    A consistency config also takes the unlabelled images and their epoch
+    order (``make_sampled_plan``).
     """
 
-    def step(state, acc, split, order, epoch_key, alpha=None):
-        if order.shape[0] != steps_per_epoch:  # Out-of-range rows would be clamped silently.
-            raise ValueError(f"order has {order.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
+    def step(state, acc, split, order, epoch_key, alpha=None, unlabelled=None, unlabelled_order=None):
+        for rows in (order, unlabelled_order):
+            if rows is not None and rows.shape[0] != steps_per_epoch:  # Out-of-range rows would be clamped.
+                raise ValueError(f"an order has {rows.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
         row = state.step % steps_per_epoch
         return train_step(
             model,
@@ -94,6 +115,8 @@ def make_train_step(model: models.Model, config: TrainConfig, mesh: Mesh, steps_
             steps_per_epoch=steps_per_epoch,
             batch_sharding=batch_sharding(mesh),
             alpha=alpha,
+            unlabelled=unlabelled,
+            unlabelled_indices=None if unlabelled_order is None else unlabelled_order[row],
         )
 
     return jax.jit(step, donate_argnums=0)
@@ -129,6 +152,29 @@ def make_epoch_plan(mesh: Mesh, num_train: int, batch_size: int):
 
     replicated = NamedSharding(mesh, P())
     return jax.jit(plan, out_shardings=(replicated, replicated))
+
+
+def make_sampled_plan(mesh: Mesh, num_train: int, num_unlabelled: int, config: TrainConfig, steps_per_epoch: int):
+    """Jitted ``(base_key, epoch) -> (order, unlabelled_order, epoch_key)`` for a few-label run, made on the mesh.
+
+    Labelled batches of ``min(batch_size, num_train)`` and, with consistency
+    on, unlabelled batches of ``batch_size`` are drawn with replacement
+    (``data.sampled_batches``): a few labels make no whole epochs.
+    ``unlabelled_order`` is None without consistency.
+    """
+    labelled_batch = min(config.batch_size, num_train)
+
+    def plan(base_key, epoch):
+        epoch_key = jax.random.fold_in(base_key, epoch)
+        labelled_key, unlabelled_key = jax.random.split(jax.random.fold_in(epoch_key, 0))
+        order = data.sampled_batches(labelled_key, num_train, steps_per_epoch, labelled_batch)
+        if not config.consistency.enabled:
+            return order, None, epoch_key
+        unlabelled = data.sampled_batches(unlabelled_key, num_unlabelled, steps_per_epoch, config.batch_size)
+        return order, unlabelled, epoch_key
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(plan, out_shardings=replicated)
 
 
 def eval_step(
