@@ -1,0 +1,245 @@
+"""The few-label grid: supervised SHADOW and consistency on unlabelled images, with few labels, run resumably.
+
+A plan names, per dataset, the shared flags (a fixed number of steps for
+every arm), the label counts, the seeds and the arms. Each arm is fixed
+flags plus tuned settings (``Axis``): on seed 0 the driver tunes one axis at
+a time on the validation split, lowest final validation error wins, the
+earlier axes at their chosen values and the later at their start values
+(coordinate descent). An arm may first take settings another arm chose at
+the same label count (the consistency arms take the backprop arm's learning
+rate). Then the other seeds run at the chosen settings; each seed is its own
+label subset (``--seed`` draws it), shared by every arm.
+
+Run order: the supervised arms (tuning, then seeds), then the semi-supervised
+arms' tuning on seed 0, then their other seeds. Runs are subprocesses of the
+dataset's entry point, one at a time; a finished run is skipped and an
+interrupted one resumes from its last checkpoint (``grid.run_resuming``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+from rev_nets.analysis.grid import DIVERGED, finished, run_resuming
+from rev_nets.train.rundir import read_metrics
+
+ABBREVIATIONS = {"learning_rate": "lr", "consistency_weight": "w", "consistency_sigma": "sigma"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """A setting tuned on validation: its flag name, the candidate values, and its value before it is tuned."""
+
+    flag: str
+    candidates: tuple[float, ...]
+    start: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """A cell of the grid: fixed flags, tuned axes, and the arms whose chosen settings it takes first."""
+
+    flags: tuple[str, ...]
+    axes: tuple[Axis, ...] = ()
+    inherits: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelPlan:
+    """A dataset's few-label grid.
+
+    ``supervised`` arms run at every count of ``labels``; ``semi`` arms at
+    ``semi_labels``, on ``semi_seeds`` (their first seed tunes them).
+    """
+
+    common: tuple[str, ...]
+    labels: tuple[int, ...]
+    seeds: tuple[int, ...]
+    supervised: dict[str, Arm]
+    semi_labels: tuple[int, ...]
+    semi: dict[str, Arm]
+    semi_seeds: tuple[int, ...]
+
+    def arms(self, num_labels: int) -> dict[str, Arm]:
+        """The arms run at ``num_labels``, supervised first."""
+        return self.supervised | (self.semi if num_labels in self.semi_labels else {})
+
+    def seeds_of(self, arm: str) -> tuple[int, ...]:
+        return self.semi_seeds if arm in self.semi else self.seeds
+
+
+def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: bool) -> LabelPlan:
+    lr = Axis("learning_rate", learning_rates)
+    weight = Axis("consistency_weight", (1.0, 10.0, 100.0), start=10.0)
+    supervised = {
+        "backprop": Arm(("--shadow_layer=0",), (lr,)),
+        "shadow": Arm(("--shadow_layer=3",), (lr,)),
+        "noise_twin": Arm(("--shadow_layer=3", "--noise_twin"), (lr,)),
+    }
+    semi = {
+        "consistency_shadow": Arm(("--shadow_layer=0", "--consistency=shadow"), (weight,), ("backprop",)),
+        "consistency_noise": Arm(("--shadow_layer=0", "--consistency=noise"), (weight,), ("backprop",)),
+    }
+    if gaussian:
+        sigma = Axis("consistency_sigma", (0.15, 0.3, 0.6), start=0.3)
+        semi["consistency_gaussian"] = Arm(
+            ("--shadow_layer=0", "--consistency=gaussian"), (weight, sigma), ("backprop",)
+        )
+    return LabelPlan(
+        common=common,
+        labels=labels,
+        seeds=(0, 1, 2),
+        supervised=supervised,
+        semi_labels=semi_labels,
+        semi=semi,
+        semi_seeds=semi_seeds,
+    )
+
+
+STEPS = {"mnist": 6435, "cifar10": 4212}  # 15 and 12 full-data epochs of 128 at 5,000 validation images
+PLANS = {
+    "mnist": _plan(
+        ("--epochs=15", f"--steps={STEPS['mnist']}", "--batch_size=128", "--warmup_epochs=1", "--num_validation=1000"),
+        learning_rates=(0.02, 0.05, 0.1),
+        labels=(100, 1000, 10000),
+        semi_labels=(100, 1000),
+        semi_seeds=(0, 1, 2),
+        gaussian=True,
+    ),
+    "cifar10": _plan(
+        (
+            "--epochs=12",
+            f"--steps={STEPS['cifar10']}",
+            "--batch_size=128",
+            "--warmup_epochs=1",
+            "--num_validation=1000",
+            "--channels=32,64,128",
+        ),
+        learning_rates=(0.02, 0.05),
+        labels=(1000, 4000),
+        semi_labels=(4000,),
+        semi_seeds=(0, 1, 2),  # seed 0 runs first (with the tuning); seeds 1 and 2 last, as the budget allows
+        gaussian=False,
+    ),
+}
+
+
+def epochs_of(plan: LabelPlan) -> int:
+    return int(next(f for f in plan.common if f.startswith("--epochs=")).split("=")[1])
+
+
+def run_name(arm: str, settings: dict[str, float], seed: int) -> str:
+    """``<arm>_lr0.05_w10_seed0``: the arm, its settings in a fixed order, the seed."""
+    tags = [f"{ABBREVIATIONS[flag]}{settings[flag]:g}" for flag in ABBREVIATIONS if flag in settings]
+    return "_".join([arm, *tags, f"seed{seed}"])
+
+
+def run_dir(root: str, num_labels: int, arm: str, settings: dict[str, float], seed: int) -> str:
+    return os.path.join(root, f"labels{num_labels}", run_name(arm, settings, seed))
+
+
+def command(dataset: str, plan: LabelPlan, arm: Arm, num_labels: int, settings: dict[str, float]) -> list[str]:
+    """The entry point's flags for one run of ``arm`` (seed, workdir and data folder added by the caller)."""
+    tuned = [f"--{flag}={value:g}" for flag, value in settings.items()]
+    return [f"experiments.{dataset}", *plan.common, f"--num_labels={num_labels}", *arm.flags, *tuned]
+
+
+def outcome(workdir: str, epochs: int) -> float | None:
+    """The run's final validation error (inf if it diverged), or None while it is not finished."""
+    if not finished(workdir, epochs):
+        return None
+    if os.path.exists(os.path.join(workdir, DIVERGED)):
+        return float("inf")
+    return read_metrics(workdir)[-1]["validation_error"]
+
+
+@dataclasses.dataclass
+class Driver:
+    """Runs (or, with ``dry_run``, lists) a plan's runs under ``root`` in order; ``choices`` holds the tuned
+    settings per (label count, arm) as they are found."""
+
+    dataset: str
+    plan: LabelPlan
+    root: str
+    data_dir: str | None = None
+    retries: int = 2
+    dry_run: bool = False
+    choices: dict[tuple[int, str], dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    def run(self, num_labels: int, arm: str, settings: dict[str, float], seed: int) -> float | None:
+        """Runs, resumes or skips one run; returns its ``outcome``."""
+        workdir = run_dir(self.root, num_labels, arm, settings, seed)
+        epochs = epochs_of(self.plan)
+        if finished(workdir, epochs):
+            print(f"done      {workdir}", flush=True)
+            return outcome(workdir, epochs)
+        flags = command(self.dataset, self.plan, self.plan.arms(num_labels)[arm], num_labels, settings)
+        flags += [f"--seed={seed}", f"--workdir={workdir}", *([f"--data_dir={self.data_dir}"] if self.data_dir else [])]
+        print(f"{'would run' if self.dry_run else 'running'} {' '.join(flags)}", flush=True)
+        if self.dry_run:
+            return None
+        if run_resuming([sys.executable, "-m", *flags], workdir, self.retries) == "diverged":
+            open(os.path.join(workdir, DIVERGED), "w").close()
+            print(f"diverged  {workdir}", flush=True)
+        return outcome(workdir, epochs)
+
+    def tune(self, num_labels: int, arm_name: str) -> dict[str, float] | None:
+        """The arm's settings chosen on seed 0's validation error, one axis at a time (None until all have run)."""
+        if (num_labels, arm_name) in self.choices:
+            return self.choices[(num_labels, arm_name)]
+        arm = self.plan.arms(num_labels)[arm_name]
+        settings: dict[str, float] = {}
+        for parent in arm.inherits:
+            inherited = self.tune(num_labels, parent)
+            if inherited is None:
+                return None
+            settings |= inherited
+        settings |= {axis.flag: axis.start for axis in arm.axes if axis.start is not None}
+        seed = self.plan.seeds_of(arm_name)[0]
+        for axis in arm.axes:
+            errors = {
+                value: self.run(num_labels, arm_name, settings | {axis.flag: value}, seed) for value in axis.candidates
+            }
+            if None in errors.values():
+                return None
+            settings[axis.flag] = min(errors, key=errors.get)  # Ties: the first candidate.
+        self.choices[(num_labels, arm_name)] = settings
+        return settings
+
+    def seeds(self, num_labels: int, arm_name: str) -> None:
+        settings = self.tune(num_labels, arm_name)
+        if settings is not None:
+            for seed in self.plan.seeds_of(arm_name)[1:]:
+                self.run(num_labels, arm_name, settings, seed)
+
+    def run_all(self) -> None:
+        """The whole plan in its run order, then ``chosen_settings.json`` under ``root``."""
+        for n in self.plan.labels:
+            for arm in self.plan.supervised:
+                self.seeds(n, arm)
+        for n in self.plan.semi_labels:
+            for arm in self.plan.semi:
+                self.tune(n, arm)
+        for n in self.plan.semi_labels:
+            for arm in self.plan.semi:
+                self.seeds(n, arm)
+        if not self.dry_run:
+            write_choices(self.root, self.choices)
+            print(f"few-label grid complete: {self.root}", flush=True)
+
+
+def write_choices(root: str, choices: dict[tuple[int, str], dict[str, float]]) -> None:
+    os.makedirs(root, exist_ok=True)
+    table = {f"labels{n}/{arm}": settings for (n, arm), settings in sorted(choices.items())}
+    with open(os.path.join(root, "chosen_settings.json"), "w") as f:
+        json.dump(table, f, indent=2)
+
+
+def run_grid(dataset: str, root: str, data_dir: str | None = None, *, retries: int = 2, dry_run: bool = False):
+    """Runs the dataset's few-label grid into ``root/<dataset>_labels``; returns the driver (its ``choices``)."""
+    driver = Driver(dataset, PLANS[dataset], os.path.join(root, f"{dataset}_labels"), data_dir, retries, dry_run)
+    driver.run_all()
+    return driver
