@@ -66,8 +66,10 @@ def learning_curves(
     xlabel: str = "epoch",
     ylabel: str = "test error",
     title: str | None = None,
+    xscale: str = "linear",
 ) -> str:
-    """One line per ``name -> (x, y)`` or ``(x, y, spread)``, shaded over ``y +- spread``.
+    """One line per ``name -> (x, y)`` or ``(x, y, spread)``, shaded over ``y +- spread``; ``xscale`` is
+    matplotlib's ("log" for label counts).
 
     Names containing 'synthetic' are dashed; a name's real and synthetic
     curves ("<arm> real", "<arm> synthetic") share one colour.
@@ -82,6 +84,7 @@ def learning_curves(
         if spread:
             y, band = np.asarray(y), np.asarray(spread[0])
             ax.fill_between(x, y - band, y + band, color=colour, alpha=0.15, linewidth=0)
+    ax.set_xscale(xscale)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

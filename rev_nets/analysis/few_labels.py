@@ -159,7 +159,7 @@ def outcome(workdir: str, epochs: int) -> float | None:
 @dataclasses.dataclass
 class Driver:
     """Runs (or, with ``dry_run``, lists) a plan's runs under ``root`` in order; ``choices`` holds the tuned
-    settings per (label count, arm) as they are found."""
+    settings per (label count, arm) as they are found (None where a dry run met unfinished runs)."""
 
     dataset: str
     plan: LabelPlan
@@ -190,6 +190,10 @@ class Driver:
         """The arm's settings chosen on seed 0's validation error, one axis at a time (None until all have run)."""
         if (num_labels, arm_name) in self.choices:
             return self.choices[(num_labels, arm_name)]
+        self.choices[(num_labels, arm_name)] = settings = self._tune(num_labels, arm_name)
+        return settings
+
+    def _tune(self, num_labels: int, arm_name: str) -> dict[str, float] | None:
         arm = self.plan.arms(num_labels)[arm_name]
         settings: dict[str, float] = {}
         for parent in arm.inherits:
@@ -206,13 +210,13 @@ class Driver:
             if None in errors.values():
                 return None
             settings[axis.flag] = min(errors, key=errors.get)  # Ties: the first candidate.
-        self.choices[(num_labels, arm_name)] = settings
         return settings
 
     def seeds(self, num_labels: int, arm_name: str) -> None:
+        """Every seed of the arm at its chosen settings (after tuning it, if that is still to do)."""
         settings = self.tune(num_labels, arm_name)
         if settings is not None:
-            for seed in self.plan.seeds_of(arm_name)[1:]:
+            for seed in self.plan.seeds_of(arm_name):  # The first seed ran already if a setting was tuned.
                 self.run(num_labels, arm_name, settings, seed)
 
     def run_all(self) -> None:
@@ -233,7 +237,7 @@ class Driver:
 
 def write_choices(root: str, choices: dict[tuple[int, str], dict[str, float]]) -> None:
     os.makedirs(root, exist_ok=True)
-    table = {f"labels{n}/{arm}": settings for (n, arm), settings in sorted(choices.items())}
+    table = {f"labels{n}/{arm}": settings for (n, arm), settings in sorted(choices.items()) if settings is not None}
     with open(os.path.join(root, "chosen_settings.json"), "w") as f:
         json.dump(table, f, indent=2)
 

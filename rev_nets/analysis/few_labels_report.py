@@ -1,0 +1,214 @@
+"""The few-label grid's statistics: each arm against backprop on the same label subsets, as tables and a figure.
+
+Per label count and arm, at the arm's chosen settings: final test error
+(mean ± std over seeds), the paired difference to backprop of the same
+seed (same label subset; mean ± standard error of the per-seed differences,
+"effect" only beyond 2 SE), synthetic test error, minutes per run, and the
+twin's norm and agreement (why an arm does or does not help). Also the
+validation errors the settings were chosen from, and every row's command.
+``summarise`` returns the numbers and the markdown, draws test error
+against the number of labels, and copies every finished run's
+``config.json`` and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import shutil
+
+import numpy as np
+
+from rev_nets import plots
+from rev_nets.analysis.few_labels import DIVERGED, Driver, LabelPlan, command, epochs_of, outcome, run_dir
+from rev_nets.analysis.grid import finished
+from rev_nets.train.rundir import read_metrics
+
+BASELINE = "backprop"
+
+
+def chosen_settings(dataset: str, plan: LabelPlan, root: str) -> dict[tuple[int, str], dict[str, float] | None]:
+    """(label count, arm) -> the settings the grid chose on validation, or None while its tuning is unfinished."""
+    driver = Driver(dataset, plan, root, dry_run=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # A dry run lists what it would run: not wanted here.
+        return {(n, arm): driver.tune(n, arm) for n in plan.labels for arm in plan.arms(n)}
+
+
+def finished_runs(plan: LabelPlan, root: str, num_labels: int, arm: str, settings) -> dict[int, list[dict]]:
+    """Seed -> metric lines of the arm's finished, not diverged runs at ``settings``."""
+    runs = {}
+    for seed in plan.seeds_of(arm):
+        workdir = run_dir(root, num_labels, arm, settings, seed)
+        if finished(workdir, epochs_of(plan)) and not os.path.exists(os.path.join(workdir, DIVERGED)):
+            runs[seed] = read_metrics(workdir)
+    return runs
+
+
+def paired_difference(errors: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int]:
+    """Mean and standard error of ``errors[s] - baseline[s]`` over the seeds both have (SE nan below 2)."""
+    diffs = [errors[s] - baseline[s] for s in sorted(set(errors) & set(baseline))]
+    if not diffs:
+        return float("nan"), float("nan"), 0
+    se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
+    return float(np.mean(diffs)), se, len(diffs)
+
+
+def verdict(mean: float, se: float) -> str:
+    if math.isnan(se):
+        return "one seed"
+    return "effect" if abs(mean) > 2 * se else "no effect"
+
+
+def pct(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "n/a" if math.isnan(x) else ("diverged" if math.isinf(x) else f"{100 * x:.2f}")
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "not run yet"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return f"{pct(float(np.mean(values)))} ± {pct(std)} ({len(values)})"
+
+
+def _cell_text(cells: dict, num_labels: int, arm: str) -> str:
+    if (num_labels, arm) not in cells:
+        return "tuning"
+    return mean_std(list(cells[(num_labels, arm)]["test_error"].values()))
+
+
+def cell_numbers(runs: dict[int, list[dict]]) -> dict:
+    """Per-seed finals and medians of one cell's runs."""
+    last = {seed: lines[-1] for seed, lines in runs.items()}
+    twin_norm = [m.get("train_norm_ratio", m.get("train_twin_norm_ratio")) for m in last.values()]
+    agreement = [m["train_twin_agreement"] for m in last.values() if "train_twin_agreement" in m]
+    return {
+        "test_error": {seed: m["test_error"] for seed, m in last.items()},
+        "test_synthetic_error": {seed: m["test_synthetic_error"] for seed, m in last.items()},
+        "validation_error": {seed: m["validation_error"] for seed, m in last.items()},
+        "minutes": float(np.median([m["wall_time_s"] / 60 for m in last.values()])) if last else float("nan"),
+        "twin_norm_ratio": float(np.mean(twin_norm)) if None not in twin_norm and twin_norm else None,
+        "twin_agreement": float(np.mean(agreement)) if agreement else None,
+    }
+
+
+def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict, str]:
+    """The report's numbers and markdown; writes the figure and copies the runs' files under ``out``."""
+    chosen = chosen_settings(dataset, plan, root)
+    cells = {}
+    for (n, arm), settings in chosen.items():
+        if settings is not None:
+            cells[(n, arm)] = cell_numbers(finished_runs(plan, root, n, arm, settings))
+    arms = list(plan.supervised) + list(plan.semi)
+    lines = [
+        f"## {dataset}: final test error %, {_steps(plan)} steps (mean ± std (seeds))",
+        "",
+        "| labels | " + " | ".join(arms) + " |",
+        "|---|" + "---|" * len(arms),
+    ]
+    for n in plan.labels:
+        row = [_cell_text(cells, n, a) if a in plan.arms(n) else "" for a in arms]
+        lines.append(f"| {n:,} | " + " | ".join(row) + " |")
+    lines += ["", f"Paired difference to {BASELINE} on the same seeds (label subsets), points of test error:", ""]
+    lines += ["| labels | arm | seeds | difference (± SE) | verdict |", "|---|---|---|---|---|"]
+    comparisons = {}
+    for (n, arm), numbers in cells.items():
+        if arm == BASELINE or (n, BASELINE) not in cells:
+            continue
+        mean, se, k = paired_difference(numbers["test_error"], cells[(n, BASELINE)]["test_error"])
+        comparisons[f"labels{n}/{arm}"] = {"mean": mean, "se": se, "seeds": k, "verdict": verdict(mean, se)}
+        if k:
+            lines.append(f"| {n:,} | {arm} | {k} | {100 * mean:+.2f} ± {pct(se)} | {verdict(mean, se)} |")
+    lines += ["", "Per cell: synthetic test error %, minutes per run (median), twin/input norm, twin agreement:", ""]
+    lines += [
+        "| labels | arm | settings | synthetic test error % | min/run | twin norm ratio | twin agreement |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (n, arm), numbers in cells.items():
+        settings = ", ".join(f"{k}={v:g}" for k, v in chosen[(n, arm)].items())
+        norm, agree = numbers["twin_norm_ratio"], numbers["twin_agreement"]
+        lines.append(
+            f"| {n:,} | {arm} | {settings} | {mean_std(list(numbers['test_synthetic_error'].values()))} | "
+            f"{numbers['minutes']:.1f} | {'' if norm is None else f'{norm:.2f}'} | "
+            f"{'' if agree is None else f'{agree:.3f}'} |"
+        )
+    lines += ["", *tuning_rows(dataset, plan, root, chosen), "", "Commands (add `--seed=<seed>`):", ""]
+    for (n, arm), settings in chosen.items():
+        if settings is not None:
+            flags = command(dataset, plan, plan.arms(n)[arm], n, settings)
+            lines.append(f"- {n:,} labels, `{arm}`: `python -m {' '.join(flags)}`")
+    _figure(dataset, plan, cells, out)
+    _archive(plan, root, out, dataset)
+    numbers = {
+        "chosen": {f"labels{n}/{arm}": s for (n, arm), s in chosen.items()},
+        "cells": {f"labels{n}/{arm}": c for (n, arm), c in cells.items()},
+        "paired_differences": comparisons,
+    }
+    return numbers, "\n".join(lines) + "\n"
+
+
+def tuning_rows(dataset: str, plan: LabelPlan, root: str, chosen) -> list[str]:
+    """The seed-0 validation errors each arm's settings were chosen from, one axis at a time, as the driver ran
+    them: earlier axes at their chosen values, later ones at their start values."""
+    rows = ["Validation error % (seed 0) of every candidate setting; the lowest was kept:", ""]
+    rows += ["| labels | arm | candidates |", "|---|---|---|"]
+    for n in plan.labels:
+        for arm_name, arm in plan.arms(n).items():
+            settings = chosen.get((n, arm_name))
+            if settings is None:
+                rows.append(f"| {n:,} | {arm_name} | tuning not finished |")
+                continue
+            parts = []
+            for i, axis in enumerate(arm.axes):
+                later = {a.flag: a.start for a in arm.axes[i + 1 :] if a.start is not None}
+                for value in axis.candidates:
+                    trial = settings | later | {axis.flag: value}
+                    error = outcome(run_dir(root, n, arm_name, trial, plan.seeds_of(arm_name)[0]), epochs_of(plan))
+                    parts.append(f"{axis.flag}={value:g}: {pct(error)}")
+            rows.append(f"| {n:,} | {arm_name} | {'; '.join(parts)} |")
+    return rows
+
+
+def _steps(plan: LabelPlan) -> int:
+    return int(next(f for f in plan.common if f.startswith("--steps=")).split("=")[1])
+
+
+def _figure(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
+    """Test error against the number of labels, one line per arm (mean over seeds, shaded ± 1 std)."""
+    series = {}
+    for arm in list(plan.supervised) + list(plan.semi):
+        points = [(n, list(cells[(n, arm)]["test_error"].values())) for n in plan.labels if cells.get((n, arm))]
+        points = [(n, errors) for n, errors in points if errors]
+        if points:
+            x = [n for n, _ in points]
+            y = [100 * float(np.mean(e)) for _, e in points]
+            spread = [100 * float(np.std(e, ddof=1)) if len(e) > 1 else 0.0 for _, e in points]
+            series[f"{arm} real"] = (x, y, spread)
+    if series:
+        plots.learning_curves(
+            series,
+            os.path.join(out, "figures", f"{dataset}_error_vs_labels.png"),
+            xlabel="labelled training images",
+            ylabel="test error %",
+            title=f"{dataset}: test error against labels (mean over seeds, shaded +- 1 std)",
+            xscale="log",
+        )
+
+
+def _archive(plan: LabelPlan, root: str, out: str, dataset: str) -> None:
+    """Copies each finished run's config and metrics under ``out/<dataset>/labels<N>/<run>/``."""
+    for n in plan.labels:
+        folder = os.path.join(root, f"labels{n}")
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if not finished(os.path.join(folder, name), epochs_of(plan)):
+                continue
+            target = os.path.join(out, dataset, f"labels{n}", name)
+            os.makedirs(target, exist_ok=True)
+            for file in ("config.json", "metrics.jsonl", DIVERGED):
+                if os.path.exists(os.path.join(folder, name, file)):
+                    shutil.copy(os.path.join(folder, name, file), target)

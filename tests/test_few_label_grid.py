@@ -1,0 +1,181 @@
+"""The few-label grid's driver: its run order, tuning one axis at a time on validation, inheritance, resume."""
+
+import json
+import os
+from pathlib import Path
+
+import conftest_data
+import numpy as np
+import pytest
+
+from rev_nets.analysis import few_labels, few_labels_report
+from rev_nets.analysis.few_labels import Arm, Axis, Driver, LabelPlan
+from rev_nets.train import read_metrics
+
+LR = Axis("learning_rate", (0.02, 0.05))
+WEIGHT = Axis("consistency_weight", (1.0, 10.0), start=10.0)
+SIGMA = Axis("consistency_sigma", (0.15, 0.3), start=0.3)
+PLAN = LabelPlan(
+    common=("--epochs=2", "--steps=4"),
+    labels=(20, 40),
+    seeds=(0, 1),
+    supervised={"backprop": Arm(("--shadow_layer=0",), (LR,))},
+    semi_labels=(20,),
+    semi={"consistency_gaussian": Arm(("--consistency=gaussian",), (WEIGHT, SIGMA), ("backprop",))},
+    semi_seeds=(0, 1),
+)
+
+
+def _finish(root, num_labels, arm, settings, seed, validation_error):
+    workdir = few_labels.run_dir(root, num_labels, arm, settings, seed)
+    os.makedirs(workdir)
+    line = {"epoch": 2, "step": 4, "validation_error": validation_error, "test_error": 0.5}
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def test_tuning_goes_one_axis_at_a_time_from_the_inherited_rate(tmp_path, capsys):
+    root = str(tmp_path)
+    _finish(root, 20, "backprop", {"learning_rate": 0.02}, 0, 0.30)
+    _finish(root, 20, "backprop", {"learning_rate": 0.05}, 0, 0.20)
+    driver = Driver("mnist", PLAN, root, dry_run=True)
+    assert driver.tune(20, "backprop") == {"learning_rate": 0.05}
+    assert driver.tune(20, "consistency_gaussian") is None  # its weights have not run
+    listed = capsys.readouterr().out
+    assert "consistency_gaussian_lr0.05_w1_sigma0.3_seed0" in listed and "w10_sigma0.3_seed0" in listed
+    assert "sigma0.15" not in listed  # the second axis waits for the first
+    base = {"learning_rate": 0.05, "consistency_sigma": 0.3}
+    _finish(root, 20, "consistency_gaussian", base | {"consistency_weight": 1.0}, 0, 0.10)
+    _finish(root, 20, "consistency_gaussian", base | {"consistency_weight": 10.0}, 0, 0.15)
+    driver = Driver("mnist", PLAN, root, dry_run=True)
+    assert driver.tune(20, "consistency_gaussian") is None
+    assert "lr0.05_w1_sigma0.15_seed0" in capsys.readouterr().out  # sigma tuned at the chosen weight
+    _finish(root, 20, "consistency_gaussian", base | {"consistency_weight": 1.0, "consistency_sigma": 0.15}, 0, 0.12)
+    chosen = Driver("mnist", PLAN, root, dry_run=True).tune(20, "consistency_gaussian")
+    assert chosen == {"learning_rate": 0.05, "consistency_weight": 1.0, "consistency_sigma": 0.3}
+
+
+def test_a_diverged_candidate_loses(tmp_path):
+    root = str(tmp_path)
+    _finish(root, 40, "backprop", {"learning_rate": 0.02}, 0, 0.30)
+    workdir = few_labels.run_dir(root, 40, "backprop", {"learning_rate": 0.05}, 0)
+    os.makedirs(workdir)
+    open(os.path.join(workdir, few_labels.DIVERGED), "w").close()
+    assert Driver("mnist", PLAN, root, dry_run=True).tune(40, "backprop") == {"learning_rate": 0.02}
+
+
+def test_the_run_order_is_supervised_then_semi_tuning_then_semi_seeds(tmp_path, capsys):
+    root = str(tmp_path)
+    for n in (20, 40):
+        _finish(root, n, "backprop", {"learning_rate": 0.02}, 0, 0.3)
+        _finish(root, n, "backprop", {"learning_rate": 0.05}, 0, 0.2)
+    Driver("mnist", PLAN, root, dry_run=True).run_all()
+    runs = [
+        line.split("--workdir=")[1].split()[0] for line in capsys.readouterr().out.splitlines() if "--workdir" in line
+    ]
+    names = [os.path.relpath(r, root) for r in runs]
+    assert names == [
+        "labels20/backprop_lr0.05_seed1",
+        "labels40/backprop_lr0.05_seed1",
+        "labels20/consistency_gaussian_lr0.05_w1_sigma0.3_seed0",
+        "labels20/consistency_gaussian_lr0.05_w10_sigma0.3_seed0",
+    ]
+
+
+def test_the_command_of_a_run_is_the_entry_point_with_the_plans_flags():
+    flags = few_labels.command("cifar10", few_labels.PLANS["cifar10"], few_labels.PLANS["cifar10"].semi[
+        "consistency_shadow"], 4000, {"learning_rate": 0.05, "consistency_weight": 10.0})  # fmt: skip
+    assert flags[0] == "experiments.cifar10" and "--steps=4212" in flags and "--num_validation=1000" in flags
+    assert flags[-4:] == ["--shadow_layer=0", "--consistency=shadow", "--learning_rate=0.05", "--consistency_weight=10"]
+    assert "--num_labels=4000" in flags
+
+
+def test_the_driver_runs_a_tiny_grid_end_to_end_and_resumes(tmp_path):
+    data_dir = tmp_path / "data"
+    conftest_data.write_idx_dataset(data_dir / "mnist", n_train=120, n_test=30, seed=4)
+    plan = LabelPlan(
+        common=("--epochs=2", "--steps=4", "--batch_size=8", "--num_validation=20", "--width=16"),
+        labels=(20,),
+        seeds=(0, 1),
+        supervised={"backprop": Arm(("--shadow_layer=0",), (Axis("learning_rate", (0.05,)),))},
+        semi_labels=(20,),
+        semi={"consistency_shadow": Arm(("--shadow_layer=0", "--consistency=shadow"), (), ("backprop",))},
+        semi_seeds=(0,),
+    )
+    root = str(tmp_path / "grid")
+    driver = Driver("mnist", plan, root, str(data_dir))
+    driver.run_all()
+    runs = sorted(os.listdir(os.path.join(root, "labels20")))
+    assert runs == ["backprop_lr0.05_seed0", "backprop_lr0.05_seed1", "consistency_shadow_lr0.05_seed0"]
+    config = json.loads(Path(root, "labels20", runs[2], "config.json").read_text())
+    assert config["train"]["consistency"]["kind"] == "shadow" and config["train"]["learning_rate"] == 0.05
+    assert len(read_metrics(os.path.join(root, "labels20", runs[0]))) == 2
+    chosen = json.loads(Path(root, "chosen_settings.json").read_text())
+    assert chosen == {
+        "labels20/backprop": {"learning_rate": 0.05},
+        "labels20/consistency_shadow": {"learning_rate": 0.05},
+    }
+    mtimes = {r: os.path.getmtime(os.path.join(root, "labels20", r, "metrics.jsonl")) for r in runs}
+    Driver("mnist", plan, root, str(data_dir)).run_all()  # finished runs are skipped
+    assert mtimes == {r: os.path.getmtime(os.path.join(root, "labels20", r, "metrics.jsonl")) for r in runs}
+
+
+@pytest.mark.parametrize("dataset", sorted(few_labels.PLANS))
+def test_the_plans_match_the_protocol(dataset):
+    plan = few_labels.PLANS[dataset]
+    steps = int(next(f for f in plan.common if f.startswith("--steps=")).split("=")[1])
+    assert steps == {"mnist": 6435, "cifar10": 4212}[dataset] and steps % few_labels.epochs_of(plan) == 0
+    assert "--num_validation=1000" in plan.common and plan.seeds == (0, 1, 2)
+    assert set(plan.supervised) == {"backprop", "shadow", "noise_twin"}
+    assert all(arm.inherits == ("backprop",) for arm in plan.semi.values())
+    assert [a.candidates for arm in plan.semi.values() for a in arm.axes if a.flag == "consistency_weight"] == [
+        (1.0, 10.0, 100.0)
+    ] * len(plan.semi)
+
+
+def _finish_with(root, num_labels, arm, settings, seed, test_error, **extra):
+    workdir = few_labels.run_dir(root, num_labels, arm, settings, seed)
+    os.makedirs(workdir)
+    line = {"epoch": 2, "step": 4, "validation_error": 0.2, "test_error": test_error, "test_synthetic_error": 0.6}
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps(line | {"wall_time_s": 120.0} | extra) + "\n")
+    Path(workdir, "config.json").write_text("{}")
+
+
+def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
+    plan = LabelPlan(
+        common=("--epochs=2", "--steps=4"),
+        labels=(20, 40),
+        seeds=(0, 1, 2),
+        supervised={"backprop": Arm(("--shadow_layer=0",), (Axis("learning_rate", (0.05,)),)),
+                    "shadow": Arm(("--shadow_layer=3",), (Axis("learning_rate", (0.05,)),))},
+        semi_labels=(),
+        semi={},
+        semi_seeds=(0,),
+    )  # fmt: skip
+    root, out = str(tmp_path / "grid"), str(tmp_path / "out")
+    lr = {"learning_rate": 0.05}
+    backprop, shadow = [0.30, 0.20, 0.25], [0.29, 0.17, 0.21]  # differences -1, -3, -4 points: mean -2.67, SE 0.88
+    for seed in range(3):
+        _finish_with(root, 20, "backprop", lr, seed, backprop[seed])
+        _finish_with(root, 20, "shadow", lr, seed, shadow[seed], train_norm_ratio=0.5)
+    _finish_with(root, 40, "backprop", lr, 0, 0.1)
+    numbers, markdown = few_labels_report.summarise("mnist", plan, root, out)
+    diff = np.array(shadow) - np.array(backprop)
+    paired = numbers["paired_differences"]["labels20/shadow"]
+    np.testing.assert_allclose([paired["mean"], paired["se"]], [diff.mean(), diff.std(ddof=1) / np.sqrt(3)])
+    assert paired["verdict"] == "effect" and paired["seeds"] == 3  # |-2.67| > 2 x 0.88
+    assert "| 20 | shadow | 3 | -2.67 ± 0.88 | effect |" in markdown
+    assert "| 40 | 10.00 ± n/a (1) | tuning |" in markdown  # shadow at 40 labels has not run
+    assert numbers["cells"]["labels20/shadow"]["twin_norm_ratio"] == 0.5
+    assert Path(out, "figures", "mnist_error_vs_labels.png").stat().st_size > 1000
+    assert Path(out, "mnist", "labels20", "shadow_lr0.05_seed2", "metrics.jsonl").exists()
+    assert "python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=3 --learning_rate=0.05" in (
+        markdown
+    )
+
+
+def test_few_seeds_are_not_an_effect():
+    mean, se, k = few_labels_report.paired_difference({0: 0.2, 1: 0.3}, {0: 0.25, 1: 0.26})
+    assert k == 2 and few_labels_report.verdict(mean, se) == "no effect"
+    assert few_labels_report.verdict(*few_labels_report.paired_difference({0: 0.2}, {0: 0.3})[:2]) == "one seed"
