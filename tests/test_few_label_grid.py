@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rev_nets.analysis import few_labels, few_labels_report
-from rev_nets.analysis.few_labels import Arm, Axis, Driver, LabelPlan
+from rev_nets.analysis.few_labels import Arm, Axis, Driver, LabelPlan, Probe
 from rev_nets.train import read_metrics
 
 LR = Axis("learning_rate", (0.02, 0.05))
@@ -23,6 +23,7 @@ PLAN = LabelPlan(
     semi_labels=(20,),
     semi={"consistency_gaussian": Arm(("--consistency=gaussian",), (WEIGHT, SIGMA), ("backprop",))},
     semi_seeds=(0, 1),
+    probes={"probe_h1": Probe(40, "backprop", ("--shadow_layer=1",))},
 )
 
 
@@ -70,16 +71,16 @@ def test_the_run_order_is_supervised_then_semi_tuning_then_semi_seeds(tmp_path, 
         _finish(root, n, "backprop", {"learning_rate": 0.02}, 0, 0.3)
         _finish(root, n, "backprop", {"learning_rate": 0.05}, 0, 0.2)
     Driver("mnist", PLAN, root, dry_run=True).run_all()
-    runs = [
-        line.split("--workdir=")[1].split()[0] for line in capsys.readouterr().out.splitlines() if "--workdir" in line
-    ]
-    names = [os.path.relpath(r, root) for r in runs]
+    listed = [line for line in capsys.readouterr().out.splitlines() if "--workdir" in line]
+    names = [os.path.relpath(line.split("--workdir=")[1].split()[0], root) for line in listed]
     assert names == [
         "labels20/backprop_lr0.05_seed1",
         "labels40/backprop_lr0.05_seed1",
         "labels20/consistency_gaussian_lr0.05_w1_sigma0.3_seed0",
         "labels20/consistency_gaussian_lr0.05_w10_sigma0.3_seed0",
+        "labels40/probe_h1_lr0.05_seed0",
     ]
+    assert "--num_labels=40 --shadow_layer=0 --shadow_layer=1 --learning_rate=0.05 --seed=0" in listed[-1]
 
 
 def test_the_command_of_a_run_is_the_entry_point_with_the_plans_flags():
@@ -152,6 +153,7 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
         semi_labels=(),
         semi={},
         semi_seeds=(0,),
+        probes={"probe_h1": Probe(20, "shadow", ("--shadow_layer=1",))},
     )  # fmt: skip
     root, out = str(tmp_path / "grid"), str(tmp_path / "out")
     lr = {"learning_rate": 0.05}
@@ -160,6 +162,7 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
         _finish_with(root, 20, "backprop", lr, seed, backprop[seed])
         _finish_with(root, 20, "shadow", lr, seed, shadow[seed], train_norm_ratio=0.5)
     _finish_with(root, 40, "backprop", lr, 0, 0.1)
+    _finish_with(root, 20, "probe_h1", lr, 0, 0.4, train_norm_ratio=0.7)
     numbers, markdown = few_labels_report.summarise("mnist", plan, root, out)
     diff = np.array(shadow) - np.array(backprop)
     paired = numbers["paired_differences"]["labels20/shadow"]
@@ -168,6 +171,8 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
     assert "| 20 | shadow | 3 | -2.67 ± 0.88 | effect |" in markdown
     assert "| 40 | 10.00 ± n/a (1) | tuning |" in markdown  # shadow at 40 labels has not run
     assert numbers["cells"]["labels20/shadow"]["twin_norm_ratio"] == 0.5
+    assert "| 20 | probe_h1 | --shadow_layer=1 | 20.00 (20.00) | 0.70 |" in markdown
+    assert "`probe_h1`: `python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=3 " in markdown
     assert Path(out, "figures", "mnist_error_vs_labels.png").stat().st_size > 1000
     assert Path(out, "mnist", "labels20", "shadow_lr0.05_seed2", "metrics.jsonl").exists()
     assert "python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=3 --learning_rate=0.05" in (

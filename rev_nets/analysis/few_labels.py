@@ -11,7 +11,9 @@ rate). Then the other seeds run at the chosen settings; each seed is its own
 label subset (``--seed`` draws it), shared by every arm.
 
 Run order: the supervised arms (tuning, then seeds), then the semi-supervised
-arms' tuning on seed 0, then their other seeds. Runs are subprocesses of the
+arms' tuning on seed 0, then their other seeds, then the probes: one-seed
+variants of an arm at its chosen settings (source layer, twin norm), read
+on validation to find out why an arm does or does not help. Runs are subprocesses of the
 dataset's entry point, one at a time; a finished run is skipped and an
 interrupted one resumes from its last checkpoint (``grid.run_resuming``).
 """
@@ -48,11 +50,22 @@ class Arm:
 
 
 @dataclasses.dataclass(frozen=True)
+class Probe:
+    """A one-seed variant of an arm at its chosen settings, judged on validation: ``flags`` are added to the
+    arm's (a repeated flag takes the later value)."""
+
+    num_labels: int
+    base: str
+    flags: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class LabelPlan:
     """A dataset's few-label grid.
 
     ``supervised`` arms run at every count of ``labels``; ``semi`` arms at
-    ``semi_labels``, on ``semi_seeds`` (their first seed tunes them).
+    ``semi_labels``, on ``semi_seeds`` (their first seed tunes them);
+    ``probes`` (name -> ``Probe``) run last, on the base arm's first seed.
     """
 
     common: tuple[str, ...]
@@ -62,6 +75,7 @@ class LabelPlan:
     semi_labels: tuple[int, ...]
     semi: dict[str, Arm]
     semi_seeds: tuple[int, ...]
+    probes: dict[str, Probe] = dataclasses.field(default_factory=dict)
 
     def arms(self, num_labels: int) -> dict[str, Arm]:
         """The arms run at ``num_labels``, supervised first."""
@@ -69,6 +83,11 @@ class LabelPlan:
 
     def seeds_of(self, arm: str) -> tuple[int, ...]:
         return self.semi_seeds if arm in self.semi else self.seeds
+
+    def probe_arm(self, name: str) -> Arm:
+        """The probe's base arm with the probe's flags added (nothing left to tune)."""
+        probe = self.probes[name]
+        return Arm(self.arms(probe.num_labels)[probe.base].flags + probe.flags)
 
 
 def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: bool) -> LabelPlan:
@@ -169,14 +188,15 @@ class Driver:
     dry_run: bool = False
     choices: dict[tuple[int, str], dict[str, float]] = dataclasses.field(default_factory=dict)
 
-    def run(self, num_labels: int, arm: str, settings: dict[str, float], seed: int) -> float | None:
-        """Runs, resumes or skips one run; returns its ``outcome``."""
-        workdir = run_dir(self.root, num_labels, arm, settings, seed)
+    def run(self, num_labels: int, name: str, settings: dict[str, float], seed: int) -> float | None:
+        """Runs, resumes or skips one run of the arm or probe ``name``; returns its ``outcome``."""
+        workdir = run_dir(self.root, num_labels, name, settings, seed)
         epochs = epochs_of(self.plan)
         if finished(workdir, epochs):
             print(f"done      {workdir}", flush=True)
             return outcome(workdir, epochs)
-        flags = command(self.dataset, self.plan, self.plan.arms(num_labels)[arm], num_labels, settings)
+        arm = self.plan.probe_arm(name) if name in self.plan.probes else self.plan.arms(num_labels)[name]
+        flags = command(self.dataset, self.plan, arm, num_labels, settings)
         flags += [f"--seed={seed}", f"--workdir={workdir}", *([f"--data_dir={self.data_dir}"] if self.data_dir else [])]
         print(f"{'would run' if self.dry_run else 'running'} {' '.join(flags)}", flush=True)
         if self.dry_run:
@@ -230,6 +250,10 @@ class Driver:
         for n in self.plan.semi_labels:
             for arm in self.plan.semi:
                 self.seeds(n, arm)
+        for name, probe in self.plan.probes.items():
+            settings = self.tune(probe.num_labels, probe.base)
+            if settings is not None:
+                self.run(probe.num_labels, name, settings, self.plan.seeds_of(probe.base)[0])
         if not self.dry_run:
             write_choices(self.root, self.choices)
             print(f"few-label grid complete: {self.root}", flush=True)

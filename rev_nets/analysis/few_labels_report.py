@@ -135,11 +135,17 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
             f"{numbers['minutes']:.1f} | {'' if norm is None else f'{norm:.2f}'} | "
             f"{'' if agree is None else f'{agree:.3f}'} |"
         )
-    lines += ["", *tuning_rows(dataset, plan, root, chosen), "", "Commands (add `--seed=<seed>`):", ""]
+    lines += ["", *tuning_rows(dataset, plan, root, chosen), "", *probe_rows(plan, root, chosen)]
+    lines += ["Commands (add `--seed=<seed>`):", ""]
     for (n, arm), settings in chosen.items():
         if settings is not None:
             flags = command(dataset, plan, plan.arms(n)[arm], n, settings)
             lines.append(f"- {n:,} labels, `{arm}`: `python -m {' '.join(flags)}`")
+    for name, probe in plan.probes.items():
+        settings = chosen.get((probe.num_labels, probe.base))
+        if settings is not None:
+            flags = command(dataset, plan, plan.probe_arm(name), probe.num_labels, settings)
+            lines.append(f"- {probe.num_labels:,} labels, `{name}`: `python -m {' '.join(flags)}`")
     _figure(dataset, plan, cells, out)
     _archive(plan, root, out, dataset)
     numbers = {
@@ -170,6 +176,32 @@ def tuning_rows(dataset: str, plan: LabelPlan, root: str, chosen) -> list[str]:
                     parts.append(f"{axis.flag}={value:g}: {pct(error)}")
             rows.append(f"| {n:,} | {arm_name} | {'; '.join(parts)} |")
     return rows
+
+
+def probe_rows(plan: LabelPlan, root: str, chosen) -> list[str]:
+    """Validation table of the probes (first seed) beside the run of their base arm they vary."""
+    if not plan.probes:
+        return []
+    rows = ["Probes (seed 0, at the base arm's chosen settings; judged on validation):", ""]
+    rows += [
+        "| labels | probe | flags added | validation error % (base arm's) | twin norm ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name, probe in plan.probes.items():
+        settings = chosen.get((probe.num_labels, probe.base))
+        seed = plan.seeds_of(probe.base)[0]
+        if settings is None:
+            rows.append(f"| {probe.num_labels:,} | {name} | {' '.join(probe.flags)} | base not tuned yet | |")
+            continue
+        workdir = run_dir(root, probe.num_labels, name, settings, seed)
+        error = outcome(workdir, epochs_of(plan))
+        base = outcome(run_dir(root, probe.num_labels, probe.base, settings, seed), epochs_of(plan))
+        norm = cell_numbers({seed: read_metrics(workdir)})["twin_norm_ratio"] if error not in (None, math.inf) else None
+        rows.append(
+            f"| {probe.num_labels:,} | {name} | {' '.join(probe.flags)} | {pct(error)} ({pct(base)}) | "
+            f"{'' if norm is None else f'{norm:.2f}'} |"
+        )
+    return [*rows, ""]
 
 
 def _steps(plan: LabelPlan) -> int:
