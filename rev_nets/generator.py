@@ -190,6 +190,9 @@ def generate(net: nets.Net, params: nets.Params, h: jax.Array, layer: int, **set
     depend on that point, and the copy rule does not read them.
     """
     _check_layer(net, layer)
+    if settings.get("use_switches"):
+        raise InputError("generate has no real input, so no pooling switches: drop use_switches (it copies).")
+    settings.pop("use_switches", None)
     shape = nets.layer_shapes(net)[layer]
     if tuple(h.shape[1:]) != shape:
         raise InputError(f"h has per-example shape {tuple(h.shape[1:])} but layer {layer} of this net has {shape}.")

@@ -247,6 +247,11 @@ def test_bad_settings_raise_clear_errors():
         generator.generate(net, params, h, 1, rho=0.5)
     with pytest.raises(ValueError, match=r"per-example shape \(5,\)"):
         generator.generate(net, params, jnp.ones((2, 5)), 1)
+    with pytest.raises(ValueError, match="no pooling switches: drop use_switches"):
+        generator.generate(net, params, h, 1, use_switches=True)
+    np.testing.assert_array_equal(
+        generator.generate(net, params, h, 1, use_switches=False), generator.generate(net, params, h, 1)
+    )
     with pytest.raises(ValueError, match="alpha has 2 entries but 1 linear maps"):
         generator.generate(net, params, h, 1, alpha=(1.0, 2.0))
     with pytest.raises(ValueError, match="alpha must be None"):

@@ -130,7 +130,7 @@ def fit_in_memory(
             f"steps={steps} is outside the run's 1..{config.epochs * per_epoch} steps ({config.epochs} epochs of "
             f"{per_epoch}); give fewer steps, or more epochs in the config (the schedule spans its epochs)."
         )
-    unlabelled = unlabelled if config.consistency.enabled else None  # Unused without consistency: left on host.
+    unlabelled = unlabelled if config.consistency.enabled else None  # Unused without consistency: not copied.
     train, replicated, unlabelled = replicate((train, evals, unlabelled), mesh)
     evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
     state = replicate(create_state(model, config, per_epoch), mesh) if state is None else state
