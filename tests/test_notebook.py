@@ -18,3 +18,4 @@ def test_quickstart_runs_every_cell(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "steps: test error" in text and "layer 3" in text and "NNX CNN after" in text
+    assert "with SHADOW consistency on" in text
