@@ -132,6 +132,8 @@ def test_the_plans_match_the_protocol(dataset):
     assert [a.candidates for arm in plan.semi.values() for a in arm.axes if a.flag == "consistency_weight"] == [
         (1.0, 10.0, 100.0)
     ] * len(plan.semi)
+    for probe in plan.probes.values():  # each probe varies an arm at a label count where that arm runs
+        assert probe.base in plan.arms(probe.num_labels) and probe.flags
 
 
 def _finish_with(root, num_labels, arm, settings, seed, test_error, **extra):

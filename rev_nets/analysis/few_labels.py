@@ -90,7 +90,7 @@ class LabelPlan:
         return Arm(self.arms(probe.num_labels)[probe.base].flags + probe.flags)
 
 
-def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: bool) -> LabelPlan:
+def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: bool, probes) -> LabelPlan:
     lr = Axis("learning_rate", learning_rates)
     weight = Axis("consistency_weight", (1.0, 10.0, 100.0), start=10.0)
     supervised = {
@@ -115,6 +115,7 @@ def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: boo
         semi_labels=semi_labels,
         semi=semi,
         semi_seeds=semi_seeds,
+        probes=probes,
     )
 
 
@@ -127,6 +128,13 @@ PLANS = {
         semi_labels=(100, 1000),
         semi_seeds=(0, 1, 2),
         gaussian=True,
+        probes={  # At 100 labels SHADOW's twins from h3 grow to ~2.2x the input's norm; 0.77**3 brings them to ~1.
+            "probe_shadow_h1": Probe(100, "shadow", ("--shadow_layer=1",)),
+            "probe_shadow_alpha0.77": Probe(100, "shadow", ("--alpha_scale=0.77",)),
+            "probe_consistency_h1": Probe(100, "consistency_shadow", ("--consistency_layer=1",)),
+            "probe_consistency_h2": Probe(100, "consistency_shadow", ("--consistency_layer=2",)),
+            "probe_consistency_alpha0.77": Probe(100, "consistency_shadow", ("--alpha_scale=0.77",)),
+        },
     ),
     "cifar10": _plan(
         (
@@ -142,6 +150,11 @@ PLANS = {
         semi_labels=(4000,),
         semi_seeds=(0, 1, 2),  # seed 0 runs first (with the tuning); seeds 1 and 2 last, as the budget allows
         gaussian=False,
+        probes={  # At full labels the twins from h3 had 0.12-0.18 of the input's norm; 1.9**3 brings them to ~1.
+            "probe_shadow_h1": Probe(4000, "shadow", ("--shadow_layer=1",)),
+            "probe_consistency_h1": Probe(4000, "consistency_shadow", ("--consistency_layer=1",)),
+            "probe_consistency_alpha1.9": Probe(4000, "consistency_shadow", ("--alpha_scale=1.9",)),
+        },
     ),
 }
 
