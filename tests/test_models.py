@@ -11,7 +11,7 @@ import pytest
 from entry_points import run_entry_point
 from flax import nnx
 
-from rev_nets import generator, models, shadow, train
+from rev_nets import consistency, generator, models, shadow, train
 from rev_nets.nnx_zoo import ResidualCNN
 from rev_nets.train import rundir
 
@@ -177,3 +177,20 @@ def test_a_config_whose_generator_cannot_run_is_refused_when_checked():
     with pytest.raises(ValueError, match="residual sum"):
         train.TrainConfig(shadow=shadow.ShadowConfig(layer=0)).check(model)
     train.TrainConfig(shadow=shadow.ShadowConfig(layer=0, alpha="data")).check(model)
+
+
+def test_an_nnx_model_trains_from_few_labels_with_shadow_consistency():
+    model = models.nnx_model(tiny_residual)
+    x, y = _batch(64)
+    config = train.TrainConfig(
+        epochs=2,
+        steps=4,
+        batch_size=16,
+        num_labels=8,
+        shadow=shadow.ShadowConfig(layer=0, alpha="formula"),
+        consistency=consistency.ConsistencyConfig(kind="shadow", layer=2),
+    )
+    labelled = (x[:8], jnp.arange(8, dtype=jnp.int32) % 4)
+    _, history = train.fit_in_memory(model, config, labelled, {"test": (x, y)}, unlabelled=x[8:])
+    assert [line["step"] for line in history] == [2, 4]
+    assert all(np.isfinite(line["train_consistency"]) and line["train_consistency"] > 0 for line in history)
