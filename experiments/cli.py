@@ -10,7 +10,7 @@ from absl import app, flags, logging
 from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
 from rev_nets.train import DivergedError
 
-SHARED_FLAGS = ("seed", "data_dir", "workdir", "dataset", "grid", "model")
+SHARED_FLAGS = ("seed", "data_dir", "workdir", "dataset", "grid", "model", "few_labels")
 
 
 def shared_flag(define, name: str, default, help_text: str, **kwargs) -> flags.FlagHolder:

@@ -1,17 +1,30 @@
-"""The paper's comparisons as one resumable grid: backprop vs SHADOW, with and without dropout, plus ablations.
+"""The paper's comparisons as resumable grids: backprop vs SHADOW at full labels, and with few labels.
 
     python -m experiments.grid --dataset=mnist --data_dir=../shared/datasets --workdir=~/rev_nets_grid
+    python -m experiments.grid --few_labels --dataset=mnist --data_dir=../shared/datasets --workdir=~/rev_nets_grid
 
-Stage 1 picks each main arm's learning rate on the validation split (seed 0,
-every rate of the plan's ``learning_rates``, lowest final validation error wins).
-Stage 2 runs the remaining seeds of the main arms at their chosen rate, and
-the ablations, each of which changes one setting of the default SHADOW cell
-and inherits its rate, then the probes (one seed each, same rate). Runs go one at a time, as subprocesses of the
-dataset's entry point; a finished run is skipped and an interrupted one
-resumes from its last checkpoint, so the driver can be stopped and started
-again at any time, across sessions; a run that crashes is started again (it
-resumes) up to ``--retries`` times (``rev_nets.analysis.grid``).
-``experiments.report --grid=<the same folder>`` turns the runs into tables and figures.
+Full labels (``rev_nets.analysis.grid``): stage 1 picks each main arm's
+learning rate on the validation split (seed 0, every rate of the plan's
+``learning_rates``, lowest final validation error wins). Stage 2 runs the
+remaining seeds of the main arms at their chosen rate, and the ablations,
+each of which changes one setting of the default SHADOW cell and inherits
+its rate, then the probes (one seed each, same rate).
+
+``--few_labels`` (``rev_nets.analysis.few_labels``): every arm trains for the
+same number of steps (MNIST 6,435, CIFAR-10 4,212) from N labels (balanced,
+drawn by the seed outside the 1,000 validation images). Supervised arms:
+backprop, SHADOW from h3, the noise-twin placebo; semi-supervised arms:
+consistency of the softmax under a SHADOW twin, a matched-energy noise twin,
+or (MNIST) fixed Gaussian noise. Each arm's learning rate, consistency weight
+and noise are chosen on validation (seed 0), one at a time; then the other
+seeds run, then the probes.
+
+Runs go one at a time, as subprocesses of the dataset's entry point; a
+finished run is skipped and an interrupted one resumes from its last
+checkpoint, so the driver can be stopped and started again at any time,
+across sessions; a run killed from outside is started again (it resumes) up
+to ``--retries`` times. ``experiments.report`` with the same ``--grid`` folder
+(and ``--few_labels``) turns the runs into tables and figures.
 """
 
 from __future__ import annotations
@@ -21,9 +34,12 @@ import os
 from absl import flags
 
 from experiments import cli
-from rev_nets.analysis import grid
+from rev_nets.analysis import few_labels, grid
 
 _DATASET = cli.shared_flag(flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=list(grid.PLANS))
+_FEW_LABELS = cli.shared_flag(
+    flags.DEFINE_boolean, "few_labels", False, "The few-label grid (MNIST, CIFAR-10) instead of the full-label one."
+)
 _DATA_DIR = cli.shared_flag(
     flags.DEFINE_string, "data_dir", None, "Folder with the original dataset files (passed to every run)."
 )
@@ -31,7 +47,8 @@ _WORKDIR = cli.shared_flag(
     flags.DEFINE_string,
     "workdir",
     "~/rev_nets_grid",
-    "Where to write the runs' directories, under <workdir>/<dataset> (outside the repository).",
+    "Where to write the runs' directories, under <workdir>/<dataset> (few labels: <workdir>/<dataset>_labels), "
+    "outside the repository.",
 )
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the runs and their state without running anything.")
 _RETRIES = flags.DEFINE_integer(
@@ -42,7 +59,10 @@ _RETRIES = flags.DEFINE_integer(
 def main(argv) -> None:
     del argv
     root = os.path.expanduser(_WORKDIR.value)
-    grid.run_grid(_DATASET.value, root, _DATA_DIR.value, retries=_RETRIES.value, dry_run=_DRY_RUN.value)
+    run_grid = few_labels.run_grid if _FEW_LABELS.value else grid.run_grid
+    if _FEW_LABELS.value and _DATASET.value not in few_labels.PLANS:
+        raise cli.UsageError(f"--few_labels has grids for {', '.join(few_labels.PLANS)}, not {_DATASET.value}.")
+    run_grid(_DATASET.value, root, _DATA_DIR.value, retries=_RETRIES.value, dry_run=_DRY_RUN.value)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import conftest_data
 import numpy as np
 import pytest
+from entry_points import run_entry_point
 
 from rev_nets.analysis import few_labels, few_labels_report
 from rev_nets.analysis.few_labels import Arm, Axis, Driver, LabelPlan, Probe
@@ -186,3 +187,15 @@ def test_few_seeds_are_not_an_effect():
     mean, se, k = few_labels_report.paired_difference({0: 0.2, 1: 0.3}, {0: 0.25, 1: 0.26})
     assert k == 2 and few_labels_report.verdict(mean, se) == "no effect"
     assert few_labels_report.verdict(*few_labels_report.paired_difference({0: 0.2}, {0: 0.3})[:2]) == "one seed"
+
+
+def test_the_grid_entry_point_lists_the_few_label_runs_and_refuses_a_dataset_without_a_plan(tmp_path):
+    listed = run_entry_point("grid", "--few_labels", "--dataset=cifar10", "--dry_run", f"--workdir={tmp_path}")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    first = listed.stdout.splitlines()[0]
+    assert first.startswith("would run experiments.cifar10 --epochs=12 --steps=4212") and "--num_labels=1000" in first
+    refused = run_entry_point("report", "--few_labels", "--dataset=cifar100", f"--grid={tmp_path}")
+    assert (
+        refused.returncode == 2
+        and refused.stderr.strip() == "error: --few_labels has grids for mnist, cifar10, not cifar100."
+    )
