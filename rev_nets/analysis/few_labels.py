@@ -103,7 +103,8 @@ def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: boo
         "consistency_noise": Arm(("--shadow_layer=0", "--consistency=noise"), (weight,), ("backprop",)),
     }
     if gaussian:
-        sigma = Axis("consistency_sigma", (0.15, 0.3, 0.6), start=0.3)
+        # Standardised units: MNIST pixels have std 0.31 on [0, 1], so 1.0 is the Ladder network's input noise of 0.3.
+        sigma = Axis("consistency_sigma", (0.25, 0.5, 1.0), start=0.5)
         semi["consistency_gaussian"] = Arm(
             ("--shadow_layer=0", "--consistency=gaussian"), (weight, sigma), ("backprop",)
         )
