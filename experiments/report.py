@@ -14,7 +14,7 @@ epoch-to-epoch changes (raw curves correlate whenever both fall). Writes
 ``--few_labels``: per label count and arm, at the settings chosen on
 validation, test error (mean ± std over seeds), the paired difference to
 backprop of the same seed (mean ± SE of the per-seed differences; "effect"
-only beyond 2 SE), synthetic test error, minutes per run, the twin's norm
+only beyond 2 SE), synthetic test error, training minutes per run, the twin's norm
 and agreement, the validation errors behind every choice, the probes, and
 each row's command. Writes ``<workdir>/<dataset>.md`` and ``.json`` and
 ``figures/<dataset>_error_vs_labels.png``.

@@ -3,7 +3,7 @@
 Per label count and arm, at the arm's chosen settings: final test error
 (mean ± std over seeds), the paired difference to backprop of the same
 seed (same label subset; mean ± standard error of the per-seed differences,
-"effect" only beyond 2 SE), synthetic test error, minutes per run, and the
+"effect" only beyond 2 SE), synthetic test error, training minutes per run, and the
 twin's norm and agreement (why an arm does or does not help). Also the
 validation errors the settings were chosen from, and every row's command.
 ``summarise`` returns the numbers and the markdown, draws test error
@@ -122,9 +122,13 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
         comparisons[f"labels{n}/{arm}"] = {"mean": mean, "se": se, "seeds": k, "verdict": verdict(mean, se)}
         if k:
             lines.append(f"| {n:,} | {arm} | {k} | {100 * mean:+.2f} ± {pct(se)} | {verdict(mean, se)} |")
-    lines += ["", "Per cell: synthetic test error %, minutes per run (median), twin/input norm, twin agreement:", ""]
+    caption = (
+        "Per cell: synthetic test error %, training minutes per run (median; evaluations and start-up not counted), "
+        "twin/input norm and twin agreement (last evaluation round, mean over seeds):"
+    )
+    lines += ["", caption, ""]
     lines += [
-        "| labels | arm | settings | synthetic test error % | min/run | twin norm ratio | twin agreement |",
+        "| labels | arm | settings | synthetic test error % | training min/run | twin norm ratio | twin agreement |",
         "|---|---|---|---|---|---|---|",
     ]
     for (n, arm), numbers in cells.items():
