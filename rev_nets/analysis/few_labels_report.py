@@ -222,7 +222,7 @@ def _figure(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
             x = [n for n, _ in points]
             y = [100 * float(np.mean(e)) for _, e in points]
             spread = [100 * float(np.std(e, ddof=1)) if len(e) > 1 else 0.0 for _, e in points]
-            series[f"{arm} real"] = (x, y, spread)
+            series[arm] = (x, y, spread)
     if series:
         plots.learning_curves(
             series,
