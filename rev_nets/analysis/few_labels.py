@@ -13,9 +13,10 @@ label subset (``--seed`` draws it), shared by every arm.
 Run order: the supervised arms (tuning, then seeds), then the semi-supervised
 arms' tuning on seed 0, then their other seeds, then the probes: one-seed
 variants of an arm at its chosen settings (source layer, twin norm), read
-on validation to find out why an arm does or does not help. Runs are subprocesses of the
-dataset's entry point, one at a time; a finished run is skipped and an
-interrupted one resumes from its last checkpoint (``grid.run_resuming``).
+on validation to find out why an arm does or does not help. Runs are
+subprocesses of the dataset's entry point, one at a time; a finished run is
+skipped and an interrupted one resumes from its last checkpoint
+(``grid.run_resuming``).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class Driver:
     data_dir: str | None = None
     retries: int = 2
     dry_run: bool = False
-    choices: dict[tuple[int, str], dict[str, float]] = dataclasses.field(default_factory=dict)
+    choices: dict[tuple[int, str], dict[str, float] | None] = dataclasses.field(default_factory=dict)
 
     def run(self, num_labels: int, name: str, settings: dict[str, float], seed: int) -> float | None:
         """Runs, resumes or skips one run of the arm or probe ``name``; returns its ``outcome``."""
@@ -273,7 +274,7 @@ class Driver:
             print(f"few-label grid complete: {self.root}", flush=True)
 
 
-def write_choices(root: str, choices: dict[tuple[int, str], dict[str, float]]) -> None:
+def write_choices(root: str, choices: dict[tuple[int, str], dict[str, float] | None]) -> None:
     os.makedirs(root, exist_ok=True)
     table = {f"labels{n}/{arm}": settings for (n, arm), settings in sorted(choices.items()) if settings is not None}
     with open(os.path.join(root, "chosen_settings.json"), "w") as f:
