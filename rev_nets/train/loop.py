@@ -283,7 +283,8 @@ def train_and_evaluate(
         num_classes = len(splits["train"].class_names)
         indices = data.label_subset(splits["train"].labels, config.num_labels, num_classes, config.seed)
         splits["train"], unlabelled_images = data.split_labels(splits["train"], indices)
-        unlabelled = data.standardize(unlabelled_images, mean, std)
+        # Without consistency the unlabelled images only set the default length: not standardised onto a device.
+        unlabelled = data.standardize(unlabelled_images, mean, std) if config.consistency.enabled else unlabelled_images
         extra["labelled_indices"] = indices.tolist()
     device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
     train, evals = device.pop("train"), device
