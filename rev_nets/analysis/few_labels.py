@@ -192,8 +192,12 @@ def outcome(workdir: str, epochs: int) -> float | None:
 
 @dataclasses.dataclass
 class Driver:
-    """Runs (or, with ``dry_run``, lists) a plan's runs under ``root`` in order; ``choices`` holds the tuned
-    settings per (label count, arm) as they are found (None where a dry run met unfinished runs)."""
+    """Runs (or, with ``dry_run``, lists) a plan's runs under ``root`` in order.
+
+    ``choices`` holds the tuned settings per (label count, arm) as they are
+    found (None where a dry run met unfinished runs); ``trials`` the seed-0
+    runs each choice was made from, as (settings, validation error or None).
+    """
 
     dataset: str
     plan: LabelPlan
@@ -202,6 +206,7 @@ class Driver:
     retries: int = 2
     dry_run: bool = False
     choices: dict[tuple[int, str], dict[str, float] | None] = dataclasses.field(default_factory=dict)
+    trials: dict[tuple[int, str], list[tuple[dict[str, float], float | None]]] = dataclasses.field(default_factory=dict)
 
     def run(self, num_labels: int, name: str, settings: dict[str, float], seed: int) -> float | None:
         """Runs, resumes or skips one run of the arm or probe ``name``; returns its ``outcome``."""
@@ -239,9 +244,11 @@ class Driver:
         settings |= {axis.flag: axis.start for axis in arm.axes if axis.start is not None}
         seed = self.plan.seeds_of(arm_name)[0]
         for axis in arm.axes:
-            errors = {
-                value: self.run(num_labels, arm_name, settings | {axis.flag: value}, seed) for value in axis.candidates
-            }
+            errors = {}
+            for value in axis.candidates:
+                trial = settings | {axis.flag: value}
+                errors[value] = self.run(num_labels, arm_name, trial, seed)
+                self.trials.setdefault((num_labels, arm_name), []).append((trial, errors[value]))
             if None in errors.values():
                 return None
             settings[axis.flag] = min(errors, key=errors.get)  # Ties: the first candidate.

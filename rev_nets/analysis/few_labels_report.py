@@ -29,11 +29,15 @@ from rev_nets.train.rundir import read_metrics
 BASELINE = "backprop"
 
 
-def chosen_settings(dataset: str, plan: LabelPlan, root: str) -> dict[tuple[int, str], dict[str, float] | None]:
-    """(label count, arm) -> the settings the grid chose on validation, or None while its tuning is unfinished."""
+def tuned(dataset: str, plan: LabelPlan, root: str) -> Driver:
+    """A dry-run driver that has tuned every arm: its ``choices`` (None while an arm's tuning is unfinished) and
+    the ``trials`` they were made from."""
     driver = Driver(dataset, plan, root, dry_run=True)
     with contextlib.redirect_stdout(io.StringIO()):  # A dry run lists what it would run: not wanted here.
-        return {(n, arm): driver.tune(n, arm) for n in plan.labels for arm in plan.arms(n)}
+        for n in plan.labels:
+            for arm in plan.arms(n):
+                driver.tune(n, arm)
+    return driver
 
 
 def finished_runs(plan: LabelPlan, root: str, num_labels: int, arm: str, settings) -> dict[int, list[dict]]:
@@ -97,7 +101,8 @@ def cell_numbers(runs: dict[int, list[dict]]) -> dict:
 
 def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict, str]:
     """The report's numbers and markdown; writes the figure and copies the runs' files under ``out``."""
-    chosen = chosen_settings(dataset, plan, root)
+    driver = tuned(dataset, plan, root)
+    chosen = {(n, arm): driver.choices[(n, arm)] for n in plan.labels for arm in plan.arms(n)}
     cells = {}
     for (n, arm), settings in chosen.items():
         if settings is not None:
@@ -139,7 +144,7 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
             f"{numbers['minutes']:.1f} | {'' if norm is None else f'{norm:.2f}'} | "
             f"{'' if agree is None else f'{agree:.3f}'} |"
         )
-    lines += ["", *tuning_rows(dataset, plan, root, chosen), "", *probe_rows(plan, root, chosen)]
+    lines += ["", *tuning_rows(plan, driver.trials), "", *probe_rows(plan, root, chosen)]
     lines += ["Commands (add `--seed=<seed>`):", ""]
     for (n, arm), settings in chosen.items():
         if settings is not None:
@@ -160,25 +165,18 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
     return numbers, "\n".join(lines) + "\n"
 
 
-def tuning_rows(dataset: str, plan: LabelPlan, root: str, chosen) -> list[str]:
-    """The seed-0 validation errors each arm's settings were chosen from, one axis at a time, as the driver ran
-    them: earlier axes at their chosen values, later ones at their start values."""
-    rows = ["Validation error % (seed 0) of every candidate setting; the lowest was kept:", ""]
+def tuning_rows(plan: LabelPlan, trials) -> list[str]:
+    """The seed-0 validation errors each arm's settings were chosen from, in the order the driver ran them."""
+    rows = ["Validation error % (seed 0) of every candidate setting, one axis at a time; the lowest was kept:", ""]
     rows += ["| labels | arm | candidates |", "|---|---|---|"]
     for n in plan.labels:
         for arm_name, arm in plan.arms(n).items():
-            settings = chosen.get((n, arm_name))
-            if settings is None:
-                rows.append(f"| {n:,} | {arm_name} | tuning not finished |")
-                continue
-            parts = []
-            for i, axis in enumerate(arm.axes):
-                later = {a.flag: a.start for a in arm.axes[i + 1 :] if a.start is not None}
-                for value in axis.candidates:
-                    trial = settings | later | {axis.flag: value}
-                    error = outcome(run_dir(root, n, arm_name, trial, plan.seeds_of(arm_name)[0]), epochs_of(plan))
-                    parts.append(f"{axis.flag}={value:g}: {pct(error)}")
-            rows.append(f"| {n:,} | {arm_name} | {'; '.join(parts)} |")
+            tuned_flags = {axis.flag for axis in arm.axes}
+            parts = [
+                ", ".join(f"{k}={v:g}" for k, v in settings.items() if k in tuned_flags) + f": {pct(error)}"
+                for settings, error in trials.get((n, arm_name), [])
+            ]
+            rows.append(f"| {n:,} | {arm_name} | {'; '.join(parts) or 'waiting for the arms it inherits from'} |")
     return rows
 
 
