@@ -18,13 +18,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from rev_nets.errors import InputError
 
 DROPOUT_REFUSAL = (
-    "--dropout is the built-in nets' dropout; an NNX model's own nnx.Dropout would need an RNG stream, which "
-    "nnx_model does not take: train it with --dropout=0."
+    "--dropout is the built-in nets' dropout; an NNX model drops out with its own nnx.Dropout layers at the rates "
+    "it was built with (set them through --model_args): train it with --dropout=0."
 )
 
 
@@ -66,30 +67,37 @@ class NnxModel:
 
     The module must define ``__call__(x) -> logits``, ``features(x, layer)``
     and the attributes ``depth``, ``input_shape`` and ``num_classes``, and hold
-    no state but ``nnx.Param`` (no batch statistics or RNG streams), so that
-    params in a TrainState are the whole model: replicated, donated, saved
-    and resumed like a ``Net``'s.
+    no state but ``nnx.Param`` and the RNG streams of its ``nnx.Dropout``
+    layers (no batch statistics), so that params in a TrainState are the whole
+    learned model: replicated, donated, saved and resumed like a ``Net``'s.
+    The streams are not carried: a ``forward`` given a key runs in training
+    mode with streams drawn from that key (one dropout mask per key, as the
+    built-in nets'); without a key, and in ``features``, it is deterministic.
     """
 
     factory: str  # package.module:factory, as config.json records it
     arguments: str  # the factory's keyword arguments as sorted JSON: hashable, and what config.json records
     build: Callable[..., nnx.Module] = dataclasses.field(compare=False, repr=False)
     graphdef: Any = dataclasses.field(compare=False, repr=False)
+    streams: Any = dataclasses.field(compare=False, repr=False)  # abstract nnx.RngState of the dropout layers
     depth: int
     input_shape: tuple[int, ...]
     num_classes: int
 
     def init(self, key: jax.Array) -> nnx.State:
         module = self.build(rngs=nnx.Rngs(key), **json.loads(self.arguments))
-        return nnx.split(module, nnx.Param)[1]
+        return nnx.split(module, nnx.Param, ...)[1]
 
-    def module(self, params: nnx.State) -> nnx.Module:
-        return nnx.merge(self.graphdef, params)
+    def module(self, params: nnx.State, key: jax.Array | None = None) -> nnx.Module:
+        """The module with ``params``: training mode with streams drawn from ``key``, or deterministic."""
+        module = nnx.merge(self.graphdef, params, fresh_streams(self.streams, key))
+        module.set_attributes(deterministic=key is None, raise_if_not_found=False)
+        return module
 
     def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0):
         if dropout:
             raise InputError(DROPOUT_REFUSAL)
-        return self.module(params)(x), None
+        return self.module(params, key)(x), None
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
         return self.module(params).features(x, layer)
@@ -110,6 +118,20 @@ class NnxModel:
         return {"factory": self.factory, "arguments": json.loads(self.arguments)}
 
 
+def fresh_streams(streams: nnx.State, key: jax.Array | None) -> nnx.State:
+    """Concrete RNG streams shaped like the abstract ``streams``: keys folded from ``key`` (from 0 if None: a
+    deterministic module draws none), counts zero."""
+    key = jax.random.key(0) if key is None else key
+    leaves, treedef = jax.tree.flatten(streams)
+    fresh = [
+        jax.random.fold_in(key, i)
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        else jnp.zeros((), leaf.dtype)
+        for i, leaf in enumerate(leaves)
+    ]
+    return jax.tree.unflatten(treedef, fresh)
+
+
 def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel:
     """The ``NnxModel`` of ``factory(rngs=..., **arguments)``, checked on an abstract build (nothing allocated).
 
@@ -128,17 +150,18 @@ def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel
     missing = [name for name in ("features", "depth", "input_shape", "num_classes") if not hasattr(module, name)]
     if missing:
         raise InputError(f"--model={factory} builds a module without {', '.join(missing)}; see rev_nets.nnx_zoo.")
-    graphdef, _, rest = nnx.split(module, nnx.Param, ...)
+    graphdef, _, streams, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
     if jax.tree.leaves(rest):
         raise InputError(
-            f"--model={factory} holds state other than nnx.Param ({', '.join(sorted(map(str, rest.keys())))}); "
-            "freeze batch statistics into parameters and drop RNG streams."
+            f"--model={factory} holds state other than nnx.Param and RNG streams "
+            f"({', '.join(sorted(map(str, rest.keys())))}); freeze batch statistics into parameters."
         )
     return NnxModel(
         factory,
         recorded,
         build,
         graphdef,
+        streams,
         int(module.depth),
         tuple(module.input_shape),
         int(module.num_classes),

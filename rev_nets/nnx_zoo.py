@@ -20,10 +20,11 @@ class ResidualBlock(nnx.Module):
 
 
 class ResidualCNN(nnx.Module):
-    """Stages of ``conv -> ReLU -> residual block -> 2x2 max pool``, then a dense head.
+    """Stages of ``conv -> ReLU -> residual block -> 2x2 max pool``, then dropout and a dense head.
 
     Source layer ``l`` is stage ``l``'s pooled output. No BatchNorm: the model
-    holds only parameters, and its generator needs no batch statistics.
+    holds only parameters (and its dropout's RNG stream), and its generator
+    needs no batch statistics.
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class ResidualCNN(nnx.Module):
         channels: Sequence[int] = (32, 64, 128),
         num_classes: int = 10,
         input_shape: Sequence[int] = (32, 32, 3),
+        dropout: float = 0.0,
         *,
         rngs: nnx.Rngs,
     ):
@@ -38,6 +40,7 @@ class ResidualCNN(nnx.Module):
         self.stems = nnx.List([nnx.Conv(a, b, (3, 3), rngs=rngs) for a, b in zip((c_in, *channels), channels)])
         self.blocks = nnx.List([ResidualBlock(c, rngs=rngs) for c in channels])
         scale = 2 ** len(channels)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(height // scale * width // scale * channels[-1], num_classes, rngs=rngs)
         self.depth = len(channels)
         self.input_shape = tuple(input_shape)
@@ -51,9 +54,11 @@ class ResidualCNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.features(x, self.depth)
-        return self.head(h.reshape(h.shape[0], -1))
+        return self.head(self.dropout(h.reshape(h.shape[0], -1)))
 
 
-def residual_cnn(*, rngs: nnx.Rngs, channels: Sequence[int] = (32, 64, 128), num_classes: int = 10) -> ResidualCNN:
-    """The CIFAR residual CNN (32x32x3 inputs); ``channels`` per stage."""
-    return ResidualCNN(tuple(channels), num_classes, (32, 32, 3), rngs=rngs)
+def residual_cnn(
+    *, rngs: nnx.Rngs, channels: Sequence[int] = (32, 64, 128), num_classes: int = 10, dropout: float = 0.0
+) -> ResidualCNN:
+    """The CIFAR residual CNN (32x32x3 inputs); ``channels`` per stage, ``dropout`` before the head."""
+    return ResidualCNN(tuple(channels), num_classes, (32, 32, 3), dropout, rngs=rngs)

@@ -25,8 +25,8 @@ def data_dir(tmp_path_factory):
     return root
 
 
-def tiny_residual(*, rngs):
-    return ResidualCNN((2, 3), 4, (8, 8, 3), rngs=rngs)
+def tiny_residual(*, rngs, dropout=0.0):
+    return ResidualCNN((2, 3), 4, (8, 8, 3), dropout, rngs=rngs)
 
 
 class WithBatchStats(nnx.Module):
@@ -36,6 +36,21 @@ class WithBatchStats(nnx.Module):
 
     def features(self, x, layer):
         return nnx.relu(self.norm(x))
+
+
+class DroppedLogits(nnx.Module):
+    """Dropout on the logits: in training each logit is 0 or twice the deterministic one."""
+
+    def __init__(self, *, rngs, rate=0.5):
+        self.dense = nnx.Linear(8 * 8 * 3, 10, rngs=rngs)
+        self.drop = nnx.Dropout(rate, rngs=rngs)
+        self.depth, self.input_shape, self.num_classes = 1, (8, 8, 3), 10
+
+    def features(self, x, layer):
+        return nnx.relu(self.dense(x.reshape(x.shape[0], -1)))
+
+    def __call__(self, x):
+        return self.drop(self.features(x, 1))
 
 
 def _batch(n=6, seed=0):
@@ -96,8 +111,45 @@ def test_fit_in_memory_trains_an_nnx_model_with_alphas_fitted_once_per_epoch(mon
     assert isinstance(state.params, nnx.State)
 
 
+def test_an_nnx_models_own_dropout_masks_with_the_step_key_and_is_off_without_one():
+    model = models.nnx_model(DroppedLogits)
+    params = model.init(jax.random.key(0))
+    x, _ = _batch(64)
+    deterministic = np.asarray(model.forward(params, x)[0])
+    dense = jax.tree.map(np.asarray, params["dense"])
+    np.testing.assert_allclose(
+        deterministic, np.maximum(x.reshape(64, -1) @ dense["kernel"] + dense["bias"], 0), rtol=1e-5, atol=1e-6
+    )
+    key = jax.random.key(7)
+    dropped = np.asarray(model.forward(params, x, key=key)[0])
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], 2 * deterministic[kept], rtol=1e-6)  # kept logits scaled by 1/(1-rate)
+    assert 0.4 < kept[deterministic > 0].mean() < 0.6
+    np.testing.assert_array_equal(dropped, model.forward(params, x, key=key)[0])  # the key fixes the mask
+    assert not np.array_equal(dropped, model.forward(params, x, key=jax.random.key(8))[0])
+    jitted = jax.jit(lambda p, x, k: model.forward(p, x, key=k)[0])(params, x, key)
+    np.testing.assert_allclose(jitted, dropped, rtol=1e-6)
+    np.testing.assert_allclose(
+        model.features(params, x, 1), deterministic, rtol=1e-6
+    )  # the generator's map: no dropout
+    assert jax.tree.structure(params) == jax.tree.structure(nnx.state(DroppedLogits(rngs=nnx.Rngs(0)), nnx.Param))
+
+
+def test_an_nnx_model_with_dropout_trains_with_shadow_and_dropout_changes_the_run():
+    x, y = _batch(64)
+    config = train.TrainConfig(
+        epochs=2, batch_size=16, learning_rate=0.02, shadow=shadow.ShadowConfig(layer=2, alpha="data")
+    )
+    histories = {
+        rate: train.fit_in_memory(models.nnx_model(tiny_residual, dropout=rate), config, (x, y), {"test": (x, y)})[1]
+        for rate in (0.0, 0.5)
+    }
+    assert all(np.isfinite(line["train_loss"]) for line in histories[0.5])
+    assert histories[0.5][0]["train_loss"] != histories[0.0][0]["train_loss"]  # the rate reached training
+
+
 def test_nnx_models_with_state_other_than_params_are_refused():
-    with pytest.raises(ValueError, match="holds state other than nnx.Param"):
+    with pytest.raises(ValueError, match="holds state other than nnx.Param and RNG streams"):
         models.nnx_model(WithBatchStats)
 
 
@@ -123,11 +175,12 @@ def test_a_run_records_its_factory_and_analyses_import_it_only_when_named(tmp_pa
 def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(data_dir, tmp_path):
     run = tmp_path / "run"
     flags = [f"--data_dir={data_dir}", f"--workdir={run}", "--epochs=1", "--batch_size=8", "--num_validation=10"]
-    model_flags = [f"--model={ZOO}", '--model_args={"channels": [2, 2, 2]}', "--alpha=data"]
+    model_flags = [f"--model={ZOO}", '--model_args={"channels": [2, 2, 2], "dropout": 0.25}', "--alpha=data"]
     result = run_entry_point("cifar10", *flags, *model_flags)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == {"factory": ZOO, "arguments": {"channels": [2, 2, 2]}} and "net" not in config
+    assert config["model"] == {"factory": ZOO, "arguments": {"channels": [2, 2, 2], "dropout": 0.25}}
+    assert "net" not in config
     assert config["train"]["shadow"]["alpha"] == "data"
     assert (run / "figures" / "synthetic_images.png").stat().st_size > 1000
     read = [
