@@ -67,9 +67,10 @@ def learning_curves(
     ylabel: str = "test error",
     title: str | None = None,
     xscale: str = "linear",
+    yscale: str = "linear",
 ) -> str:
-    """One line per ``name -> (x, y)`` or ``(x, y, spread)``, shaded over ``y +- spread``; ``xscale`` is
-    matplotlib's ("log" for label counts).
+    """One line per ``name -> (x, y)`` or ``(x, y, spread)``, shaded over ``y +- spread``; ``xscale`` and
+    ``yscale`` are matplotlib's ("log" for label counts, or for losses that fall by orders of magnitude).
 
     Names containing 'synthetic' are dashed; a name's real and synthetic
     curves ("<arm> real", "<arm> synthetic") share one colour.
@@ -85,6 +86,7 @@ def learning_curves(
             y, band = np.asarray(y), np.asarray(spread[0])
             ax.fill_between(x, y - band, y + band, color=colour, alpha=0.15, linewidth=0)
     ax.set_xscale(xscale)
+    ax.set_yscale(yscale)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -147,6 +147,7 @@ def _finish_with(root, num_labels, arm, settings, seed, test_error, **extra):
     workdir = few_labels.run_dir(root, num_labels, arm, settings, seed)
     os.makedirs(workdir)
     line = {"epoch": 2, "step": 4, "validation_error": 0.2, "test_error": test_error, "test_synthetic_error": 0.6}
+    line["train_ce_real"] = 0.01
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
         f.write(json.dumps(line | {"wall_time_s": 120.0} | extra) + "\n")
     Path(workdir, "config.json").write_text("{}")
@@ -169,7 +170,7 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
     backprop, shadow = [0.30, 0.20, 0.25], [0.29, 0.17, 0.21]  # differences -1, -3, -4 points: mean -2.67, SE 0.88
     for seed in range(3):
         _finish_with(root, 20, "backprop", lr, seed, backprop[seed])
-        _finish_with(root, 20, "shadow", lr, seed, shadow[seed], train_norm_ratio=0.5)
+        _finish_with(root, 20, "shadow", lr, seed, shadow[seed], train_norm_ratio=0.5, train_ce_synthetic=1e-3)
     _finish_with(root, 40, "backprop", lr, 0, 0.1)
     _finish_with(root, 20, "probe_h1", lr, 0, 0.4, train_norm_ratio=0.7)
     numbers, markdown = few_labels_report.summarise("mnist", plan, root, out)
@@ -183,6 +184,14 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
     assert "| 20 | probe_h1 | --shadow_layer=1 | 20.00 (20.00) | 0.70 |" in markdown
     assert "`probe_h1`: `python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=3 " in markdown
     assert Path(out, "figures", "mnist_error_vs_labels.png").stat().st_size > 1000
+    curves = numbers["cells"]["labels20/shadow"]["curves"]
+    assert curves["step"] == [4] and np.isclose(curves["test_error"][0], np.mean(shadow))
+    assert (
+        curves["train_ce_synthetic"] == [1e-3]
+        and "train_ce_synthetic" not in numbers["cells"]["labels20/backprop"]["curves"]
+    )
+    for figure in ("labels20_test_error", "labels20_cross_entropy", "labels40_test_error"):
+        assert Path(out, "figures", f"mnist_{figure}.png").stat().st_size > 1000
     assert Path(out, "mnist", "labels20", "shadow_lr0.05_seed2", "metrics.jsonl").exists()
     assert "python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=3 --learning_rate=0.05" in (
         markdown

@@ -96,7 +96,24 @@ def cell_numbers(runs: dict[int, list[dict]]) -> dict:
         "minutes": float(np.median([m["wall_time_s"] / 60 for m in last.values()])) if last else float("nan"),
         "twin_norm_ratio": float(np.mean(twin_norm)) if None not in twin_norm and twin_norm else None,
         "twin_agreement": float(np.mean(agreement)) if agreement else None,
+        "curves": round_means(runs),
     }
+
+
+CE_FLOOR = 1e-12  # float32 cross-entropies reach exactly 0; a log axis needs a floor
+
+
+def round_means(runs: dict[int, list[dict]]) -> dict[str, list[float]]:
+    """Per evaluation round, the mean over seeds of test error and of the training cross-entropies (real, and
+    the twins' where the arm has them)."""
+    if not runs:
+        return {}
+    lines = list(runs.values())
+    curves = {"step": [line["step"] for line in lines[0]]}
+    for key in ("test_error", "train_ce_real", "train_ce_synthetic"):
+        if all(key in line for seed_lines in lines for line in seed_lines):
+            curves[key] = np.mean([[line[key] for line in seed_lines] for seed_lines in lines], axis=0).tolist()
+    return curves
 
 
 def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict, str]:
@@ -156,6 +173,7 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
             flags = command(dataset, plan, plan.probe_arm(name), probe.num_labels, settings)
             lines.append(f"- {probe.num_labels:,} labels, `{name}`: `python -m {' '.join(flags)}`")
     _figure(dataset, plan, cells, out)
+    _round_figures(dataset, plan, cells, out)
     _archive(plan, root, out, dataset)
     numbers = {
         "chosen": {f"labels{n}/{arm}": s for (n, arm), s in chosen.items()},
@@ -229,6 +247,38 @@ def _figure(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
             ylabel="test error %",
             title=f"{dataset}: test error against labels (mean over seeds, shaded +- 1 std)",
             xscale="log",
+        )
+
+
+def _round_figures(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
+    """Per label count, every round's test error of each arm, and the supervised arms' training cross-entropy
+    on real images and on twins (log scale): where the twins stop giving a gradient (means over seeds)."""
+    for n in plan.labels:
+        curves = {arm: cells[(n, arm)]["curves"] for arm in plan.arms(n) if cells.get((n, arm), {}).get("curves")}
+        if not curves:
+            continue
+        errors = {arm: (c["step"], [100 * e for e in c["test_error"]]) for arm, c in curves.items()}
+        plots.learning_curves(
+            errors,
+            os.path.join(out, "figures", f"{dataset}_labels{n}_test_error.png"),
+            xlabel="step",
+            ylabel="test error %",
+            title=f"{dataset}, {n:,} labels: test error per round (mean over seeds)",
+        )
+        entropies = {}
+        for arm in plan.supervised:
+            for kind, key in (("real", "train_ce_real"), ("synthetic", "train_ce_synthetic")):
+                if key in curves.get(arm, {}):
+                    entropies[f"{arm} {kind}"] = (curves[arm]["step"], np.maximum(curves[arm][key], CE_FLOOR))
+        if not entropies:
+            continue
+        plots.learning_curves(
+            entropies,
+            os.path.join(out, "figures", f"{dataset}_labels{n}_cross_entropy.png"),
+            xlabel="step",
+            ylabel="training cross-entropy",
+            title=f"{dataset}, {n:,} labels: real (solid) and twin (dashed) cross-entropy, floor {CE_FLOOR:g}",
+            yscale="log",
         )
 
 
