@@ -5,8 +5,9 @@ For an unlabelled batch u the loss is the mean (over examples and classes) of
     (softmax(f(twin(u))) - stop_gradient(softmax(f(u))))^2,
 
 the Pi-model's squared difference of class probabilities (Laine & Aila
-2017). The twin is data, so the gradient flows only through the prediction
-on the twin:
+2017). Both predictions are deterministic (no dropout, unlike the
+Pi-model's two dropout passes): the twin is the only perturbation. The twin
+is data, so the gradient flows only through the prediction on the twin:
 
 - ``shadow``: the generator run backwards from hidden layer ``layer`` at u,
   with the current weights (``shadow.synthetic_batch``);
@@ -53,6 +54,15 @@ class ConsistencyConfig:
     def enabled(self) -> bool:
         return self.kind != "none"
 
+    @property
+    def generates(self) -> bool:
+        """Whether the twin comes from the generator ("shadow", and "noise", whose energy is the generated twin's)."""
+        return self.kind in ("shadow", "noise")
+
+    def generator(self, generator_config: shadow.ShadowConfig) -> shadow.ShadowConfig:
+        """``generator_config`` (alpha, sampling, switches) with this term's source layer and placebo flag."""
+        return dataclasses.replace(generator_config, layer=self.layer, noise_twin=self.kind == "noise")
+
     def check(self, model: models.Model) -> None:
         """Raises ``ValueError`` with one sentence for settings that make no sense for ``model``."""
         if self.kind not in KINDS:
@@ -89,8 +99,7 @@ def twin(
     """
     if config.kind == "gaussian":
         return jax.lax.stop_gradient(u + config.sigma * jax.random.normal(key, u.shape, u.dtype))
-    settings = dataclasses.replace(generator_config, layer=config.layer, noise_twin=config.kind == "noise")
-    return shadow.synthetic_batch(model, params, u, settings, key)
+    return shadow.synthetic_batch(model, params, u, config.generator(generator_config), key)
 
 
 def loss(

@@ -7,6 +7,7 @@ from pathlib import Path
 import conftest_data
 import numpy as np
 import pytest
+import scipy.stats
 from entry_points import run_entry_point
 
 from rev_nets.analysis import few_labels, few_labels_report
@@ -178,7 +179,9 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
     paired = numbers["paired_differences"]["labels20/shadow"]
     np.testing.assert_allclose([paired["mean"], paired["se"]], [diff.mean(), diff.std(ddof=1) / np.sqrt(3)])
     assert paired["verdict"] == "effect" and paired["seeds"] == 3  # |-2.67| > 2 x 0.88
-    assert "| 20 | shadow | 3 | -2.67 ± 0.88 | effect |" in markdown
+    p = scipy.stats.ttest_rel(shadow, backprop).pvalue
+    assert np.isclose(paired["p"], p) and 0.05 < p < 0.1  # beyond 2 SE, yet not p < 0.05 with 2 degrees of freedom
+    assert f"| 20 | shadow | 3 | -2.67 ± 0.88 | effect; p={p:.2f} |" in markdown
     assert "| 40 | 10.00 ± n/a (1) | tuning |" in markdown  # shadow at 40 labels has not run
     assert numbers["cells"]["labels20/shadow"]["twin_norm_ratio"] == 0.5
     assert "| 20 | probe_h1 | --shadow_layer=1 | 20.00 (20.00) | 0.70 |" in markdown

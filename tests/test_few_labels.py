@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import re
+import types
 
 import chex
 import conftest_data
@@ -11,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from entry_points import run_entry_point
+from flax import nnx
 
-from rev_nets import consistency, data, nets, shadow, train
+from rev_nets import consistency, data, models, nets, shadow, train
 from rev_nets.train import rundir
 
 NET = nets.mnist_mlp(width=12, depth=3)
@@ -209,6 +211,41 @@ def test_the_loop_refuses_a_train_split_of_another_size_or_no_unlabelled_images(
         train.fit_in_memory(NET, _few_label_config(), labelled, evals)
 
 
+def test_every_batch_of_a_few_label_run_must_split_over_the_devices():
+    eight = types.SimpleNamespace(size=8)
+    config = _few_label_config(num_labels=100, batch_size=128)  # labelled 100 per step, unlabelled 128
+    with pytest.raises(train.TrainingError, match=r"the labelled batch min\(batch_size, num_labels\)=100 must be a"):
+        train.steps_per_epoch(config, 100, eight, 500)
+    unlabelled = _few_label_config(num_labels=40, batch_size=100)  # labelled 40 (splits), unlabelled 100 (does not)
+    with pytest.raises(train.TrainingError, match="batch_size=100 must be a multiple of the 8 devices"):
+        train.steps_per_epoch(unlabelled, 40, eight, 500)
+    supervised = _few_label_config(num_labels=200, batch_size=300, consistency=consistency.ConsistencyConfig())
+    assert train.steps_per_epoch(supervised, 200, eight, 500) == 4  # no unlabelled batch: only the labelled 200
+    assert train.steps_per_epoch(_few_label_config(num_labels=200, batch_size=128), 200, eight, 500) == 4
+
+
+def test_a_consistency_generator_that_cannot_run_is_refused_when_checked():
+    """The unlabelled twins' source layer is traced abstractly before any work, not only SHADOW's."""
+
+    class TanhFirst(nnx.Module):  # layer 1 ends in tanh, which the generator refuses; layer 2 is plain ReLU
+        def __init__(self, *, rngs):
+            self.first, self.second = nnx.Linear(4, 6, rngs=rngs), nnx.Linear(4, 6, rngs=rngs)
+            self.head = nnx.Linear(6, 2, rngs=rngs)
+            self.depth, self.input_shape, self.num_classes = 2, (4,), 2
+
+        def features(self, x, layer):
+            return jnp.tanh(self.first(x)) if layer == 1 else nnx.relu(self.second(x))
+
+        def __call__(self, x):
+            return self.head(self.features(x, 2))
+
+    model = models.nnx_model(TanhFirst)
+    config = _few_label_config(num_labels=2, shadow=shadow.ShadowConfig(layer=0, alpha="formula"))
+    config.check(model)  # from layer 2, as SHADOW's synthetic test data
+    with pytest.raises(ValueError, match="tanh"):
+        dataclasses.replace(config, consistency=consistency.ConsistencyConfig(kind="noise", layer=1)).check(model)
+
+
 def test_config_json_records_the_code_and_a_resume_by_other_code(tmp_path):
     code = rundir.code_version()
     assert set(code) == {"commit", "dirty"}
@@ -219,8 +256,11 @@ def test_config_json_records_the_code_and_a_resume_by_other_code(tmp_path):
     rundir.check_config(str(tmp_path), record | {"code": {"commit": "b" * 40, "dirty": True}})
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["code"] == {"commit": "a" * 40, "dirty": False, "resumed_by": [{"commit": "b" * 40, "dirty": True}]}
+    before = (tmp_path / "config.json").read_text()
+    other = {"train": train.TrainConfig(num_labels=10).to_json(), "code": {"commit": "c" * 40, "dirty": False}}
     with pytest.raises(train.TrainingError, match="different settings"):
-        rundir.check_config(str(tmp_path), record | {"train": train.TrainConfig(num_labels=10).to_json()})
+        rundir.check_config(str(tmp_path), other)
+    assert (tmp_path / "config.json").read_text() == before  # a refused resume is not recorded
 
 
 def test_train_config_round_trips_through_json():

@@ -20,6 +20,7 @@ import os
 import shutil
 
 import numpy as np
+from scipy import stats
 
 from rev_nets import plots
 from rev_nets.analysis.few_labels import DIVERGED, Driver, LabelPlan, command, epochs_of, outcome, run_dir
@@ -57,6 +58,15 @@ def paired_difference(errors: dict[int, float], baseline: dict[int, float]) -> t
         return float("nan"), float("nan"), 0
     se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
     return float(np.mean(diffs)), se, len(diffs)
+
+
+def paired_p(errors: dict[int, float], baseline: dict[int, float]) -> float:
+    """Two-sided p-value of the paired t-test of ``errors`` against ``baseline`` on their common seeds (nan below
+    2 seeds or without spread): with 3 seeds 2 SE is about p = 0.18, so the p-value says how lenient "effect" is."""
+    diffs = [errors[s] - baseline[s] for s in sorted(set(errors) & set(baseline))]
+    if len(diffs) < 2 or np.std(diffs) == 0:
+        return float("nan")
+    return float(stats.ttest_1samp(diffs, 0.0).pvalue)
 
 
 def verdict(mean: float, se: float) -> str:
@@ -134,16 +144,22 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
     for n in plan.labels:
         row = [_cell_text(cells, n, a) if a in plan.arms(n) else "" for a in arms]
         lines.append(f"| {n:,} | " + " | ".join(row) + " |")
-    lines += ["", f"Paired difference to {BASELINE} on the same seeds (label subsets), points of test error:", ""]
+    paired_caption = (
+        f"Paired difference to {BASELINE} on the same seeds (label subsets), points of test error; effect beyond "
+        "2 SE, p from the paired t-test:"
+    )
+    lines += ["", paired_caption, ""]
     lines += ["| labels | arm | seeds | difference (± SE) | verdict |", "|---|---|---|---|---|"]
     comparisons = {}
     for (n, arm), numbers in cells.items():
         if arm == BASELINE or (n, BASELINE) not in cells:
             continue
         mean, se, k = paired_difference(numbers["test_error"], cells[(n, BASELINE)]["test_error"])
-        comparisons[f"labels{n}/{arm}"] = {"mean": mean, "se": se, "seeds": k, "verdict": verdict(mean, se)}
+        p = paired_p(numbers["test_error"], cells[(n, BASELINE)]["test_error"])
+        comparisons[f"labels{n}/{arm}"] = {"mean": mean, "se": se, "seeds": k, "verdict": verdict(mean, se), "p": p}
         if k:
-            lines.append(f"| {n:,} | {arm} | {k} | {100 * mean:+.2f} ± {pct(se)} | {verdict(mean, se)} |")
+            p_text = "" if math.isnan(p) else ("; p<0.01" if p < 0.01 else f"; p={p:.2f}")
+            lines.append(f"| {n:,} | {arm} | {k} | {100 * mean:+.2f} ± {pct(se)} | {verdict(mean, se)}{p_text} |")
     caption = (
         "Per cell: synthetic test error %, training minutes per run (median; evaluations and start-up not counted), "
         "twin/input norm and twin agreement (last evaluation round, mean over seeds):"

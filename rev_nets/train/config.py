@@ -61,6 +61,8 @@ class TrainConfig:
             raise ValueError(models.DROPOUT_REFUSAL)
         self.shadow.check(model)
         shadow.check_generator(model, self.synthetic_config(model))
+        if self.consistency.generates:  # The unlabelled twins' generator, traced abstractly too.
+            shadow.check_generator(model, self.consistency.generator(self.shadow))
         if not self.shadow.enabled and self.shadow.start_epoch:
             raise ValueError("shadow_start_epoch needs SHADOW on; give --shadow_layer=1..depth or drop the start.")
         if self.shadow.enabled and self.shadow.start_epoch >= self.epochs:

@@ -63,7 +63,13 @@ def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabel
         raise TrainingError(
             f"batch_size={config.batch_size} is larger than the {num_train} training examples; give a smaller one."
         )
-    for name, size in (("batch_size", labelled_batch), ("eval_batch_size", config.eval_batch_size)):
+    sizes = {}
+    if labelled_batch == config.batch_size or config.consistency.enabled:
+        sizes["batch_size"] = config.batch_size  # The unlabelled batch is batch_size too.
+    if labelled_batch != config.batch_size:
+        sizes["the labelled batch min(batch_size, num_labels)"] = labelled_batch
+    sizes["eval_batch_size"] = config.eval_batch_size
+    for name, size in sizes.items():
         if size % mesh.size:
             raise TrainingError(
                 f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over; "
@@ -233,8 +239,8 @@ def fit(
     mesh = data_mesh()
     num_unlabelled = 0 if unlabelled is None else int(np.shape(unlabelled)[0])
     per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh, num_unlabelled)
-    record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
-    rundir.check_config(workdir, record | {rundir.PROVENANCE: rundir.code_version()})
+    config_record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
+    rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()})
     state = replicate(create_state(model, config, per_epoch), mesh)
     manager = rundir.checkpoint_manager(workdir)
     history: list[dict[str, Any]] = []

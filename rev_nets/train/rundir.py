@@ -51,26 +51,34 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        _check_same_settings(workdir, path, saved, config_json)
         _note_resuming_code(path, saved, config_json.get(PROVENANCE))
-        if "train" in saved:
-            try:
-                saved["train"] = TrainConfig.from_json(saved["train"]).to_json()
-            except (TypeError, KeyError) as error:
-                raise TrainingError(
-                    f"{path} holds settings this version cannot read ({error}); start a new --workdir."
-                ) from None
-        saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))  # Tuples become lists.
-        saved.pop(PROVENANCE, None), wanted.pop(PROVENANCE, None)
-        if saved != wanted:
-            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-            raise TrainingError(
-                f"{workdir} holds a run with different settings ({', '.join(diff)}); "
-                "pass the same flags to resume it, or a new --workdir to start another run."
-            )
         return
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(config_json, f, indent=2, sort_keys=True)
+
+
+def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_json: dict[str, Any]) -> None:
+    """Stops unless the saved record equals ``config_json`` once defaults are filled in and the code record is
+    set aside (tuples compared as lists)."""
+    saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))
+    if "train" in saved:
+        try:
+            saved["train"] = TrainConfig.from_json(saved["train"]).to_json()
+        except (TypeError, KeyError) as error:
+            raise TrainingError(
+                f"{path} holds settings this version cannot read ({error}); start a new --workdir."
+            ) from None
+        saved = json.loads(json.dumps(saved))
+    saved.pop(PROVENANCE, None)
+    wanted.pop(PROVENANCE, None)
+    if saved != wanted:
+        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise TrainingError(
+            f"{workdir} holds a run with different settings ({', '.join(diff)}); "
+            "pass the same flags to resume it, or a new --workdir to start another run."
+        )
 
 
 def _note_resuming_code(path: str, saved: dict[str, Any], code: dict[str, Any] | None) -> None:
