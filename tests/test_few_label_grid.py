@@ -25,7 +25,10 @@ PLAN = LabelPlan(
     semi_labels=(20,),
     semi={"consistency_gaussian": Arm(("--consistency=gaussian",), (WEIGHT, SIGMA), ("backprop",))},
     semi_seeds=(0, 1),
-    probes={"probe_h1": Probe(40, "backprop", ("--shadow_layer=1",))},
+    probes={
+        "probe_h1": Probe(40, "backprop", ("--shadow_layer=1",)),
+        "probe_lr0.3": Probe(40, "backprop", overrides=(("learning_rate", 0.3),)),
+    },
 )
 
 
@@ -87,8 +90,10 @@ def test_the_run_order_is_supervised_then_semi_tuning_then_semi_seeds(tmp_path, 
         "labels20/consistency_gaussian_lr0.05_w1_sigma0.3_seed0",
         "labels20/consistency_gaussian_lr0.05_w10_sigma0.3_seed0",
         "labels40/probe_h1_lr0.05_seed0",
+        "labels40/probe_lr0.3_lr0.3_seed0",
     ]
-    assert "--num_labels=40 --shadow_layer=0 --shadow_layer=1 --learning_rate=0.05 --seed=0" in listed[-1]
+    assert "--num_labels=40 --shadow_layer=0 --shadow_layer=1 --learning_rate=0.05 --seed=0" in listed[-2]
+    assert "--num_labels=40 --shadow_layer=0 --learning_rate=0.3 --seed=0" in listed[-1]  # beyond the tuned grid
 
 
 def test_the_command_of_a_run_is_the_entry_point_with_the_plans_flags():
@@ -141,7 +146,9 @@ def test_the_plans_match_the_protocol(dataset):
         (1.0, 10.0, 100.0)
     ] * len(plan.semi)
     for probe in plan.probes.values():  # each probe varies an arm at a label count where that arm runs
-        assert probe.base in plan.arms(probe.num_labels) and probe.flags
+        assert probe.base in plan.arms(probe.num_labels) and (probe.flags or probe.overrides)
+        tuned = {axis.flag for arm in (plan.arms(probe.num_labels)[probe.base],) for axis in arm.axes}
+        assert {flag for flag, _ in probe.overrides} <= tuned | {"learning_rate"}  # overrides replace settings
 
 
 def _finish_with(root, num_labels, arm, settings, seed, test_error, **extra):

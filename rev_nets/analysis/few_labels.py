@@ -53,11 +53,20 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class Probe:
     """A one-seed variant of an arm at its chosen settings, judged on validation: ``flags`` are added to the
-    arm's (a repeated flag takes the later value)."""
+    arm's (a repeated flag takes the later value), and ``overrides`` (flag, value) replace chosen settings, e.g.
+    a weight beyond the tuning grid's edge."""
 
     num_labels: int
     base: str
-    flags: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def settings(self, chosen: dict[str, float]) -> dict[str, float]:
+        """The probe's settings: its base arm's chosen ones with the overrides."""
+        return chosen | dict(self.overrides)
+
+    def describe(self) -> str:
+        return " ".join([*self.flags, *(f"--{flag}={value:g}" for flag, value in self.overrides)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +147,13 @@ PLANS = {
             "probe_consistency_h1": Probe(100, "consistency_shadow", ("--consistency_layer=1",)),
             "probe_consistency_h2": Probe(100, "consistency_shadow", ("--consistency_layer=2",)),
             "probe_consistency_alpha0.77": Probe(100, "consistency_shadow", ("--alpha_scale=0.77",)),
+            # Tuning chose the grid's smallest weight (10 and 100 diverge or hurt) and the largest sigma: one step
+            # past each edge.
+            "probe_consistency_w0.3": Probe(100, "consistency_shadow", overrides=(("consistency_weight", 0.3),)),
+            "probe_consistency_noise_w0.3": Probe(100, "consistency_noise", overrides=(("consistency_weight", 0.3),)),
+            "probe_consistency_gaussian_sigma2": Probe(
+                100, "consistency_gaussian", overrides=(("consistency_sigma", 2.0),)
+            ),
         },
     ),
     "cifar10": _plan(
@@ -277,7 +293,7 @@ class Driver:
         for name, probe in self.plan.probes.items():
             settings = self.tune(probe.num_labels, probe.base)
             if settings is not None:
-                self.run(probe.num_labels, name, settings, self.plan.seeds_of(probe.base)[0])
+                self.run(probe.num_labels, name, probe.settings(settings), self.plan.seeds_of(probe.base)[0])
         if not self.dry_run:
             write_choices(self.root, self.choices)
             print(f"few-label grid complete: {self.root}", flush=True)

@@ -186,7 +186,7 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
     for name, probe in plan.probes.items():
         settings = chosen.get((probe.num_labels, probe.base))
         if settings is not None:
-            flags = command(dataset, plan, plan.probe_arm(name), probe.num_labels, settings)
+            flags = command(dataset, plan, plan.probe_arm(name), probe.num_labels, probe.settings(settings))
             lines.append(f"- {probe.num_labels:,} labels, `{name}`: `python -m {' '.join(flags)}`")
     _figure(dataset, plan, cells, out)
     _round_figures(dataset, plan, cells, out)
@@ -220,21 +220,21 @@ def probe_rows(plan: LabelPlan, root: str, chosen) -> list[str]:
         return []
     rows = ["Probes (seed 0, at the base arm's chosen settings; judged on validation):", ""]
     rows += [
-        "| labels | probe | flags added | validation error % (base arm's) | twin norm ratio |",
+        "| labels | probe | flags added or changed | validation error % (base arm's) | twin norm ratio |",
         "|---|---|---|---|---|",
     ]
     for name, probe in plan.probes.items():
         settings = chosen.get((probe.num_labels, probe.base))
         seed = plan.seeds_of(probe.base)[0]
         if settings is None:
-            rows.append(f"| {probe.num_labels:,} | {name} | {' '.join(probe.flags)} | base not tuned yet | |")
+            rows.append(f"| {probe.num_labels:,} | {name} | {probe.describe()} | base not tuned yet | |")
             continue
-        workdir = run_dir(root, probe.num_labels, name, settings, seed)
+        workdir = run_dir(root, probe.num_labels, name, probe.settings(settings), seed)
         error = outcome(workdir, epochs_of(plan))
         base = outcome(run_dir(root, probe.num_labels, probe.base, settings, seed), epochs_of(plan))
         norm = cell_numbers({seed: read_metrics(workdir)})["twin_norm_ratio"] if error not in (None, math.inf) else None
         rows.append(
-            f"| {probe.num_labels:,} | {name} | {' '.join(probe.flags)} | {pct(error)} ({pct(base)}) | "
+            f"| {probe.num_labels:,} | {name} | {probe.describe()} | {pct(error)} ({pct(base)}) | "
             f"{'' if norm is None else f'{norm:.2f}'} |"
         )
     return [*rows, ""]
