@@ -256,14 +256,20 @@ def _figure(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
             spread = [100 * float(np.std(e, ddof=1)) if len(e) > 1 else 0.0 for _, e in points]
             series[arm] = (x, y, spread)
     if series:
-        plots.learning_curves(
+        _draw(
             series,
-            os.path.join(out, "figures", f"{dataset}_error_vs_labels.png"),
+            out,
+            f"{dataset}_error_vs_labels",
             xlabel="labelled training images",
             ylabel="test error %",
             title=f"{dataset}: test error against labels (mean over seeds, shaded +- 1 std)",
             xscale="log",
         )
+
+
+def _draw(series: dict, out: str, name: str, **labels) -> None:
+    """``plots.learning_curves`` of ``series`` into ``out/figures/<name>.png``."""
+    plots.learning_curves(series, os.path.join(out, "figures", f"{name}.png"), **labels)
 
 
 def _round_figures(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
@@ -274,9 +280,10 @@ def _round_figures(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None
         if not curves:
             continue
         errors = {arm: (c["step"], [100 * e for e in c["test_error"]]) for arm, c in curves.items()}
-        plots.learning_curves(
+        _draw(
             errors,
-            os.path.join(out, "figures", f"{dataset}_labels{n}_test_error.png"),
+            out,
+            f"{dataset}_labels{n}_test_error",
             xlabel="step",
             ylabel="test error %",
             title=f"{dataset}, {n:,} labels: test error per round (mean over seeds)",
@@ -288,9 +295,10 @@ def _round_figures(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None
                     entropies[f"{arm} {kind}"] = (curves[arm]["step"], np.maximum(curves[arm][key], CE_FLOOR))
         if not entropies:
             continue
-        plots.learning_curves(
+        _draw(
             entropies,
-            os.path.join(out, "figures", f"{dataset}_labels{n}_cross_entropy.png"),
+            out,
+            f"{dataset}_labels{n}_cross_entropy",
             xlabel="step",
             ylabel="training cross-entropy",
             title=f"{dataset}, {n:,} labels: real (solid) and twin (dashed) cross-entropy, floor {CE_FLOOR:g}",
