@@ -124,10 +124,12 @@ def fit_in_memory(
     replacement (``make_sampled_plan``).
     """
     config.check(model)
-    return _train(model, config, train, evals, steps, unlabelled, state, history, on_epoch)
+    return _train(
+        model, config, train, evals, steps=steps, unlabelled=unlabelled, state=state, history=history, on_epoch=on_epoch
+    )
 
 
-def _train(model, config, train, evals, steps, unlabelled, state, history, on_epoch):
+def _train(model, config, train, evals, *, steps, unlabelled, state, history, on_epoch):
     """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory)."""
     train = as_split(train)
     evals = {name: as_split(split) for name, split in (evals or {}).items()}
@@ -260,7 +262,9 @@ def fit(
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
-    state, history = _train(model, config, train, evals, None, unlabelled, state, history, record)
+    state, history = _train(
+        model, config, train, evals, steps=None, unlabelled=unlabelled, state=state, history=history, on_epoch=record
+    )
     manager.wait_until_finished()
     if writer:
         writer.close()
