@@ -266,7 +266,9 @@ class Driver:
             for value in axis.candidates:
                 trial = settings | {axis.flag: value}
                 errors[value] = self.run(num_labels, arm_name, trial, seed)
-                self.trials.setdefault((num_labels, arm_name), []).append((trial, errors[value]))
+                recorded = self.trials.setdefault((num_labels, arm_name), [])
+                if all(trial != earlier for earlier, _ in recorded):  # An axis's start was the last axis's choice.
+                    recorded.append((trial, errors[value]))
             if None in errors.values():
                 return None
             settings[axis.flag] = min(errors, key=errors.get)  # Ties: the first candidate.
