@@ -92,7 +92,7 @@ def test_the_run_order_is_supervised_then_semi_tuning_then_semi_seeds(tmp_path, 
         "labels40/probe_h1_lr0.05_seed0",
         "labels40/probe_lr0.3_lr0.3_seed0",
     ]
-    assert "--num_labels=40 --shadow_layer=0 --shadow_layer=1 --learning_rate=0.05 --seed=0" in listed[-2]
+    assert "--num_labels=40 --shadow_layer=1 --learning_rate=0.05 --seed=0" in listed[-2]  # the probe's flag replaces
     assert "--num_labels=40 --shadow_layer=0 --learning_rate=0.3 --seed=0" in listed[-1]  # beyond the tuned grid
 
 
@@ -192,7 +192,10 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
     assert "| 40 | 10.00 ± n/a (1) | tuning |" in markdown  # shadow at 40 labels has not run
     assert numbers["cells"]["labels20/shadow"]["twin_norm_ratio"] == 0.5
     assert "| 20 | probe_h1 | --shadow_layer=1 | 20.00 (20.00) | 0.70 |" in markdown
-    assert "`probe_h1`: `python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=3 " in markdown
+    probe_command = (
+        "`python -m experiments.mnist --epochs=2 --steps=4 --num_labels=20 --shadow_layer=1 --learning_rate=0.05`"
+    )
+    assert f"`probe_h1`: {probe_command}" in markdown  # the probe's --shadow_layer replaces its base arm's
     assert Path(out, "figures", "mnist_error_vs_labels.png").stat().st_size > 1000
     curves = numbers["cells"]["labels20/shadow"]["curves"]
     assert curves["step"] == [4] and np.isclose(curves["test_error"][0], np.mean(shadow))

@@ -95,9 +95,13 @@ class LabelPlan:
         return self.semi_seeds if arm in self.semi else self.seeds
 
     def probe_arm(self, name: str) -> Arm:
-        """The probe's base arm with the probe's flags added (nothing left to tune)."""
+        """The probe's base arm with the probe's flags in place of its own of the same name (nothing left to tune)."""
         probe = self.probes[name]
-        return Arm(self.arms(probe.num_labels)[probe.base].flags + probe.flags)
+        replaced = {flag.split("=")[0] for flag in probe.flags}
+        kept = tuple(
+            flag for flag in self.arms(probe.num_labels)[probe.base].flags if flag.split("=")[0] not in replaced
+        )
+        return Arm(kept + probe.flags)
 
 
 def _plan(common, learning_rates, labels, semi_labels, semi_seeds, gaussian: bool, probes) -> LabelPlan:
