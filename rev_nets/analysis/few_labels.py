@@ -53,7 +53,7 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class Probe:
     """A one-seed variant of an arm at its chosen settings, judged on validation: ``flags`` are added to the
-    arm's (a repeated flag takes the later value), and ``overrides`` (flag, value) replace chosen settings, e.g.
+    arm's (replacing a flag of the same name), and ``overrides`` (flag, value) replace chosen settings, e.g.
     a weight beyond the tuning grid's edge."""
 
     num_labels: int
