@@ -21,10 +21,17 @@ seeds run, then the probes.
 
 Runs go one at a time, as subprocesses of the dataset's entry point; a
 finished run is skipped and an interrupted one resumes from its last
-checkpoint, so the driver can be stopped and started again at any time,
-across sessions; a run killed from outside is started again (it resumes) up
-to ``--retries`` times. ``experiments.report`` with the same ``--grid`` folder
-(and ``--few_labels``) turns the runs into tables and figures.
+checkpoint, so the driver can be stopped and started again at any time; a
+run killed from outside is started again (it resumes) up to ``--retries``
+times. ``experiments.report`` with the same ``--grid`` folder (and
+``--few_labels``) turns the runs into tables and figures, and archives the
+finished runs' records (config and metrics, a few KB each) under its
+``--workdir``. ``--restore_from=<that folder>`` copies them back into a
+grid, which then goes on from a fresh clone on another machine, where only
+the repository survived:
+
+    python -m experiments.grid --few_labels --dataset=cifar10 --restore_from=results/few_labels \
+        --data_dir=../shared/datasets --workdir=~/rev_nets_grid
 """
 
 from __future__ import annotations
@@ -51,6 +58,12 @@ _WORKDIR = cli.shared_flag(
     "outside the repository.",
 )
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the runs and their state without running anything.")
+_RESTORE_FROM = flags.DEFINE_string(
+    "restore_from",
+    None,
+    "A report's --workdir in the repository (results, results/few_labels): its archived finished runs are copied "
+    "into the grid first and skipped, so the grid goes on from a fresh clone on a new machine.",
+)
 _RETRIES = flags.DEFINE_integer(
     "retries", 2, "Times a run killed from outside (SIGKILL, SIGTERM, SIGHUP) is started again (it resumes)."
 )
@@ -62,7 +75,10 @@ def main(argv) -> None:
     run_grid = few_labels.run_grid if _FEW_LABELS.value else grid.run_grid
     if _FEW_LABELS.value and _DATASET.value not in few_labels.PLANS:
         raise cli.UsageError(f"--few_labels has grids for {', '.join(few_labels.PLANS)}, not {_DATASET.value}.")
-    run_grid(_DATASET.value, root, _DATA_DIR.value, retries=_RETRIES.value, dry_run=_DRY_RUN.value)
+    restore_from = os.path.expanduser(_RESTORE_FROM.value) if _RESTORE_FROM.value else None
+    run_grid(
+        _DATASET.value, root, _DATA_DIR.value, retries=_RETRIES.value, dry_run=_DRY_RUN.value, restore_from=restore_from
+    )
 
 
 if __name__ == "__main__":

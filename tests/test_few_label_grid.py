@@ -10,8 +10,9 @@ import pytest
 import scipy.stats
 from entry_points import run_entry_point
 
-from rev_nets.analysis import few_labels, few_labels_report
+from rev_nets.analysis import few_labels, few_labels_report, grid
 from rev_nets.analysis.few_labels import Arm, Axis, Driver, LabelPlan, Probe
+from rev_nets.errors import UserError
 from rev_nets.train import read_metrics
 
 LR = Axis("learning_rate", (0.02, 0.05))
@@ -227,3 +228,68 @@ def test_the_grid_entry_point_lists_the_few_label_runs_and_refuses_a_dataset_wit
         refused.returncode == 2
         and refused.stderr.strip() == "error: --few_labels has grids for mnist, cifar10, not cifar100."
     )
+
+
+def test_a_grid_restored_from_its_reports_archive_skips_what_it_finished(tmp_path, capsys):
+    plan = LabelPlan(
+        common=("--epochs=2", "--steps=4"),
+        labels=(20,),
+        seeds=(0, 1),
+        supervised={"backprop": Arm(("--shadow_layer=0",), (Axis("learning_rate", (0.02, 0.05)),))},
+        semi_labels=(),
+        semi={},
+        semi_seeds=(0,),
+    )
+    root, out, fresh = (str(tmp_path / name) for name in ("grid", "out", "fresh"))
+    _finish_with(root, 20, "backprop", {"learning_rate": 0.02}, 0, 0.3)
+    _finish_with(root, 20, "backprop", {"learning_rate": 0.05}, 0, 0.2)
+    diverged = few_labels.run_dir(root, 20, "backprop", {"learning_rate": 0.02}, 1)  # ties pick the first rate
+    os.makedirs(os.path.join(diverged, "checkpoints", "1"))
+    Path(diverged, few_labels.DIVERGED).touch()
+    unfinished = few_labels.run_dir(root, 20, "probe", {}, 0)
+    os.makedirs(unfinished)
+    Path(unfinished, "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 2}) + "\n")
+    numbers, _ = few_labels_report.summarise("mnist", plan, root, out)
+    archive = os.path.join(out, "mnist")
+    assert sorted(os.listdir(os.path.join(archive, "labels20"))) == [
+        "backprop_lr0.02_seed0", "backprop_lr0.02_seed1", "backprop_lr0.05_seed0"]  # fmt: skip
+    assert not os.path.exists(os.path.join(archive, "labels20", "backprop_lr0.02_seed1", "checkpoints"))
+
+    restored = grid.restore(archive, fresh, few_labels.epochs_of(plan))
+    assert restored == [
+        os.path.join("labels20", name) for name in sorted(os.listdir(os.path.join(archive, "labels20")))
+    ]
+    capsys.readouterr()
+    Driver("mnist", plan, fresh, dry_run=True).run_all()
+    assert "would run" not in capsys.readouterr().out  # every run, the diverged one too, is done
+    again, _ = few_labels_report.summarise("mnist", plan, fresh, str(tmp_path / "out2"))
+    assert again["cells"] == numbers["cells"] and again["paired_differences"] == numbers["paired_differences"]
+
+
+def test_restoring_keeps_a_live_run_and_archiving_mirrors_one(tmp_path):
+    live, archive = tmp_path / "live" / "run", tmp_path / "archive" / "run"
+    for folder, error in ((live, 0.1), (archive, 0.2)):
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 2, "validation_error": error}) + "\n")
+    Path(archive, few_labels.DIVERGED).touch()  # a stale mark from an earlier, diverged attempt
+    assert grid.copy_finished_records(str(archive.parent), str(live.parent), 2, replace=False) == []
+    assert read_metrics(str(live))[0]["validation_error"] == 0.1 and not Path(live, few_labels.DIVERGED).exists()
+    assert grid.copy_finished_records(str(live.parent), str(archive.parent), 2, replace=True) == ["run"]
+    assert read_metrics(str(archive))[0]["validation_error"] == 0.1 and not Path(archive, few_labels.DIVERGED).exists()
+    with pytest.raises(UserError, match=r"^--restore_from has no folder .*nowhere: give the --workdir"):
+        grid.restore(str(tmp_path / "nowhere"), str(live.parent), 2)
+
+
+def test_the_grid_entry_point_restores_before_it_runs(tmp_path):
+    archived = few_labels.run_dir(str(tmp_path / "results" / "cifar10"), 1000, "backprop", {"learning_rate": 0.02}, 0)
+    os.makedirs(archived)
+    Path(archived, "metrics.jsonl").write_text(json.dumps({"epoch": 12, "validation_error": 0.4}) + "\n")
+    flags = ("grid", "--few_labels", "--dataset=cifar10", "--dry_run", f"--workdir={tmp_path / 'grid'}")
+    listed = run_entry_point(*flags, f"--restore_from={tmp_path / 'results'}")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = listed.stdout.splitlines()
+    assert lines[0] == f"restored  1 finished runs from {tmp_path / 'results' / 'cifar10'}"
+    assert lines[1] == f"done      {tmp_path / 'grid' / 'cifar10_labels' / 'labels1000' / 'backprop_lr0.02_seed0'}"
+    assert lines[2].startswith("would run") and "--learning_rate=0.05" in lines[2]
+    missing = run_entry_point(*flags, f"--restore_from={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: --restore_from has no folder")

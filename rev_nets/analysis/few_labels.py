@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from rev_nets.analysis.grid import DIVERGED, finished, run_resuming
+from rev_nets.analysis.grid import DIVERGED, finished, restore, run_resuming
 from rev_nets.train.rundir import read_metrics
 
 ABBREVIATIONS = {"learning_rate": "lr", "consistency_weight": "w", "consistency_sigma": "sigma"}
@@ -312,8 +312,22 @@ def write_choices(root: str, choices: dict[tuple[int, str], dict[str, float] | N
         json.dump(table, f, indent=2)
 
 
-def run_grid(dataset: str, root: str, data_dir: str | None = None, *, retries: int = 2, dry_run: bool = False):
-    """Runs the dataset's few-label grid into ``root/<dataset>_labels``; returns the driver (its ``choices``)."""
+def run_grid(
+    dataset: str,
+    root: str,
+    data_dir: str | None = None,
+    *,
+    retries: int = 2,
+    dry_run: bool = False,
+    restore_from: str | None = None,
+):
+    """Runs the dataset's few-label grid into ``root/<dataset>_labels``; returns the driver (its ``choices``).
+
+    ``restore_from``: a report's folder (``experiments.report --few_labels --workdir``); the finished runs archived
+    under its ``<dataset>/`` are restored first, and so skipped.
+    """
     driver = Driver(dataset, PLANS[dataset], os.path.join(root, f"{dataset}_labels"), data_dir, retries, dry_run)
+    if restore_from:
+        restore(os.path.join(restore_from, dataset), driver.root, epochs_of(driver.plan))
     driver.run_all()
     return driver

@@ -17,14 +17,13 @@ import contextlib
 import io
 import math
 import os
-import shutil
 
 import numpy as np
 from scipy import stats
 
 from rev_nets import plots
 from rev_nets.analysis.few_labels import DIVERGED, Driver, LabelPlan, command, epochs_of, outcome, run_dir
-from rev_nets.analysis.grid import finished
+from rev_nets.analysis.grid import copy_finished_records, finished
 from rev_nets.train.rundir import read_metrics
 
 BASELINE = "backprop"
@@ -190,7 +189,7 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str) -> tuple[dict,
             lines.append(f"- {probe.num_labels:,} labels, `{name}`: `python -m {' '.join(flags)}`")
     _figure(dataset, plan, cells, out)
     _round_figures(dataset, plan, cells, out)
-    _archive(plan, root, out, dataset)
+    copy_finished_records(root, os.path.join(out, dataset), epochs_of(plan), replace=True)
     numbers = {
         "chosen": {f"labels{n}/{arm}": s for (n, arm), s in chosen.items()},
         "cells": {f"labels{n}/{arm}": c for (n, arm), c in cells.items()},
@@ -304,19 +303,3 @@ def _round_figures(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None
             title=f"{dataset}, {n:,} labels: real (solid) and twin (dashed) cross-entropy, floor {CE_FLOOR:g}",
             yscale="log",
         )
-
-
-def _archive(plan: LabelPlan, root: str, out: str, dataset: str) -> None:
-    """Copies each finished run's config and metrics under ``out/<dataset>/labels<N>/<run>/``."""
-    for n in plan.labels:
-        folder = os.path.join(root, f"labels{n}")
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            if not finished(os.path.join(folder, name), epochs_of(plan)):
-                continue
-            target = os.path.join(out, dataset, f"labels{n}", name)
-            os.makedirs(target, exist_ok=True)
-            for file in ("config.json", "metrics.jsonl", DIVERGED):
-                if os.path.exists(os.path.join(folder, name, file)):
-                    shutil.copy(os.path.join(folder, name, file), target)

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +122,44 @@ def finished(workdir: str, epochs: int) -> bool:
     return any(m["epoch"] == epochs for m in read_metrics(workdir))
 
 
+RECORDS = ("config.json", "metrics.jsonl", DIVERGED)  # What a finished run leaves that a report reads: a few KB.
+
+
+def copy_finished_records(source: str, target: str, epochs: int, *, replace: bool) -> list[str]:
+    """Copies the records of every run finished under ``source`` to the same place under ``target``; returns them.
+
+    One mechanism both ways: a report archives a grid's finished runs into the repository, and a grid restores
+    them from there (``replace=False``: a run finished in ``target`` is kept as it is), so that a grid goes on
+    from a fresh clone on a new machine, skipping what it had finished.
+    """
+    copied = []
+    for folder, subfolders, _ in os.walk(source):
+        if not finished(folder, epochs):
+            continue
+        subfolders.clear()
+        relative = os.path.relpath(folder, source)
+        destination = os.path.join(target, relative)
+        if not replace and finished(destination, epochs):
+            continue
+        os.makedirs(destination, exist_ok=True)
+        for name in RECORDS:
+            if os.path.exists(os.path.join(folder, name)):
+                shutil.copy(os.path.join(folder, name), destination)
+            elif os.path.exists(os.path.join(destination, name)):
+                os.remove(os.path.join(destination, name))
+        copied.append(relative)
+    return sorted(copied)
+
+
+def restore(archive: str, root: str, epochs: int) -> list[str]:
+    """Copies the finished runs archived in ``archive`` into the grid ``root`` (refusing a missing archive)."""
+    if not os.path.isdir(archive):
+        raise UserError(f"--restore_from has no folder {archive}: give the --workdir that experiments.report wrote.")
+    restored = copy_finished_records(archive, root, epochs, replace=False)
+    print(f"restored  {len(restored)} finished runs from {archive}", flush=True)
+    return restored
+
+
 def final_metric(workdir: str, key: str) -> float:
     return read_metrics(workdir)[-1][key]
 
@@ -196,10 +235,24 @@ def run(
     return workdir
 
 
-def run_grid(dataset: str, root: str, data_dir: str | None = None, *, retries: int = 2, dry_run: bool = False) -> None:
-    """Runs the dataset's grid into ``root/<dataset>``: stage 1 (rates on seed 0), then seeds, ablations, probes."""
+def run_grid(
+    dataset: str,
+    root: str,
+    data_dir: str | None = None,
+    *,
+    retries: int = 2,
+    dry_run: bool = False,
+    restore_from: str | None = None,
+) -> None:
+    """Runs the dataset's grid into ``root/<dataset>``: stage 1 (rates on seed 0), then seeds, ablations, probes.
+
+    ``restore_from``: a report's folder (``experiments.report --workdir``); the finished runs archived under its
+    ``<dataset>/`` are restored first, and so skipped.
+    """
     plan = PLANS[dataset]
     root = os.path.join(root, dataset)
+    if restore_from:
+        restore(os.path.join(restore_from, dataset), root, epochs_of(plan))
     one = functools.partial(run, dataset, plan, root, data_dir=data_dir, retries=retries, dry_run=dry_run)
     chosen = {}
     for cell, cell_flags in plan.main_cells.items():

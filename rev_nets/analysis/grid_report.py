@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 
 import numpy as np
 from scipy import stats
 
 from rev_nets import plots
-from rev_nets.analysis.grid import DIVERGED, Plan, choose_learning_rate, epochs_of, final_metric, finished, run_name
+from rev_nets.analysis.grid import (
+    DIVERGED,
+    Plan,
+    choose_learning_rate,
+    copy_finished_records,
+    epochs_of,
+    final_metric,
+    finished,
+    run_name,
+)
 from rev_nets.train.rundir import read_metrics
 
 TWINS = {
@@ -147,7 +155,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str) -> str:
         if rates[cell]
     ]
     _figures(dataset, runs_by_cell, out)
-    _archive(plan, root, out, dataset)
+    copy_finished_records(root, os.path.join(out, dataset), epochs_of(plan), replace=True)
     return "\n".join(
         [
             f"## {dataset}: final test error, {epochs_of(plan)} epochs, seeds {list(plan.seeds)}",
@@ -226,18 +234,3 @@ def _figures(dataset: str, runs_by_cell: dict, out: str) -> None:
                 ylabel="test error %",
                 title=title,
             )
-
-
-def _archive(plan: Plan, root: str, out: str, dataset: str) -> None:
-    """Copies each finished run's config and metrics (a few KB) under ``out/<dataset>/``."""
-    if not os.path.isdir(root):
-        return
-    for name in sorted(os.listdir(root)):
-        workdir = os.path.join(root, name)
-        if not finished(workdir, epochs_of(plan)):
-            continue
-        target = os.path.join(out, dataset, name)
-        os.makedirs(target, exist_ok=True)
-        for file in ("config.json", "metrics.jsonl", DIVERGED):
-            if os.path.exists(os.path.join(workdir, file)):
-                shutil.copy(os.path.join(workdir, file), target)
