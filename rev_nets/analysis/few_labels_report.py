@@ -300,6 +300,6 @@ def _round_figures(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None
             f"{dataset}_labels{n}_cross_entropy",
             xlabel="step",
             ylabel="training cross-entropy",
-            title=f"{dataset}, {n:,} labels: real (solid) and twin (dashed) cross-entropy, floor {CE_FLOOR:g}",
+            title=f"{dataset}, {n:,} labels: real (solid) and twin (dashed) cross-entropy\n(floored at {CE_FLOOR:g})",
             yscale="log",
         )
