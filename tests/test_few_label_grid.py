@@ -274,8 +274,10 @@ def test_restoring_keeps_a_live_run_and_archiving_mirrors_one(tmp_path):
     Path(archive, few_labels.DIVERGED).touch()  # a stale mark from an earlier, diverged attempt
     assert grid.copy_finished_records(str(archive.parent), str(live.parent), 2, replace=False) == []
     assert read_metrics(str(live))[0]["validation_error"] == 0.1 and not Path(live, few_labels.DIVERGED).exists()
+    (live / "config.json").write_text(json.dumps({"labelled_indices": [3, 1, 2], "seed": 0}, indent=2))
     assert grid.copy_finished_records(str(live.parent), str(archive.parent), 2, replace=True) == ["run"]
     assert read_metrics(str(archive))[0]["validation_error"] == 0.1 and not Path(archive, few_labels.DIVERGED).exists()
+    assert (archive / "config.json").read_text() == '{\n  "labelled_indices": [3, 1, 2],\n  "seed": 0\n}\n'
     with pytest.raises(UserError, match=r"^--restore_from has no folder .*nowhere: give the --workdir"):
         grid.restore(str(tmp_path / "nowhere"), str(live.parent), 2)
 

@@ -263,6 +263,19 @@ def test_config_json_records_the_code_and_a_resume_by_other_code(tmp_path):
     assert (tmp_path / "config.json").read_text() == before  # a refused resume is not recorded
 
 
+def test_saved_records_are_indented_json_with_lists_of_plain_values_on_one_line(tmp_path):
+    path = tmp_path / "record.json"
+    no_plain_lists = {"b": {"a": 1.5, "s": "x [1, 2]", "none": None, "empty": {}}, "a": [{"k": True}], "e": []}
+    rundir.write_record(str(path), no_plain_lists)
+    assert path.read_text() == json.dumps(no_plain_lists, indent=2, sort_keys=True) + "\n"
+    record = no_plain_lists | {"labelled_indices": list(range(4000)), "channels": (32, 64), "nested": [[1, 2], [3]]}
+    rundir.write_record(str(path), record)
+    text = path.read_text()
+    assert json.loads(text) == json.loads(json.dumps(record))
+    assert '  "labelled_indices": [0, 1, 2, 3,' in text and "    [1, 2],\n    [3]\n" in text
+    assert len(text.splitlines()) == 20
+
+
 def test_train_config_round_trips_through_json():
     config = _few_label_config()
     assert train.TrainConfig.from_json(config.to_json()) == config

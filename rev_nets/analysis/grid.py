@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
-from rev_nets.train.rundir import read_metrics
+from rev_nets.train.rundir import read_metrics, write_record
 
 
 class GridError(UserError):
@@ -144,11 +144,21 @@ def copy_finished_records(source: str, target: str, epochs: int, *, replace: boo
         os.makedirs(destination, exist_ok=True)
         for name in RECORDS:
             if os.path.exists(os.path.join(folder, name)):
-                shutil.copy(os.path.join(folder, name), destination)
+                _copy_record(os.path.join(folder, name), os.path.join(destination, name))
             elif os.path.exists(os.path.join(destination, name)):
                 os.remove(os.path.join(destination, name))
         copied.append(relative)
     return sorted(copied)
+
+
+def _copy_record(source: str, target: str) -> None:
+    """Copies one record, a ``config.json`` rewritten with its lists on one line (older runs wrote one line per
+    labelled index)."""
+    if os.path.basename(source) != "config.json":
+        shutil.copy(source, target)
+        return
+    with open(source) as f:
+        write_record(target, json.load(f))
 
 
 def restore(archive: str, root: str, epochs: int) -> list[str]:

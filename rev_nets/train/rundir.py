@@ -55,8 +55,27 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
         _note_resuming_code(path, saved, config_json.get(PROVENANCE))
         return
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(config_json, f, indent=2, sort_keys=True)
+    write_record(path, config_json)
+
+
+def write_record(path: str, record: dict[str, Any]) -> None:
+    """Writes ``record`` to ``path`` atomically as indented JSON with each list of plain values on one line, so
+    that a saved label subset reads as one line, not one line per index."""
+    with open(path + ".tmp", "w") as f:
+        f.write(_indented_json(record) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def _indented_json(value: Any, indent: int = 0) -> str:
+    """``json.dumps(value, indent=2, sort_keys=True)``, except that a list holding no list or object stays on one
+    line."""
+    pad, end = " " * (indent + 2), "\n" + " " * indent
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(key)}: {_indented_json(item, indent + 2)}" for key, item in sorted(value.items())]
+        return "{\n" + ",\n".join(items) + end + "}"
+    if isinstance(value, (list, tuple)) and any(isinstance(item, (dict, list, tuple)) for item in value):
+        return "[\n" + ",\n".join(pad + _indented_json(item, indent + 2) for item in value) + end + "]"
+    return json.dumps(value)
 
 
 def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_json: dict[str, Any]) -> None:
@@ -89,9 +108,7 @@ def _note_resuming_code(path: str, saved: dict[str, Any], code: dict[str, Any] |
     if code in record.get("resumed_by", []):
         return
     record["resumed_by"] = [*record.get("resumed_by", []), code]
-    with open(path + ".tmp", "w") as f:
-        json.dump(saved, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_record(path, saved)
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
