@@ -152,8 +152,8 @@ def copy_finished_records(source: str, target: str, epochs: int, *, replace: boo
 
 
 def _copy_record(source: str, target: str) -> None:
-    """Copies one record, a ``config.json`` rewritten with its lists on one line (older runs wrote one line per
-    labelled index)."""
+    """Copies one record, a ``config.json`` rewritten with its lists of plain values on one line (older runs wrote
+    one line per labelled index)."""
     if os.path.basename(source) != "config.json":
         shutil.copy(source, target)
         return

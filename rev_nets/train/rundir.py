@@ -61,21 +61,27 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
 def write_record(path: str, record: dict[str, Any]) -> None:
     """Writes ``record`` to ``path`` atomically as indented JSON with each list of plain values on one line, so
     that a saved label subset reads as one line, not one line per index."""
+    text = _indented_json(record)
     with open(path + ".tmp", "w") as f:
-        f.write(_indented_json(record) + "\n")
+        f.write(text + "\n")
     os.replace(path + ".tmp", path)
 
 
-def _indented_json(value: Any, indent: int = 0) -> str:
-    """``json.dumps(value, indent=2, sort_keys=True)``, except that a list holding no list or object stays on one
-    line."""
-    pad, end = " " * (indent + 2), "\n" + " " * indent
+def _indented_json(value: Any, level: int = 0) -> str:
+    """``json.dumps(value, indent=2, sort_keys=True)`` at nesting ``level``, except that a list holding no list or
+    object stays on one line."""
+    pad, end = " " * (2 * level + 2), "\n" + " " * (2 * level)
     if isinstance(value, dict) and value:
-        items = [f"{pad}{json.dumps(key)}: {_indented_json(item, indent + 2)}" for key, item in sorted(value.items())]
+        items = [f"{pad}{_json_key(key)}: {_indented_json(item, level + 1)}" for key, item in sorted(value.items())]
         return "{\n" + ",\n".join(items) + end + "}"
     if isinstance(value, (list, tuple)) and any(isinstance(item, (dict, list, tuple)) for item in value):
-        return "[\n" + ",\n".join(pad + _indented_json(item, indent + 2) for item in value) + end + "]"
+        return "[\n" + ",\n".join(pad + _indented_json(item, level + 1) for item in value) + end + "]"
     return json.dumps(value)
+
+
+def _json_key(key: Any) -> str:
+    """An object key as ``json.dumps`` writes it: a string, quoted; a number, bool or None as its JSON text, quoted."""
+    return json.dumps(key if isinstance(key, str) else json.dumps(key))
 
 
 def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_json: dict[str, Any]) -> None:
