@@ -61,9 +61,13 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
 def write_record(path: str, record: dict[str, Any]) -> None:
     """Writes ``record`` to ``path`` atomically as indented JSON with each list of plain values on one line, so
     that a saved label subset reads as one line, not one line per index."""
-    text = _indented_json(record)
+    _write_atomically(path, _indented_json(record) + "\n")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file, so that a kill leaves the old file or the new one."""
     with open(path + ".tmp", "w") as f:
-        f.write(text + "\n")
+        f.write(text)
     os.replace(path + ".tmp", path)
 
 
@@ -137,10 +141,7 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 def truncate_metrics(workdir: str, last_step: int) -> list[dict[str, Any]]:
     """Drops metric lines written after the checkpoint at ``last_step``; returns the rest."""
     kept = [m for m in read_metrics(workdir) if m["step"] <= last_step]
-    path = os.path.join(workdir, "metrics.jsonl")
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(m) + "\n" for m in kept)
-    os.replace(path + ".tmp", path)
+    _write_atomically(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in kept))
     return kept
 
 
