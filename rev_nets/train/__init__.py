@@ -7,7 +7,7 @@ directory), ``rundir`` (config.json, metrics.jsonl, checkpoints, reading a
 run back) and ``figures``. The names below are the public API.
 """
 
-from rev_nets.train.config import DivergedError, TrainConfig, TrainingError
+from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError, config_field, override
 from rev_nets.train.figures import arm_name, write_figures
 from rev_nets.train.loop import fit, fit_in_memory, steps_per_epoch, train_and_evaluate
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate, shard_batch, use_cpu_devices
@@ -24,12 +24,14 @@ from rev_nets.train.steps import (
 
 __all__ = [
     "DivergedError",
+    "RunConfig",
     "TrainConfig",
     "TrainingError",
     "arm_name",
     "batch_sharding",
     "check_config",
     "checkpoint_manager",
+    "config_field",
     "create_state",
     "data_mesh",
     "eval_step",
@@ -40,6 +42,7 @@ __all__ = [
     "make_epoch_plan",
     "make_optimizer",
     "make_train_step",
+    "override",
     "read_metrics",
     "replicate",
     "saved_states",

@@ -111,3 +111,60 @@ class TrainConfig:
         if "consistency" in d:
             parts["consistency"] = consistency.ConsistencyConfig(**d["consistency"])
         return cls(**{**d, **parts})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run's whole record: the data, the model (by factory and arguments), the training settings.
+
+    ``cpu_devices`` says how the run uses a CPU host, not what it computes
+    (its metric lines record the device count), so config.json leaves it out.
+    """
+
+    dataset: str
+    model: models.ModelConfig
+    train: TrainConfig = TrainConfig()
+    num_validation: int = 5000
+    cpu_devices: int = 1
+
+    def __post_init__(self):
+        if not (isinstance(self.num_validation, int) and self.num_validation >= 0):
+            raise SettingError("num_validation", f"must be a whole number >= 0 (0 = no validation split), got {self.num_validation}.")
+        if not (isinstance(self.cpu_devices, int) and self.cpu_devices >= 1):
+            raise SettingError("cpu_devices", f"must be >= 1, got {self.cpu_devices}.")
+
+    def check(self, model: models.Model) -> None:
+        """``TrainConfig.check`` for the model this record builds; errors name ``train.<setting>``."""
+        with setting_scope("train"):
+            self.train.check(model)
+
+    def to_json(self) -> dict[str, Any]:
+        """What config.json records (``cpu_devices`` aside)."""
+        record = {"dataset": self.dataset, "model": self.model.to_json(), "num_validation": self.num_validation}
+        return record | {"train": self.train.to_json()}
+
+
+def config_field(record: Any, path: str) -> Any:
+    """The field at dotted ``path`` of a record (``"train.shadow.layer"``): dataclasses and mappings."""
+    for part in path.split("."):
+        record = record[part] if isinstance(record, Mapping) else getattr(record, part)
+    return record
+
+
+def _replace(record: Any, path: str, value: Any, where: str) -> Any:
+    head, _, rest = path.partition(".")
+    new = _replace(config_field(record, head), rest, value, f"{where}.{head}".lstrip(".")) if rest else value
+    if isinstance(record, Mapping):
+        return {**record, head: new}
+    with setting_scope(where) if where else contextlib.nullcontext():
+        return dataclasses.replace(record, **{head: new})
+
+
+def override(record: Any, overrides: Mapping[str, Any]) -> Any:
+    """``record`` with each ``{dotted path: value}`` set in order, e.g. a sweep cell ``{"train.shadow.layer": 0}``.
+
+    Each record on a path is rebuilt, so its own checks run, and a ``SettingError`` names the full path.
+    """
+    for path, value in overrides.items():
+        record = _replace(record, path, value, "")
+    return record

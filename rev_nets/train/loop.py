@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 
 from rev_nets import data, dispatch, models
 from rev_nets.train import rundir
-from rev_nets.train.config import DivergedError, TrainConfig, TrainingError
+from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
 from rev_nets.train.optimizer import create_state, learning_rate_schedule
@@ -272,36 +272,32 @@ def fit(
 
 
 def train_and_evaluate(
-    model: models.Model,
-    config: TrainConfig,
-    dataset: str,
-    workdir: str,
-    *,
-    num_validation: int = 5000,
-    data_dir: str | None = None,
-    figures: bool = True,
-    extra_config: dict[str, Any] | None = None,
+    config: RunConfig, workdir: str, *, data_dir: str | None = None, figures: bool = True
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
-    """``fit`` on a dataset by name: its training portion, and its validation (``num_validation`` images held
-    out of train; 0: none) and test splits, standardised with the whole training portion's statistics.
+    """``fit`` of the model ``config.model`` builds on the dataset ``config.dataset``: its training portion, and
+    its validation (``config.num_validation`` images held out of train; 0: none) and test splits, standardised
+    with the whole training portion's statistics.
 
-    With ``config.num_labels`` the training portion is split into a balanced
-    labelled subset drawn with ``config.seed`` (its indices into the
+    With ``config.train.num_labels`` the training portion is split into a
+    balanced labelled subset drawn with the seed (its indices into the
     training portion go into ``config.json``) and the unlabelled rest.
     """
-    splits, (mean, std) = data.experiment_splits(dataset, num_validation, data.resolve_data_dir(data_dir))
-    extra = {"dataset": dataset, "num_validation": num_validation, **(extra_config or {})}
+    model, settings = models.build(config.model), config.train
+    splits, (mean, std) = data.experiment_splits(
+        config.dataset, config.num_validation, data.resolve_data_dir(data_dir)
+    )
+    extra = {"dataset": config.dataset, "num_validation": config.num_validation}
     unlabelled = None
-    if config.num_labels:
+    if settings.num_labels:
         num_classes = len(splits["train"].class_names)
-        indices = data.label_subset(splits["train"].labels, config.num_labels, num_classes, config.seed)
+        indices = data.label_subset(splits["train"].labels, settings.num_labels, num_classes, settings.seed)
         splits["train"], unlabelled_images = data.split_labels(splits["train"], indices)
         # Without consistency the unlabelled images only set the default length: not standardised onto a device.
-        unlabelled = data.standardize(unlabelled_images, mean, std) if config.consistency.enabled else unlabelled_images
+        unlabelled = data.standardize(unlabelled_images, mean, std) if settings.consistency.enabled else unlabelled_images
         extra["labelled_indices"] = indices.tolist()
     device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
     train, evals = device.pop("train"), device
-    return fit(model, config, train, evals, workdir, extra_config=extra, figures=figures, unlabelled=unlabelled)
+    return fit(model, settings, train, evals, workdir, extra_config=extra, figures=figures, unlabelled=unlabelled)
 
 
 def _format_eta(seconds: float) -> str:

@@ -1,0 +1,219 @@
+"""The training entry points' command line: each flag names one field of the run's record (``RunConfig``).
+
+A flag carries no default of its own: the entry point's config
+(``experiments/configs``) is the record, its values are shown as the flags'
+defaults, and only a flag the user typed replaces its field. The library
+names settings by their config paths (``train.shadow.generator.rho``); this
+table is the one place that knows their flag names, both ways:
+``overrides`` reads typed flags into a record, ``command_line`` writes a
+record's overrides (a sweep cell) as flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from absl import flags
+
+from rev_nets import consistency, errors
+from rev_nets.train import RunConfig, config_field
+
+
+def parse_alpha(text: str) -> float | str | None:
+    """``--alpha``: None for 'calibrated' (or 0, as older commands wrote it), 'formula', 'data', or a number."""
+    if text in ("calibrated", "0", "0.0"):
+        return None
+    if text in ("formula", "data"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise errors.SettingError(
+            "train.shadow.generator.alpha", f"must be 'calibrated', 'formula', 'data' or a number, got {text!r}."
+        ) from None
+
+
+def parse_arguments(text: str) -> dict[str, Any]:
+    """``--model_args``: a JSON object."""
+    try:
+        arguments = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise errors.SettingError("model.arguments", f"must be a JSON object, got {text!r} ({error}).") from None
+    if not isinstance(arguments, dict):
+        raise errors.SettingError("model.arguments", f"must be a JSON object, got {text!r}.")
+    return arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A flag and the record field it sets: ``parse`` reads its typed text (absl has parsed numbers and lists
+    already), ``show`` writes a field value as the flag's text."""
+
+    name: str
+    path: str
+    help: str
+    choices: tuple[str, ...] = ()
+    parse: Callable[[Any], Any] | None = None
+    show: Callable[[Any], str] | None = None
+
+
+def _show_alpha(alpha) -> str:
+    return "calibrated" if alpha is None else f"{alpha:g}" if isinstance(alpha, float) else str(alpha)
+
+
+TRAINING = (
+    Flag("shadow_layer", "train.shadow.layer", "SHADOW source layer: 0 = plain backprop, 1..depth = from h<layer>."),
+    Flag("shadow_weight", "train.shadow.weight", "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w)."),
+    Flag("sampling_rho", "train.shadow.generator.rho", "Keep-probability of the sampling mask during generation (1 = off)."),
+    Flag("smooth_sigma", "train.shadow.generator.smooth_sigma", "Gaussian blur of synthetic images, in pixels (0 = off)."),
+    Flag(
+        "alpha",
+        "train.shadow.generator.alpha",
+        "Generator scale: 'calibrated' (c / (rho fan_in mean(W^2)) per linear map, refused after a residual sum), "
+        "'formula' (that formula on every map), 'data' (fitted on a batch at each epoch's start, then frozen), "
+        "or one number for every map.",
+        parse=parse_alpha,
+        show=_show_alpha,
+    ),
+    Flag("alpha_scale", "train.shadow.generator.alpha_scale", "Multiplies every layer's alpha; synthetic inputs scale by alpha_scale**layer."),
+    Flag("shadow_start_epoch", "train.shadow.start_epoch", "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start)."),
+    Flag("noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise of the synthetic input's energy."),
+    Flag(
+        "num_labels",
+        "train.num_labels",
+        "Few-label training: keep this many training labels, balanced per class and drawn with --seed from the "
+        "images outside the validation split; the others become the unlabelled set. 0 = every label.",
+    ),
+    Flag(
+        "steps",
+        "train.steps",
+        "Length of a few-label run in steps, evaluated and checkpointed every steps/epochs steps "
+        "(0 = as many steps as --epochs full-data epochs).",
+    ),
+    Flag(
+        "consistency",
+        "train.consistency.kind",
+        "Unlabelled term (needs --num_labels): the squared difference of the softmax on an unlabelled image and on "
+        "its twin from h<consistency_layer> (shadow), a matched-energy noise twin (noise), or x + "
+        "N(0, consistency_sigma^2) (gaussian).",
+        choices=consistency.KINDS,
+    ),
+    Flag("consistency_layer", "train.consistency.layer", "Source layer of the consistency twin (shadow, noise)."),
+    Flag("consistency_weight", "train.consistency.weight", "Weight of the consistency term, reached after its ramp-up."),
+    Flag("consistency_rampup", "train.consistency.rampup", "Fraction of the run's steps over which the consistency weight ramps up."),
+    Flag("consistency_sigma", "train.consistency.sigma", "Noise std of --consistency=gaussian, in standardised pixel units."),
+    Flag("dropout", "train.dropout", "Dropout rate on every hidden layer during training."),
+    Flag("epochs", "train.epochs", "Training epochs."),
+    Flag("batch_size", "train.batch_size", "Real examples per step (SHADOW adds as many synthetic ones)."),
+    Flag("eval_batch_size", "train.eval_batch_size", "Examples per evaluation step."),
+    Flag("log_every", "train.log_every", "Steps between progress lines."),
+    Flag("learning_rate", "train.learning_rate", "Peak learning rate."),
+    Flag("optimizer", "train.optimizer", "SGD with momentum --momentum, or Adam.", choices=("sgd", "adam")),
+    Flag("momentum", "train.momentum", "SGD momentum."),
+    Flag("schedule", "train.schedule", "Learning-rate schedule after warm-up.", choices=("cosine", "constant")),
+    Flag("warmup_epochs", "train.warmup_epochs", "Linear learning-rate warm-up, in epochs."),
+    Flag("weight_decay", "train.weight_decay", "Decoupled L2 weight decay."),
+    Flag("grad_clip", "train.grad_clip", "Clip gradients to this global norm (0 = off)."),
+    Flag("seed", "train.seed", "Seed of the initial weights, the batch order, dropout and sampling."),
+    Flag(
+        "cpu_devices",
+        "cpu_devices",
+        "On a CPU host, split it into this many JAX devices and shard each batch over them: XLA runs each "
+        "device's convolutions on its own thread, so this is how a CNN uses every core. Ignored on GPU/TPU.",
+    ),
+    Flag("num_validation", "num_validation", "Training examples held out as the validation split (for tuning); 0 trains on all of them."),
+    Flag(
+        "model",
+        "model.factory",
+        "The model's factory, package.module:factory: a built-in net (rev_nets.nets:...) or a Flax NNX or linen "
+        "module, called as factory(rngs=nnx.Rngs(seed), **--model_args) for NNX, e.g. rev_nets.nnx_zoo:residual_cnn.",
+    ),
+    Flag(
+        "model_args",
+        "model.arguments",
+        "Keyword arguments of --model's factory, as a JSON object: '{\"channels\": [32, 64]}'.",
+        parse=parse_arguments,
+        show=lambda arguments: json.dumps(dict(arguments), sort_keys=True),
+    ),
+)
+
+
+def whole_numbers(path: str) -> Callable[[list[str]], list[int]]:
+    """The parser of a list flag of whole numbers (e.g. ``--channels=32,64,128``) for the field at ``path``."""
+
+    def parse(texts: list[str]) -> list[int]:
+        try:
+            return [int(text) for text in texts]
+        except ValueError:
+            raise errors.SettingError(path, f"must be whole numbers separated by commas, got {','.join(texts)!r}.")
+
+    return parse
+
+
+def _text(row: Flag, value: Any) -> Any:
+    """A field value as absl holds the flag's value: shown text, a list of strings, or the value itself."""
+    if row.show:
+        return row.show(value)
+    if isinstance(value, (tuple, list)):
+        return [str(v) for v in value]
+    return value
+
+
+def _definer(row: Flag, value: Any):
+    if row.choices:
+        return lambda *args, **kwargs: flags.DEFINE_enum(*args[:2], list(row.choices), *args[2:], **kwargs)
+    if row.show or isinstance(value, str) or value is None:
+        return flags.DEFINE_string
+    if isinstance(value, (tuple, list)):
+        return flags.DEFINE_list
+    return {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}[type(value)]
+
+
+def define(rows: Iterable[Flag], config: RunConfig, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines each row's flag (once per process: entry points share rows), showing ``config``'s values as
+    the defaults, so ``--help`` tells the entry point's real settings."""
+    for row in rows:
+        value = config_field(config, row.path)
+        if row.name not in flag_values:
+            _definer(row, value)(row.name, _text(row, value), row.help, flag_values=flag_values)
+        flag_values.set_default(row.name, _text(row, value))
+
+
+def typed(rows: Iterable[Flag], flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+    """The fields the flags typed on the command line set, by config path."""
+    found = {}
+    for row in rows:
+        if flag_values[row.name].present:
+            value = flag_values[row.name].value
+            found[row.path] = row.parse(value) if row.parse else value
+    return found
+
+
+def flag_of(rows: Iterable[Flag], path: str) -> str | None:
+    return next((row.name for row in rows if row.path == path), None)
+
+
+def command_line(rows: Iterable[Flag], overrides: Mapping[str, Any]) -> list[str]:
+    """``overrides`` (config path -> value) as the flags of ``rows``, in the given order: a sweep cell's command."""
+    rows = tuple(rows)
+    line = []
+    for path, value in overrides.items():
+        row = next((row for row in rows if row.path == path), None)
+        if row is None:
+            raise errors.SettingError(path, "has no flag on this entry point; add a row to experiments.settings.")
+        if isinstance(value, bool) and not row.show:
+            line.append(f"--{row.name}" if value else f"--no{row.name}")
+        else:
+            text = _text(row, value)
+            text = ",".join(text) if isinstance(text, list) else f"{text:g}" if isinstance(text, float) else text
+            line.append(f"--{row.name}={text}")
+    return line
+
+
+def message(rows: Iterable[Flag], error: errors.SettingError) -> str:
+    """A library ``SettingError`` in the flags' words."""
+    name = flag_of(rows, error.setting)
+    return f"--{name} {error.problem}" if name else str(error)
