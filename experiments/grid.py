@@ -3,32 +3,32 @@
     python -m experiments.grid --dataset=mnist --data_dir=../shared/datasets --workdir=~/rev_nets_grid
     python -m experiments.grid --few_labels --dataset=mnist --data_dir=../shared/datasets --workdir=~/rev_nets_grid
 
-Full labels (``rev_nets.analysis.grid``): stage 1 picks each main arm's
-learning rate on the validation split (seed 0, every rate of the plan's
-``learning_rates``, lowest final validation error wins). Stage 2 runs the
-remaining seeds of the main arms at their chosen rate, and the ablations,
-each of which changes one setting of the default SHADOW cell and inherits
-its rate, then the probes (one seed each, same rate).
+Full labels (plans in ``experiments/configs/grid_plans.py``): stage 1
+picks each main arm's learning rate on the validation split (seed 0, every
+rate of the plan's ``learning_rates``, lowest final validation error wins).
+Stage 2 runs the remaining seeds of the main arms at their chosen rate, and
+the ablations, each of which changes one setting of the default SHADOW cell
+and inherits its rate, then the probes (one seed each, same rate).
 
-``--few_labels`` (``rev_nets.analysis.few_labels``): every arm trains for the
-same number of steps (MNIST 6,435, CIFAR-10 4,212) from N labels (balanced,
-drawn by the seed outside the 1,000 validation images). Supervised arms:
-backprop, SHADOW from h3, the noise-twin placebo; semi-supervised arms:
-consistency of the softmax under a SHADOW twin, a matched-energy noise twin,
-or (MNIST) fixed Gaussian noise. Each arm's learning rate, consistency weight
-and noise are chosen on validation (seed 0), one at a time; then the other
-seeds run, then the probes.
+``--few_labels`` (plans in ``experiments/configs/few_label_plans.py``): every
+arm trains for the same number of steps (MNIST 6,435, CIFAR-10 4,212) from N
+labels (balanced, drawn by the seed outside the 1,000 validation images).
+Supervised arms: backprop, SHADOW from h3, the noise-twin placebo;
+semi-supervised arms: consistency of the softmax under a SHADOW twin, a
+matched-energy noise twin, or (MNIST) fixed Gaussian noise. Each arm's
+learning rate, consistency weight and noise are chosen on validation (seed
+0), one at a time; then the other seeds run, then the probes.
 
-Runs go one at a time, as subprocesses of the dataset's entry point; a
-finished run is skipped and an interrupted one resumes from its last
-checkpoint, so the driver can be stopped and started again at any time; a
-run killed from outside is started again (it resumes) up to ``--retries``
-times. ``experiments.report`` with the same ``--grid`` folder (and
-``--few_labels``) turns the runs into tables and figures, and archives the
-finished runs' records (config and metrics, a few KB each) under its
-``--workdir``. ``--restore_from=<that folder>`` copies them back into a
-grid, which then goes on from a fresh clone on another machine, where only
-the repository survived:
+Both are sweeps (``rev_nets.analysis.sweep``): runs go one at a time, as
+subprocesses of the dataset's entry point; a finished run is skipped and an
+interrupted one resumes from its last checkpoint, so the driver can be
+stopped and started again at any time; a run killed from outside is started
+again (it resumes) up to ``--retries`` times. ``experiments.report`` with the
+same ``--grid`` folder (and ``--few_labels``) turns the runs into tables and
+figures, and archives the finished runs' records (config and metrics, a few
+KB each) under its ``--workdir``. ``--restore_from=<that folder>`` copies
+them back into a grid, which then goes on from a fresh clone on another
+machine, where only the repository survived:
 
     python -m experiments.grid --few_labels --dataset=cifar10 --restore_from=results/few_labels \
         --data_dir=../shared/datasets --workdir=~/rev_nets_grid
@@ -40,10 +40,11 @@ import os
 
 from absl import flags
 
-from experiments import cli
-from rev_nets.analysis import few_labels, grid
+from experiments import cli, configs
+from experiments.configs import grid_plans
+from rev_nets.analysis import sweep
 
-_DATASET = cli.shared_flag(flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=list(grid.PLANS))
+_DATASET = cli.shared_flag(flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=list(grid_plans.PLANS))
 _FEW_LABELS = cli.shared_flag(
     flags.DEFINE_boolean, "few_labels", False, "The few-label grid (MNIST, CIFAR-10) instead of the full-label one."
 )
@@ -71,13 +72,16 @@ _RETRIES = flags.DEFINE_integer(
 
 def main(argv) -> None:
     del argv
-    root = os.path.expanduser(_WORKDIR.value)
-    run_grid = few_labels.run_grid if _FEW_LABELS.value else grid.run_grid
-    if _FEW_LABELS.value and _DATASET.value not in few_labels.PLANS:
-        raise cli.UsageError(f"--few_labels has grids for {', '.join(few_labels.PLANS)}, not {_DATASET.value}.")
-    restore_from = os.path.expanduser(_RESTORE_FROM.value) if _RESTORE_FROM.value else None
-    run_grid(
-        _DATASET.value, root, _DATA_DIR.value, retries=_RETRIES.value, dry_run=_DRY_RUN.value, restore_from=restore_from
+    dataset, few_labels = _DATASET.value, _FEW_LABELS.value
+    plan = configs.plan(dataset, few_labels)
+    restore_from = os.path.join(os.path.expanduser(_RESTORE_FROM.value), dataset) if _RESTORE_FROM.value else None
+    sweep.run_sweep(
+        plan.to_sweep(),
+        configs.grid_root(_WORKDIR.value, dataset, few_labels),
+        configs.entry_point(dataset, _DATA_DIR.value),
+        retries=_RETRIES.value,
+        dry_run=_DRY_RUN.value,
+        restore_from=restore_from,
     )
 
 

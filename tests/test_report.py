@@ -1,4 +1,5 @@
-"""The grid's bookkeeping and report, on made run directories."""
+"""The full-label grid's report on made run directories and on the archived grids, the shared statistics, and how a
+sweep treats a run that fails."""
 
 import json
 import math
@@ -11,21 +12,38 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rev_nets.analysis import grid, grid_report
+from experiments import configs
+from rev_nets.analysis import few_label_grid, full_label_grid, sweep, sweep_stats
+from rev_nets.analysis.full_label_grid import Plan
 from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR
 
 REPO = Path(__file__).resolve().parents[1]
+LR = "train.learning_rate"
 
 
 def test_welch_standard_error_matches_scipy():
     a, b = [1.50, 1.62, 1.58], [1.70, 1.66, 1.81, 1.75]
-    diff, se = grid_report.welch(a, b)
+    diff, se = sweep_stats.welch(a, b)
     t = stats.ttest_ind(a, b, equal_var=False).statistic
     assert diff == pytest.approx(np.mean(a) - np.mean(b))
     assert diff / se == pytest.approx(t)
-    assert math.isnan(grid_report.welch([1.0], b)[1])
-    assert grid_report.welch_p_text(a, b) == f"; p={stats.ttest_ind(a, b, equal_var=False).pvalue:.2f}"
-    assert grid_report.welch_p_text([1.0, 1.0], [2.0, 2.0]) == ""  # no spread: no test
+    assert math.isnan(sweep_stats.welch([1.0], b)[1])
+    p = stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert sweep_stats.p_text(sweep_stats.welch_p(a, b)) == f"; p={p:.2f}"
+    assert sweep_stats.p_text(sweep_stats.welch_p([1.0, 1.0], [2.0, 2.0])) == ""  # no spread: no test
+
+
+def test_the_reports_formats_agree_where_both_write_and_keep_their_own_rules_apart():
+    assert [sweep_stats.pct(x) for x in (0.01567, float("nan"), float("inf"), None)] == ["1.57", "n/a", "diverged", "-"]
+    assert sweep_stats.difference_text(-0.0267, 0.0088) == "-2.67 ± 0.88"
+    assert sweep_stats.mean_std_text([0.01, 0.03]) == f"2.00 ± {100 * np.std([0.01, 0.03], ddof=1):.2f}"
+    assert sweep_stats.mean_std_text([0.01]) == "1.00 ± n/a"
+    # Full labels: one seed on a side is "no effect" and p is written as is; few labels: "one seed", p below 0.01.
+    assert sweep_stats.verdict(0.05, float("nan")) == "no effect"
+    assert sweep_stats.verdict(0.05, float("nan"), without_se="one seed") == "one seed"
+    assert sweep_stats.verdict(0.05, 0.02) == "effect" and sweep_stats.verdict(0.05, 0.03) == "no effect"
+    assert sweep_stats.p_text(0.004) == "; p=0.00" and sweep_stats.p_text(0.004, floor=0.01) == "; p<0.01"
+    assert sweep_stats.p_text(0.18, floor=0.01) == "; p=0.18"
 
 
 def test_tracking_correlates_changes_not_levels():
@@ -33,9 +51,9 @@ def test_tracking_correlates_changes_not_levels():
     real = 1.0 / epochs
     wiggle = np.array([0, 1, -1, 1, -1, 1, -1, 1]) * 0.01
     lines = lambda syn: [{"test_error": r, "test_synthetic_error": s} for r, s in zip(real, syn)]
-    gap, corr = grid_report.tracking({0: lines(real + 0.05)})
+    gap, corr = full_label_grid.tracking({0: lines(real + 0.05)})
     assert gap == pytest.approx(0.05) and corr == pytest.approx(1.0)
-    _, corr_wiggle = grid_report.tracking({0: lines(real[::-1] * 0 + 0.5 + wiggle)})
+    _, corr_wiggle = full_label_grid.tracking({0: lines(real[::-1] * 0 + 0.5 + wiggle)})
     assert abs(corr_wiggle) < 0.5  # a flat, wiggling curve does not track a falling one
 
 
@@ -59,34 +77,62 @@ def _write_run(root, name, epochs, val, test, syn=None):
     (run / "config.json").write_text("{}")
 
 
+def _run_name(cell, lr, seed):
+    return sweep.run_name(cell, {LR: lr}, seed)
+
+
 def test_learning_rate_choice_and_report_table(tmp_path):
-    plan = grid.Plan(
-        common=("--epochs=3",),
+    plan = Plan(
+        common={"train.epochs": 3},
         learning_rates=(0.01, 0.1),
         seeds=(0, 1),
-        main_cells={"backprop": (), "shadow": ()},
+        main_cells={"backprop": {"train.shadow.layer": 0}, "shadow": {"train.shadow.layer": 3}},
         ablations={},
-        probes={"probe_weight3": ("--shadow_weight=3",), "probe_h1": ("--shadow_layer=1",)},
+        probes={"probe_weight3": {"train.shadow.weight": 3.0}, "probe_h1": {"train.shadow.layer": 1}},
     )
     for lr, val in ((0.01, 0.05), (0.1, 0.04)):
-        _write_run(tmp_path, grid.run_name("backprop", lr, 0), 3, val, 0.020)
-    (tmp_path / grid.run_name("shadow", 0.1, 0)).mkdir()
-    (tmp_path / grid.run_name("shadow", 0.1, 0) / grid.DIVERGED).touch()
-    _write_run(tmp_path, grid.run_name("shadow", 0.01, 0), 3, 0.06, 0.030)
-    _write_run(tmp_path, grid.run_name("backprop", 0.1, 1), 3, 0.04, 0.022)
-    _write_run(tmp_path, grid.run_name("shadow", 0.01, 1), 3, 0.06, 0.034)
-    _write_run(tmp_path, grid.run_name("probe_weight3", 0.01, 0), 3, 0.07, 0.030, syn=0.08)
-    assert grid.choose_learning_rate(plan, str(tmp_path), "backprop") == 0.1
-    assert grid.choose_learning_rate(plan, str(tmp_path), "shadow") == 0.01  # the diverged rate loses
-    text = grid_report.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"))
+        _write_run(tmp_path, _run_name("backprop", lr, 0), 3, val, 0.020)
+    (tmp_path / _run_name("shadow", 0.1, 0)).mkdir()
+    (tmp_path / _run_name("shadow", 0.1, 0) / sweep.DIVERGED).touch()
+    _write_run(tmp_path, _run_name("shadow", 0.01, 0), 3, 0.06, 0.030)
+    _write_run(tmp_path, _run_name("backprop", 0.1, 1), 3, 0.04, 0.022)
+    _write_run(tmp_path, _run_name("shadow", 0.01, 1), 3, 0.06, 0.034)
+    _write_run(tmp_path, _run_name("probe_weight3", 0.01, 0), 3, 0.07, 0.030, syn=0.08)
+    tuning = sweep.read_tuning(plan.to_sweep(), str(tmp_path))
+    assert tuning.settings("backprop") == {LR: 0.1}
+    assert tuning.settings("shadow") == {LR: 0.01}  # the diverged rate loses
+    assert tuning.settings("probe_h1") == {LR: 0.01}  # a probe takes the SHADOW cell's rate
+    numbers, text = full_label_grid.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"),
+                                              configs.entry_point("mnist"))  # fmt: skip
     shadow_row = next(line for line in text.splitlines() if line.startswith("| shadow |"))
     assert "3.20 ± 0.28" in shadow_row and "+1.10" in shadow_row
-    assert "diverged" in text
+    assert "| shadow | 6.00 | diverged |" in text  # the rate search, seed 0
     probe_row = next(line for line in text.splitlines() if line.startswith("| probe_weight3 |"))
     assert "| 7.00 | 8.00 |" in probe_row  # seed 0, at the SHADOW cell's rate, read on validation
     assert "| probe_h1 | not run yet |" in text
-    assert "--shadow_layer=1 --learning_rate=0.01 --seed=<seed>" in text
-    assert (tmp_path / "out" / "mnist" / grid.run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
+    assert "`python -m experiments.mnist --epochs=3 --shadow_layer=1 --learning_rate=0.01 --seed=<seed>`" in text
+    assert (tmp_path / "out" / "mnist" / _run_name("shadow", 0.01, 1) / "metrics.jsonl").exists()
+    assert numbers["chosen"]["shadow"] == {"learning_rate": 0.01}
+    assert numbers["test_error"]["shadow"] == {0: 0.030, 1: 0.034}
+    assert numbers["versus_twin"]["shadow"]["mean"] == pytest.approx(0.032 - 0.021)
+    assert numbers["learning_rate_search"]["shadow"] == [[0.01, 0.06], [0.1, float("inf")]]
+
+
+ARCHIVED = [("mnist", False), ("cifar10", False), ("mnist", True), ("cifar10", True)]
+
+
+@pytest.mark.parametrize("dataset,few_labels", ARCHIVED, ids=[f"{d}{'_few' if f else ''}" for d, f in ARCHIVED])
+def test_the_reports_rebuild_the_committed_tables_from_the_archived_runs(dataset, few_labels, tmp_path):
+    folder = REPO / "results" / ("few_labels" if few_labels else "")
+    summarise = few_label_grid.summarise if few_labels else full_label_grid.summarise
+    plan = configs.plan(dataset, few_labels)
+    numbers, markdown = summarise(dataset, plan, str(folder / dataset), str(tmp_path), configs.entry_point(dataset))
+    committed = (folder / f"{dataset}.md").read_text()
+    if few_labels:
+        assert markdown == committed
+        assert json.loads(json.dumps(numbers)) == json.loads((folder / f"{dataset}.json").read_text())
+    else:  # The committed pages predate the commands' "<seed>" placeholder; everything above them is the same.
+        assert markdown.split("Commands:")[0] == committed.split("Commands (S = seed):")[0]
 
 
 def _flaky_command(tmp_path, crashes: int, exit_code: int = 1, signal_number: int | None = None):
@@ -105,35 +151,35 @@ def _flaky_command(tmp_path, crashes: int, exit_code: int = 1, signal_number: in
 def test_a_run_killed_from_outside_is_started_again_until_it_finishes(tmp_path):
     workdir = str(tmp_path / "run")
     command = _flaky_command(tmp_path, crashes=2, signal_number=signal.SIGKILL)
-    assert grid.run_resuming(command, workdir, retries=2) == "done"
+    assert sweep.run_resuming(command, workdir, retries=2) == "done"
     assert (tmp_path / "run" / "log.txt").read_text().count("attempt") == 3
 
 
 def test_a_run_killed_more_often_than_the_retries_stops_the_grid_with_a_sentence(tmp_path):
     command = _flaky_command(tmp_path, crashes=5, signal_number=signal.SIGTERM)
-    with pytest.raises(grid.GridError, match=r"was killed 2 times \(signal 15\); its log.txt says why"):
-        grid.run_resuming(command, str(tmp_path / "run"), retries=1)
+    with pytest.raises(sweep.SweepError, match=r"was killed 2 times \(signal 15\); its log.txt says why"):
+        sweep.run_resuming(command, str(tmp_path / "run"), retries=1)
     assert (tmp_path / "count").read_text() == "2"
 
 
 @pytest.mark.parametrize("exit_code,signal_number", [(1, None), (None, signal.SIGABRT)], ids=["exception", "abort"])
 def test_a_run_that_crashes_by_itself_stops_the_grid_without_a_retry(tmp_path, exit_code, signal_number):
     command = _flaky_command(tmp_path, crashes=5, exit_code=exit_code, signal_number=signal_number)
-    with pytest.raises(grid.GridError, match=r"crashed \(exit code -?\d+\); its log.txt says why"):
-        grid.run_resuming(command, str(tmp_path / "run"), retries=2)
+    with pytest.raises(sweep.SweepError, match=r"crashed \(exit code -?\d+\); its log.txt says why"):
+        sweep.run_resuming(command, str(tmp_path / "run"), retries=2)
     assert (tmp_path / "count").read_text() == "1"
 
 
 def test_a_refused_command_stops_the_grid_without_a_retry(tmp_path):
     command = _flaky_command(tmp_path, crashes=5, exit_code=EXIT_USER_ERROR)
-    with pytest.raises(grid.GridError, match=r"refused its command \(exit code 2\); its log.txt says why"):
-        grid.run_resuming(command, str(tmp_path / "run"), retries=2)
+    with pytest.raises(sweep.SweepError, match=r"refused its command \(exit code 2\); its log.txt says why"):
+        sweep.run_resuming(command, str(tmp_path / "run"), retries=2)
     assert (tmp_path / "count").read_text() == "1"
 
 
 def test_a_diverged_run_is_not_started_again(tmp_path):
     command = _flaky_command(tmp_path, crashes=5, exit_code=EXIT_DIVERGED)
-    assert grid.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"
+    assert sweep.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"
     assert (tmp_path / "count").read_text() == "1"
 
 

@@ -89,7 +89,9 @@ def public_api() -> set[str]:
     return names | {"rev_nets", "rev_nets.data", "rev_nets.train"}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT / "experiments"))
+)
 def test_entry_points_import_only_the_public_api_absl_and_the_standard_library(path):
     api = public_api()
     wrong = []

@@ -2,6 +2,8 @@
 
 ``reversibility`` (round trips through the generator, spectra, Gaussian
 controls), ``random_like`` (weight statistics against Gaussian
-calibration), ``theory_sweeps`` (the theory's recovery sweeps), ``grid``
-(the results grid's plans and runs) and ``grid_report`` (its statistics).
+calibration), ``theory_sweeps`` (the theory's recovery sweeps), ``sweep``
+(grids of runs as data, tuned and run resumably), ``sweep_stats`` (their
+statistics over seeds), ``full_label_grid`` and ``few_label_grid`` (the two
+grids' shapes and reports).
 """

@@ -1,0 +1,171 @@
+"""The sweep driver on a stand-in entry point: run order, tuning on validation, skipping, resuming, divergence; and
+the flags a run's overrides become."""
+
+import functools
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from experiments import cifar10, configs, settings
+from rev_nets.analysis import sweep
+from rev_nets.analysis.sweep import Axis, Cell, Sweep
+
+LR = "train.learning_rate"
+
+# A stand-in for a dataset's entry point: validation error |lr - 0.1| + seed / 100, one metrics line per epoch;
+# lr 1 diverges (exit code 3), as a non-finite loss does.
+FAKE_ENTRY_POINT = textwrap.dedent(
+    """
+    import json, os, sys
+    flags = dict(arg[2:].split("=", 1) for arg in sys.argv[1:])
+    lr, seed = float(flags["learning_rate"]), int(flags["seed"])
+    if lr >= 1:
+        sys.exit(3)
+    os.makedirs(flags["workdir"], exist_ok=True)
+    with open(os.path.join(flags["workdir"], "metrics.jsonl"), "w") as f:
+        for epoch in range(1, int(flags["epochs"]) + 1):
+            f.write(json.dumps({"epoch": epoch, "validation_error": abs(lr - 0.1) + seed / 100}) + "\\n")
+    """
+)
+
+SWEEP = Sweep(
+    common={"train.epochs": 2},
+    cells={
+        "base": Cell({"train.shadow.layer": 0}, (Axis(LR, (0.05, 0.1, 1.0)),), seeds=(0, 1)),
+        "variant": Cell({"train.shadow.layer": 2}, inherits=("base",), seeds=(0, 1)),
+        "probe": Cell({"train.shadow.layer": 1}, inherits=("base",), pinned={LR: 0.02}),
+    },
+    order=(("tune", "base"), ("run", "base"), ("run", "variant"), ("run", "probe")),
+)
+
+command_line = functools.partial(settings.command_line, (*settings.TRAINING, *cifar10.ROWS))
+
+
+@pytest.fixture
+def entry(tmp_path, monkeypatch):
+    (tmp_path / "fake_entry.py").write_text(FAKE_ENTRY_POINT)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return sweep.EntryPoint("fake_entry", command_line, lambda workdir: [f"--workdir={workdir}"])
+
+
+def _listed(out: str, root: str) -> list[tuple[str, str]]:
+    """(state, run) per line the driver printed about a run."""
+    lines = [line for line in out.splitlines() if line.startswith(("running ", "done ", "diverged ", "would run "))]
+    return [(line.split()[0], os.path.relpath(line.split("--workdir=")[-1].split()[-1], root)) for line in lines]
+
+
+def test_the_driver_tunes_then_runs_the_seeds_then_the_cells_that_inherit(tmp_path, entry, capsys):
+    root = str(tmp_path / "grid")
+    driver = sweep.run_sweep(SWEEP, root, entry)
+    listed = _listed(capsys.readouterr().out, root)
+    assert listed == [
+        ("running", "base_lr0.05_seed0"),
+        ("running", "base_lr0.1_seed0"),
+        ("running", "base_lr1_seed0"),
+        ("diverged", "base_lr1_seed0"),
+        ("running", "base_lr0.1_seed1"),  # seed 0 at the chosen rate ran in tuning: not listed again
+        ("running", "variant_lr0.1_seed0"),
+        ("running", "variant_lr0.1_seed1"),
+        ("running", "probe_lr0.02_seed0"),  # the pinned rate replaces the inherited one and names the run
+    ]
+    assert Path(root, "base_lr1_seed0", sweep.DIVERGED).exists()
+    assert driver.tuning.trials["base"] == [({LR: 0.05}, 0.05), ({LR: 0.1}, 0.0), ({LR: 1.0}, float("inf"))]
+    chosen = json.loads(Path(root, "chosen_settings.json").read_text())
+    assert chosen == {"base": {LR: 0.1}, "variant": {LR: 0.1}, "probe": {LR: 0.02}}
+
+
+def test_a_finished_run_is_skipped_and_an_unfinished_one_runs_again(tmp_path, entry, capsys):
+    root = str(tmp_path / "grid")
+    sweep.run_sweep(SWEEP, root, entry)
+    unfinished = Path(root, "variant_lr0.1_seed1", "metrics.jsonl")
+    unfinished.write_text(json.dumps({"epoch": 1, "validation_error": 0.5}) + "\n")  # stopped after epoch 1
+    capsys.readouterr()
+    sweep.run_sweep(SWEEP, root, entry)
+    out = capsys.readouterr().out
+    assert [state for state, _ in _listed(out, root)].count("done") == 6
+    assert [run for state, run in _listed(out, root) if state == "running"] == ["variant_lr0.1_seed1"]
+    assert out.splitlines()[-1] == f"grid complete: {root}"
+
+
+def test_a_dry_run_lists_what_would_run_and_claims_nothing(tmp_path, entry, capsys):
+    root = str(tmp_path / "grid")
+    driver = sweep.run_sweep(SWEEP, root, entry, dry_run=True)
+    out = capsys.readouterr().out
+    assert [run for _, run in _listed(out, root)] == ["base_lr0.05_seed0", "base_lr0.1_seed0", "base_lr1_seed0"]
+    first = "would run fake_entry --epochs=2 --shadow_layer=0 --learning_rate=0.05 --seed=0 --workdir="
+    assert out.splitlines()[0] == first + os.path.join(root, "base_lr0.05_seed0")
+    assert driver.tuning.choices == {"base": None, "variant": None, "probe": None} and not os.path.exists(root)
+
+
+def test_tuning_is_coordinate_descent_from_the_start_values():
+    weight = Axis("train.consistency.weight", (1.0, 10.0), start=10.0)
+    sigma = Axis("train.consistency.sigma", (0.1, 0.3), start=0.3)
+    grid = Sweep({"train.epochs": 1}, {"c": Cell({}, (weight, sigma))}, (("tune", "c"),))
+    error = {(1.0, 0.3): 0.2, (10.0, 0.3): 0.3, (1.0, 0.1): 0.1}
+    tried = []
+
+    def evaluate(key, settings, seed):
+        tried.append(dict(settings))
+        return error[(settings["train.consistency.weight"], settings["train.consistency.sigma"])]
+
+    tuning = sweep.Tuning(grid, evaluate)
+    assert tuning.settings("c") == {"train.consistency.weight": 1.0, "train.consistency.sigma": 0.1}
+    as_pairs = [(t["train.consistency.weight"], t["train.consistency.sigma"]) for t in tried]
+    assert as_pairs == [(1.0, 0.3), (10.0, 0.3), (1.0, 0.1), (1.0, 0.3)]  # sigma tried at the chosen weight
+    assert len(tuning.trials["c"]) == 3  # the start of sigma's axis is the weight's choice: recorded once
+
+
+def test_ties_pick_the_first_candidate_and_an_unfinished_one_leaves_the_choice_open():
+    grid = Sweep({"train.epochs": 1}, {"c": Cell({}, (Axis(LR, (0.1, 0.2, 0.3)),))}, (("run", "c"),))
+    tie = sweep.Tuning(grid, lambda key, settings, seed: 0.5)
+    assert tie.settings("c") == {LR: 0.1}
+    pending = sweep.Tuning(grid, lambda key, settings, seed: None if settings[LR] == 0.3 else 0.5)
+    assert pending.settings("c") is None and len(pending.trials["c"]) == 3
+
+
+def test_a_sweep_refuses_a_plan_it_cannot_run():
+    with pytest.raises(ValueError, match="need train.epochs"):
+        Sweep({}, {}, ())
+    with pytest.raises(ValueError, match=r"not \(\"tune\" or \"run\", a cell's key\)"):
+        Sweep({"train.epochs": 1}, {"c": Cell({})}, (("run", "d"),))
+
+
+def test_run_names_abbreviate_the_tuned_settings_in_a_fixed_order():
+    settings = {"train.consistency.sigma": 0.5, "train.consistency.weight": 10.0, LR: 0.05, "train.dropout": 0.3}
+    assert sweep.run_name("labels100/consistency_gaussian", settings, 2) == (
+        "labels100/consistency_gaussian_lr0.05_w10_sigma0.5_seed2"
+    )
+    assert sweep.named(settings) == {"consistency_sigma": 0.5, "consistency_weight": 10.0, "learning_rate": 0.05,
+                                     "dropout": 0.3}  # fmt: skip
+
+
+def test_overrides_become_the_entry_points_flags_in_their_order():
+    overrides = {
+        "train.epochs": 12,
+        "model.arguments.channels": (32, 64, 128),
+        "train.shadow.noise_twin": True,
+        "train.consistency.kind": "shadow",
+        "train.consistency.weight": 10.0,
+        "train.shadow.generator.alpha_scale": 1.15,
+        "train.seed": "<seed>",
+    }
+    assert command_line(overrides) == [
+        "--epochs=12",
+        "--channels=32,64,128",
+        "--noise_twin",
+        "--consistency=shadow",
+        "--consistency_weight=10",
+        "--alpha_scale=1.15",
+        "--seed=<seed>",
+    ]
+    with pytest.raises(ValueError, match=r"^train.nosuch has no flag on this entry point; add a row to .*settings\.$"):
+        command_line({"train.nosuch": "adam"})
+
+
+def test_the_entry_point_places_a_run_after_its_flags():
+    argv = configs.entry_point("mnist", "/data").argv({"train.seed": 1}, "/grid/run")
+    assert argv == ["experiments.mnist", "--seed=1", "--workdir=/grid/run", "--data_dir=/data"]
+    assert configs.entry_point("mnist").placement("/grid/run") == ["--workdir=/grid/run"]
