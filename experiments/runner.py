@@ -3,7 +3,8 @@
 Each entry point supplies its dataset, its net and its defaults; this module
 defines the shared flags, checks them before any work, and calls
 ``rev_nets.train.train_and_evaluate``. ``--model=package.module:factory``
-trains a Flax NNX model instead of the entry point's net.
+trains the model that factory builds (``rev_nets.models.build``: a built-in
+net, a Flax NNX or a flax.linen module) instead of the entry point's net.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ cli.shared_flag(
     flags.DEFINE_string,
     "model",
     None,
-    "Train a Flax NNX model instead of the built-in net: package.module:factory, called as "
-    "factory(rngs=nnx.Rngs(seed), **--model_args), e.g. rev_nets.nnx_zoo:residual_cnn.",
+    "Train the model a factory builds instead of the built-in net: package.module:factory, called with "
+    "--model_args (and rngs=nnx.Rngs(seed) if it takes rngs: an NNX module), returning a nets.Net, an NNX or a "
+    "flax.linen module, e.g. rev_nets.nnx_zoo:residual_cnn.",
 )
 flags.DEFINE_string(
     "model_args", "{}", "Keyword arguments of --model's factory, as a JSON object: '{\"channels\": [32, 64]}'."
@@ -176,7 +178,7 @@ def parse_alpha(text: str) -> float | str | None:
 
 
 def build_model(experiment: Experiment) -> models.Model:
-    """The entry point's net, or the NNX model that ``--model`` and ``--model_args`` name."""
+    """The entry point's net, or the model that ``--model`` and ``--model_args`` name."""
     if not FLAGS.model:
         if FLAGS.model_args != "{}":
             raise cli.UsageError("--model_args are the arguments of --model's factory; give --model too.")
@@ -187,7 +189,7 @@ def build_model(experiment: Experiment) -> models.Model:
         raise cli.UsageError(f"--model_args must be a JSON object, got {FLAGS.model_args!r} ({error}).") from None
     if not isinstance(arguments, dict):
         raise cli.UsageError(f"--model_args must be a JSON object, got {FLAGS.model_args!r}.")
-    return models.nnx_model(FLAGS.model, **arguments)
+    return models.build(FLAGS.model, **arguments)
 
 
 def default_workdir(dataset: str, config: train.TrainConfig) -> str:

@@ -57,7 +57,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
         self._check_labels(model)
-        if self.dropout and isinstance(model, models.NnxModel):
+        if self.dropout and isinstance(model, models.ModuleModel):
             raise ValueError(models.DROPOUT_REFUSAL)
         self.shadow.check(model)
         shadow.check_generator(model, self.synthetic_config(model))
