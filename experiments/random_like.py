@@ -56,6 +56,13 @@ _CALIBRATION = flags.DEFINE_integer(
     "calibration", 50, "Gaussian matrices per shape that set the thresholds.", lower_bound=50
 )
 _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the Gaussian calibration and of the permutations.")
+_MODEL = cli.shared_flag(
+    flags.DEFINE_string,
+    "model",
+    None,
+    "The factory (package.module:factory) of --run runs that trained a model of your own: imported only when named "
+    "here (the built-in nets and rev_nets.nnx_zoo need none).",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -68,6 +75,7 @@ def main(argv: list[str]) -> None:
         layout=_LAYOUT.value,
         calibration=_CALIBRATION.value,
         seed=_SEED.value,
+        factory=_MODEL.value,
     )
     print(text)
     os.makedirs(out, exist_ok=True)

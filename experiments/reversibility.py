@@ -63,7 +63,8 @@ _MODEL = cli.shared_flag(
     flags.DEFINE_string,
     "model",
     None,
-    "The factory (package.module:factory) of a run that trained an NNX model: imported only when named here.",
+    "The factory (package.module:factory) of a run that trained a model of your own: imported only when named here "
+    "(the built-in nets and rev_nets.nnx_zoo need none).",
 )
 
 

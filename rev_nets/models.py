@@ -1,22 +1,35 @@
-"""Any classifier as SHADOW sees it: pure functions of ``(params, x)``, and Flax NNX modules in that form.
+"""Any classifier as SHADOW sees it: pure functions of ``(params, x)``, built from one record, a factory and its
+arguments.
 
 A ``Model`` has ``depth`` source layers, an ``input_shape`` and
-``num_classes``, and three pure functions: ``init(key) -> params``,
+``num_classes``, three pure functions: ``init(key) -> params``,
 ``forward(params, x, *, key, dropout) -> (logits, hiddens)`` (``hiddens``:
 each source layer as recorded before dropout, or ``None``) and
 ``features(params, x, layer) -> h_layer`` without dropout, the function the
-generator runs backwards. ``nets.Net`` is one; ``NnxModel`` makes one of a
-Flax NNX module built by a factory named ``package.module:factory``.
+generator runs backwards; and its ``record``, the ``ModelConfig`` that
+rebuilds it (``None`` for a model put together by hand, which training
+refuses: config.json could not say what it was).
+
+As in equinox, a model is saved by its constructor's arguments and loaded
+by calling the constructor again: ``build(ModelConfig(factory, arguments))``
+imports ``package.module:factory``, calls it and returns the model it makes,
+whatever its kind: a ``nets.Net`` (the built-in factories ``rev_nets.nets:mnist_mlp``
+and ``rev_nets.nets:cifar_cnn`` record their own calls), an ``NnxModel`` of a
+Flax NNX module (the factory takes ``rngs``) or a ``LinenModel`` of a
+flax.linen module.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -24,15 +37,79 @@ from flax import nnx
 from rev_nets.errors import InputError
 
 DROPOUT_REFUSAL = (
-    "--dropout is the built-in nets' dropout; an NNX model drops out with its own nnx.Dropout layers at the rates "
-    "it was built with (set them through --model_args): train it with --dropout=0."
+    "dropout is the built-in nets' dropout; a Flax module drops out with its own dropout layers at the rates it was "
+    "built with (set them in the model's arguments): train it with dropout=0."
 )
+MODULE_ATTRIBUTES = ("features", "depth", "input_shape", "num_classes")  # what a Flax module must define
+
+
+@dataclasses.dataclass(frozen=True)
+class Arguments(Mapping):
+    """A factory's keyword arguments, frozen: read as a mapping, hashable (a model holding them can be a static
+    jit argument), kept as sorted JSON text, so that they read back exactly as config.json holds them."""
+
+    def __init__(self, given: Mapping[str, Any] | str = "{}"):
+        self.text = given if isinstance(given, str) else json.dumps(dict(given), sort_keys=True)
+
+    def __getitem__(self, name: str) -> Any:
+        return json.loads(self.text)[name]
+
+    def __iter__(self):
+        return iter(json.loads(self.text))
+
+    def __len__(self) -> int:
+        return len(json.loads(self.text))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Arguments):
+            return self.text == other.text
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What builds a model: a factory ``package.module:factory`` and its keyword arguments (config.json's "model").
+
+    ``arguments`` is given as a mapping of JSON values and kept as ``Arguments``
+    (hashable, sorted JSON); ``keywords`` gives them back as a fresh dict.
+    Tuples become lists: a factory must accept them.
+    """
+
+    factory: str
+    arguments: Mapping[str, Any] = Arguments()
+
+    def __post_init__(self):
+        try:
+            given = json.loads(self.arguments) if isinstance(self.arguments, str) else self.arguments
+            arguments = Arguments(json.dumps(dict(given), sort_keys=True))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{self.factory}'s arguments must be JSON values, for config.json ({error}).") from None
+        object.__setattr__(self, "arguments", arguments)
+
+    @property
+    def keywords(self) -> dict[str, Any]:
+        """The factory's keyword arguments (a fresh dict)."""
+        return json.loads(self.arguments.text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"factory": self.factory, "arguments": self.keywords}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> ModelConfig:
+        return cls(record["factory"], record.get("arguments", {}))
 
 
 class Model(Protocol):
     depth: int
     input_shape: tuple[int, ...]
     num_classes: int
+    record: ModelConfig | None
 
     def init(self, key: jax.Array) -> Any: ...
 
@@ -46,19 +123,75 @@ def param_count(model: Model) -> int:
     return sum(leaf.size for leaf in jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0))))
 
 
-def import_factory(spec: str) -> Callable[..., nnx.Module]:
+def factory_name(factory: Callable) -> str:
+    """The ``package.module:factory`` name a callable is recorded by."""
+    return f"{factory.__module__}:{factory.__qualname__}"
+
+
+def import_factory(spec: str) -> Callable:
     """The callable named by ``package.module:factory``, or one sentence saying what is wrong with the name."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
-        raise InputError(f"--model must be package.module:factory, got {spec!r}.")
+        raise InputError(f"a model factory must be package.module:factory, got {spec!r}.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise InputError(f"--model={spec}: cannot import {module_name} ({error}); put it on PYTHONPATH.") from None
+        raise InputError(
+            f"model factory {spec}: cannot import {module_name} ({error}); put it on PYTHONPATH."
+        ) from None
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise InputError(f"--model={spec}: {module_name} has no callable {name!r}.")
+        raise InputError(f"model factory {spec}: {module_name} has no callable {name!r}.")
     return factory
+
+
+def recorded(factory: Callable[..., Model]) -> Callable[..., Model]:
+    """``factory`` (returning a dataclass model with a ``record`` field, e.g. a ``nets.Net``) made to set that
+    record to its own call, so that what it builds can be saved in config.json and rebuilt by ``build``."""
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def recording(*args, **kwargs):
+        record = ModelConfig(factory_name(recording), signature.bind(*args, **kwargs).arguments)
+        return dataclasses.replace(factory(*args, **kwargs), record=record)
+
+    return recording
+
+
+def build(model: ModelConfig | str | Callable, /, **arguments) -> Model:
+    """The model a record describes: its factory imported and called with its arguments.
+
+    ``model`` is a ``ModelConfig``, a ``package.module:factory`` name or the
+    factory itself (a class defined in a notebook, say), with ``arguments``.
+    A factory that takes ``rngs`` makes an NNX module (``nnx_model``); one
+    that returns a flax.linen module makes a ``LinenModel``; one that returns a
+    model (a ``nets.Net``) gives it, with its record set to this one. The
+    factory is called with the record's arguments (JSON values), so that the
+    model built is the one the record rebuilds.
+    """
+    make, record = _resolve(model, arguments)
+    if "rngs" in inspect.signature(make).parameters:
+        return _nnx_model(make, record)
+    made = make(**record.keywords)
+    if isinstance(made, linen.Module):
+        return _linen_model(made, record)
+    if all(hasattr(made, name) for name in ("init", "forward", "features", "record")):
+        return made if made.record == record else dataclasses.replace(made, record=record)
+    raise InputError(
+        f"{record.factory} returned a {type(made).__name__}, not a model; return a nets.Net or a flax.linen module, "
+        "or take rngs= and return an nnx.Module."
+    )
+
+
+def _resolve(model: ModelConfig | str | Callable, arguments: dict[str, Any]) -> tuple[Callable, ModelConfig]:
+    """The factory and the record of ``build``'s (or ``nnx_model``'s, ``linen_model``'s) arguments."""
+    if isinstance(model, ModelConfig):
+        if arguments:
+            raise InputError(f"give {model.factory}'s arguments in its ModelConfig or as keywords, not both.")
+        return import_factory(model.factory), model
+    if callable(model):
+        return model, ModelConfig(factory_name(model), arguments)
+    return import_factory(model), ModelConfig(model, arguments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +206,10 @@ class NnxModel:
     The streams are not carried: a ``forward`` given a key runs in training
     mode with streams drawn from that key (one dropout mask per key, as the
     built-in nets'); without a key, and in ``features``, it is deterministic.
+    Two are equal when their records are: the record rebuilds the module.
     """
 
-    factory: str  # package.module:factory, as config.json records it
-    arguments: str  # the factory's keyword arguments as sorted JSON: hashable, and what config.json records
+    record: ModelConfig
     build: Callable[..., nnx.Module] = dataclasses.field(compare=False, repr=False)
     graphdef: Any = dataclasses.field(compare=False, repr=False)
     streams: Any = dataclasses.field(compare=False, repr=False)  # abstract nnx.RngState of the dropout layers
@@ -85,7 +218,7 @@ class NnxModel:
     num_classes: int
 
     def init(self, key: jax.Array) -> nnx.State:
-        module = self.build(rngs=nnx.Rngs(key), **json.loads(self.arguments))
+        module = self.build(rngs=nnx.Rngs(key), **self.record.keywords)
         return nnx.split(module, nnx.Param, ...)[1]
 
     def module(self, params: nnx.State, key: jax.Array | None = None) -> nnx.Module:
@@ -101,21 +234,6 @@ class NnxModel:
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
         return self.module(params).features(x, layer)
-
-    def from_saved(self, saved: dict) -> nnx.State:
-        """Params from a checkpoint read without a target (nested dicts with string keys), as an ``nnx.State``."""
-
-        def pick(path, _):
-            node = saved
-            for entry in path:
-                node = node[str(getattr(entry, "key", getattr(entry, "name", entry)))]
-            return node
-
-        return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(self.init, jax.random.key(0)))
-
-    def describe(self) -> dict[str, Any]:
-        """What config.json records: the factory and its arguments."""
-        return {"factory": self.factory, "arguments": json.loads(self.arguments)}
 
 
 def fresh_streams(streams: nnx.State, key: jax.Array | None) -> nnx.State:
@@ -138,31 +256,95 @@ def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel
     ``factory`` is a ``package.module:factory`` name or the callable itself
     (a module class defined in a notebook, say).
     """
-    if callable(factory):
-        build, factory = factory, f"{factory.__module__}:{factory.__qualname__}"
-    else:
-        build = import_factory(factory)
-    try:
-        recorded = json.dumps(arguments, sort_keys=True)
-    except TypeError as error:
-        raise InputError(f"{factory}'s arguments must be JSON values, for config.json ({error}).") from None
-    module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **arguments))
-    missing = [name for name in ("features", "depth", "input_shape", "num_classes") if not hasattr(module, name)]
-    if missing:
-        raise InputError(f"--model={factory} builds a module without {', '.join(missing)}; see rev_nets.nnx_zoo.")
+    return _nnx_model(*_resolve(factory, arguments))
+
+
+def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxModel:
+    module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **record.keywords))
+    _check_attributes(module, record)
     graphdef, _, streams, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
     if jax.tree.leaves(rest):
         raise InputError(
-            f"--model={factory} holds state other than nnx.Param and RNG streams "
+            f"model {record.factory} holds state other than nnx.Param and RNG streams "
             f"({', '.join(sorted(map(str, rest.keys())))}); freeze batch statistics into parameters."
         )
-    return NnxModel(
-        factory,
-        recorded,
-        build,
-        graphdef,
-        streams,
-        int(module.depth),
-        tuple(module.input_shape),
-        int(module.num_classes),
-    )
+    return NnxModel(record, build, graphdef, streams, *_shape_attributes(module))
+
+
+@dataclasses.dataclass(frozen=True)
+class LinenModel:
+    """A flax.linen module as a ``Model``: its ``"params"`` collection is the params pytree.
+
+    What ``NnxModel`` asks of an NNX module, in linen: ``__call__(x, *,
+    train)`` or ``__call__(x, *, deterministic)`` (or neither, for a module
+    without dropout) returning logits, a method ``features(x, layer)``
+    without dropout, the attributes ``depth``, ``input_shape`` and
+    ``num_classes``, and no variables but ``"params"`` (no batch statistics).
+    A ``forward`` given a key runs in training mode with that key as the
+    ``"dropout"`` RNG; without a key, and in ``features``, it is
+    deterministic. Two are equal when their records are.
+    """
+
+    record: ModelConfig
+    module: linen.Module = dataclasses.field(compare=False, repr=False)
+    mode: str | None = dataclasses.field(compare=False, repr=False)  # __call__'s "train" or "deterministic", if any
+    depth: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def _mode(self, training: bool) -> dict[str, bool]:
+        """``__call__``'s keyword for training or deterministic mode."""
+        return {} if self.mode is None else {self.mode: training if self.mode == "train" else not training}
+
+    def init(self, key: jax.Array) -> dict:
+        x = jnp.zeros((1, *self.input_shape), jnp.float32)
+        return self.module.init({"params": key}, x, **self._mode(False))["params"]
+
+    def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0):
+        if dropout:
+            raise InputError(DROPOUT_REFUSAL)
+        rngs = {} if key is None else {"dropout": key}
+        return self.module.apply({"params": params}, x, rngs=rngs, **self._mode(key is not None)), None
+
+    def features(self, params, x: jax.Array, layer: int) -> jax.Array:
+        return self.module.apply({"params": params}, x, layer, method="features")
+
+
+def linen_model(factory: str | Callable[..., linen.Module], **arguments) -> LinenModel:
+    """The ``LinenModel`` of the module ``factory(**arguments)`` (a module class, or a function returning a
+    module), checked on an abstract init (nothing allocated)."""
+    make, record = _resolve(factory, arguments)
+    module = make(**record.keywords)
+    if not isinstance(module, linen.Module):
+        raise InputError(f"{record.factory} returned a {type(module).__name__}, not a flax.linen module.")
+    return _linen_model(module, record)
+
+
+def _linen_model(module: linen.Module, record: ModelConfig) -> LinenModel:
+    _check_attributes(module, record)
+    keywords = inspect.signature(module.__call__).parameters
+    mode = next((name for name in ("train", "deterministic") if name in keywords), None)
+    model = LinenModel(record, module, mode, *_shape_attributes(module))
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+    variables = jax.eval_shape(lambda x: module.init({"params": jax.random.key(0)}, x, **model._mode(False)), x)
+    others = sorted(set(variables) - {"params"})
+    if others:
+        raise InputError(
+            f"model {record.factory} holds variables other than params ({', '.join(others)}); "
+            "freeze batch statistics into parameters."
+        )
+    return model
+
+
+ModuleModel = NnxModel | LinenModel  # a Flax module as a Model: it drops out with its own layers
+
+
+def _check_attributes(module, record: ModelConfig) -> None:
+    missing = [name for name in MODULE_ATTRIBUTES if not hasattr(module, name)]
+    if missing:
+        raise InputError(f"model {record.factory} builds a module without {', '.join(missing)}; see rev_nets.nnx_zoo.")
+
+
+def _shape_attributes(module) -> tuple[int, tuple[int, ...], int]:
+    """A module's ``depth``, ``input_shape`` and ``num_classes``, as plain values."""
+    return int(module.depth), tuple(module.input_shape), int(module.num_classes)

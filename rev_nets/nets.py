@@ -4,7 +4,10 @@ A ``Net`` is hidden ReLU layers followed by a dense linear classifier head.
 Hidden layer ``l`` (1-based, as in the paper's h1, h2, h3) is the output of
 ``net.layers[l - 1]``; layer 0 is the input. The input shape is part of the
 description because the generator must know every layer's input shape to
-transpose it without seeing a real input.
+transpose it without seeing a real input. A net made by one of the factories
+below records that call (``record``), so that a run saves it by factory and
+arguments (``models.build`` rebuilds it); a net put together by hand has no
+record.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rev_nets import layers as L
+from rev_nets import models
 
 Params = dict  # {"hidden": [{"w", "b"}, ...], "head": {"w", "b"}}
 
@@ -27,6 +31,8 @@ class Net:
     layers: tuple[L.Layer, ...]
     num_classes: int
     input_shape: tuple[int, ...]
+    # How config.json names the net; metadata, not part of the description (equality, hash and repr ignore it).
+    record: models.ModelConfig | None = dataclasses.field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self):
         if not self.layers:
@@ -61,18 +67,20 @@ def layer_shapes(net: Net) -> tuple[tuple[int, ...], ...]:
     return tuple(shapes)
 
 
+@models.recorded
 def mnist_mlp(width: int = 1024, depth: int = 3, num_classes: int = 10) -> Net:
     """The MNIST MLP: 784 - width x depth - classes (default 784-1024x3-10)."""
     return Net(tuple(L.Dense(width) for _ in range(depth)), num_classes, (28, 28, 1))
 
 
+@models.recorded
 def cifar_cnn(
     channels: Sequence[int] = (64, 128, 256),
     num_classes: int = 10,
     pool: L.Pool = "max",
-    input_shape: tuple[int, int, int] = (32, 32, 3),
+    input_shape: Sequence[int] = (32, 32, 3),
 ) -> Net:
-    """The CIFAR CNN: 3x3 SAME convs, each followed by 2x2 pooling, then a dense head."""
+    """The CIFAR CNN: 3x3 SAME convs, each followed by 2x2 pooling, then a dense head (sequences may be lists)."""
     return Net(tuple(L.Conv(c, pool=pool) for c in channels), num_classes, input_shape)
 
 

@@ -18,6 +18,11 @@ from rev_nets import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
+RECORD = {  # How config.json names each entry point's net with SMALL_NET: its factory and arguments.
+    "mnist": {"factory": "rev_nets.nets:mnist_mlp", "arguments": {"depth": 3, "width": 16}},
+    "cifar10": {"factory": "rev_nets.nets:cifar_cnn", "arguments": {"channels": [4, 4, 4], "num_classes": 10}},
+    "cifar100": {"factory": "rev_nets.nets:cifar_cnn", "arguments": {"channels": [4, 4, 4], "num_classes": 100}},
+}
 
 
 _run = run_entry_point
@@ -46,12 +51,13 @@ def test_one_epoch_end_to_end(module, data_dir, tmp_path):
     assert line["devices"] == (1 if module == "mnist" else 8)  # CIFAR CNNs split the CPU into 8 devices
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == module and config["train"]["shadow"]["layer"] == 3
+    assert config["model"] == RECORD[module] and "net" not in config
     for figure in ("learning_curves.png", "learning_curves_wall.png", "synthetic_images.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
-    states = train.saved_states(str(tmp_path))
+    run = train.load_run(str(tmp_path))
     assert jax.device_count() == 1  # The CIFAR runs saved over 8 devices: restored here on one.
-    assert sorted(states) == [0, line["step"]] and int(states[line["step"]]["step"]) == line["step"]
-    assert jax.tree.leaves(states[0]["params"])[0].sharding.device_set == {jax.devices()[0]}
+    assert run.steps == (0, line["step"]) and run.metrics[-1]["step"] == line["step"]
+    assert jax.tree.leaves(run.params(0))[0].sharding.device_set == {jax.devices()[0]}
 
 
 def test_mnist_entry_point_trains_fashion_mnist(data_dir, tmp_path):

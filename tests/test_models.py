@@ -1,6 +1,9 @@
-"""Models other than the built-in nets: Flax NNX modules through ``models.nnx_model``, training, runs, the CLI."""
+"""Models as records and the models built from them: the built-in nets, Flax NNX modules, flax.linen modules;
+training them, reading their runs back, the CLI."""
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import chex
 import conftest_data
@@ -9,13 +12,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from entry_points import run_entry_point
+import flax.linen as linen
 from flax import nnx
 
-from rev_nets import consistency, generator, models, shadow, train
+from rev_nets import consistency, data, generator, models, nets, shadow, train
+from rev_nets.errors import InputError
 from rev_nets.nnx_zoo import ResidualCNN
 from rev_nets.train import rundir
 
+ROOT = Path(__file__).resolve().parents[1]
 ZOO = "rev_nets.nnx_zoo:residual_cnn"
+ARCHIVED = ROOT / "results" / "mnist" / "backprop_lr0.05_seed0"  # a run saved with its net's repr, no checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +58,45 @@ class DroppedLogits(nnx.Module):
 
     def __call__(self, x):
         return self.drop(self.features(x, 1))
+
+
+class LinenCNN(linen.Module):
+    """``conv 3x3 -> ReLU -> 2x2 max pool`` per stage, dropout, a dense head: ``nets.cifar_cnn`` in linen."""
+
+    channels: Sequence[int] = (2, 3)
+    num_classes: int = 4
+    input_shape: Sequence[int] = (8, 8, 3)
+    dropout: float = 0.0
+
+    @property
+    def depth(self) -> int:
+        return len(self.channels)
+
+    def setup(self):
+        self.convs = [linen.Conv(c, (3, 3)) for c in self.channels]
+        self.drop = linen.Dropout(self.dropout)
+        self.head = linen.Dense(self.num_classes)
+
+    def features(self, x, layer):
+        h = x
+        for conv in self.convs[:layer]:
+            h = linen.max_pool(linen.relu(conv(h)), (2, 2), strides=(2, 2))
+        return h
+
+    def __call__(self, x, *, train=False):
+        h = self.features(x, self.depth)
+        return self.head(self.drop(h.reshape(h.shape[0], -1), deterministic=not train))
+
+
+class LinenWithBatchStats(linen.Module):
+    depth, input_shape, num_classes = 1, (8, 8, 3), 4
+
+    def features(self, x, layer):
+        return x
+
+    @linen.compact
+    def __call__(self, x):
+        return linen.Dense(4)(linen.BatchNorm(use_running_average=True)(x).reshape(x.shape[0], -1))
 
 
 def _batch(n=6, seed=0):
@@ -163,13 +209,114 @@ def test_bad_factory_names_are_one_sentence(spec, message):
         models.nnx_model(spec)
 
 
-def test_a_run_records_its_factory_and_analyses_import_it_only_when_named(tmp_path):
-    model = models.nnx_model(ZOO, channels=[2, 2, 2])
-    assert rundir.model_record(model) == {"model": {"factory": ZOO, "arguments": {"channels": [2, 2, 2]}}}
-    config = {"model": {"factory": ZOO, "arguments": {"channels": [2, 2, 2]}}}
-    with pytest.raises(train.TrainingError, match=f"pass --model={ZOO}"):
-        rundir.model_from_config(config)
-    assert rundir.model_from_config(config, ZOO) == model
+def test_a_model_config_is_hashable_json_that_reads_back():
+    record = models.ModelConfig("pkg.mod:f", {"b": (1, 2), "a": {"c": None}})
+    assert record == models.ModelConfig("pkg.mod:f", {"a": {"c": None}, "b": [1, 2]})
+    assert hash(record) == hash(models.ModelConfig("pkg.mod:f", {"a": {"c": None}, "b": [1, 2]}))
+    assert record.to_json() == {"factory": "pkg.mod:f", "arguments": {"a": {"c": None}, "b": [1, 2]}}
+    assert models.ModelConfig.from_json(json.loads(json.dumps(record.to_json()))) == record
+    assert record.keywords == {"a": {"c": None}, "b": [1, 2]}
+    with pytest.raises(InputError, match="arguments must be JSON values"):
+        models.ModelConfig("pkg.mod:f", {"act": jax.nn.relu})
+
+
+def test_a_built_in_net_records_its_factory_and_the_record_rebuilds_it():
+    net = nets.cifar_cnn((4, 8), num_classes=4, input_shape=(8, 8, 3))
+    arguments = {"channels": [4, 8], "input_shape": [8, 8, 3], "num_classes": 4}
+    assert net.record == models.ModelConfig("rev_nets.nets:cifar_cnn", arguments)
+    rebuilt = models.build(net.record)
+    assert rebuilt == net and rebuilt.record == net.record and hash(rebuilt) == hash(net)
+    assert models.build("rev_nets.nets:cifar_cnn", **arguments).record == net.record
+    assert "record" not in repr(net)  # The repr stays the description old config.json files hold.
+    assert rundir.model_record(net) == {"model": {"factory": "rev_nets.nets:cifar_cnn", "arguments": arguments}}
+    by_hand = nets.Net(net.layers, 4, (8, 8, 3))
+    assert by_hand == net and by_hand.record is None
+    with pytest.raises(train.TrainingError, match="has no record .* models.build"):
+        rundir.model_record(by_hand)
+
+
+def test_build_makes_each_kind_of_model_from_its_factory():
+    assert models.build(tiny_residual) == models.nnx_model(tiny_residual)
+    assert isinstance(models.build(tiny_residual), models.NnxModel)
+    linen_model = models.build(LinenCNN, channels=[2, 3])
+    assert isinstance(linen_model, models.LinenModel) and linen_model == models.linen_model(LinenCNN, channels=[2, 3])
+    assert linen_model.record == models.ModelConfig("test_models:LinenCNN", {"channels": [2, 3]})
+
+    def wrapped():  # A factory of its own that returns a built-in net: the net is recorded by this factory.
+        return nets.mnist_mlp(width=4)
+
+    assert models.build(wrapped).record == models.ModelConfig(models.factory_name(wrapped), {})
+    with pytest.raises(InputError, match="returned a int, not a model"):
+        models.build(lambda: 3)
+    with pytest.raises(InputError, match="holds variables other than params \\(batch_stats\\)"):
+        models.build(LinenWithBatchStats)
+
+
+def test_a_linen_model_is_the_equivalent_net_forward_and_backward():
+    """A linen CNN given a built-in net's weights: the same logits, and the same twins from every layer."""
+    net = nets.cifar_cnn((2, 3), num_classes=4, input_shape=(8, 8, 3))
+    model = models.linen_model(LinenCNN)
+    net_params = net.init(jax.random.key(0))
+    params = {f"convs_{i}": {"kernel": p["w"], "bias": p["b"]} for i, p in enumerate(net_params["hidden"])}
+    params["head"] = {"kernel": net_params["head"]["w"], "bias": net_params["head"]["b"]}
+    assert jax.tree.structure(params) == jax.tree.structure(model.init(jax.random.key(1)))
+    x, _ = _batch()
+    np.testing.assert_allclose(model.forward(params, x)[0], net.forward(net_params, x)[0], rtol=1e-4, atol=1e-5)
+    assert model.forward(params, x)[1] is None and (model.depth, model.num_classes) == (2, 4)
+    for layer in (1, 2):
+        np.testing.assert_allclose(
+            generator.twins(model, params, x, layer), generator.twins(net, net_params, x, layer), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_a_linen_model_trains_with_shadow_and_drops_out_with_the_step_key():
+    model = models.linen_model(LinenCNN, dropout=0.5)
+    x, y = _batch(16)
+    params = model.init(jax.random.key(0))
+    key = jax.random.key(3)
+    dropped = model.forward(params, x, key=key)[0]
+    np.testing.assert_array_equal(dropped, model.forward(params, x, key=key)[0])  # the key fixes the mask
+    assert not np.allclose(dropped, model.forward(params, x)[0])  # no key: deterministic, no dropout
+    np.testing.assert_allclose(model.forward(params, x)[0], models.linen_model(LinenCNN).forward(params, x)[0])
+    config = train.TrainConfig(epochs=1, batch_size=8, shadow=shadow.ShadowConfig(layer=2))
+    state, history = train.fit_in_memory(model, config, (x, y), {"test": (x, y)}, steps=1)
+    assert int(state.step) == 1 and np.isfinite(history[0]["train_loss"]) and history[0]["train_ce_synthetic"] > 0
+    assert jax.tree.structure(state.params) == jax.tree.structure(params)
+    assert not np.allclose(state.params["head"]["kernel"], params["head"]["kernel"])
+
+
+def test_load_run_reads_an_archived_run_of_a_built_in_net():
+    run = train.load_run(str(ARCHIVED))
+    saved = json.loads((ARCHIVED / "config.json").read_text())
+    assert run.model == nets.mnist_mlp() and run.config["net"] == saved["net"]
+    assert run.config["train"] == train.TrainConfig.from_json(saved["train"]) and run.config["dataset"] == "mnist"
+    assert run.metrics == rundir.read_metrics(str(ARCHIVED)) and run.metrics[-1]["epoch"] == saved["train"]["epochs"]
+    assert run.steps == ()
+    with pytest.raises(InputError, match="holds no checkpoints"):
+        run.params()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [models.nnx_model(tiny_residual), models.linen_model(LinenCNN)],
+    ids=["nnx", "linen"],
+)
+def test_load_run_gives_back_what_a_run_of_a_model_of_ones_own_trained(model, tmp_path):
+    x, y = _batch(32)
+    split = data.DeviceSplit(jnp.asarray(x), jnp.asarray(y))
+    config = train.TrainConfig(epochs=2, batch_size=16, shadow=shadow.ShadowConfig(layer=2, alpha="formula"))
+    state, history = train.fit(model, config, split, {"test": split}, str(tmp_path), figures=False)
+    recorded = json.loads((tmp_path / "config.json").read_text())["model"]
+    assert recorded == model.record.to_json() and model.record.factory.startswith("test_models:")
+    with pytest.raises(InputError, match=f"pass factory='{model.record.factory}' to read the run"):
+        train.load_run(str(tmp_path))  # Its module is not imported unless the reader names it.
+    run = train.load_run(str(tmp_path), factory=model.record.factory)
+    assert run.model == model and run.config["model"] == model.record and run.config["train"] == config
+    assert run.steps == (0, 2, 4) and [line["step"] for line in run.metrics] == [line["step"] for line in history]
+    chex.assert_trees_all_equal(run.params(0), model.init(jax.random.key(config.seed)))
+    chex.assert_trees_all_equal(run.params(), jax.device_get(state.params))
+    with pytest.raises(InputError, match="no checkpoint of step 3; its saved steps are \\[0, 2, 4\\]"):
+        run.params(3)
 
 
 def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(data_dir, tmp_path):
@@ -190,9 +337,7 @@ def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(
         "--control_trials=8",
         f"--workdir={tmp_path / 'rev'}",
     ]
-    refused = run_entry_point("reversibility", *read)
-    assert refused.returncode == 2 and f"pass --model={ZOO}" in refused.stderr
-    analysed = run_entry_point("reversibility", *read, f"--model={ZOO}")
+    analysed = run_entry_point("reversibility", *read)  # A built-in factory is imported without --model.
     assert analysed.returncode == 0, analysed.stderr[-3000:]
     rows = json.loads((tmp_path / "rev" / "reversibility.json").read_text())["rows"]
     assert {row["layer"] for row in rows if row["net"].startswith("trained")} == {1, 2, 3}
@@ -218,7 +363,7 @@ def test_calibrated_alpha_of_the_residual_model_is_refused_with_the_fix():
 
 
 def test_dropout_on_an_nnx_model_is_refused_when_checked():
-    with pytest.raises(ValueError, match="--dropout is the built-in nets' dropout"):
+    with pytest.raises(ValueError, match="dropout is the built-in nets' dropout"):
         train.TrainConfig(dropout=0.3, shadow=shadow.ShadowConfig(alpha="formula")).check(
             models.nnx_model(tiny_residual)
         )

@@ -9,12 +9,13 @@ import orbax.checkpoint as ocp
 import pytest
 from entry_points import run_entry_point
 
-from rev_nets import nets, spectra, train
+from rev_nets import models, nets, spectra, train
 from rev_nets.analysis import random_like
 from rev_nets.errors import InputError
 from rev_nets.weights import read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
+ZOO = "rev_nets.nnx_zoo:residual_cnn"
 
 # torchvision's AlexNet state dict: (out, in, kh, kw) convs, (out, in) dense layers.
 ALEXNET = {
@@ -45,8 +46,9 @@ def _tiny_run(workdir: Path) -> nets.Net:
     """A run directory as training leaves it: config.json, step-0 checkpoint and a later one with moved weights."""
     net = nets.mnist_mlp(width=16)
     workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text(json.dumps({"net": repr(net)}))
-    state = train.create_state(net, train.TrainConfig(), steps_per_epoch=10)
+    config = train.TrainConfig()
+    (workdir / "config.json").write_text(json.dumps({"model": net.record.to_json(), "train": config.to_json()}))
+    state = train.create_state(net, config, steps_per_epoch=10)
     manager = train.checkpoint_manager(str(workdir))
     manager.save(0, args=ocp.args.StandardSave(state))
     moved = state.replace(step=7, params=jax.tree.map(lambda p: p + 1.0, state.params))
@@ -118,11 +120,18 @@ def test_unreadable_files_stop_with_one_sentence(tmp_path, name, content, messag
 
 def test_run_directory_gives_initial_and_last_weights(tmp_path):
     net = _tiny_run(tmp_path / "run")
-    first, last = random_like.read_run(str(tmp_path / "run"))
+    first, last = random_like.run_snapshots(str(tmp_path / "run"))
     assert (first.label, last.label) == ("step 0", "step 7")
     assert list(first.weights) == ["h1", "h2", "h3", "head"]
     assert first.weights["h1"].shape == (784, 16) and first.weights["head"].shape == (16, net.num_classes)
     np.testing.assert_allclose(last.weights["h2"], first.weights["h2"] + 1.0, rtol=1e-6)
+
+
+def test_an_nnx_models_weights_are_named_by_their_paths():
+    params = models.nnx_model(ZOO, channels=[4, 4, 4]).init(jax.random.key(0))
+    weights = random_like.run_weights(params)
+    assert "stems/0/kernel" in weights and "head/kernel" in weights and weights["head/kernel"].shape == (64, 10)
+    assert all(w.ndim >= 2 for w in weights.values())
 
 
 def test_command_end_to_end(tmp_path):

@@ -69,13 +69,12 @@ def test_net_from_repr_refuses_anything_but_net_descriptions(text):
         rundir.net_from_repr(text)
 
 
-def test_restore_gives_initial_and_trained_params(tiny_run):
+def test_load_run_gives_the_net_and_its_initial_and_trained_params(tiny_run):
     _, workdir, net, config = tiny_run
-    restored = rundir.saved_params(str(workdir))
-    first, last = sorted(restored)
-    assert first == 0 and last > 0
-    jax.tree.map(np.testing.assert_array_equal, restored[0], nets.init(jax.random.key(config.seed), net))
-    assert not np.allclose(restored[last]["hidden"][0]["w"], restored[0]["hidden"][0]["w"])
+    run = train.load_run(str(workdir))
+    assert run.steps == (0, 5, 10) and run.model == net and run.config["train"] == config  # 2 epochs of 5 steps
+    jax.tree.map(np.testing.assert_array_equal, run.params(0), nets.init(jax.random.key(config.seed), net))
+    assert not np.allclose(run.params(10)["hidden"][0]["w"], run.params(0)["hidden"][0]["w"])
 
 
 def test_layer_metrics_of_exact_and_scaled_round_trips():
@@ -231,8 +230,7 @@ def _onnx_mlp(params, path):
 
 def test_an_onnx_net_gives_the_numbers_of_the_same_net_in_memory(tiny_run, tmp_path):
     data_dir, workdir, net, _ = tiny_run
-    trained = rundir.saved_params(str(workdir))
-    params = trained[max(trained)]
+    params = train.load_run(str(workdir)).params()
     _onnx_mlp(params, tmp_path / "mlp.onnx")
     flags = ["--num_images=20", "--control=200,50:3:2", "--control_trials=8", f"--workdir={tmp_path / 'out'}"]
     result = _run(f"--weights={tmp_path / 'mlp.onnx'}", "--dataset=mnist", f"--data_dir={data_dir}", *flags)

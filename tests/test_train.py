@@ -2,6 +2,7 @@
 
 import functools
 import json
+from pathlib import Path
 
 import chex
 import jax
@@ -13,6 +14,7 @@ import pytest
 from rev_nets import data, nets, shadow, train
 from rev_nets.train import steps as train_steps
 
+ROOT = Path(__file__).resolve().parents[1]
 NET = nets.mnist_mlp(width=16)
 
 
@@ -107,9 +109,26 @@ def test_step_zero_checkpoint_is_kept(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, initial.params, fresh)
 
 
+def test_a_run_saved_with_its_nets_repr_resumes_under_the_nets_factory_record(tmp_path):
+    """188 archived runs name their net by repr: the same net recorded by factory is the same setting."""
+    archived = ROOT / "results" / "mnist" / "backprop_lr0.05_seed0" / "config.json"
+    (tmp_path / "config.json").write_text(archived.read_text())
+    saved = json.loads(archived.read_text())
+    today = {name: saved[name] for name in ("dataset", "num_validation")}
+    today |= {"train": train.TrainConfig.from_json(saved["train"]).to_json()}
+    today |= {"model": nets.mnist_mlp().record.to_json()}
+    train.check_config(str(tmp_path), today)
+    assert json.loads((tmp_path / "config.json").read_text()) == saved  # The old record is kept as it is.
+    other = today | {"model": nets.mnist_mlp(width=512).record.to_json()}
+    with pytest.raises(train.TrainingError, match=r"different settings \(model, net\)"):
+        train.check_config(str(tmp_path), other)
+
+
 def test_changed_settings_stop_the_resume(tmp_path):
     train_split, evals = _splits()
     train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
+    config = json.loads((tmp_path / "config.json").read_text())  # The net is recorded by factory and arguments.
+    assert config["model"] == {"factory": "rev_nets.nets:mnist_mlp", "arguments": {"width": 16}} and "net" not in config
     with pytest.raises(train.TrainingError, match=r"different settings \(train\).*new --workdir"):
         train.fit(NET, _config(epochs=1, learning_rate=0.1), train_split, evals, str(tmp_path), figures=False)
 

@@ -24,7 +24,7 @@ from scipy import stats as scipy_stats
 
 from rev_nets import plots, spectra
 from rev_nets.errors import InputError
-from rev_nets.train import rundir
+from rev_nets.train import load_run
 from rev_nets.weights import read_weights
 
 MIN_SIDE = 3  # Smaller matrices have no row or column correlations to speak of.
@@ -53,22 +53,25 @@ class Row(NamedTuple):
 
 
 def run_weights(params) -> dict[str, np.ndarray]:
-    """A net's weights by layer name: h1, h2, ... for the hidden layers, then head (a ``Net``), or else every
-    array of two or more dimensions by its path in the params, e.g. ``stems/0/kernel`` (an NNX model)."""
+    """A net's weights by layer name: h1, h2, ... for the hidden layers, then head (a ``Net``'s params), or else
+    every array of two or more dimensions by its path in the params, e.g. ``stems/0/kernel`` (an NNX model's)."""
     if "hidden" in params:
         named = {f"h{i + 1}": layer["w"] for i, layer in enumerate(params["hidden"])}
         return {name: np.asarray(w) for name, w in (named | {"head": params["head"]["w"]}).items()}
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    path_name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path if getattr(k, "key", None) != "value")
+    key = lambda entry: str(getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", entry))))
+    path_name = lambda path: "/".join(key(entry) for entry in path if key(entry) != "value")  # nnx.Param's value
     return {path_name(path): np.asarray(w) for path, w in leaves if np.ndim(w) >= 2}
 
 
-def read_run(workdir: str) -> tuple[Snapshot, ...]:
-    """The initial (step 0) and last checkpointed weights of a run directory (one snapshot if they are the same)."""
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise InputError(f"{workdir} is not a run directory (no config.json); pass the --workdir of a training run.")
-    states = rundir.saved_states(workdir)
-    return tuple(Snapshot(f"step {step}", run_weights(state["params"])) for step, state in states.items())
+def run_snapshots(workdir: str, factory: str | None = None) -> tuple[Snapshot, ...]:
+    """The initial (first saved step) and last checkpointed weights of a run directory (one snapshot if they are
+    the same step); ``factory`` as for ``train.load_run``."""
+    run = load_run(workdir, factory=factory)
+    last = run.params()  # One sentence if the run has no checkpoint yet.
+    by_step = {run.steps[0]: run.params(run.steps[0])} if len(run.steps) > 1 else {}
+    by_step[run.steps[-1]] = last
+    return tuple(Snapshot(f"step {step}", run_weights(params)) for step, params in by_step.items())
 
 
 def cached_calibration(shape: tuple[int, int], count: int, seed: int, folder: str) -> spectra.Stats:
@@ -186,17 +189,27 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def report(
-    runs: Sequence[str], files: Sequence[str], out: str, *, layout: str = "auto", calibration: int = 50, seed: int = 0
+    runs: Sequence[str],
+    files: Sequence[str],
+    out: str,
+    *,
+    layout: str = "auto",
+    calibration: int = 50,
+    seed: int = 0,
+    factory: str | None = None,
 ) -> str:
     """The markdown report of run directories and weight files; writes ``figures/<net>.png`` (and the calibration
-    cache) under ``out``."""
+    cache) under ``out``. ``factory`` names the model factory of runs whose factory is not built in."""
     if not runs and not files:
         raise InputError("nothing to analyse; pass --run=<run directory> or --weights=<file>, or both.")
     sources = [(os.path.basename(os.path.normpath(p)), p, True) for p in runs]
     sources += [(os.path.splitext(os.path.basename(p))[0], p, False) for p in files]
     nets = []
     for name, (_, path, is_run) in zip(_unique_names([s[0] for s in sources]), sources):
-        snapshots = read_run(path) if is_run else (Snapshot(os.path.basename(path), read_weights(path, layout)),)
+        if is_run:
+            snapshots = run_snapshots(path, factory)
+        else:
+            snapshots = (Snapshot(os.path.basename(path), read_weights(path, layout)),)
         nets.append(WeightSet(name, snapshots))
     rows, skipped = analyse(nets, calibration, seed, os.path.join(out, "calibration"))
     if not rows:

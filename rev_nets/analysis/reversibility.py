@@ -33,7 +33,7 @@ from rev_nets import layers as L
 from rev_nets.analysis.report_files import write_json_and_markdown
 from rev_nets.errors import InputError
 from rev_nets.onnx_net import net_from_onnx
-from rev_nets.train import rundir
+from rev_nets.train import load_run
 
 DEFAULT_CONTROLS = ("4000,1000:10:2", "16000,4000,1000,250:10:0.5")
 
@@ -361,21 +361,20 @@ def run_nets(
 ) -> tuple[list, dict]:
     """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra.
 
-    A run of an NNX model is read only when ``factory`` (the caller's ``--model``) names its factory."""
-    config = rundir.read_run_config(run)
-    net = rundir.model_from_config(config, factory)
-    params_by_step = rundir.saved_params(run)
-    if isinstance(net, models.NnxModel):
-        params_by_step = {step: net.from_saved(params) for step, params in params_by_step.items()}
-    first, last = min(params_by_step), max(params_by_step)
-    x, _ = load_test_images(config["dataset"], config.get("num_validation", 0), data_dir, num_images)
+    A run of a model whose factory is not built in is read only when ``factory`` names it (``train.load_run``)."""
+    opened = load_run(run, factory=factory)
+    trained = opened.params()  # The latest; one sentence if the run has no checkpoint yet.
+    first, last = opened.steps[0], opened.steps[-1]
+    initial = opened.params(first)
+    dataset = opened.config["dataset"]
+    x, _ = load_test_images(dataset, opened.config.get("num_validation", 0), data_dir, num_images)
     variants = {
-        f"init (step {first})": params_by_step[first],
-        f"trained (step {last})": params_by_step[last],
-        "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
+        f"init (step {first})": initial,
+        f"trained (step {last})": trained,
+        "shuffled trained": shuffled(jax.random.key(seed), trained),
     }
-    alpha = config["train"]["shadow"].get("alpha")  # The run's own generator: calibrated, or fitted ("data").
-    return variant_rows(net, variants, x, config["dataset"], out, cs, alpha), {"init": first, "trained": last}
+    alpha = opened.config["train"].shadow.alpha  # The run's own generator: calibrated, or fitted ("data").
+    return variant_rows(opened.model, variants, x, dataset, out, cs, alpha), {"init": first, "trained": last}
 
 
 def onnx_nets(path: str, dataset: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> list:

@@ -3,8 +3,8 @@
 Modules, one concern each: ``config`` (``TrainConfig`` and the errors that
 stop a run), ``optimizer``, ``mesh``, ``steps`` (train step and
 evaluation), ``loop`` (``fit_in_memory`` from arrays; ``fit`` in a run
-directory), ``rundir`` (config.json, metrics.jsonl, checkpoints, reading a
-run back) and ``figures``. The names below are the public API.
+directory), ``rundir`` (config.json, metrics.jsonl, checkpoints, ``load_run``:
+reading a run back) and ``figures``. The names below are the public API.
 """
 
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError, config_field, override
@@ -12,7 +12,7 @@ from rev_nets.train.figures import arm_name, write_figures
 from rev_nets.train.loop import fit, fit_in_memory, steps_per_epoch, train_and_evaluate
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate, shard_batch, use_cpu_devices
 from rev_nets.train.optimizer import create_state, learning_rate_schedule, make_optimizer
-from rev_nets.train.rundir import check_config, checkpoint_manager, read_metrics, saved_states
+from rev_nets.train.rundir import Run, check_config, checkpoint_manager, load_run, read_metrics
 from rev_nets.train.steps import (
     eval_step,
     evaluate,
@@ -24,6 +24,7 @@ from rev_nets.train.steps import (
 
 __all__ = [
     "DivergedError",
+    "Run",
     "RunConfig",
     "TrainConfig",
     "TrainingError",
@@ -39,13 +40,13 @@ __all__ = [
     "fit",
     "fit_in_memory",
     "learning_rate_schedule",
+    "load_run",
     "make_epoch_plan",
     "make_optimizer",
     "make_train_step",
     "override",
     "read_metrics",
     "replicate",
-    "saved_states",
     "shard_batch",
     "steps_per_epoch",
     "train_and_evaluate",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from rev_nets import consistency, models, shadow
-from rev_nets.errors import UserError
+from rev_nets.errors import SettingError, UserError, setting_scope
 
 
 class TrainingError(UserError):
@@ -57,7 +59,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
         self._check_labels(model)
-        if self.dropout and isinstance(model, models.NnxModel):
+        if self.dropout and isinstance(model, models.ModuleModel):
             raise ValueError(models.DROPOUT_REFUSAL)
         self.shadow.check(model)
         shadow.check_generator(model, self.synthetic_config(model))

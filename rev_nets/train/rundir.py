@@ -2,16 +2,22 @@
 
 A restarted run checks its config against the saved one, resumes from the
 latest checkpoint and drops metric lines (and TensorBoard events) written
-after it. Analyses open a finished run read-only: its config, its net and
-its first and last weights.
+after it. ``load_run`` is the one way to open a run read-only: its config,
+its model (rebuilt from its record), its metrics and its params at any saved
+step. Runs saved before models were recorded by factory hold their net's
+``repr`` (``{"net": "Net(...)"}``); ``net_from_repr`` reads those, and they
+still resume.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
+import types
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -19,7 +25,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from rev_nets import layers, models, nets
+from rev_nets.errors import InputError
 from rev_nets.train.config import TrainConfig, TrainingError
+
+BUILT_IN_FACTORIES = ("rev_nets.nets", "rev_nets.nnx_zoo")  # modules whose factories a reader may always import
 
 
 def code_version() -> dict[str, Any]:
@@ -102,12 +111,23 @@ def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_
         saved = json.loads(json.dumps(saved))
     saved.pop(PROVENANCE, None)
     wanted.pop(PROVENANCE, None)
+    saved = _with_model_record(saved, wanted.get("model"))
     if saved != wanted:
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise TrainingError(
             f"{workdir} holds a run with different settings ({', '.join(diff)}); "
             "pass the same flags to resume it, or a new --workdir to start another run."
         )
+
+
+def _with_model_record(saved: dict[str, Any], wanted: dict[str, Any] | None) -> dict[str, Any]:
+    """``saved`` with an old run's ``{"net": repr}`` replaced by the model record ``wanted`` when that record builds
+    the same net, so that runs saved before nets were recorded by factory resume."""
+    if "net" not in saved or wanted is None:
+        return saved
+    if net_from_repr(saved["net"]) != models.build(models.ModelConfig.from_json(wanted)):
+        return saved
+    return {name: value for name, value in saved.items() if name != "net"} | {"model": wanted}
 
 
 def _note_resuming_code(path: str, saved: dict[str, Any], code: dict[str, Any] | None) -> None:
@@ -182,40 +202,6 @@ def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
 
-def saved_states(workdir: str) -> dict[int, dict[str, Any]]:
-    """The first and last checkpoints of a run directory, read-only, as trees on this host's first device.
-
-    The target is built from the checkpoint's own metadata, so a run saved
-    over 8 CPU devices (or a GPU) opens on one device.
-    """
-    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    none_yet = TrainingError(f"{workdir} holds no checkpoints yet; train it first, or wait for its first save.")
-    if not os.path.isdir(directory):
-        raise none_yet
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
-    try:
-        manager = ocp.CheckpointManager(
-            directory,
-            options=ocp.CheckpointManagerOptions(read_only=True),
-            item_handlers=ocp.StandardCheckpointHandler(),
-        )
-    finally:
-        logging.set_verbosity(verbosity)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-    def restore(step):
-        on_device = lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
-        target = jax.tree.map(on_device, manager.item_metadata(step))
-        return manager.restore(step, args=ocp.args.StandardRestore(target))
-
-    with manager:
-        steps = manager.all_steps()
-        if not steps:
-            raise none_yet
-        return {step: restore(step) for step in sorted({min(steps), max(steps)})}
-
-
 _NET_TYPES = {"Net": nets.Net, "Dense": layers.Dense, "Conv": layers.Conv}
 
 
@@ -241,37 +227,132 @@ def net_from_repr(text: str) -> nets.Net:
 
 
 def model_record(model: models.Model) -> dict[str, Any]:
-    """How config.json names the model: a ``Net`` by its repr, an ``NnxModel`` by its factory and arguments."""
-    if isinstance(model, nets.Net):
-        return {"net": repr(model)}
-    if isinstance(model, models.NnxModel):
-        return {"model": model.describe()}
-    raise TrainingError(f"{type(model).__name__} cannot be recorded in config.json; train a Net or an NnxModel.")
-
-
-def model_from_config(config: dict[str, Any], factory: str | None = None) -> models.Model:
-    """The run's model. A factory is imported only when ``factory`` (the reader's own ``--model``) names it."""
-    if "net" in config:
-        return net_from_repr(config["net"])
-    recorded = config["model"]["factory"]
-    if factory != recorded:
+    """How config.json names the model: ``{"model": {"factory": ..., "arguments": ...}}``, from its record."""
+    record = getattr(model, "record", None)
+    if record is None:
         raise TrainingError(
-            f"this run trained the model {recorded}; pass --model={recorded} to import it and read the run."
+            f"this {type(model).__name__} has no record (factory and arguments) for config.json; make it with a "
+            "factory, models.build('package.module:factory', **arguments), e.g. rev_nets.nets:cifar_cnn."
         )
-    return models.nnx_model(factory, **config["model"]["arguments"])
+    return {"model": record.to_json()}
 
 
-def read_run_config(run: str) -> dict:
-    """The run's ``config.json``, or a one-sentence error naming what is missing."""
-    path = os.path.join(run, "config.json")
-    if not os.path.exists(path):
-        raise TrainingError(
-            f"{run} has no config.json; pass --run=<a directory written by experiments.mnist or experiments.cifar10>."
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run directory opened read-only.
+
+    ``config`` is its config.json with ``"train"`` read as a ``TrainConfig``
+    and ``"model"`` as a ``models.ModelConfig`` (a run saved before models
+    were recorded by factory keeps its ``"net"`` repr), beside ``dataset``,
+    ``num_validation``, ``labelled_indices`` and the code record as saved;
+    ``model`` is rebuilt from it; ``metrics`` are the lines of metrics.jsonl;
+    ``steps`` the steps of its checkpoints, oldest first.
+    """
+
+    workdir: str
+    config: Mapping[str, Any]
+    model: models.Model
+    metrics: list[dict[str, Any]]
+    steps: tuple[int, ...]
+
+    def params(self, step: int | None = None) -> Any:
+        """The params saved at ``step`` (None: the latest), shaped like ``model.init``'s, on this host's first
+        device: a run saved over 8 CPU devices (or a GPU) opens on one."""
+        if not self.steps:
+            raise InputError(f"{self.workdir} holds no checkpoints; train it first, or wait for its first save.")
+        step = self.steps[-1] if step is None else step
+        if step not in self.steps:
+            raise InputError(
+                f"{self.workdir} has no checkpoint of step {step}; its saved steps are {list(self.steps)}."
+            )
+        saved = _restore(self.workdir, step)["params"]
+        try:
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: _pick(saved, path), jax.eval_shape(self.model.init, jax.random.key(0))
+            )
+        except (KeyError, IndexError, TypeError) as error:
+            raise InputError(
+                f"{self.workdir}'s checkpoint of step {step} does not hold its model's params ({error}); "
+                "the run was saved by other code."
+            ) from None
+
+
+def load_run(workdir: str, *, factory: str | None = None) -> Run:
+    """The run in ``workdir``, read-only.
+
+    Rebuilding a model imports its factory's module, which runs its code: a
+    factory recorded in config.json is imported only when the caller names
+    it (``factory``), except the built-in ones (``BUILT_IN_FACTORIES``).
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise InputError(
+            f"{workdir} is not a run directory (it has no config.json); give the work directory of a training run."
         )
     with open(path) as f:
-        return json.load(f)
+        config = json.load(f)
+    try:
+        config["train"] = TrainConfig.from_json(config["train"])
+        if "model" in config:
+            config["model"] = models.ModelConfig.from_json(config["model"])
+    except (TypeError, KeyError) as error:
+        raise InputError(
+            f"{path} holds settings this version cannot read ({error}); read it with the code that wrote it."
+        ) from None
+    model = _run_model(workdir, config, factory)
+    return Run(workdir, types.MappingProxyType(config), model, read_metrics(workdir), _saved_steps(workdir))
 
 
-def saved_params(workdir: str) -> dict[int, nets.Params]:
-    """Params of the first (initial weights) and last (trained) checkpoints, opened read-only."""
-    return {step: state["params"] for step, state in saved_states(workdir).items()}
+def _run_model(workdir: str, config: dict[str, Any], factory: str | None) -> models.Model:
+    """The model a parsed config.json records, imported only if its factory is built in or named by the reader."""
+    if "net" in config:
+        return net_from_repr(config["net"])
+    record = config["model"]
+    if record.factory.partition(":")[0] not in BUILT_IN_FACTORIES and factory != record.factory:
+        raise InputError(
+            f"{workdir} trained the model {record.factory}, whose code is imported only when the reader names it; "
+            f"pass factory={record.factory!r} to read the run."
+        )
+    return models.build(record)
+
+
+def _read_only_manager(workdir: str) -> ocp.CheckpointManager:
+    """A manager of ``workdir``'s checkpoints that reads them without a target and never writes."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager will not save.
+    try:
+        return ocp.CheckpointManager(
+            os.path.abspath(os.path.join(workdir, "checkpoints")),
+            options=ocp.CheckpointManagerOptions(read_only=True),
+            item_handlers=ocp.StandardCheckpointHandler(),
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def _saved_steps(workdir: str) -> tuple[int, ...]:
+    """The steps of ``workdir``'s checkpoints, oldest first (none before the first save)."""
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return ()
+    with _read_only_manager(workdir) as manager:
+        return tuple(sorted(manager.all_steps()))
+
+
+def _restore(workdir: str, step: int) -> dict[str, Any]:
+    """The TrainState saved at ``step`` as nested dicts and lists on this host's first device: the target is built
+    from the checkpoint's own metadata, whatever devices saved it."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    on_device = lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+    with _read_only_manager(workdir) as manager:
+        target = jax.tree.map(on_device, manager.item_metadata(step))
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def _pick(saved: Any, path: tuple) -> Any:
+    """The leaf at a params path (dict keys, sequence indices, attribute names) in a checkpoint read without a
+    target, whose dict keys are strings (an ``nnx.State``'s integer keys too)."""
+    node = saved
+    for entry in path:
+        key = getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", entry)))
+        node = node[key] if isinstance(node, (list, tuple)) else node[str(key)]
+    return node
