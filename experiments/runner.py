@@ -16,7 +16,8 @@ from collections.abc import Callable
 from absl import flags
 
 from experiments import cli
-from rev_nets import consistency, data, models, nets, shadow, train
+from rev_nets import consistency, data, generator, models, nets, shadow, train
+from rev_nets.errors import setting_scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,9 @@ CIFAR_DEFAULTS = {
 }  # CIFAR-10 and CIFAR-100 share the net, the schedule and the CPU split.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("shadow_layer", 3, "SHADOW source layer: 0 = plain backprop, 1..depth = generate from h<layer>.")
+flags.DEFINE_integer(
+    "shadow_layer", shadow.PAPER_LAYER, "SHADOW source layer: 0 = plain backprop, 1..depth = generate from h<layer>."
+)
 flags.DEFINE_float("shadow_weight", 1.0, "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w).")
 flags.DEFINE_float("sampling_rho", 1.0, "Keep-probability of the sampling mask during generation (1 = off).")
 flags.DEFINE_float("smooth_sigma", 0.0, "Gaussian blur of synthetic images, in pixels (0 = off).")
@@ -88,7 +91,7 @@ flags.DEFINE_string(
     "softmax on an unlabelled image and on its twin from h<consistency_layer> (shadow), a matched-energy noise "
     "twin (noise), or x + N(0, consistency_sigma^2) (gaussian).",
 )
-flags.DEFINE_integer("consistency_layer", 3, "Source layer of the consistency twin (shadow, noise).")
+flags.DEFINE_integer("consistency_layer", shadow.PAPER_LAYER, "Source layer of the consistency twin (shadow, noise).")
 flags.DEFINE_float(
     "consistency_weight", 10.0, "Weight of the consistency term, reached after a ramp-up over the first 30% of steps."
 )
@@ -131,6 +134,13 @@ cli.shared_flag(
 
 def train_config() -> train.TrainConfig:
     """The TrainConfig the flags describe."""
+    with setting_scope("shadow.generator"):  # Checked as it is made: a bad value names its path, as in check.
+        options = generator.GeneratorConfig(
+            rho=FLAGS.sampling_rho,
+            alpha=parse_alpha(FLAGS.alpha),
+            alpha_scale=FLAGS.alpha_scale,
+            smooth_sigma=FLAGS.smooth_sigma,
+        )
     return train.TrainConfig(
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,
@@ -153,12 +163,9 @@ def train_config() -> train.TrainConfig:
         shadow=shadow.ShadowConfig(
             layer=FLAGS.shadow_layer,
             weight=FLAGS.shadow_weight,
-            rho=FLAGS.sampling_rho,
-            smooth_sigma=FLAGS.smooth_sigma,
-            alpha=parse_alpha(FLAGS.alpha),
-            alpha_scale=FLAGS.alpha_scale,
             noise_twin=FLAGS.noise_twin,
             start_epoch=FLAGS.shadow_start_epoch,
+            generator=options,
         ),
     )
 
@@ -210,7 +217,7 @@ def main(experiment: Experiment) -> None:
         config = train_config()
         config.check(net)
     except ValueError as error:
-        raise cli.UsageError(str(error)) from None
+        raise cli.UsageError(cli.flag_message(error)) from None
     dataset = experiment.dataset_name()
     workdir = FLAGS.workdir or default_workdir(dataset, config)
     print(f"{dataset}: {train.arm_name(config)}, {models.param_count(net):,} params -> {workdir}", flush=True)

@@ -66,7 +66,7 @@ def run_weights(params) -> dict[str, np.ndarray]:
 def read_run(workdir: str) -> tuple[Snapshot, ...]:
     """The initial (step 0) and last checkpointed weights of a run directory (one snapshot if they are the same)."""
     if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise InputError(f"{workdir} is not a run directory (no config.json); pass the --workdir of a training run.")
+        raise InputError(f"{workdir} is not a run directory (no config.json); pass the workdir of a training run.")
     states = rundir.saved_states(workdir)
     return tuple(Snapshot(f"step {step}", run_weights(state["params"])) for step, state in states.items())
 
@@ -191,7 +191,7 @@ def report(
     """The markdown report of run directories and weight files; writes ``figures/<net>.png`` (and the calibration
     cache) under ``out``."""
     if not runs and not files:
-        raise InputError("nothing to analyse; pass --run=<run directory> or --weights=<file>, or both.")
+        raise InputError("nothing to analyse; pass runs (run directories) or files (weight files), or both.")
     sources = [(os.path.basename(os.path.normpath(p)), p, True) for p in runs]
     sources += [(os.path.splitext(os.path.basename(p))[0], p, False) for p in files]
     nets = []

@@ -34,6 +34,7 @@ from rev_nets.analysis.report_files import write_json_and_markdown
 from rev_nets.errors import InputError
 from rev_nets.onnx_net import net_from_onnx
 from rev_nets.train import rundir
+from rev_nets.train.config import TrainConfig
 
 DEFAULT_CONTROLS = ("4000,1000:10:2", "16000,4000,1000,250:10:0.5")
 
@@ -222,9 +223,9 @@ def parse_control(spec: str) -> tuple[tuple[int, ...], int, float]:
         widths = tuple(int(w) for w in widths.split(","))
         parsed = widths, int(k), float(c)
     except ValueError:
-        raise InputError(f"--control={spec!r} is not 'n_0,...,n_L:k:c', e.g. --control=4000,1000:10:2.") from None
+        raise InputError(f"Control net {spec!r} is not 'n_0,...,n_L:k:c', e.g. '4000,1000:10:2'.") from None
     if len(widths) < 2 or not 1 <= parsed[1] <= widths[-1]:
-        raise InputError(f"--control={spec!r} needs at least two widths and 1 <= k <= the top width.")
+        raise InputError(f"Control net {spec!r} needs at least two widths and 1 <= k <= the top width.")
     return parsed
 
 
@@ -374,7 +375,7 @@ def run_nets(
         f"trained (step {last})": params_by_step[last],
         "shuffled trained": shuffled(jax.random.key(seed), params_by_step[last]),
     }
-    alpha = config["train"]["shadow"].get("alpha")  # The run's own generator: calibrated, or fitted ("data").
+    alpha = TrainConfig.from_json(config["train"]).shadow.generator.alpha  # The run's own: calibrated, or fitted.
     return variant_rows(net, variants, x, config["dataset"], out, cs, alpha), {"init": first, "trained": last}
 
 
@@ -428,7 +429,7 @@ def analyse(
     if run and weights:
         raise InputError("give a training run or an ONNX weight file, not both; run the analysis once for each.")
     if weights and not dataset:
-        raise InputError(f"{weights} needs the dataset whose test images it reads; pass --dataset=mnist or cifar10.")
+        raise InputError(f"{weights} needs the dataset whose test images it reads; pass dataset='mnist' or 'cifar10'.")
     start = time.perf_counter()
     cs = jnp.asarray(PREDICTION_CS, jnp.float32)
     rows, steps = [], {}
