@@ -39,7 +39,8 @@ def layerwise_synthetic_batch(model, params, x, config, key, h=None, alpha=None)
     gen_key, _ = jax.random.split(key)
     params = jax.lax.stop_gradient(params)
     _, hiddens = nets.forward(model, params, x)
-    settings = {k: v for k, v in config.generator_settings().items() if k != "alpha"}
+    options = ("rho", "alpha_scale", "smooth_sigma", "use_switches")  # alpha: calibrated, as it was
+    settings = {name: getattr(config.generator, name) for name in options}
     return jax.lax.stop_gradient(layerwise.generate(model, params, hiddens, config.layer, key=gen_key, **settings))
 
 

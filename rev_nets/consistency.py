@@ -23,11 +23,15 @@ fraction of the run's steps, then stays at ``weight``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
 
 from rev_nets import models, shadow
+from rev_nets.errors import SettingError
+from rev_nets.generator import GeneratorConfig
 
 KINDS = ("none", "shadow", "noise", "gaussian")
 
@@ -45,7 +49,7 @@ class ConsistencyConfig:
     """
 
     kind: str = "none"
-    layer: int = 3
+    layer: int = shadow.PAPER_LAYER
     weight: float = 10.0
     sigma: float = 0.3
     rampup: float = 0.3
@@ -59,22 +63,23 @@ class ConsistencyConfig:
         """Whether the twin comes from the generator ("shadow", and "noise", whose energy is the generated twin's)."""
         return self.kind in ("shadow", "noise")
 
-    def generator(self, generator_config: shadow.ShadowConfig) -> shadow.ShadowConfig:
-        """``generator_config`` (alpha, sampling, switches) with this term's source layer and placebo flag."""
-        return dataclasses.replace(generator_config, layer=self.layer, noise_twin=self.kind == "noise")
+    def generator(self, options: GeneratorConfig) -> shadow.ShadowConfig:
+        """The SHADOW config of this term's twins: the generator ``options`` from this term's source layer, with the
+        placebo flag of "noise"."""
+        return shadow.ShadowConfig(layer=self.layer, noise_twin=self.kind == "noise", generator=options)
 
     def check(self, model: models.Model) -> None:
-        """Raises ``ValueError`` with one sentence for settings that make no sense for ``model``."""
+        """Raises ``SettingError`` with one sentence for settings that make no sense for ``model``."""
         if self.kind not in KINDS:
-            raise ValueError(f"consistency must be one of {', '.join(KINDS)}, got {self.kind!r}.")
-        if self.enabled and not 1 <= self.layer <= model.depth:
-            raise ValueError(f"consistency_layer must be 1..{model.depth} for this model, got {self.layer}.")
-        if self.weight < 0:
-            raise ValueError(f"consistency_weight must be >= 0, got {self.weight}.")
-        if self.sigma < 0:
-            raise ValueError(f"consistency_sigma must be >= 0, got {self.sigma}.")
+            raise SettingError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}.")
+        if self.enabled and not (isinstance(self.layer, numbers.Integral) and 1 <= self.layer <= model.depth):
+            raise SettingError("layer", f"must be 1..{model.depth} for this model, got {self.layer}.")
+        for name in ("weight", "sigma"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SettingError(name, f"must be >= 0 and finite, got {value}.")
         if not 0 <= self.rampup <= 1:
-            raise ValueError(f"consistency_rampup is a fraction of the run's steps in [0, 1], got {self.rampup}.")
+            raise SettingError("rampup", f"must be a fraction of the run's steps in [0, 1], got {self.rampup}.")
 
 
 def weight_at(config: ConsistencyConfig, step: jax.Array, total_steps: int) -> jax.Array:
@@ -89,17 +94,17 @@ def twin(
     params,
     u: jax.Array,
     config: ConsistencyConfig,
-    generator_config: shadow.ShadowConfig,
+    options: GeneratorConfig,
     key: jax.Array,
 ) -> jax.Array:
     """The perturbed twin of the unlabelled batch ``u`` (data: no gradient flows into it).
 
-    ``generator_config`` holds the generator's settings (alpha, sampling,
-    switches); its source layer and placebo flag are set from ``config``.
+    ``options`` are the generator's (SHADOW's record: alpha, sampling,
+    switches); the source layer and placebo flag come from ``config``.
     """
     if config.kind == "gaussian":
         return jax.lax.stop_gradient(u + config.sigma * jax.random.normal(key, u.shape, u.dtype))
-    return shadow.synthetic_batch(model, params, u, config.generator(generator_config), key)
+    return shadow.synthetic_batch(model, params, u, config.generator(options), key)
 
 
 def loss(
@@ -107,18 +112,18 @@ def loss(
     params,
     u: jax.Array,
     config: ConsistencyConfig,
-    generator_config: shadow.ShadowConfig,
+    options: GeneratorConfig,
     key: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The consistency loss of the unlabelled batch ``u`` and its metrics.
 
-    Metrics: ``consistency`` (the loss), ``twin_agreement`` (fraction of
-    twins whose arg-max class is u's) and ``twin_norm_ratio`` (||twin|| /
-    ||u|| over the batch).
+    ``options`` are the generator's, as in ``twin``. Metrics: ``consistency``
+    (the loss), ``twin_agreement`` (fraction of twins whose arg-max class is
+    u's) and ``twin_norm_ratio`` (||twin|| / ||u|| over the batch).
     """
     logits, _ = model.forward(params, u)
     target = jax.lax.stop_gradient(jax.nn.softmax(logits))
-    u_twin = twin(model, params, u, config, generator_config, key)
+    u_twin = twin(model, params, u, config, options, key)
     logits_twin, _ = model.forward(params, u_twin)
     value = jnp.mean((jax.nn.softmax(logits_twin) - target) ** 2)
     return value, {

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 import jax
 
+from rev_nets.errors import InputError
+
 DEFAULT_DEPTH = 16  # Half of XLA:CPU's 32 computations in flight per device.
 
 T = TypeVar("T")
@@ -49,7 +51,7 @@ class DispatchWindow:
     def __init__(self, depth: int | None = None):
         depth = DEFAULT_DEPTH if depth is None else depth
         if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}.")
+            raise InputError(f"depth must be at least 1, got {depth}.")
         self.depth = depth
         self._pending: collections.deque = collections.deque()
 
@@ -73,7 +75,7 @@ class DispatchWindow:
 def _wait(outputs, depth: int) -> None:
     leaves = jax.tree.leaves(outputs)
     if any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves):
-        raise ValueError(
+        raise InputError(
             f"an output recorded {depth - 1} dispatches ago was donated to a later call, so it cannot be waited for; "
             "record an output that is not donated (the step's metrics rather than its donated state)."
         )

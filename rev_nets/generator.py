@@ -17,23 +17,28 @@ its support in expectation, for random-like weights of any variance.
 ``reverse`` is this generator for any JAX function ``x -> h_l`` (a Flax
 module's method, a ``Net``'s ``features``): the VJP of that function at the
 real input with cotangent ``h_l``, each ReLU's rule swapped for the ReLU of
-the backward signal (``transposition``). ``twins`` and ``generate`` apply it to
-the built-in nets.
+the backward signal (``transposition``); its options (rho, alpha, smoothing,
+switches, ...) are one record, ``GeneratorConfig``. ``twins`` and
+``generate`` apply it to the built-in nets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from rev_nets import models, nets, transposition
-from rev_nets.errors import InputError
+from rev_nets.errors import InputError, SettingError
 
-Alpha = float | Sequence[float] | str | None
+Alpha = float | tuple[float | jax.Array, ...] | jax.Array | str | None
 ALPHA_MODES = ("formula", "data")
 
 
@@ -57,50 +62,142 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     return x
 
 
-def _check_settings(rho: float, key, smooth_sigma: float, alpha: Alpha, alpha_scale: float) -> None:
-    if not 0.0 < rho <= 1.0:
-        raise InputError(f"Sampling keep-probability rho must be in (0, 1], got {rho}.")
-    if rho < 1.0 and key is None:
-        raise InputError("Sampling (rho < 1) needs a PRNG key; pass key=jax.random.key(seed).")
-    if smooth_sigma < 0:
-        raise InputError(f"smooth_sigma must be >= 0 (0 turns smoothing off), got {smooth_sigma}.")
-    if isinstance(alpha, str) and alpha not in ALPHA_MODES:
-        raise InputError(
-            f"alpha must be None (calibrated), 'formula', 'data', a number or one number per map, got {alpha!r}."
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """The generator's options: one record that ``reverse``, SHADOW, consistency and evaluation share.
+
+    Checked on construction (``SettingError`` naming the field); frozen and
+    hashable, so it can be a static argument of ``jit``.
+
+    Attributes:
+      rho: keep-probability of the Bernoulli masks at each map's input (1 = off).
+      alpha: ``None`` for each map's calibrated alpha, read from the traced
+        weights (refused where its guarantee fails: a residual sum before the
+        ReLU, a transposed convolution); ``"formula"`` for the same formula on
+        every map, guarantee or not; ``"data"`` to fit each map's alpha on the
+        batch (so that its round trip gives back its signal on the signal's
+        support, on average; ``alphas`` returns the values, to freeze); a
+        number for every map; or one number per linear map, input side first
+        (arrays too, e.g. frozen fitted alphas under ``jit``: not checked).
+      alpha_scale: multiplies every alpha (a twin through l linear maps
+        scales by ``alpha_scale ** l``).
+      smooth_sigma: Gaussian blur (in pixels) of generated NHWC images; 0 = off.
+      use_switches: reverse max pooling through the switches of the real
+        input's forward pass; ``False`` copies each value over its window.
+      input_relu: apply the ReLU to the generated input too.
+      plain_vjp: primitive names that take their plain VJP instead of being refused.
+    """
+
+    rho: float = 1.0
+    alpha: Alpha = None
+    alpha_scale: float = 1.0
+    smooth_sigma: float = 0.0
+    use_switches: bool = True
+    input_relu: bool = False
+    plain_vjp: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.alpha, list):  # Per-map alphas read from JSON: a tuple, so the record stays hashable.
+            object.__setattr__(self, "alpha", tuple(self.alpha))
+        if isinstance(self.plain_vjp, list):
+            object.__setattr__(self, "plain_vjp", tuple(self.plain_vjp))
+        _check_config(self)
+
+
+OPTIONS = tuple(field.name for field in dataclasses.fields(GeneratorConfig))
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _positive(alpha) -> bool:
+    """A positive finite number, or an array (not checked: it may be traced)."""
+    return isinstance(alpha, (jax.Array, np.ndarray)) or (_real(alpha) and math.isfinite(alpha) and alpha > 0)
+
+
+def _alpha_ok(alpha: Alpha) -> bool:
+    if alpha is None or isinstance(alpha, str):
+        return alpha is None or alpha in ALPHA_MODES
+    return all(map(_positive, alpha)) if isinstance(alpha, tuple) else _positive(alpha)
+
+
+def _check_config(config: GeneratorConfig) -> None:
+    """Raises ``SettingError`` naming the first field whose value makes no sense (NaN and infinities included)."""
+    if not (_real(config.rho) and 0 < config.rho <= 1):
+        raise SettingError("rho", f"must be in (0, 1] (1 = no sampling), got {config.rho}.")
+    if not _alpha_ok(config.alpha):
+        raise SettingError(
+            "alpha",
+            "must be None (calibrated), 'formula', 'data', a positive number or one positive number per linear map, "
+            f"got {config.alpha!r}.",
         )
-    if not alpha_scale > 0:
-        raise InputError(f"alpha_scale must be positive, got {alpha_scale}.")
+    if not (_real(config.alpha_scale) and math.isfinite(config.alpha_scale) and config.alpha_scale > 0):
+        raise SettingError(
+            "alpha_scale",
+            f"must be positive and finite (1 = the alpha as given or calibrated), got {config.alpha_scale}.",
+        )
+    if not (_real(config.smooth_sigma) and math.isfinite(config.smooth_sigma) and config.smooth_sigma >= 0):
+        raise SettingError("smooth_sigma", f"must be >= 0 and finite (0 = no smoothing), got {config.smooth_sigma}.")
+    for name in ("use_switches", "input_relu"):
+        if not isinstance(getattr(config, name), (bool, np.bool_)):
+            raise SettingError(name, f"must be True or False, got {getattr(config, name)!r}.")
+    if not (isinstance(config.plain_vjp, tuple) and all(isinstance(p, str) for p in config.plain_vjp)):
+        raise SettingError("plain_vjp", f"must be a tuple of primitive names ('tanh', ...), got {config.plain_vjp!r}.")
+
+
+def configured(config: GeneratorConfig | None, options: dict[str, Any]) -> GeneratorConfig:
+    """``config`` (default: ``GeneratorConfig()``) with ``options`` replacing its fields."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(
+            f"Unknown generator option {', '.join(map(repr, unknown))}; the options are h, key, config and "
+            f"{', '.join(OPTIONS)}."
+        )
+    config = GeneratorConfig() if config is None else config
+    return dataclasses.replace(config, **options) if options else config
 
 
 def _map_alphas(alpha: Alpha, num_maps: int) -> Alpha:
     if alpha is None or isinstance(alpha, str):
         return alpha
-    if isinstance(alpha, (int, float)) or (isinstance(alpha, jax.Array) and alpha.ndim == 0):
+    if not isinstance(alpha, tuple) and jnp.ndim(alpha) == 0:
         return (alpha,) * num_maps
     if len(alpha) != num_maps:
-        raise InputError(
-            f"alpha has {len(alpha)} entries but {num_maps} linear maps lie between the input and the source layer; "
-            "give one per map or a single number."
+        raise SettingError(
+            "alpha",
+            f"has {len(alpha)} entries but {num_maps} linear maps lie between the input and the source layer; "
+            "give one per map or a single number.",
         )
     return tuple(alpha)
 
 
-def _reverse(features, x, *, h, key, rho, alpha, alpha_scale, input_relu, use_switches, plain_vjp, smooth_sigma):
-    _check_settings(rho, key, smooth_sigma, alpha, alpha_scale)
-    graph = transposition.trace(features, x, plain_vjp)
+def _check_call(x, key: jax.Array | None, config: GeneratorConfig) -> None:
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise InputError(
+            f"x has dtype {jnp.result_type(x)}, but the net runs backwards in floating point; convert it first, "
+            "e.g. x.astype(jnp.float32) (standardised as the net was trained)."
+        )
+    if jnp.size(x) == 0:
+        raise InputError(f"x holds no examples (shape {jnp.shape(x)}); pass a batch of at least one.")
+    if config.rho < 1 and key is None:
+        raise InputError("Sampling (rho < 1) needs a PRNG key; pass key=jax.random.key(seed).")
+
+
+def _reverse(features, x, h, key, config: GeneratorConfig):
+    _check_call(x, key, config)
+    graph = transposition.trace(features, x, config.plain_vjp)
     if h is not None and (h.shape != graph.out_shape or h.dtype != graph.out_dtype):
         raise InputError(
             f"h has shape {h.shape} and dtype {h.dtype} but features gives {graph.out_shape} {graph.out_dtype}; "
             "pass the source layer of this batch."
         )
-    settings = transposition.Settings(
-        key, rho, _map_alphas(alpha, graph.num_maps), alpha_scale, input_relu, use_switches
-    )
-    x_syn, alphas = transposition.run(graph, x, h, settings)
-    if input_relu:
+    per_map = dataclasses.replace(config, alpha=_map_alphas(config.alpha, graph.num_maps))
+    x_syn, alphas = transposition.run(graph, x, h, per_map, key)
+    if config.input_relu:
         x_syn = jax.nn.relu(x_syn)
-    if smooth_sigma > 0:
-        x_syn = gaussian_blur(x_syn, smooth_sigma)
+    if config.smooth_sigma > 0:
+        x_syn = gaussian_blur(x_syn, config.smooth_sigma)
     return x_syn.astype(x.dtype), alphas
 
 
@@ -110,13 +207,8 @@ def reverse(
     *,
     h: jax.Array | None = None,
     key: jax.Array | None = None,
-    rho: float = 1.0,
-    alpha: Alpha = None,
-    alpha_scale: float = 1.0,
-    input_relu: bool = False,
-    smooth_sigma: float = 0.0,
-    use_switches: bool = True,
-    plain_vjp: Sequence[str] = (),
+    config: GeneratorConfig | None = None,
+    **options,
 ) -> jax.Array:
     """Synthetic twins of the batch ``x``: ``features`` run backwards from its output at ``x``.
 
@@ -124,44 +216,39 @@ def reverse(
       features: any JAX function from a batch to the source hidden layer
         (``lambda x: model.apply(variables, x)``, a Flax NNX method, ...), made
         of linear maps, ReLUs, max or average pooling and structural ops.
-      x: the real batch. Its forward values give the max-pooling switches; a
-        batch of zeros with ``use_switches=False`` generates from ``h`` alone.
+      x: the real batch (floating point). Its forward values give the
+        max-pooling switches; a batch of zeros with ``use_switches=False``
+        generates from ``h`` alone.
       h: the source layer to generate from (default: ``features(x)``).
       key: PRNG key of the sampling masks; needed only when ``rho < 1``.
-      rho: keep-probability of the Bernoulli masks at each map's input (1 = off).
-      alpha: ``None`` for each map's calibrated alpha, read from the traced
-        weights (refused where its guarantee fails: a residual sum before the
-        ReLU, a transposed convolution); ``"formula"`` for the same formula on
-        every map, guarantee or not; ``"data"`` to fit each map's alpha on this batch (so that its
-        round trip gives back its signal on the signal's support, on average;
-        ``alphas`` returns the values, to freeze); a number for every map;
-        or one number per linear map, input side first.
-      alpha_scale: multiplies every alpha.
-      input_relu: apply the ReLU to the generated input too.
-      smooth_sigma: Gaussian blur (in pixels) of generated NHWC images; 0 = off.
-      use_switches: reverse max pooling through the switches of ``x``'s forward
-        pass; ``False`` copies each value over its window.
-      plain_vjp: primitive names that take their plain VJP instead of being refused.
+      config: the generator's options (default: ``GeneratorConfig()``).
+      **options: fields of ``GeneratorConfig`` (``rho=0.7, alpha="data"``, ...),
+        replacing those of ``config``.
 
     Returns:
       A batch with ``x``'s shape and dtype. Pure: no retrace under ``jit``, and
       it works under ``vmap`` and with sharded inputs.
     """
-    settings = {"h": h, "key": key, "rho": rho, "alpha": alpha, "alpha_scale": alpha_scale}
-    settings |= {"input_relu": input_relu, "use_switches": use_switches, "plain_vjp": plain_vjp}
-    return _reverse(features, x, smooth_sigma=smooth_sigma, **settings)[0]
+    return _reverse(features, x, h, key, configured(config, options))[0]
 
 
-def alphas(features: Callable[[jax.Array], jax.Array], x: jax.Array, **settings) -> tuple[jax.Array, ...]:
-    """The alpha of each linear map (input side first) that ``reverse(features, x, **settings)`` uses.
+def alphas(
+    features: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    config: GeneratorConfig | None = None,
+    *,
+    h: jax.Array | None = None,
+    key: jax.Array | None = None,
+    **options,
+) -> tuple[jax.Array, ...]:
+    """The alpha of each linear map (input side first) that ``reverse`` uses with the same arguments.
 
     With ``alpha="data"``, the values fitted on ``x``: freeze them (pass them
     back as ``alpha``) so that the fit does not cost every call. The sampling
     key defaults to a fixed one: calibrated alphas do not depend on it.
     """
-    defaults = {"h": None, "key": jax.random.key(0), "rho": 1.0, "alpha": None, "alpha_scale": 1.0, "input_relu": False}
-    defaults |= {"use_switches": True, "plain_vjp": (), "smooth_sigma": 0.0}
-    return _reverse(features, x, **(defaults | settings))[1]
+    key = jax.random.key(0) if key is None else key
+    return _reverse(features, x, h, key, configured(config, options))[1]
 
 
 # -------------------------------------------------------------- models --
@@ -175,8 +262,8 @@ def _check_layer(model: models.Model, layer: int) -> None:
 def twins(model: models.Model, params, x: jax.Array, layer: int, **settings) -> jax.Array:
     """Synthetic twins of ``x`` from source layer ``layer`` (1-based): ``reverse`` of ``model.features``.
 
-    ``settings`` are ``reverse``'s (``h`` overrides the source layer, e.g. the
-    one a forward pass with dropout recorded). A ``Net`` has one linear map per
+    ``settings`` are ``reverse``'s (``h``, ``key``, ``config``, options; ``h``
+    overrides the source layer, e.g. the one a forward pass with dropout recorded). A ``Net`` has one linear map per
     hidden layer, so a per-map ``alpha`` holds one number per layer 1..``layer``.
     """
     _check_layer(model, layer)

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rev_nets.errors import InputError
+
 Pool = Literal["max", "avg"] | None
 Padding = Literal["SAME", "VALID"] | tuple[tuple[int, int], tuple[int, int]]
 
@@ -34,9 +36,9 @@ class Dense:
 
     def __post_init__(self):
         if self.features < 1:
-            raise ValueError(f"Dense features must be positive, got {self.features}; pass e.g. features=1024.")
+            raise InputError(f"Dense features must be positive, got {self.features}; pass e.g. features=1024.")
         if self.pool is not None:
-            raise ValueError("Dense layers cannot pool; use pool=None, or pool in a Conv layer.")
+            raise InputError("Dense layers cannot pool; use pool=None, or pool in a Conv layer.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +59,13 @@ class Conv:
 
     def __post_init__(self):
         if self.features < 1:
-            raise ValueError(f"Conv features must be positive, got {self.features}; pass e.g. features=64.")
+            raise InputError(f"Conv features must be positive, got {self.features}; pass e.g. features=64.")
         if self.pool not in ("max", "avg", None):
-            raise ValueError(f"Conv pool must be 'max', 'avg' or None, got {self.pool!r}.")
+            raise InputError(f"Conv pool must be 'max', 'avg' or None, got {self.pool!r}.")
         if self.pool_size < 1:
-            raise ValueError(f"Conv pool_size must be positive, got {self.pool_size}.")
+            raise InputError(f"Conv pool_size must be positive, got {self.pool_size}.")
         if self.impl not in ("auto", "matmul", "lax"):
-            raise ValueError(f"Conv impl must be 'auto', 'matmul' or 'lax', got {self.impl!r}.")
+            raise InputError(f"Conv impl must be 'auto', 'matmul' or 'lax', got {self.impl!r}.")
 
 
 Layer = Dense | Conv
@@ -89,7 +91,7 @@ def pre_pool_shape(layer: Layer, in_shape: Sequence[int]) -> tuple[int, ...]:
     if isinstance(layer, Dense):
         return (layer.features,)
     if len(in_shape) != 3:
-        raise ValueError(
+        raise InputError(
             f"A Conv layer needs (height, width, channels) inputs, got per-example shape {tuple(in_shape)}."
         )
     out_hw = lax.conv_general_shape_tuple(
@@ -110,7 +112,7 @@ def out_shape(layer: Layer, in_shape: Sequence[int]) -> tuple[int, ...]:
     height, width, channels = shape
     p = layer.pool_size
     if height % p or width % p:
-        raise ValueError(
+        raise InputError(
             f"{layer.pool} pooling of size {p} needs spatial sizes divisible by {p}, got {height}x{width}; "
             "change the input size, padding or pool_size."
         )

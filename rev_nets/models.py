@@ -43,7 +43,6 @@ DROPOUT_REFUSAL = (
 MODULE_ATTRIBUTES = ("features", "depth", "input_shape", "num_classes")  # what a Flax module must define
 
 
-@dataclasses.dataclass(frozen=True)
 class Arguments(Mapping):
     """A factory's keyword arguments, frozen: read as a mapping, hashable (a model holding them can be a static
     jit argument), kept as sorted JSON text, so that they read back exactly as config.json holds them."""

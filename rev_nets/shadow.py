@@ -15,85 +15,59 @@ not simply enlarge the step size.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from rev_nets import generator, models
+from rev_nets.errors import SettingError
+from rev_nets.generator import GeneratorConfig
+
+
+PAPER_LAYER = 3  # The paper's source layer: the experiments' default, and the synthetic test data's when SHADOW is off.
 
 
 @dataclasses.dataclass(frozen=True)
 class ShadowConfig:
-    """How synthetic inputs are made and weighted.
+    """How synthetic inputs are made and weighted; off (``layer=0``) by default.
 
     Attributes:
       layer: source hidden layer (1..depth); 0 turns SHADOW off.
       weight: ``w``, the synthetic examples' loss weight.
-      rho: keep-probability of the sampling mask during generation (1 = off).
-      smooth_sigma: Gaussian blur of the synthetic images in pixels (0 = off).
-      alpha: ``None`` for the calibrated alpha; for models with residual sums,
-        ``"formula"`` (the calibrated formula on every map) or ``"data"``
-        (fitted on a batch); else one number for every linear map.
-      alpha_scale: multiplies every layer's alpha (the synthetic input then
-        scales by ``alpha_scale ** layer``).
-      use_switches: reverse max pooling through the real input's switches.
       noise_twin: placebo arm: replace each synthetic input by the real input
         plus Gaussian noise of the same energy as (synthetic - real).
       start_epoch: epochs of plain backprop before the synthetic examples
         enter the loss (until then their weight is 0; they are still made,
         so the synthetic metrics stay comparable, and a non-finite synthetic
         loss still stops the run).
+      generator: the generator's options (sampling, alpha, smoothing, switches).
     """
 
-    layer: int = 3
+    layer: int = 0
     weight: float = 1.0
-    rho: float = 1.0
-    smooth_sigma: float = 0.0
-    alpha: float | str | None = None
-    alpha_scale: float = 1.0
-    use_switches: bool = True
     noise_twin: bool = False
     start_epoch: float = 0.0
+    generator: GeneratorConfig = GeneratorConfig()
 
     @property
     def enabled(self) -> bool:
         return self.layer > 0
 
-    def generator_settings(self) -> dict[str, Any]:
-        """The keyword settings of ``generator.reverse`` this config asks for."""
-        return {
-            "use_switches": self.use_switches,
-            "rho": self.rho,
-            "alpha": self.alpha,
-            "alpha_scale": self.alpha_scale,
-            "smooth_sigma": self.smooth_sigma,
-        }
-
     def check(self, model: models.Model) -> None:
-        """Raises ``ValueError`` with one sentence for settings that make no sense for ``model``."""
-        if not 0 <= self.layer <= model.depth:
-            raise ValueError(f"shadow_layer must be 0 (off) or 1..{model.depth} for this model, got {self.layer}.")
-        if self.weight < 0:
-            raise ValueError(f"shadow_weight must be >= 0, got {self.weight}.")
-        if not 0.0 < self.rho <= 1.0:
-            raise ValueError(f"sampling_rho must be in (0, 1] (1 = no sampling), got {self.rho}.")
-        if self.smooth_sigma < 0:
-            raise ValueError(f"smooth_sigma must be >= 0 (0 = off), got {self.smooth_sigma}.")
-        if isinstance(self.alpha, str) and self.alpha not in generator.ALPHA_MODES:
-            raise ValueError(
-                f"alpha must be a positive number, 'formula', 'data' or None (calibrated), got {self.alpha!r}."
-            )
-        if isinstance(self.alpha, (int, float)) and self.alpha <= 0:
-            raise ValueError(f"alpha must be positive (or None for the calibrated value), got {self.alpha}.")
-        if self.start_epoch < 0:
-            raise ValueError(
-                f"shadow_start_epoch must be >= 0 (0 = SHADOW from the first step), got {self.start_epoch}."
-            )
-        if self.alpha_scale <= 0:
-            raise ValueError(
-                f"alpha_scale must be positive (1 = the alpha as given or calibrated), got {self.alpha_scale}."
+        """Raises ``SettingError`` with one sentence for settings that make no sense for ``model``.
+
+        The generator's options were checked when its record was made.
+        """
+        if not (isinstance(self.layer, numbers.Integral) and 0 <= self.layer <= model.depth):
+            raise SettingError("layer", f"must be 0 (off) or 1..{model.depth} for this model, got {self.layer}.")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise SettingError("weight", f"must be >= 0 and finite, got {self.weight}.")
+        if not (math.isfinite(self.start_epoch) and self.start_epoch >= 0):
+            raise SettingError(
+                "start_epoch", f"must be >= 0 and finite (0 = SHADOW from the first step), got {self.start_epoch}."
             )
 
 
@@ -150,8 +124,8 @@ def synthetic_batch(
     gen_key, noise_key = jax.random.split(key) if key is not None else (None, None)
     params = jax.lax.stop_gradient(params)
     features = lambda v: model.features(params, v, config.layer)
-    settings = config.generator_settings() | ({} if alpha is None else {"alpha": alpha})
-    x_syn = generator.reverse(features, x, h=h, key=gen_key, **settings)
+    options = config.generator if alpha is None else dataclasses.replace(config.generator, alpha=alpha)
+    x_syn = generator.reverse(features, x, h=h, key=gen_key, config=options)
     if config.noise_twin:
         x_syn = noise_twin(noise_key, x, x_syn)
     return jax.lax.stop_gradient(x_syn)

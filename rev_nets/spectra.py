@@ -47,6 +47,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import linalg, special
 
+from rev_nets.errors import InputError
+
 # Statistics a matrix must keep at or below the calibration set's 99th percentile, with a short label for each.
 TESTS = {
     "skewness": "|skew|",
@@ -98,7 +100,7 @@ def as_matrix(w) -> np.ndarray:
     """A weight as a float64 matrix: dense (in, out) as is, conv HWIO (kh, kw, c_in, c_out) as (kh*kw*c_in, c_out)."""
     w = np.asarray(w, np.float64)
     if w.ndim < 2:
-        raise ValueError(f"A weight matrix needs at least 2 dimensions, got shape {w.shape}.")
+        raise InputError(f"A weight matrix needs at least 2 dimensions, got shape {w.shape}.")
     return w.reshape(-1, w.shape[-1])
 
 
@@ -239,7 +241,7 @@ def statistics(w, seed: int = 0) -> Stats:
     """All statistics of one weight (see the module docstring); ``seed`` draws the dependence test's permutation."""
     m = as_matrix(w)
     if min(m.shape) < 3:
-        raise ValueError(f"A matrix needs both sides >= 3 for correlations and a spectrum, got {m.shape}.")
+        raise InputError(f"A matrix needs both sides >= 3 for correlations and a spectrum, got {m.shape}.")
     rows, cols = dependence(m, np.random.default_rng(seed))
     return Stats(*entry_stats(m), rows, cols, *spectrum_stats(m))
 
@@ -250,7 +252,7 @@ def calibrate(shape: Sequence[int], count: int = 50, seed: int = 0) -> Stats:
     The matrices and their permutations come from ``np.random.default_rng([seed, *shape])``.
     """
     if count < 2:
-        raise ValueError(f"A calibration set needs at least 2 matrices (50 or more to judge), got {count}.")
+        raise InputError(f"A calibration set needs at least 2 matrices (50 or more to judge), got {count}.")
     return _calibrate(tuple(int(s) for s in shape), int(count), int(seed))
 
 

@@ -34,6 +34,7 @@ from jax.scipy.stats import norm
 from scipy import special
 
 from rev_nets import layers as L
+from rev_nets.errors import InputError
 
 Weights = tuple[jax.Array, ...]
 
@@ -103,7 +104,7 @@ def sample_hidden(key: jax.Array, batch: int, m: int, k: int, low: float = 0.5, 
     ``O(sqrt(log k / k)) ||h||``.
     """
     if not 1 <= k <= m:
-        raise ValueError(f"The sparsity k must be in 1..{m} (the top layer's width), got {k}.")
+        raise InputError(f"The sparsity k must be in 1..{m} (the top layer's width), got {k}.")
     support_key, value_key = jax.random.split(key)
     # The k largest of m i.i.d. uniforms sit at a uniformly random k-subset (and top_k compiles
     # far faster than a permutation).
@@ -152,7 +153,7 @@ def recover(
     ``relu=False`` gives the linear estimates ``W_l^T h_hat^(l-1) + b_l``.
     """
     if biases is not None and c is not None:
-        raise ValueError("Give recover either biases or c, not both.")
+        raise InputError("Give recover either biases or c, not both.")
     estimates = []
     h = x
     for i, w in enumerate(weights):
@@ -244,9 +245,9 @@ def simulate(
     ``cs`` holds the bias multipliers to evaluate (e.g. ``jnp.array(DEFAULT_CS)``).
     """
     if len(widths) < 2:
-        raise ValueError(f"widths must list the input and at least one layer, got {widths}.")
+        raise InputError(f"widths must list the input and at least one layer, got {widths}.")
     if not 0.0 < rho <= 1.0:
-        raise ValueError(f"The sampling keep-probability rho must be in (0, 1], got {rho}.")
+        raise InputError(f"The sampling keep-probability rho must be in (0, 1], got {rho}.")
 
     def one_draw(draw_key):
         weight_key, hidden_key, mask_key = jax.random.split(draw_key, 3)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.extend.core as jc
@@ -362,29 +362,30 @@ def _refusal(name: str, why: str) -> InputError:
 
 # -------------------------------------------------------------------- run --
 
-Alphas = Sequence[jax.Array | float] | str | None
+class Options(Protocol):
+    """The options the reverse pass reads: fields of ``generator.GeneratorConfig`` (which imports this module)."""
+
+    rho: float
+    alpha: Sequence[jax.Array | float] | str | None  # None: calibrated; "formula"; "data"; else one value per map
+    alpha_scale: float
+    input_relu: bool
+    use_switches: bool
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How the backward signal is scaled and sampled (``generator.reverse``'s keyword settings)."""
+def run(
+    graph: Graph, x: jax.Array, h: jax.Array | None, config: Options, key: jax.Array | None
+) -> tuple[jax.Array, tuple]:
+    """The reverse pass from ``h`` (default: the graph's own output at ``x``); returns it and each map's alpha.
 
-    key: jax.Array | None = None
-    rho: float = 1.0
-    alpha: Alphas = None  # None: calibrated; "formula": its formula everywhere; "data": fitted; else one per map
-    alpha_scale: float = 1.0
-    input_relu: bool = False
-    use_switches: bool = True
-
-
-def run(graph: Graph, x: jax.Array, h: jax.Array | None, settings: Settings) -> tuple[jax.Array, tuple]:
-    """The reverse pass from ``h`` (default: the graph's own output at ``x``); returns it and each map's alpha."""
+    ``config.alpha`` is None, a mode, or one value per map (``generator.reverse`` expands a single number);
+    ``key`` draws the sampling masks when ``config.rho < 1``.
+    """
     vals = dict(graph.consts)
     vals[graph.input] = x
     for k in graph.live:
         vals.update(zip(graph.ops[k].outs, _bind(graph.ops[k], [vals[i] for i in graph.ops[k].ins])))
     signal = {graph.output: vals[graph.output] if h is None else h}
-    keys = jax.random.split(settings.key, len(graph.anchors)) if settings.rho < 1.0 else None
+    keys = jax.random.split(key, len(graph.anchors)) if config.rho < 1.0 else None
     masks = {a: j for j, a in enumerate(graph.anchors)}
     map_index = {m.op: j for j, m in enumerate(graph.maps)}
     alphas = [None] * graph.num_maps
@@ -392,7 +393,7 @@ def run(graph: Graph, x: jax.Array, h: jax.Array | None, settings: Settings) -> 
     def sample(i):
         if keys is not None and i in masks and i in signal:
             v = signal[i]
-            signal[i] = jnp.where(jax.random.bernoulli(keys[masks[i]], settings.rho, v.shape), v, 0.0)
+            signal[i] = jnp.where(jax.random.bernoulli(keys[masks[i]], config.rho, v.shape), v, 0.0)
 
     for k in reversed(graph.live):
         op = graph.ops[k]
@@ -403,9 +404,9 @@ def run(graph: Graph, x: jax.Array, h: jax.Array | None, settings: Settings) -> 
         kind = graph.kinds[k]
         if kind == "map":
             j = map_index[k]
-            back, alphas[j] = _map_rule(graph, j, vals, signal[op.outs[0]], settings)
+            back, alphas[j] = _map_rule(graph, j, vals, signal[op.outs[0]], config)
         else:
-            back = _RULES[kind](graph, k, vals, signal, settings)
+            back = _RULES[kind](graph, k, vals, signal, config)
         for position, value in back.items():
             i = op.ins[position]
             signal[i] = value if i not in signal else signal[i] + value
@@ -434,16 +435,16 @@ def _plain_vjp(graph: Graph, k: int, vals, signal, positions=None) -> dict[int, 
     return dict(zip(positions, vjp(cts)))
 
 
-def _relu_rule(graph: Graph, k: int, vals, signal, settings) -> dict[int, jax.Array]:
+def _relu_rule(graph: Graph, k: int, vals, signal, config) -> dict[int, jax.Array]:
     return {graph.relu_operand[k]: jax.nn.relu(signal[graph.ops[k].outs[0]])}
 
 
-def _max_pool_rule(graph: Graph, k: int, vals, signal, settings) -> dict[int, jax.Array]:
+def _max_pool_rule(graph: Graph, k: int, vals, signal, config) -> dict[int, jax.Array]:
     """Route to the first winner of each window (the switches), or copy over the window without switches."""
     op = graph.ops[k]
     u, g = vals[op.ins[0]], signal[op.outs[0]]
     if op.name == "reduce_window_max":
-        if settings.use_switches:
+        if config.use_switches:
             return _plain_vjp(graph, k, vals, signal, [0])
         window = {name: op.params[name] for name in ("window_dimensions", "window_strides", "padding")}
         window |= {"base_dilation": op.params["base_dilation"], "window_dilation": op.params["window_dilation"]}
@@ -452,7 +453,7 @@ def _max_pool_rule(graph: Graph, k: int, vals, signal, settings) -> dict[int, ja
     axes = tuple(op.params["axes"])
     kept = tuple(d for d in range(u.ndim) if d not in axes)
     spread = lax.broadcast_in_dim(g, u.shape, kept)
-    if not settings.use_switches:
+    if not config.use_switches:
         return {0: spread}
     moved = jnp.moveaxis(u, axes, range(u.ndim - len(axes), u.ndim))
     flat = moved.reshape(*moved.shape[: u.ndim - len(axes)], -1)
@@ -460,12 +461,12 @@ def _max_pool_rule(graph: Graph, k: int, vals, signal, settings) -> dict[int, ja
     return {0: spread * jnp.moveaxis(first, range(u.ndim - len(axes), u.ndim), axes)}
 
 
-def _mean_rule(graph: Graph, k: int, vals, signal, settings) -> dict[int, jax.Array]:
+def _mean_rule(graph: Graph, k: int, vals, signal, config) -> dict[int, jax.Array]:
     """A window mean reverses as a copy: the window sum's VJP copies, and the area factor is not applied."""
     return {0: signal[graph.ops[k].outs[0]]}
 
 
-def _plain_rule(graph: Graph, k: int, vals, signal, settings) -> dict[int, jax.Array]:
+def _plain_rule(graph: Graph, k: int, vals, signal, config) -> dict[int, jax.Array]:
     return _plain_vjp(graph, k, vals, signal)
 
 
@@ -473,20 +474,20 @@ _RULES = {"plain": _plain_rule, "relu": _relu_rule, "max_pool": _max_pool_rule, 
           "none": lambda *args: {}}  # fmt: skip
 
 
-def _map_rule(graph: Graph, j: int, vals, g: jax.Array, settings: Settings):
+def _map_rule(graph: Graph, j: int, vals, g: jax.Array, config: Options):
     """``alpha * A^T g`` for linear map ``j`` (input side first), with the map's alpha."""
     m = graph.maps[j]
     op = graph.ops[m.op]
     x_position = 1 - m.weight_operand
     (back,) = _plain_vjp(graph, m.op, vals, {op.outs[0]: g}, [x_position]).values()
-    relu = m.after_relu or settings.input_relu
-    if settings.alpha is None or settings.alpha == "formula":
-        alpha = calibrated_alpha(graph, j, vals, settings.rho, relu, strict=settings.alpha is None)
-    elif settings.alpha == "data":
-        alpha = _data_alpha(op, vals, g, back, x_position, settings.rho, relu)
+    relu = m.after_relu or config.input_relu
+    if config.alpha is None or config.alpha == "formula":
+        alpha = calibrated_alpha(graph, j, vals, config.rho, relu, strict=config.alpha is None)
+    elif config.alpha == "data":
+        alpha = _data_alpha(op, vals, g, back, x_position, config.rho, relu)
     else:
-        alpha = settings.alpha[j]
-    alpha = settings.alpha_scale * alpha
+        alpha = config.alpha[j]
+    alpha = config.alpha_scale * alpha
     return {x_position: alpha * back}, alpha
 
 
@@ -500,7 +501,7 @@ def calibrated_alpha(graph: Graph, j: int, vals, rho: float, relu: bool, strict:
     if m.undefined and strict:
         raise InputError(
             f"The calibrated alpha of linear map {j + 1} ({op.name}) is undefined: {m.undefined}; "
-            "pass alpha='formula' (--alpha=formula: the formula without its guarantee), 'data' (fitted on a batch) "
+            "pass alpha='formula' (the formula without its guarantee), 'data' (fitted on a batch) "
             "or one number per map."
         )
     w = vals[op.ins[m.weight_operand]]

@@ -37,7 +37,7 @@ def file_layout(path: str, layout: str) -> str:
         raise InputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
     if path.endswith(".onnx"):
         if layout != "auto":
-            raise InputError(f"{path} is ONNX, whose graph fixes each weight's layout; drop --layout={layout}.")
+            raise InputError(f"{path} is ONNX, whose graph fixes each weight's layout; drop layout={layout!r}.")
         return "graph"
     if layout != "auto":
         return layout

@@ -167,7 +167,7 @@ def test_bad_arguments_give_one_sentence(tmp_path):
     _raises(r"Unknown dataset 'svhn'; use one of mnist, fashion_mnist, cifar10, cifar100", data.load, "svhn", "train")
     _raises(r"Unknown split 'val' .*split_validation", data.load, "mnist", "val", str(tmp_path))
     _raises(r"Unknown label_mode 'medium'", data.load, "cifar100", "train", str(tmp_path), label_mode="medium")
-    _raises(r"Data folder .*nowhere does not exist.*--data_dir", data.load, "mnist", "train", str(tmp_path / "nowhere"))
+    _raises(r"Data folder .*nowhere does not exist.*data_dir", data.load, "mnist", "train", str(tmp_path / "nowhere"))
 
 
 def test_missing_idx_files_name_files_folders_and_source(tmp_path):
@@ -177,7 +177,7 @@ def test_missing_idx_files_name_files_folders_and_source(tmp_path):
         "t10k-labels-idx1-ubyte(.gz)",
         str(tmp_path / "MNIST/raw"),
         "https://yann.lecun.com/exdb/mnist/",
-        "--data_dir",
+        "pass data_dir",
     ):
         assert part in message
     message = _raises(r"No Fashion-MNIST train files found", data.load, "fashion_mnist", "train", str(tmp_path))
@@ -461,7 +461,7 @@ def test_without_tensorflow_tfds_path_names_the_extra_and_data_dir(monkeypatch):
         "cifar100",
         "train",
     )
-    assert "--data_dir" in message and DATA_DIR_ENV in message
+    assert "pass data_dir" in message and DATA_DIR_ENV in message
 
 
 class _UnpreparedBuilder:
@@ -494,7 +494,7 @@ def test_tfds_without_network_fails_fast_and_names_data_dir(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", no_route)
     message = _raises(
-        r"TFDS cannot download mnist: storage.googleapis.com is unreachable \(no network\?\); pass --data_dir",
+        r"TFDS cannot download mnist: storage.googleapis.com is unreachable \(no network\?\); pass data_dir",
         data.load,
         "mnist",
         "test",
@@ -536,7 +536,7 @@ def test_tfds_download_failure_is_one_sentence(monkeypatch):
     _fake_tfds(monkeypatch, builder)
     monkeypatch.setattr(data_tfds, "host_reachable", lambda host, port, timeout=3.0: True)
     _raises(
-        r"TFDS failed to download cifar10 \(ConnectionError: read timed out\); pass --data_dir",
+        r"TFDS failed to download cifar10 \(ConnectionError: read timed out\); pass data_dir",
         data.load,
         "cifar10",
         "train",

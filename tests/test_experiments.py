@@ -15,6 +15,7 @@ import pytest
 from entry_points import run_entry_point
 
 from rev_nets import train
+from rev_nets.errors import InputError, SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
@@ -79,6 +80,10 @@ def test_mnist_entry_point_trains_fashion_mnist(data_dir, tmp_path):
         ("--sampling_rho=1.5", r"sampling_rho must be in \(0, 1\]"),
         ("--shadow_weight=-1", "shadow_weight must be >= 0"),
         ("--alpha_scale=0", "alpha_scale must be positive"),
+        ("--sampling_rho=nan", r"^error: --sampling_rho must be in \(0, 1\] \(1 = no sampling\), got nan\.$"),
+        ("--smooth_sigma=inf", r"^error: --smooth_sigma must be >= 0 and finite"),
+        ("--learning_rate=nan", r"^error: --learning_rate must be positive and finite, got nan\.$"),
+        ("--shadow_start_epoch=nan", r"^error: --shadow_start_epoch must be >= 0 and finite"),
         ("--cpu_devices=0", "cpu_devices must be >= 1"),
         ("--data_dir=/nonexistent/folder", "does not exist"),
     ],
@@ -87,8 +92,20 @@ def test_bad_flags_stop_with_one_sentence(flag, message, tmp_path):
     result = _run("mnist", flag, f"--workdir={tmp_path}", "--width=16")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert re.search(message, result.stderr), result.stderr
+    assert re.search(message, result.stderr.strip()), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_setting_error_names_the_flag_that_sets_it():
+    from experiments import mnist, settings
+
+    rows = (*settings.TRAINING, *mnist.ROWS)
+    rho = SettingError("train.shadow.generator.rho", "must be in (0, 1] (1 = no sampling), got 2.")
+    assert settings.message(rows, rho) == "--sampling_rho must be in (0, 1] (1 = no sampling), got 2."
+    layer = SettingError("train.consistency.layer", "must be 1..3.")
+    assert settings.message(rows, layer) == "--consistency_layer must be 1..3."
+    assert settings.message(rows, SettingError("model.arguments.width", "is 0.")) == "--width is 0."
+    assert settings.message(rows, SettingError("train.nosuch", "must be 1.")) == "train.nosuch must be 1."
 
 
 def test_sigkilled_run_resumes_to_the_same_numbers(tmp_path):

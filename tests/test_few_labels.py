@@ -15,7 +15,11 @@ from entry_points import run_entry_point
 from flax import nnx
 
 from rev_nets import consistency, data, models, nets, shadow, train
+from rev_nets.errors import SettingError
+from rev_nets.generator import GeneratorConfig
 from rev_nets.train import rundir
+
+NAN = float("nan")
 
 NET = nets.mnist_mlp(width=12, depth=3)
 PARAMS = NET.init(jax.random.key(0))
@@ -98,9 +102,9 @@ def _softmax(z):
 @pytest.mark.parametrize("layer", [1, 3])
 def test_shadow_consistency_loss_matches_numpy(layer):
     config = consistency.ConsistencyConfig(kind="shadow", layer=layer)
-    value, metrics = consistency.loss(NET, PARAMS, U, config, shadow.ShadowConfig(), jax.random.key(2))
+    value, metrics = consistency.loss(NET, PARAMS, U, config, GeneratorConfig(), jax.random.key(2))
     twin = _numpy_twin(PARAMS, U, layer)
-    generated = consistency.twin(NET, PARAMS, U, config, shadow.ShadowConfig(), None)
+    generated = consistency.twin(NET, PARAMS, U, config, GeneratorConfig(), None)
     np.testing.assert_allclose(generated, twin, rtol=2e-4, atol=2e-5)
     p, q = _softmax(_numpy_forward(PARAMS, U)), _softmax(_numpy_forward(PARAMS, twin))
     np.testing.assert_allclose(value, np.mean((q - p) ** 2), rtol=2e-4)
@@ -111,9 +115,9 @@ def test_shadow_consistency_loss_matches_numpy(layer):
 def test_gaussian_and_noise_twins():
     key = jax.random.key(5)
     gaussian = consistency.ConsistencyConfig(kind="gaussian", sigma=0.7)
-    twin = consistency.twin(NET, PARAMS, U, gaussian, shadow.ShadowConfig(), key)
+    twin = consistency.twin(NET, PARAMS, U, gaussian, GeneratorConfig(), key)
     np.testing.assert_allclose(twin, U + 0.7 * jax.random.normal(key, U.shape), rtol=1e-6)
-    noise = consistency.twin(NET, PARAMS, U, dataclasses.replace(gaussian, kind="noise"), shadow.ShadowConfig(), key)
+    noise = consistency.twin(NET, PARAMS, U, dataclasses.replace(gaussian, kind="noise"), GeneratorConfig(), key)
     generated = _numpy_twin(PARAMS, U, 3)
     energy = lambda d: np.linalg.norm(np.asarray(d).reshape(len(U), -1), axis=1)
     np.testing.assert_allclose(energy(noise - U), energy(generated - U), rtol=1e-4)  # matched energy, per example
@@ -123,8 +127,8 @@ def test_gaussian_and_noise_twins():
 def test_no_gradient_flows_through_the_twin_or_the_target():
     config = consistency.ConsistencyConfig(kind="shadow", layer=2)
     key = jax.random.key(3)
-    grads = jax.grad(lambda p: consistency.loss(NET, p, U, config, shadow.ShadowConfig(), key)[0])(PARAMS)
-    twin = consistency.twin(NET, PARAMS, U, config, shadow.ShadowConfig(), key)
+    grads = jax.grad(lambda p: consistency.loss(NET, p, U, config, GeneratorConfig(), key)[0])(PARAMS)
+    twin = consistency.twin(NET, PARAMS, U, config, GeneratorConfig(), key)
     target = jax.nn.softmax(NET.forward(PARAMS, U)[0])
 
     def constant_twin_and_target(p):
@@ -189,17 +193,20 @@ def test_without_consistency_the_unlabelled_images_are_unused():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"num_labels": 15}, "multiple of the 10 classes"),
-        ({"steps": 13}, "must be a multiple of epochs=3"),
+        ({"num_labels": 15}, "num_labels must be a multiple of the 10 classes"),
+        ({"steps": 13}, "steps must be a multiple of epochs=3"),
         ({"num_labels": 0}, "steps sets the length of a few-label run"),
-        ({"consistency": consistency.ConsistencyConfig(kind="shadow", weight=-1.0)}, "consistency_weight must be >= 0"),
-        ({"consistency": consistency.ConsistencyConfig(kind="mixup")}, "consistency must be one of none, shadow"),
-        ({"consistency": consistency.ConsistencyConfig(kind="noise", layer=4)}, "consistency_layer must be 1..3"),
-        ({"steps": 0, "num_labels": 0}, "consistency needs unlabelled images"),
+        ({"consistency": consistency.ConsistencyConfig(kind="shadow", weight=-1.0)}, "consistency.weight must be >= 0"),
+        ({"consistency": consistency.ConsistencyConfig(kind="shadow", weight=NAN)}, "consistency.weight must be >= 0"),
+        ({"consistency": consistency.ConsistencyConfig(kind="gaussian", sigma=NAN)}, "consistency.sigma must be >= 0"),
+        ({"consistency": consistency.ConsistencyConfig(kind="shadow", rampup=NAN)}, r"consistency.rampup must be"),
+        ({"consistency": consistency.ConsistencyConfig(kind="mixup")}, "consistency.kind must be one of none, shadow"),
+        ({"consistency": consistency.ConsistencyConfig(kind="noise", layer=4)}, "consistency.layer must be 1..3"),
+        ({"steps": 0, "num_labels": 0}, "consistency.kind needs unlabelled images"),
     ],
 )
 def test_bad_few_label_settings_are_one_sentence(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingError, match=f"^{message}"):
         _few_label_config(**overrides).check(NET)
 
 
@@ -240,7 +247,8 @@ def test_a_consistency_generator_that_cannot_run_is_refused_when_checked():
             return self.head(self.features(x, 2))
 
     model = models.nnx_model(TanhFirst)
-    config = _few_label_config(num_labels=2, shadow=shadow.ShadowConfig(layer=0, alpha="formula"))
+    formula = shadow.ShadowConfig(layer=0, generator=GeneratorConfig(alpha="formula"))
+    config = _few_label_config(num_labels=2, shadow=formula)
     config.check(model)  # from layer 2, as SHADOW's synthetic test data
     with pytest.raises(ValueError, match="tanh"):
         dataclasses.replace(config, consistency=consistency.ConsistencyConfig(kind="noise", layer=1)).check(model)
@@ -334,7 +342,7 @@ def test_few_label_flags_run_one_short_run(module, flags, few_label_data_dir, tm
         (["--num_labels=990"], r"needs 99 labelled images of class \d, but .* hold \d+; give at most \d+"),
         (["--num_labels=20", "--consistency=shadow", "--consistency_weight=-1"], "consistency_weight must be >= 0"),
         (["--num_labels=20", "--consistency=mixup"], "consistency must be one of none, shadow, noise, gaussian"),
-        (["--consistency=shadow"], "consistency needs unlabelled images: give --num_labels"),
+        (["--consistency=shadow"], "--consistency needs unlabelled images: give num_labels"),
     ],
 )
 def test_bad_few_label_flags_stop_with_one_sentence_before_any_work(flags, message, few_label_data_dir, tmp_path):

@@ -11,6 +11,8 @@ from absl.testing import parameterized
 
 from rev_nets import generator, nets
 from rev_nets import layers as L
+from rev_nets.errors import InputError, SettingError
+from rev_nets.generator import GeneratorConfig
 
 SMALL_NETS = {
     "mlp": nets.mnist_mlp(width=32),
@@ -302,3 +304,101 @@ def test_twins_by_layer_holds_the_real_batch_and_each_layers_twins():
     for layer in (1, 2, 3):
         expected = generator.twins(net, params, x, layer, smooth_sigma=0.5)
         np.testing.assert_allclose(rows[f"from h{layer}"], expected, rtol=1e-6, atol=1e-7)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("rho", 0.0), ("rho", 1.5), ("rho", -0.5), ("rho", NAN), ("rho", INF), ("rho", "0.5"),
+        ("alpha", -1.0), ("alpha", 0.0), ("alpha", NAN), ("alpha", INF), ("alpha", "fitted"), ("alpha", True),
+        ("alpha", (1.0, -2.0)), ("alpha", (1.0, NAN)), ("alpha", ("data",)),
+        ("alpha_scale", 0.0), ("alpha_scale", -1.0), ("alpha_scale", NAN), ("alpha_scale", INF),
+        ("smooth_sigma", -0.5), ("smooth_sigma", NAN), ("smooth_sigma", INF),
+        ("use_switches", 1), ("use_switches", "yes"), ("input_relu", None),
+        ("plain_vjp", "tanh"), ("plain_vjp", (1,)),
+    ],
+)  # fmt: skip
+def test_the_record_refuses_each_bad_value_naming_its_field(field, value):
+    with pytest.raises(SettingError) as error:
+        GeneratorConfig(**{field: value})
+    assert error.value.setting == field
+    message = str(error.value)
+    assert message.startswith(f"{field} ") and message.endswith(".") and "\n" not in message, message
+
+
+def test_the_record_is_hashable_and_reads_json_lists_as_tuples():
+    listed = GeneratorConfig(alpha=[0.5, 2.0], plain_vjp=["tanh"])
+    assert listed == GeneratorConfig(alpha=(0.5, 2.0), plain_vjp=("tanh",))
+    assert hash(listed) == hash(GeneratorConfig(alpha=(0.5, 2.0), plain_vjp=("tanh",)))
+    for alpha in (None, "formula", "data", 0.7, 3):
+        hash(GeneratorConfig(alpha=alpha))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"rho": 0.6, "key": "key"},
+        {"alpha": (0.7, 1.3, 0.9), "alpha_scale": 1.2, "input_relu": True},
+        {"alpha": "data", "smooth_sigma": 0.8},
+        {"use_switches": False, "alpha": 1.5},
+    ],
+)
+def test_options_and_the_record_give_the_same_twins(options):
+    net = SMALL_NETS["cnn_max"]
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    features = lambda v: net.features(params, v, 3)
+    key = jax.random.key(2) if options.pop("key", None) else None
+    by_options = generator.reverse(features, x, key=key, **options)
+    by_record = generator.reverse(features, x, key=key, config=GeneratorConfig(**options))
+    np.testing.assert_array_equal(by_options, by_record)
+    record_alphas = generator.alphas(features, x, GeneratorConfig(**options))
+    for a, b in zip(generator.alphas(features, x, **options), record_alphas, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_options_replace_the_fields_of_a_given_record():
+    net = SMALL_NETS["mlp"]
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
+    features, key = lambda v: net.features(params, v, 2), jax.random.key(2)
+    base = GeneratorConfig(rho=0.7, alpha_scale=2.0, input_relu=True)
+    replaced = generator.reverse(features, x, key=key, config=base, alpha_scale=1.3)
+    expected = generator.reverse(features, x, key=key, rho=0.7, alpha_scale=1.3, input_relu=True)
+    np.testing.assert_array_equal(replaced, expected)
+
+
+def test_frozen_alphas_as_traced_arrays_give_the_numbers_twins():
+    net = SMALL_NETS["mlp"]
+    params = nets.init(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
+    features = lambda v: net.features(params, v, 3)
+    fitted = generator.alphas(features, x, alpha="data")
+    frozen = jax.jit(lambda a: generator.reverse(features, x, alpha=a))(fitted)
+    numbers = generator.reverse(features, x, alpha=tuple(map(float, fitted)))
+    np.testing.assert_allclose(frozen, numbers, rtol=1e-5, atol=1e-6)  # jit against eager: float rounding only
+
+
+def test_an_unknown_option_is_one_sentence_naming_it_and_the_valid_ones():
+    net = SMALL_NETS["mlp"]
+    params = nets.init(jax.random.key(0), net)
+    x = jnp.ones((2, *net.input_shape))
+    with pytest.raises(InputError) as error:
+        generator.twins(net, params, x, 1, sampling_rho=0.5)
+    message = str(error.value)
+    assert message.startswith("Unknown generator option 'sampling_rho'; the options are h, key, config and rho, alpha")
+    assert all(name in message for name in generator.OPTIONS) and "\n" not in message
+
+
+def test_integer_inputs_and_empty_batches_are_one_sentence():
+    net = SMALL_NETS["mlp"]
+    params = nets.init(jax.random.key(0), net)
+    for dtype in (jnp.uint8, jnp.int32):
+        with pytest.raises(InputError, match=rf"^x has dtype {jnp.dtype(dtype).name}, .*convert it first"):
+            generator.twins(net, params, jnp.ones((2, *net.input_shape), dtype), 1)
+    with pytest.raises(InputError, match=r"^x holds no examples \(shape \(0, 28, 28, 1\)\); pass a batch of at"):
+        generator.twins(net, params, jnp.ones((0, *net.input_shape)), 1)

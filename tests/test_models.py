@@ -16,7 +16,8 @@ import flax.linen as linen
 from flax import nnx
 
 from rev_nets import consistency, data, generator, models, nets, shadow, train
-from rev_nets.errors import InputError
+from rev_nets.errors import InputError, SettingError
+from rev_nets.generator import GeneratorConfig
 from rev_nets.nnx_zoo import ResidualCNN
 from rev_nets.train import rundir
 
@@ -123,7 +124,7 @@ def test_shadow_on_an_nnx_model_generates_from_its_features_and_stops_gradients(
     model = models.nnx_model(tiny_residual)
     params = model.init(jax.random.key(0))
     x, y = _batch()
-    config = shadow.ShadowConfig(layer=2, alpha="data")
+    config = shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))
     key = jax.random.key(1)
     value, metrics = shadow.loss(model, params, x, y, config, key)
     x_syn = generator.twins(model, params, x, 2, alpha="data", key=jax.random.split(key, 3)[2])
@@ -140,9 +141,8 @@ def test_shadow_on_an_nnx_model_generates_from_its_features_and_stops_gradients(
 def test_fit_in_memory_trains_an_nnx_model_with_alphas_fitted_once_per_epoch(monkeypatch):
     model = models.nnx_model(tiny_residual)
     x, y = _batch(64)
-    config = train.TrainConfig(
-        epochs=2, batch_size=16, learning_rate=0.02, shadow=shadow.ShadowConfig(layer=2, alpha="data")
-    )
+    fitted = shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))
+    config = train.TrainConfig(epochs=2, batch_size=16, learning_rate=0.02, shadow=fitted)
     fits = []
     make_fit = train.steps.make_alpha_fit
 
@@ -183,9 +183,8 @@ def test_an_nnx_models_own_dropout_masks_with_the_step_key_and_is_off_without_on
 
 def test_an_nnx_model_with_dropout_trains_with_shadow_and_dropout_changes_the_run():
     x, y = _batch(64)
-    config = train.TrainConfig(
-        epochs=2, batch_size=16, learning_rate=0.02, shadow=shadow.ShadowConfig(layer=2, alpha="data")
-    )
+    fitted = shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))
+    config = train.TrainConfig(epochs=2, batch_size=16, learning_rate=0.02, shadow=fitted)
     histories = {
         rate: train.fit_in_memory(models.nnx_model(tiny_residual, dropout=rate), config, (x, y), {"test": (x, y)})[1]
         for rate in (0.0, 0.5)
@@ -328,7 +327,7 @@ def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == {"factory": ZOO, "arguments": {"channels": [2, 2, 2], "dropout": 0.25}}
     assert "net" not in config
-    assert config["train"]["shadow"]["alpha"] == "data"
+    assert config["train"]["shadow"]["generator"]["alpha"] == "data"
     assert (run / "figures" / "synthetic_images.png").stat().st_size > 1000
     read = [
         f"--run={run}",
@@ -363,10 +362,9 @@ def test_calibrated_alpha_of_the_residual_model_is_refused_with_the_fix():
 
 
 def test_dropout_on_an_nnx_model_is_refused_when_checked():
-    with pytest.raises(ValueError, match="dropout is the built-in nets' dropout"):
-        train.TrainConfig(dropout=0.3, shadow=shadow.ShadowConfig(alpha="formula")).check(
-            models.nnx_model(tiny_residual)
-        )
+    formula = shadow.ShadowConfig(layer=3, generator=GeneratorConfig(alpha="formula"))
+    with pytest.raises(SettingError, match="^dropout must be 0 for an NNX or linen model, which drops out with its own"):
+        train.TrainConfig(dropout=0.3, shadow=formula).check(models.nnx_model(tiny_residual))
 
 
 def test_a_config_whose_generator_cannot_run_is_refused_when_checked():
@@ -374,7 +372,7 @@ def test_a_config_whose_generator_cannot_run_is_refused_when_checked():
     model = models.nnx_model(tiny_residual)
     with pytest.raises(ValueError, match="residual sum"):
         train.TrainConfig(shadow=shadow.ShadowConfig(layer=0)).check(model)
-    train.TrainConfig(shadow=shadow.ShadowConfig(layer=0, alpha="data")).check(model)
+    train.TrainConfig(shadow=shadow.ShadowConfig(layer=0, generator=GeneratorConfig(alpha="data"))).check(model)
 
 
 def test_an_nnx_model_trains_from_few_labels_with_shadow_consistency():
@@ -385,7 +383,7 @@ def test_an_nnx_model_trains_from_few_labels_with_shadow_consistency():
         steps=4,
         batch_size=16,
         num_labels=8,
-        shadow=shadow.ShadowConfig(layer=0, alpha="formula"),
+        shadow=shadow.ShadowConfig(layer=0, generator=GeneratorConfig(alpha="formula")),
         consistency=consistency.ConsistencyConfig(kind="shadow", layer=2),
     )
     labelled = (x[:8], jnp.arange(8, dtype=jnp.int32) % 4)

@@ -10,6 +10,8 @@ import pytest
 
 from rev_nets import layers as L
 from rev_nets import nets, shadow
+from rev_nets.errors import SettingError
+from rev_nets.generator import GeneratorConfig
 
 TINY = nets.Net((L.Dense(6), L.Dense(5), L.Dense(4)), num_classes=3, input_shape=(2, 2, 2))
 
@@ -90,7 +92,7 @@ def test_no_gradient_flows_through_the_synthetic_inputs(net):
     params = nets.init(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (4, *net.input_shape))
     y = jnp.array([0, 1, 2, 0])
-    config = shadow.ShadowConfig(layer=3, weight=0.7, rho=0.8, smooth_sigma=0.5)
+    config = shadow.ShadowConfig(layer=3, weight=0.7, generator=GeneratorConfig(rho=0.8, smooth_sigma=0.5))
     key = jax.random.key(2)
     grads = jax.grad(lambda p: shadow.loss(net, p, x, y, config, key)[0])(params)
 
@@ -139,20 +141,41 @@ def test_noise_twin_arm_trains_on_noisy_real_inputs():
 
 
 @pytest.mark.parametrize(
-    "config,message",
+    "setting,value,message",
     [
-        (shadow.ShadowConfig(layer=4), r"shadow_layer must be 0 \(off\) or 1..3"),
-        (shadow.ShadowConfig(weight=-1.0), "shadow_weight must be >= 0"),
-        (shadow.ShadowConfig(rho=1.5), r"sampling_rho must be in \(0, 1\]"),
-        (shadow.ShadowConfig(rho=0.0), r"sampling_rho must be in \(0, 1\]"),
-        (shadow.ShadowConfig(smooth_sigma=-0.5), "smooth_sigma must be >= 0"),
-        (shadow.ShadowConfig(alpha_scale=0.0), "alpha_scale must be positive"),
-        (shadow.ShadowConfig(start_epoch=-1.0), "shadow_start_epoch must be >= 0"),
+        ("layer", 4, r"^layer must be 0 \(off\) or 1..3 for this model, got 4\.$"),
+        ("layer", -1, r"^layer must be 0 \(off\) or 1..3"),
+        ("layer", 1.5, r"^layer must be 0 \(off\) or 1..3"),
+        ("weight", -1.0, "^weight must be >= 0"),
+        ("weight", float("nan"), "^weight must be >= 0 and finite, got nan"),
+        ("weight", float("inf"), "^weight must be >= 0 and finite, got inf"),
+        ("start_epoch", -1.0, "^start_epoch must be >= 0"),
+        ("start_epoch", float("nan"), "^start_epoch must be >= 0 and finite"),
     ],
 )
-def test_bad_settings_raise_one_sentence(config, message):
-    with pytest.raises(ValueError, match=message):
-        config.check(TINY)
+def test_bad_settings_raise_one_sentence_naming_the_setting(setting, value, message):
+    with pytest.raises(SettingError, match=message) as error:
+        shadow.ShadowConfig(**{setting: value}).check(TINY)
+    assert error.value.setting == setting
+
+
+def test_shadow_is_off_by_default_with_the_default_generator():
+    config = shadow.ShadowConfig()
+    assert not config.enabled and config.generator == GeneratorConfig()
+    config.check(TINY)
+
+
+def test_an_alpha_override_replaces_only_the_records_alpha():
+    """Frozen alphas (arrays) replace the record's alpha; its other options still apply."""
+    params = nets.init(jax.random.key(0), TINY)
+    x, _ = _tiny_batch()
+    options = GeneratorConfig(rho=0.8, alpha_scale=1.3)
+    config = shadow.ShadowConfig(layer=2, generator=options)
+    frozen = (jnp.float32(0.9), jnp.float32(1.1))
+    overridden = shadow.synthetic_batch(TINY, params, x, config, jax.random.key(3), alpha=frozen)
+    numbers = dataclasses.replace(config, generator=dataclasses.replace(options, alpha=(0.9, 1.1)))
+    expected = shadow.synthetic_batch(TINY, params, x, numbers, jax.random.key(3))
+    np.testing.assert_allclose(overridden, expected, rtol=1e-6)
 
 
 def test_loss_and_gradient_agree_with_and_without_jit():
@@ -161,7 +184,7 @@ def test_loss_and_gradient_agree_with_and_without_jit():
     params = nets.init(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (4, *net.input_shape))
     y = jnp.array([0, 1, 2, 0])
-    config = shadow.ShadowConfig(layer=2, weight=0.7, rho=0.8, smooth_sigma=0.5)
+    config = shadow.ShadowConfig(layer=2, weight=0.7, generator=GeneratorConfig(rho=0.8, smooth_sigma=0.5))
 
     def value_and_grad(params, key):
         loss = lambda p: shadow.loss(net, p, x, y, config, key, dropout=0.3)

@@ -11,7 +11,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rev_nets import data, nets, shadow, train
+from rev_nets import consistency, data, nets, shadow, train
+from rev_nets.errors import SettingError
+from rev_nets.generator import GeneratorConfig
 from rev_nets.train import steps as train_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):
 
 def test_the_jitted_step_takes_each_row_and_key_of_the_epoch_in_turn():
     train_split, _ = _splits()
-    config = _config(shadow=shadow.ShadowConfig(layer=2, rho=0.7), dropout=0.2)
+    config = _config(shadow=shadow.ShadowConfig(layer=2, generator=GeneratorConfig(rho=0.7)), dropout=0.2)
     steps = 96 // config.batch_size
     order = data.epoch_batches(jax.random.key(1), 96, config.batch_size)
     epoch_key = jax.random.key(2)
@@ -177,28 +179,93 @@ def test_shadow_from_a_later_epoch_is_backprop_until_then(tmp_path):
     assert shadowed[1]["train_loss"] != pytest.approx(shadowed[1]["train_ce_real"])
 
 
+NAN, INF = float("nan"), float("inf")
+
+
 @pytest.mark.parametrize(
     "setting,message",
     [
-        ({"epochs": 0}, "epochs must be at least 1, got 0"),
-        ({"learning_rate": 0.0}, "learning_rate must be positive, got 0.0"),
-        ({"optimizer": "rmsprop"}, "optimizer must be 'sgd' or 'adam', got 'rmsprop'"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
-        ({"grad_clip": -1.0}, r"grad_clip must be >= 0 \(0 = off\), got -1.0"),
-        ({"weight_decay": -0.1}, r"weight_decay must be >= 0 \(0 = off\), got -0.1"),
-        ({"warmup_epochs": -2.0}, r"warmup_epochs must be >= 0 \(0 = off\), got -2.0"),
+        ({"epochs": 0}, r"^epochs must be a whole number >= 1, got 0\.$"),
+        ({"epochs": 1.5}, "^epochs must be a whole number >= 1, got 1.5"),
+        ({"batch_size": NAN}, "^batch_size must be a whole number >= 1, got nan"),
+        ({"learning_rate": 0.0}, "^learning_rate must be positive and finite, got 0.0"),
+        ({"learning_rate": NAN}, "^learning_rate must be positive and finite, got nan"),
+        ({"learning_rate": INF}, "^learning_rate must be positive and finite, got inf"),
+        ({"optimizer": "rmsprop"}, "^optimizer must be 'sgd' or 'adam', got 'rmsprop'"),
+        ({"dropout": 1.0}, r"^dropout must be in \[0, 1\), got 1.0"),
+        ({"dropout": NAN}, r"^dropout must be in \[0, 1\), got nan"),
+        ({"grad_clip": -1.0}, r"^grad_clip must be >= 0 and finite \(0 = off\), got -1.0"),
+        ({"grad_clip": INF}, r"^grad_clip must be >= 0 and finite \(0 = off\), got inf"),
+        ({"weight_decay": -0.1}, r"^weight_decay must be >= 0 and finite \(0 = off\), got -0.1"),
+        ({"weight_decay": NAN}, r"^weight_decay must be >= 0 and finite \(0 = off\), got nan"),
+        ({"warmup_epochs": -2.0}, r"^warmup_epochs must be >= 0 and finite \(0 = off\), got -2.0"),
+        ({"warmup_epochs": NAN}, r"^warmup_epochs must be >= 0 and finite"),
+        ({"momentum": NAN}, r"^momentum must be >= 0 and finite"),
     ],
 )
 def test_bad_training_settings_name_the_setting_and_its_value(setting, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingError, match=message) as error:
         _config(**setting).check(NET)
+    assert error.value.setting == next(iter(setting))
+
+
+@pytest.mark.parametrize(
+    "overrides,path",
+    [
+        ({"shadow": shadow.ShadowConfig(layer=4)}, "shadow.layer"),
+        ({"shadow": shadow.ShadowConfig(layer=2, weight=NAN)}, "shadow.weight"),
+        ({"shadow": shadow.ShadowConfig(layer=2, start_epoch=NAN)}, "shadow.start_epoch"),
+        ({"shadow": shadow.ShadowConfig(2, generator=GeneratorConfig(alpha=(1, 2, 3)))}, "shadow.generator.alpha"),
+        ({"num_labels": 10, "consistency": consistency.ConsistencyConfig("gaussian", sigma=NAN)}, "consistency.sigma"),
+        ({"num_labels": 10, "consistency": consistency.ConsistencyConfig("shadow", weight=INF)}, "consistency.weight"),
+    ],
+)
+def test_a_nested_setting_is_named_by_its_path_in_the_train_config(overrides, path):
+    with pytest.raises(SettingError) as error:
+        _config(**overrides).check(NET)
+    assert error.value.setting == path and str(error.value).startswith(f"{path} ")
 
 
 def test_a_start_epoch_past_the_run_or_without_shadow_is_refused():
-    with pytest.raises(ValueError, match="leaves no SHADOW epoch in a 2-epoch run"):
+    with pytest.raises(SettingError, match="^shadow.start_epoch must be below the run's 2 epochs to leave a SHADOW"):
         _config(shadow=shadow.ShadowConfig(layer=2, start_epoch=2)).check(NET)
-    with pytest.raises(ValueError, match="shadow_start_epoch needs SHADOW on"):
+    with pytest.raises(SettingError, match="^shadow.start_epoch needs SHADOW on"):
         _config(shadow=shadow.ShadowConfig(layer=0, start_epoch=1)).check(NET)
+
+
+def test_shadow_is_off_by_default():
+    assert not train.TrainConfig().shadow.enabled
+    assert train.TrainConfig().shadow == shadow.ShadowConfig(layer=0)
+
+
+ARCHIVED = sorted((Path(__file__).resolve().parents[1] / "results").glob("**/config.json"))
+
+
+def test_every_archived_run_config_reads_and_round_trips():
+    """The results archive holds shadow records with the generator's options flat, as runs wrote them before the
+    options had their own record; each reads, keeps its values, and survives to_json -> JSON -> from_json."""
+    assert len(ARCHIVED) >= 188
+    for path in ARCHIVED:
+        saved = json.loads(path.read_text())["train"]
+        config = train.TrainConfig.from_json(saved)
+        options = config.shadow.generator
+        for name in ("rho", "alpha", "alpha_scale", "smooth_sigma", "use_switches"):
+            assert getattr(options, name) == saved["shadow"].get(name, getattr(GeneratorConfig(), name)), path
+        assert config.shadow.layer == saved["shadow"]["layer"] and config.shadow.weight == saved["shadow"]["weight"]
+        written = json.loads(json.dumps(config.to_json()))
+        assert set(written["shadow"]) == {"layer", "weight", "noise_twin", "start_epoch", "generator"}
+        assert train.TrainConfig.from_json(written) == config, path
+
+
+def test_the_nested_and_the_flat_shadow_records_read_alike():
+    options = GeneratorConfig(rho=0.5, alpha=(0.7, 1.3, 0.9), alpha_scale=1.2, smooth_sigma=0.4, use_switches=False)
+    config = _config(shadow=shadow.ShadowConfig(layer=3, weight=0.3, noise_twin=True, generator=options))
+    nested = json.loads(json.dumps(config.to_json()))
+    flat_shadow = {k: v for k, v in nested["shadow"].items() if k != "generator"} | nested["shadow"]["generator"]
+    flat = nested | {"shadow": flat_shadow}
+    assert train.TrainConfig.from_json(nested) == train.TrainConfig.from_json(flat) == config
+    with pytest.raises(TypeError, match="from_a_newer_version"):
+        train.TrainConfig.from_json(nested | {"shadow": nested["shadow"] | {"from_a_newer_version": 1}})
 
 
 def test_an_unreadable_saved_config_stops_with_a_sentence(tmp_path):
@@ -237,11 +304,12 @@ def test_evaluate_pads_the_last_batch_correctly():
 
 def test_eval_uses_layer_three_or_the_top_when_shadow_is_off():
     backprop = _config(shadow=shadow.ShadowConfig(layer=0))
-    assert backprop.synthetic_config(NET).layer == 3
+    assert backprop.synthetic_config(NET).layer == shadow.PAPER_LAYER == 3
     assert backprop.synthetic_config(nets.mnist_mlp(width=16, depth=2)).layer == 2
-    assert _config(shadow=shadow.ShadowConfig(layer=2, rho=0.5, noise_twin=True)).synthetic_config(
-        NET
-    ) == shadow.ShadowConfig(layer=2)
+    sampled = shadow.ShadowConfig(layer=2, noise_twin=True, generator=GeneratorConfig(rho=0.5, alpha_scale=1.3))
+    assert _config(shadow=sampled).synthetic_config(NET) == shadow.ShadowConfig(
+        layer=2, generator=GeneratorConfig(alpha_scale=1.3)
+    )  # No sampling, no placebo; the other generator options kept.
 
 
 def test_learning_rate_schedule_warms_up_then_decays():

@@ -71,7 +71,7 @@ def test_gemm_without_transb_is_kept(tmp_path):
 def test_onnx_refuses_a_forced_layout_and_a_corrupt_file(tmp_path):
     model, _ = _small_graph(np.random.default_rng(0))
     onnx.save(model, tmp_path / "small.onnx")
-    with pytest.raises(InputError, match="graph fixes each weight's layout; drop --layout=torch"):
+    with pytest.raises(InputError, match="graph fixes each weight's layout; drop layout='torch'"):
         read_weights(str(tmp_path / "small.onnx"), layout="torch")
     (tmp_path / "broken.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(InputError, match="could not read"):

@@ -201,7 +201,7 @@ def report(
     """The markdown report of run directories and weight files; writes ``figures/<net>.png`` (and the calibration
     cache) under ``out``. ``factory`` names the model factory of runs whose factory is not built in."""
     if not runs and not files:
-        raise InputError("nothing to analyse; pass --run=<run directory> or --weights=<file>, or both.")
+        raise InputError("nothing to analyse; pass runs (run directories) or files (weight files), or both.")
     sources = [(os.path.basename(os.path.normpath(p)), p, True) for p in runs]
     sources += [(os.path.splitext(os.path.basename(p))[0], p, False) for p in files]
     nets = []

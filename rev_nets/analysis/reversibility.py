@@ -222,9 +222,9 @@ def parse_control(spec: str) -> tuple[tuple[int, ...], int, float]:
         widths = tuple(int(w) for w in widths.split(","))
         parsed = widths, int(k), float(c)
     except ValueError:
-        raise InputError(f"--control={spec!r} is not 'n_0,...,n_L:k:c', e.g. --control=4000,1000:10:2.") from None
+        raise InputError(f"Control net {spec!r} is not 'n_0,...,n_L:k:c', e.g. '4000,1000:10:2'.") from None
     if len(widths) < 2 or not 1 <= parsed[1] <= widths[-1]:
-        raise InputError(f"--control={spec!r} needs at least two widths and 1 <= k <= the top width.")
+        raise InputError(f"Control net {spec!r} needs at least two widths and 1 <= k <= the top width.")
     return parsed
 
 
@@ -373,7 +373,7 @@ def run_nets(
         f"trained (step {last})": trained,
         "shuffled trained": shuffled(jax.random.key(seed), trained),
     }
-    alpha = opened.config["train"].shadow.alpha  # The run's own generator: calibrated, or fitted ("data").
+    alpha = opened.config["train"].shadow.generator.alpha  # The run's own generator: calibrated, or fitted ("data").
     return variant_rows(opened.model, variants, x, dataset, out, cs, alpha), {"init": first, "trained": last}
 
 
@@ -427,7 +427,7 @@ def analyse(
     if run and weights:
         raise InputError("give a training run or an ONNX weight file, not both; run the analysis once for each.")
     if weights and not dataset:
-        raise InputError(f"{weights} needs the dataset whose test images it reads; pass --dataset=mnist or cifar10.")
+        raise InputError(f"{weights} needs the dataset whose test images it reads; pass dataset='mnist' or 'cifar10'.")
     start = time.perf_counter()
     cs = jnp.asarray(PREDICTION_CS, jnp.float32)
     rows, steps = [], {}

@@ -22,6 +22,7 @@ import numpy as np
 
 from rev_nets import plots, theory
 from rev_nets.analysis.report_files import write_json_and_markdown
+from rev_nets.errors import InputError
 
 SWEEPS = ("default", "large")
 C_TABLE = 2.0  # The bias of the paper's section 1: b = -2 ||h|| sqrt(2 / (rho n)).
@@ -336,7 +337,7 @@ def run_sweep(sweep: Sweep, seed: int, cs=theory.DEFAULT_CS, log=print) -> list[
 def sweep_report(name: str = "default", seed: int = 0, log=print) -> dict:
     """Every point of the sweep ``name`` ("default" or "large") simulated and summarised, with the paper's table."""
     if name not in SWEEPS:
-        raise ValueError(f"sweep must be one of {SWEEPS}, got {name!r}.")
+        raise InputError(f"sweep must be one of {SWEEPS}, got {name!r}.")
     sweep = default_sweep() if name == "default" else large_sweep()
     start = time.perf_counter()
     points = run_sweep(sweep, seed, log=log)

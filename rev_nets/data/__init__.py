@@ -3,7 +3,7 @@
 ``load(name, split, data_dir)`` returns uint8 NHWC images, int32 labels and the
 class names.  Sources, in order:
 
-1. An explicit folder: the ``--data_dir`` flag, else the environment variable
+1. An explicit folder: ``data_dir`` (the entry points' ``--data_dir``), else the environment variable
    ``REV_NETS_DATA_DIR``.  Files are read with plain numpy/gzip/pickle/tarfile
    from the datasets' original distribution formats.
 2. Otherwise TFDS with its normal download (needs the ``tfds`` extra, i.e.

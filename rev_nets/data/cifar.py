@@ -87,7 +87,7 @@ def _read_cifar_files(name: str, root: Path, wanted: tuple[str, ...]) -> dict[st
     raise DataError(
         f"No {DISPLAY[name]} files found: expected the folder {sub} (with {', '.join(wanted)}) or the archive "
         f"{archive}; download cifar-{name[5:]}-python.tar.gz from {PUBLISHED_AT[name].split(' ')[0]} "
-        f"or pass --data_dir (or set {DATA_DIR_ENV}) to the folder that holds it."
+        f"or pass data_dir (or set {DATA_DIR_ENV}) to the folder that holds it."
     )
 
 

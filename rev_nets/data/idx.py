@@ -93,7 +93,7 @@ def _find_idx_files(name: str, split: str, root: Path) -> tuple[Path, Path]:
     raise DataError(
         f"No {DISPLAY[name]} {split} files found: expected {expected} in one of "
         f"{', '.join(str(f) for f in folders)}; download them from {PUBLISHED_AT[name]} "
-        f"or pass --data_dir (or set {DATA_DIR_ENV}) to the folder that holds them."
+        f"or pass data_dir (or set {DATA_DIR_ENV}) to the folder that holds them."
     )
 
 

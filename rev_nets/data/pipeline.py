@@ -15,6 +15,7 @@ import numpy as np
 
 from rev_nets.data.catalog import DataError, Dataset
 from rev_nets.data.sources import load
+from rev_nets.errors import InputError
 
 
 class DeviceSplit(NamedTuple):
@@ -31,7 +32,7 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"channel_stats wants non-empty uint8 NHWC images, got {images.dtype} {images.shape}")
+        raise InputError(f"channel_stats wants non-empty uint8 NHWC images, got {images.dtype} {images.shape}")
     values = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
     for c in range(images.shape[-1]):

@@ -28,7 +28,7 @@ def load(name: str, split: str, data_dir: str | None = None, *, label_mode: str 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(
-            f"Data folder {root} does not exist or is not a folder; pass --data_dir "
+            f"Data folder {root} does not exist or is not a folder; pass data_dir "
             f"(or set {DATA_DIR_ENV}) to a folder holding the {DISPLAY[name]} files."
         )
     if name in idx.CLASS_NAMES:

@@ -48,7 +48,7 @@ def read(name: str, split: str, label_mode: str) -> Dataset:
     if not tensorflow_installed():
         raise DataError(
             f"Loading {name} without a data folder needs TFDS with TensorFlow, which is not installed; "
-            f"run pip install '.[tfds]', or pass --data_dir (or set {DATA_DIR_ENV}) to a folder with the "
+            f"run pip install '.[tfds]', or pass data_dir (or set {DATA_DIR_ENV}) to a folder with the "
             "original dataset files."
         )
     tfds = importlib.import_module("tensorflow_datasets")
@@ -57,7 +57,7 @@ def read(name: str, split: str, label_mode: str) -> Dataset:
         host, port = _DOWNLOAD_HOSTS[name]
         if not host_reachable(host, port):
             raise DataError(
-                f"TFDS cannot download {name}: {host} is unreachable (no network?); pass --data_dir "
+                f"TFDS cannot download {name}: {host} is unreachable (no network?); pass data_dir "
                 f"(or set {DATA_DIR_ENV}) to a folder with the original files from {PUBLISHED_AT[name]}."
             )
         try:
@@ -65,7 +65,7 @@ def read(name: str, split: str, label_mode: str) -> Dataset:
         except Exception as e:  # noqa: BLE001 -- Network or disk failure inside TFDS: report it in one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise DataError(
-                f"TFDS failed to download {name} ({type(e).__name__}: {first}); pass --data_dir "
+                f"TFDS failed to download {name} ({type(e).__name__}: {first}); pass data_dir "
                 f"(or set {DATA_DIR_ENV}) to a folder with the original files from {PUBLISHED_AT[name]}."
             ) from None
     label_key = "coarse_label" if (name == "cifar100" and label_mode == "coarse") else "label"

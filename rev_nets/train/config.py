@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from rev_nets import consistency, models, shadow
+from rev_nets import consistency, generator, models, shadow
 from rev_nets.errors import SettingError, UserError, setting_scope
 
 
@@ -21,7 +23,7 @@ class DivergedError(TrainingError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run's numbers (saved as ``config.json``)."""
+    """Everything that determines a run's numbers (saved as ``config.json``); SHADOW is off by default."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -34,7 +36,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # global-norm clipping; 0 = off
     dropout: float = 0.0
     seed: int = 0
-    shadow: shadow.ShadowConfig = dataclasses.field(default_factory=lambda: shadow.ShadowConfig(layer=0))
+    shadow: shadow.ShadowConfig = shadow.ShadowConfig()
     eval_batch_size: int = 1000
     log_every: int = 50
     num_labels: int = 0  # 0: every training label; N: few-label training on a balanced N-label subset
@@ -42,77 +44,105 @@ class TrainConfig:
     consistency: consistency.ConsistencyConfig = dataclasses.field(default_factory=consistency.ConsistencyConfig)
 
     def check(self, model: models.Model) -> None:
-        """Raises ``ValueError`` with one sentence for values that make no sense."""
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        """Raises ``SettingError`` with one sentence for values that make no sense, naming the setting by its path
+        in this record (``shadow.layer``, ``shadow.generator.alpha``, ...)."""
+        for name in ("epochs", "batch_size"):
+            if not (_whole(getattr(self, name)) and getattr(self, name) >= 1):
+                raise SettingError(name, f"must be a whole number >= 1, got {getattr(self, name)}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise SettingError("learning_rate", f"must be positive and finite, got {self.learning_rate}.")
         if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
+            raise SettingError("optimizer", f"must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
+            raise SettingError("schedule", f"must be 'cosine' or 'constant', got {self.schedule!r}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        for name in ("grad_clip", "weight_decay", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
+            raise SettingError("dropout", f"must be in [0, 1), got {self.dropout}.")
+        for name in ("grad_clip", "weight_decay", "warmup_epochs", "momentum"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SettingError(name, f"must be >= 0 and finite (0 = off), got {value}.")
         self._check_labels(model)
         if self.dropout and isinstance(model, models.ModuleModel):
-            raise ValueError(models.DROPOUT_REFUSAL)
-        self.shadow.check(model)
-        shadow.check_generator(model, self.synthetic_config(model))
-        if self.consistency.generates:  # The unlabelled twins' generator, traced abstractly too.
-            shadow.check_generator(model, self.consistency.generator(self.shadow))
+            raise SettingError(
+                "dropout",
+                "must be 0 for an NNX or linen model, which drops out with its own dropout layers at the rates it was "
+                f"built with (set them through its factory's arguments), got {self.dropout}.",
+            )
+        with setting_scope("shadow"):
+            self.shadow.check(model)
+        with setting_scope("shadow.generator"):  # An undefined calibrated alpha, too many per-map alphas.
+            shadow.check_generator(model, self.synthetic_config(model))
+            if self.consistency.generates:  # The unlabelled twins' generator, traced abstractly too.
+                shadow.check_generator(model, self.consistency.generator(self.shadow.generator))
         if not self.shadow.enabled and self.shadow.start_epoch:
-            raise ValueError("shadow_start_epoch needs SHADOW on; give --shadow_layer=1..depth or drop the start.")
+            raise SettingError("shadow.start_epoch", "needs SHADOW on; give shadow.layer=1..depth or drop the start.")
         if self.shadow.enabled and self.shadow.start_epoch >= self.epochs:
-            raise ValueError(
-                f"shadow_start_epoch={self.shadow.start_epoch} leaves no SHADOW epoch in a {self.epochs}-epoch run; "
-                "give a smaller start or --shadow_layer=0 for plain backprop."
+            raise SettingError(
+                "shadow.start_epoch",
+                f"must be below the run's {self.epochs} epochs to leave a SHADOW epoch, got {self.shadow.start_epoch}; "
+                "give a smaller start, or shadow.layer=0 for plain backprop.",
             )
 
     def _check_labels(self, model: models.Model) -> None:
-        if self.num_labels < 0 or self.num_labels % model.num_classes:
-            raise ValueError(
-                f"num_labels must be a multiple of the {model.num_classes} classes (the subset is balanced per "
-                f"class), or 0 for every label; got {self.num_labels}."
+        if not (_whole(self.num_labels) and self.num_labels % model.num_classes == 0):
+            raise SettingError(
+                "num_labels",
+                f"must be a multiple of the {model.num_classes} classes (the subset is balanced per class), or 0 for "
+                f"every label; got {self.num_labels}.",
             )
-        if self.steps < 0 or self.steps % self.epochs:
-            raise ValueError(
-                f"steps={self.steps} must be a multiple of epochs={self.epochs} (each epoch is steps/epochs steps, "
-                "then an evaluation and a checkpoint), or 0; round it or change --epochs."
+        if not (_whole(self.steps) and self.steps % self.epochs == 0):
+            raise SettingError(
+                "steps",
+                f"must be a multiple of epochs={self.epochs} (each epoch is steps/epochs steps, then an evaluation "
+                f"and a checkpoint), or 0, got {self.steps}; round it or change epochs.",
             )
         if self.steps and not self.num_labels:
-            raise ValueError("steps sets the length of a few-label run; give --num_labels too, or drop --steps.")
-        self.consistency.check(model)
+            raise SettingError("steps", "sets the length of a few-label run; give num_labels too, or drop steps.")
+        with setting_scope("consistency"):
+            self.consistency.check(model)
         if self.consistency.enabled and not self.num_labels:
-            raise ValueError(
-                "consistency needs unlabelled images: give --num_labels=N (the other training images become the "
-                "unlabelled set), or --consistency=none."
+            raise SettingError(
+                "consistency.kind",
+                "needs unlabelled images: give num_labels=N (the other training images become the unlabelled set), "
+                "or consistency.kind='none'.",
             )
-        if self.consistency.enabled and self.shadow.alpha == "data":
-            raise ValueError(
-                "alpha='data' is fitted for SHADOW's source layer only; give the consistency twin another --alpha "
-                "(calibrated, formula or a number)."
+        if self.consistency.enabled and self.shadow.generator.alpha == "data":
+            raise SettingError(
+                "shadow.generator.alpha",
+                "must not be 'data' with a consistency term (it is fitted for SHADOW's source layer only); "
+                "give None (calibrated), 'formula' or a number.",
             )
 
     def synthetic_config(self, model: models.Model) -> shadow.ShadowConfig:
-        """The generator of the synthetic test data: the configured one (from layer 3, or the top of a shallower
-        model, when SHADOW is off), no sampling, no placebo."""
-        layer = self.shadow.layer or min(3, model.depth)
-        return dataclasses.replace(self.shadow, layer=layer, rho=1.0, noise_twin=False)
+        """The generator of the synthetic test data: the configured one (from the paper's layer, or the top of a
+        shallower model, when SHADOW is off), no sampling, no placebo."""
+        layer = self.shadow.layer or min(shadow.PAPER_LAYER, model.depth)
+        generator = dataclasses.replace(self.shadow.generator, rho=1.0)
+        return dataclasses.replace(self.shadow, layer=layer, noise_twin=False, generator=generator)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        parts = {"shadow": shadow.ShadowConfig(**d["shadow"])}
+        """The record ``to_json`` wrote, or an older one whose shadow record held the generator's options flat."""
+        parts = {"shadow": _shadow_from_json(d["shadow"])}
         if "consistency" in d:
             parts["consistency"] = consistency.ConsistencyConfig(**d["consistency"])
         return cls(**{**d, **parts})
+
+
+def _whole(value) -> bool:
+    """A whole number >= 0 (not a float, not NaN)."""
+    return isinstance(value, numbers.Integral) and value >= 0
+
+
+def _shadow_from_json(d: dict[str, Any]) -> shadow.ShadowConfig:
+    """A shadow record, nested or flat (runs written before the generator's options had their own record)."""
+    flat = {k: v for k, v in d.items() if k in generator.OPTIONS}
+    rest = {k: v for k, v in d.items() if k not in generator.OPTIONS and k != "generator"}
+    options = generator.GeneratorConfig(**d.get("generator", {}), **flat)
+    return shadow.ShadowConfig(**rest, generator=options)
 
 
 @dataclasses.dataclass(frozen=True)

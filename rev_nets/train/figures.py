@@ -25,23 +25,23 @@ def write_figures(model, config: TrainConfig, params, evals, history, workdir: s
             series[f"{split} synthetic"] = (x, [m[f"{split}_synthetic_error"] for m in history])
         plots.learning_curves(series, os.path.join(fig_dir, name), xlabel=label, title=arm_name(config))
     split = evals.get("test") or next(iter(evals.values()))
-    settings = config.synthetic_config(model).generator_settings()
+    options = config.synthetic_config(model).generator
     # On one device: eager ops on arrays spread over a mesh would each be an unsynced multi-device dispatch.
     local = split.images.addressable_data(0) if isinstance(split.images, jax.Array) else split.images
     images = jax.device_put(local[:num_images], jax.local_devices()[0])
-    rows = generator.twins_by_layer(model, jax.device_put(params, images.sharding), images, **settings)
+    rows = generator.twins_by_layer(model, jax.device_put(params, images.sharding), images, config=options)
     plots.image_grid(rows, os.path.join(fig_dir, "synthetic_images.png"), title=arm_name(config))
 
 
 def arm_name(config: TrainConfig) -> str:
-    s = config.shadow
+    s, g = config.shadow, config.shadow.generator
     arm = "backprop" if not s.enabled else f"SHADOW h{s.layer} w={s.weight:g}"
-    if s.enabled and s.rho < 1:
-        arm += f" rho={s.rho:g}"
-    if s.enabled and s.smooth_sigma:
-        arm += f" smooth={s.smooth_sigma:g}"
-    if s.enabled and s.alpha_scale != 1:
-        arm += f" alpha x{s.alpha_scale:g}"
+    if s.enabled and g.rho < 1:
+        arm += f" rho={g.rho:g}"
+    if s.enabled and g.smooth_sigma:
+        arm += f" smooth={g.smooth_sigma:g}"
+    if s.enabled and g.alpha_scale != 1:
+        arm += f" alpha x{g.alpha_scale:g}"
     if s.enabled and s.start_epoch:
         arm += f" from epoch {s.start_epoch:g}"
     if s.enabled and s.noise_twin:

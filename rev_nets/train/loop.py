@@ -26,6 +26,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 
 from rev_nets import data, dispatch, models
+from rev_nets.errors import InputError
 from rev_nets.train import rundir
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
@@ -57,7 +58,7 @@ def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabel
     if config.consistency.enabled and not num_unlabelled:
         raise TrainingError(
             f"consistency={config.consistency.kind!r} needs unlabelled images, and none were given; pass them as "
-            "unlabelled, or give fewer --num_labels than the training images."
+            "unlabelled, or give fewer num_labels than the training images."
         )
     if labelled_batch > num_train:
         raise TrainingError(
@@ -73,7 +74,7 @@ def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabel
         if size % mesh.size:
             raise TrainingError(
                 f"{name}={size} must be a multiple of the {mesh.size} devices the batch is split over; "
-                "round it, or change the device count (--cpu_devices on CPU)."
+                "round it, or change the device count (use_cpu_devices on CPU)."
             )
     if not config.num_labels:
         return num_train // config.batch_size
@@ -84,12 +85,12 @@ def as_split(split) -> data.DeviceSplit:
     """A ``DeviceSplit`` from one or an ``(images, labels)`` pair of arrays (host or device), checked."""
     images, labels = split
     if np.ndim(images) < 2 or np.ndim(labels) != 1 or np.shape(images)[0] != np.shape(labels)[0]:
-        raise ValueError(
+        raise InputError(
             f"a split is (images, labels) with one label per image, got shapes {np.shape(images)} and "
             f"{np.shape(labels)}; pass images (N, ...) and labels (N,)."
         )
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got {labels.dtype}; pass int32 labels.")
+        raise InputError(f"labels must be integer class indices, got {labels.dtype}; pass int32 labels.")
     if labels.dtype != np.int32:
         labels = np.asarray(labels, np.int32)
     return data.DeviceSplit(images, labels)
@@ -139,7 +140,7 @@ def _train(model, config, train, evals, *, steps, unlabelled, state, history, on
     per_epoch = steps_per_epoch(config, num_train, mesh, num_unlabelled)
     last_step = config.epochs * per_epoch if steps is None else steps
     if not 1 <= last_step <= config.epochs * per_epoch:
-        raise ValueError(
+        raise InputError(
             f"steps={steps} is outside the run's 1..{config.epochs * per_epoch} steps ({config.epochs} epochs of "
             f"{per_epoch}); give fewer steps, or more epochs in the config (the schedule spans its epochs)."
         )
@@ -151,7 +152,7 @@ def _train(model, config, train, evals, *, steps, unlabelled, state, history, on
 
     step_fn = make_train_step(model, config, mesh, per_epoch)
     epoch_plan = _epoch_plan(mesh, config, num_train, num_unlabelled, per_epoch)
-    fits_alpha = config.shadow.enabled and config.shadow.alpha == "data"
+    fits_alpha = config.shadow.enabled and config.shadow.generator.alpha == "data"
     alpha_fit = make_alpha_fit(model, config, mesh) if fits_alpha else None
     eval_fn = jax.jit(
         functools.partial(eval_step, model, config.synthetic_config(model), batch_sharding=batch_sharding(mesh))
@@ -317,7 +318,7 @@ def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
     if not bool(jax.device_get(acc["finite"])):
         raise DivergedError(
             f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
-            "is kept: lower --learning_rate, or set --grad_clip or --warmup_epochs, and start a new --workdir."
+            "is kept: lower learning_rate, or set grad_clip or warmup_epochs, and start a new workdir."
         )
 
 

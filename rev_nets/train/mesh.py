@@ -7,6 +7,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rev_nets.errors import SettingError
+
 
 def use_cpu_devices(count: int) -> None:
     """Splits a CPU host into ``count`` JAX devices (ignored on GPU/TPU); call it before any JAX computation.
@@ -15,7 +17,7 @@ def use_cpu_devices(count: int) -> None:
     sharded batch (a CNN above all) uses every core.
     """
     if count < 1:
-        raise ValueError(f"cpu_devices must be >= 1, got {count}.")
+        raise SettingError("cpu_devices", f"must be >= 1, got {count}.")
     jax.config.update("jax_num_cpu_devices", count)
 
 

@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rev_nets import consistency, data, dispatch, generator, models, shadow
+from rev_nets.errors import InputError
 from rev_nets.train.config import TrainConfig
 from rev_nets.train.mesh import batch_sharding, shard_batch
 
@@ -75,7 +76,7 @@ def train_step(
         if not config.consistency.enabled:
             return value, metrics
         u_key = jax.random.fold_in(key, CONSISTENCY_STREAM)
-        u_value, u_metrics = consistency.loss(model, params, u, config.consistency, config.shadow, u_key)
+        u_value, u_metrics = consistency.loss(model, params, u, config.consistency, config.shadow.generator, u_key)
         return value + u_weight * u_value, metrics | u_metrics
 
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -102,7 +103,7 @@ def make_train_step(model: models.Model, config: TrainConfig, mesh: Mesh, steps_
     def step(state, acc, split, order, epoch_key, alpha=None, unlabelled=None, unlabelled_order=None):
         for rows in (order, unlabelled_order):
             if rows is not None and rows.shape[0] != steps_per_epoch:  # Out-of-range rows would be clamped.
-                raise ValueError(f"an order has {rows.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
+                raise InputError(f"an order has {rows.shape[0]} rows but an epoch has {steps_per_epoch} steps.")
         row = state.step % steps_per_epoch
         return train_step(
             model,
@@ -133,8 +134,7 @@ def make_alpha_fit(model: models.Model, config: TrainConfig, mesh: Mesh):
     def fit(params, split, indices):
         x, _ = shard_batch(data.batch_at(split, indices), batch_sharding(mesh))
         features = lambda v: model.features(params, v, config.shadow.layer)
-        settings = config.shadow.generator_settings() | {"smooth_sigma": 0.0}
-        return generator.alphas(features, x, **settings)
+        return generator.alphas(features, x, config.shadow.generator, smooth_sigma=0.0)
 
     return jax.jit(fit)
 
@@ -179,7 +179,7 @@ def make_sampled_plan(mesh: Mesh, num_train: int, num_unlabelled: int, config: T
 
 def eval_step(
     model: models.Model,
-    generator_config: shadow.ShadowConfig,
+    synthetic_config: shadow.ShadowConfig,
     params,
     split: data.DeviceSplit,
     indices: jax.Array,
@@ -187,10 +187,11 @@ def eval_step(
     *,
     batch_sharding: NamedSharding | None = None,
 ) -> Metrics:
-    """Summed real/synthetic errors and real cross-entropy over the unmasked examples."""
+    """Summed real/synthetic errors and real cross-entropy over the unmasked examples (``synthetic_config``: the
+    synthetic test data's generator, ``TrainConfig.synthetic_config``)."""
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
     logits, _ = model.forward(params, x)
-    x_syn = shadow.synthetic_batch(model, params, x, generator_config, None)
+    x_syn = shadow.synthetic_batch(model, params, x, synthetic_config, None)
     logits_syn, _ = model.forward(params, x_syn)
     wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
