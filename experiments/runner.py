@@ -10,6 +10,7 @@ trains (or resumes) the run. ``--model=package.module:factory`` (with
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 
 from absl import flags
@@ -76,4 +77,6 @@ def run(get_config: Callable[[], train.RunConfig], own_rows: Sequence[settings.F
     default = get_config()
     rows = (*settings.TRAINING, *own_rows)
     settings.define(rows, default)
+    for row in rows:  # ``--help`` lists the flags of the module run as a program.
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[row.name])
     cli.run(lambda argv: main(default, rows))
