@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from rev_nets import data, dispatch, nets, shadow, train
+from rev_nets.train import internals
 
 _ARMS = flags.DEFINE_list("arms", ["backprop", "shadow"], "Arms: backprop, shadow (SHADOW from h3).")
 _STEPS = flags.DEFINE_integer("steps", 120, "Train steps per timing.")
@@ -59,15 +60,15 @@ POLICIES = {
 
 def make_loop(net: nets.Net, config: train.TrainConfig):
     """``run(policy, steps) -> seconds``: the real jitted train step over a device-resident split, bounded by ``policy``."""
-    mesh = train.data_mesh()
+    mesh = internals.data_mesh()
     steps_per_epoch = 8
     n = steps_per_epoch * BATCH
     split = data.DeviceSplit(jax.random.normal(jax.random.key(1), (n, *net.input_shape)), jnp.arange(n) % 10)
-    split, state, acc = train.replicate(
-        (split, train.create_state(net, config, steps_per_epoch), train.zero_metrics(config)), mesh
+    split, state, acc = internals.replicate(
+        (split, internals.create_state(net, config, steps_per_epoch), internals.zero_metrics(config)), mesh
     )
-    step = train.make_train_step(net, config, mesh, steps_per_epoch)
-    order, key = train.make_epoch_plan(mesh, steps_per_epoch * BATCH, BATCH)(jax.random.key(0), 1)
+    step = internals.make_train_step(net, config, mesh, steps_per_epoch)
+    order, key = internals.make_epoch_plan(mesh, steps_per_epoch * BATCH, BATCH)(jax.random.key(0), 1)
     carry = [state, acc]
 
     def run(policy, steps: int) -> float:

@@ -22,6 +22,7 @@ EXAMPLES, BATCH = 256, 16
 def train_steps(out: str, steps: int) -> None:
     """``steps`` SHADOW steps over every device of every process; process 0 writes losses and params."""
     from rev_nets import data, dispatch, nets, shadow, train
+    from rev_nets.train import internals
 
     net = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3))
     config = train.TrainConfig(
@@ -33,11 +34,11 @@ def train_steps(out: str, steps: int) -> None:
         rng.integers(0, 10, EXAMPLES).astype(np.int32),
     )
     batches = EXAMPLES // BATCH
-    mesh = train.data_mesh()
-    split, state, acc = train.replicate(
-        (split, train.create_state(net, config, batches), train.zero_metrics(config)), mesh
+    mesh = internals.data_mesh()
+    split, state, acc = internals.replicate(
+        (split, internals.create_state(net, config, batches), internals.zero_metrics(config)), mesh
     )
-    step = train.make_train_step(net, config, mesh, batches)
+    step = internals.make_train_step(net, config, mesh, batches)
     order = np.random.default_rng(1).permutation(EXAMPLES).reshape(batches, BATCH).astype(np.int32)
     key = jax.random.key(2)
     window, loss_sums = dispatch.DispatchWindow(), []

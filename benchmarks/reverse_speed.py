@@ -3,7 +3,7 @@
     python -m benchmarks.reverse_speed                       # MLP and the CIFAR CNN, batch 128, one device
     python -m benchmarks.reverse_speed --nets=cnn --rounds=9 --cpu_devices=8
 
-Both arms are the real jitted train step (``train.make_train_step``, state
+Both arms are the real jitted train step (``internals.make_train_step``, state
 donated, SHADOW from h3). Arm "layerwise" swaps in the generator as it was
 written before the transformation, layer by layer from the forward pass's
 hiddens and switches (kept as the tests' oracle, ``tests/layerwise.py``);
@@ -23,6 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from rev_nets import data, nets, shadow, train
+from rev_nets.train import internals
 from tests import layerwise
 
 _NETS = flags.DEFINE_list("nets", ["mlp", "cnn"], "mlp (784-1024x3-10) and/or cnn (32-64-128, the CIFAR default).")
@@ -35,7 +36,7 @@ NETS = {"mlp": nets.mnist_mlp, "cnn": lambda: nets.cifar_cnn((32, 64, 128))}
 
 
 def layerwise_synthetic_batch(model, params, x, config, key, h=None, alpha=None):
-    """``shadow.synthetic_batch`` as it was: the layer-by-layer generator from the forward's hiddens."""
+    """``shadow.twins`` as it was: the layer-by-layer generator from the forward's hiddens."""
     gen_key, _ = jax.random.split(key)
     params = jax.lax.stop_gradient(params)
     _, hiddens = nets.forward(model, params, x)
@@ -46,16 +47,16 @@ def layerwise_synthetic_batch(model, params, x, config, key, h=None, alpha=None)
 
 def compiled_step(net, config, mesh, per_epoch, split, order, key, patched: bool):
     """The jitted step, traced (and compiled) with the chosen generator, and a fresh state for it."""
-    step = train.make_train_step(net, config, mesh, per_epoch)
-    state = train.replicate(train.create_state(net, config, per_epoch), mesh)
-    acc = train.replicate(train.zero_metrics(config), mesh)
-    original = shadow.synthetic_batch
-    shadow.synthetic_batch = layerwise_synthetic_batch if patched else original
+    step = internals.make_train_step(net, config, mesh, per_epoch)
+    state = internals.replicate(internals.create_state(net, config, per_epoch), mesh)
+    acc = internals.replicate(internals.zero_metrics(config), mesh)
+    original = shadow.twins
+    shadow.twins = layerwise_synthetic_batch if patched else original
     try:
         state, acc = step(state, acc, split, order, key)
         jax.block_until_ready(acc)
     finally:
-        shadow.synthetic_batch = original
+        shadow.twins = original
     return step, state, acc
 
 
@@ -69,14 +70,14 @@ def time_steps(step, state, acc, split, order, key, steps):
 
 def measure(name: str) -> dict[str, float]:
     net = NETS[name]()
-    mesh = train.data_mesh()
+    mesh = internals.data_mesh()
     config = train.TrainConfig(epochs=1, batch_size=_BATCH.value, shadow=shadow.ShadowConfig(layer=3))
     n = _BATCH.value * _STEPS.value
     rng = np.random.default_rng(0)
     images = rng.standard_normal((n, *net.input_shape)).astype(np.float32)
-    split = train.replicate(data.DeviceSplit(images, rng.integers(0, 10, n).astype(np.int32)), mesh)
-    per_epoch = train.steps_per_epoch(config, n, mesh)
-    order, key = train.make_epoch_plan(mesh, n, config.batch_size)(jax.random.key(0), 1)
+    split = internals.replicate(data.DeviceSplit(images, rng.integers(0, 10, n).astype(np.int32)), mesh)
+    per_epoch = internals.steps_per_epoch(config, n, mesh)
+    order, key = internals.make_epoch_plan(mesh, n, config.batch_size)(jax.random.key(0), 1)
     arms = {
         arm: list(compiled_step(net, config, mesh, per_epoch, split, order, key, arm == "layerwise"))
         for arm in ("layerwise", "reverse")

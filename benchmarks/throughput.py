@@ -4,7 +4,7 @@
     python -m benchmarks.throughput --nets=cnn --batch_sizes=256 --repeats=5
     python -m benchmarks.throughput --nets=cnn_grid --cpu_devices=8 --torch=false
 
-Measures images/s of the real jitted train step (``rev_nets.train.train_step``,
+Measures images/s of the real jitted train step (``rev_nets.internals.train_step``,
 data resident on the device, the state donated, at most 16 steps in flight)
 as the median of ``--repeats`` timings of ``--steps`` steps each, after a
 warm-up. Each entry of ``--cpu_devices`` runs in its own subprocess (the
@@ -37,6 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from rev_nets import data, dispatch, nets, shadow, train
+from rev_nets.train import internals
 from rev_nets import layers as L
 
 _NETS = flags.DEFINE_list(
@@ -123,10 +124,10 @@ def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
 
 def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
     split = _fake_split(net, 4 * batch)
-    mesh = train.data_mesh()
-    split, state, acc = train.replicate((split, train.create_state(net, config, 4), train.zero_metrics(config)), mesh)
-    order, key = train.make_epoch_plan(mesh, 4 * batch, batch)(jax.random.key(0), 1)
-    step = train.make_train_step(net, config, mesh, steps_per_epoch=4)
+    mesh = internals.data_mesh()
+    split, state, acc = internals.replicate((split, internals.create_state(net, config, 4), internals.zero_metrics(config)), mesh)
+    order, key = internals.make_epoch_plan(mesh, 4 * batch, batch)(jax.random.key(0), 1)
+    step = internals.make_train_step(net, config, mesh, steps_per_epoch=4)
     carry = [state, acc]
 
     def run():

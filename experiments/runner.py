@@ -63,7 +63,7 @@ def main(default: train.RunConfig, rows: Sequence[settings.Flag]) -> None:
     try:
         config = configured(default, settings.typed(rows))
         train.use_cpu_devices(config.cpu_devices)  # Before anything starts a JAX backend.
-        model = models.build(config.model)
+        model = models.build_model(config.model)
         config.check(model)
     except errors.SettingError as error:
         raise cli.UsageError(settings.message(rows, error)) from None

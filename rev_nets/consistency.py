@@ -10,7 +10,7 @@ Pi-model's two dropout passes): the twin is the only perturbation. The twin
 is data, so the gradient flows only through the prediction on the twin:
 
 - ``shadow``: the generator run backwards from hidden layer ``layer`` at u,
-  with the current weights (``shadow.synthetic_batch``);
+  with the current weights (``shadow.twins``);
 - ``noise``: u plus Gaussian noise of the same energy as that twin's
   difference from u (the matched-energy placebo);
 - ``gaussian``: u plus Gaussian noise of fixed std ``sigma`` (standardised
@@ -89,7 +89,7 @@ def weight_at(config: ConsistencyConfig, step: jax.Array, total_steps: int) -> j
     return config.weight * jnp.exp(-5.0 * (1.0 - t) ** 2)
 
 
-def twin(
+def twins(
     model: models.Model,
     params,
     u: jax.Array,
@@ -104,7 +104,7 @@ def twin(
     """
     if config.kind == "gaussian":
         return jax.lax.stop_gradient(u + config.sigma * jax.random.normal(key, u.shape, u.dtype))
-    return shadow.synthetic_batch(model, params, u, config.generator(options), key)
+    return shadow.twins(model, params, u, config.generator(options), key)
 
 
 def loss(
@@ -123,7 +123,7 @@ def loss(
     """
     logits, _ = model.forward(params, u)
     target = jax.lax.stop_gradient(jax.nn.softmax(logits))
-    u_twin = twin(model, params, u, config, options, key)
+    u_twin = twins(model, params, u, config, options, key)
     logits_twin, _ = model.forward(params, u_twin)
     value = jnp.mean((jax.nn.softmax(logits_twin) - target) ** 2)
     return value, {

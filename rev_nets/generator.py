@@ -18,8 +18,8 @@ its support in expectation, for random-like weights of any variance.
 module's method, a ``Net``'s ``features``): the VJP of that function at the
 real input with cotangent ``h_l``, each ReLU's rule swapped for the ReLU of
 the backward signal (``transposition``); its options (rho, alpha, smoothing,
-switches, ...) are one record, ``GeneratorConfig``. ``twins`` and
-``generate`` apply it to the built-in nets.
+switches, ...) are one record, ``GeneratorConfig``. ``twins`` applies it to
+any ``Model``: the synthetic twins of a batch, or of a source layer alone.
 """
 
 from __future__ import annotations
@@ -259,32 +259,31 @@ def _check_layer(model: models.Model, layer: int) -> None:
         raise InputError(f"Generator source layer must be in 1..{model.depth} for this model, got {layer}.")
 
 
-def twins(model: models.Model, params, x: jax.Array, layer: int, **settings) -> jax.Array:
-    """Synthetic twins of ``x`` from source layer ``layer`` (1-based): ``reverse`` of ``model.features``.
+def twins(model: models.Model, params, x: jax.Array | None, layer: int, **settings) -> jax.Array:
+    """The synthetic twins of the batch ``x`` from hidden layer ``layer`` (1-based): ``reverse`` of ``model.features``.
 
     ``settings`` are ``reverse``'s (``h``, ``key``, ``config``, options; ``h``
-    overrides the source layer, e.g. the one a forward pass with dropout recorded). A ``Net`` has one linear map per
-    hidden layer, so a per-map ``alpha`` holds one number per layer 1..``layer``.
+    overrides the source layer, e.g. the one a forward pass with dropout
+    recorded). A ``Net`` has one linear map per hidden layer, so a per-map
+    ``alpha`` holds one number per layer 1..``layer``. ``x=None`` generates
+    from ``h`` alone, with no real input: the model is linearised at a batch
+    of zeros, and max pooling reverses by copying each value over its window
+    (there are no switches to read).
     """
     _check_layer(model, layer)
+    if x is None:
+        x, settings = _no_input(model, settings)
     return reverse(lambda v: model.features(params, v, layer), x, **settings)
 
 
-def generate(net: nets.Net, params: nets.Params, h: jax.Array, layer: int, **settings) -> jax.Array:
-    """Synthetic inputs from ``h`` at hidden layer ``layer`` with no real input: pooling reverses by copying.
-
-    The net is linearised at a batch of zeros; only its pooling switches would
-    depend on that point, and the copy rule does not read them.
-    """
-    _check_layer(net, layer)
+def _no_input(model: models.Model, settings: dict) -> tuple[jax.Array, dict]:
+    """The batch of zeros ``twins`` linearises at without a real input, and its settings (no switches)."""
+    h = settings.get("h")
+    if h is None:
+        raise InputError("twins without a real input x generate from h: pass h=<a batch of the source layer>.")
     if settings.get("use_switches"):
-        raise InputError("generate has no real input, so no pooling switches: drop use_switches (it copies).")
-    settings.pop("use_switches", None)
-    shape = nets.layer_shapes(net)[layer]
-    if tuple(h.shape[1:]) != shape:
-        raise InputError(f"h has per-example shape {tuple(h.shape[1:])} but layer {layer} of this net has {shape}.")
-    zeros = jnp.zeros((h.shape[0], *net.input_shape), h.dtype)
-    return twins(net, params, zeros, layer, h=h, use_switches=False, **settings)
+        raise InputError("twins without a real input have no pooling switches: drop use_switches (values are copied).")
+    return jnp.zeros((h.shape[0], *model.input_shape), h.dtype), settings | {"use_switches": False}
 
 
 def twins_by_layer(model: models.Model, params, x: jax.Array, **settings) -> dict[str, jax.Array]:

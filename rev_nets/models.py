@@ -11,7 +11,7 @@ rebuilds it (``None`` for a model put together by hand, which training
 refuses: config.json could not say what it was).
 
 As in equinox, a model is saved by its constructor's arguments and loaded
-by calling the constructor again: ``build(ModelConfig(factory, arguments))``
+by calling the constructor again: ``build_model(ModelConfig(factory, arguments))``
 imports ``package.module:factory``, calls it and returns the model it makes,
 whatever its kind: a ``nets.Net`` (the built-in factories ``rev_nets.nets:mnist_mlp``
 and ``rev_nets.nets:cifar_cnn`` record their own calls), an ``NnxModel`` of a
@@ -157,7 +157,7 @@ def recorded(factory: Callable[..., Model]) -> Callable[..., Model]:
     return recording
 
 
-def build(model: ModelConfig | str | Callable, /, **arguments) -> Model:
+def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
     """The model a record describes: its factory imported and called with its arguments.
 
     ``model`` is a ``ModelConfig``, a ``package.module:factory`` name or the

@@ -76,7 +76,7 @@ def check_generator(model: models.Model, config: ShadowConfig) -> None:
     reverse or an undefined calibrated alpha stops a run before any work, with ``generator.reverse``'s sentence."""
     params = jax.eval_shape(model.init, jax.random.key(0))
     x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
-    jax.eval_shape(lambda p, v: synthetic_batch(model, p, v, config, jax.random.key(0)), params, x)
+    jax.eval_shape(lambda p, v: twins(model, p, v, config, jax.random.key(0)), params, x)
 
 
 def weight_at(config: ShadowConfig, step: jax.Array, steps_per_epoch: int) -> jax.Array:
@@ -105,7 +105,7 @@ def noise_twin(key: jax.Array, x: jax.Array, x_syn: jax.Array) -> jax.Array:
     return x + noise * jnp.expand_dims(scale, axes)
 
 
-def synthetic_batch(
+def twins(
     model: models.Model,
     params,
     x: jax.Array,
@@ -147,7 +147,7 @@ def loss(
 
     ``weight`` overrides ``config.weight`` (a traced value, so that a schedule
     such as ``weight_at`` changes it without a new trace), and ``alpha`` the
-    generator's alphas (``synthetic_batch``). Returns the loss
+    generator's alphas (``twins``). Returns the loss
     and metrics: real and synthetic cross-entropy and error, and the
     synthetic-to-real input norm ratio.
     """
@@ -158,7 +158,7 @@ def loss(
     if not config.enabled:
         return ce_real, metrics
     h = hiddens[config.layer - 1].h if dropout and hiddens is not None else None
-    x_syn = synthetic_batch(model, params, x, config, gen_key, h, alpha)
+    x_syn = twins(model, params, x, config, gen_key, h, alpha)
     logits_syn, _ = model.forward(params, x_syn, key=syn_key, dropout=dropout)
     ce_syn = cross_entropy(logits_syn, y)
     metrics |= {

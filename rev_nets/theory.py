@@ -120,7 +120,7 @@ def random_weights(key: jax.Array, widths: Sequence[int]) -> Weights:
     return tuple(jax.random.normal(kk, (n_in, n_out)) for kk, n_in, n_out in zip(keys, widths[:-1], widths[1:]))
 
 
-def generate(key: jax.Array | None, weights: Weights, h: jax.Array, rho: float) -> tuple[jax.Array, ...]:
+def sample_layers(key: jax.Array | None, weights: Weights, h: jax.Array, rho: float) -> tuple[jax.Array, ...]:
     """Every layer of a batch sampled from the top layer ``h``: ``(h^(0) = x, h^(1), ..., h^(L) = h)``.
 
     ``key`` draws the sampling masks; it may be ``None`` when ``rho == 1``.
@@ -201,7 +201,7 @@ class Trials(NamedTuple):
 
 def trials_for_weights(key: jax.Array, weights: Weights, h: jax.Array, rho: float, cs: jax.Array) -> Trials:
     """Samples a batch from the top layers ``h`` with fixed weights and recovers it in every way ``Trials`` lists."""
-    layers = generate(key, weights, h, rho)
+    layers = sample_layers(key, weights, h, rho)
     x, truth = layers[0], layers[1:]
 
     def errors(estimates):

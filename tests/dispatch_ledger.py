@@ -11,7 +11,7 @@ dispatches in flight just after one was made, the number XLA's
 32-per-device budget limits.
 
 Run as ``python -m tests.dispatch_ledger WORKDIR [DEPTH]`` (8 CPU devices),
-it prints the peaks of ``train.fit`` and ``train.evaluate`` as JSON, with
+it prints the peaks of ``train.fit`` and ``internals.evaluate`` as JSON, with
 the windows' depth set to DEPTH when given: the control that shows the
 count follows the window (an unbounded loop would abort the process).
 """
@@ -102,6 +102,7 @@ def peaks(workdir: str) -> dict[str, int]:
     import numpy as np
 
     from rev_nets import data, nets, shadow, train
+    from rev_nets.train import internals
 
     net = nets.mnist_mlp(width=16)
     rng = np.random.default_rng(0)
@@ -113,15 +114,15 @@ def peaks(workdir: str) -> dict[str, int]:
     with count_dispatches() as ledger:
         state, _ = train.fit(net, config, train_split, evals, workdir, figures=True)
     fit_peak = ledger.peak
-    mesh = train.data_mesh()
-    split = train.replicate(evals["test"], mesh)
+    mesh = internals.data_mesh()
+    split = internals.replicate(evals["test"], mesh)
     with count_dispatches() as ledger:
         eval_fn = jax.jit(
             functools.partial(
-                train.eval_step, net, config.synthetic_config(net), batch_sharding=train.batch_sharding(mesh)
+                internals.eval_step, net, config.synthetic_config(net), batch_sharding=internals.batch_sharding(mesh)
             )
         )
-        train.evaluate(eval_fn, state.params, split, batch_size=16, multiple=mesh.size)
+        internals.evaluate(eval_fn, state.params, split, batch_size=16, multiple=mesh.size)
     return {"fit": fit_peak, "evaluate": ledger.peak, "devices": jax.device_count()}
 
 

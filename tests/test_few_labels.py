@@ -18,6 +18,7 @@ from rev_nets import consistency, data, models, nets, shadow, train
 from rev_nets.errors import SettingError
 from rev_nets.generator import GeneratorConfig
 from rev_nets.train import rundir
+from rev_nets.train import internals
 
 NAN = float("nan")
 
@@ -104,7 +105,7 @@ def test_shadow_consistency_loss_matches_numpy(layer):
     config = consistency.ConsistencyConfig(kind="shadow", layer=layer)
     value, metrics = consistency.loss(NET, PARAMS, U, config, GeneratorConfig(), jax.random.key(2))
     twin = _numpy_twin(PARAMS, U, layer)
-    generated = consistency.twin(NET, PARAMS, U, config, GeneratorConfig(), None)
+    generated = consistency.twins(NET, PARAMS, U, config, GeneratorConfig(), None)
     np.testing.assert_allclose(generated, twin, rtol=2e-4, atol=2e-5)
     p, q = _softmax(_numpy_forward(PARAMS, U)), _softmax(_numpy_forward(PARAMS, twin))
     np.testing.assert_allclose(value, np.mean((q - p) ** 2), rtol=2e-4)
@@ -115,9 +116,9 @@ def test_shadow_consistency_loss_matches_numpy(layer):
 def test_gaussian_and_noise_twins():
     key = jax.random.key(5)
     gaussian = consistency.ConsistencyConfig(kind="gaussian", sigma=0.7)
-    twin = consistency.twin(NET, PARAMS, U, gaussian, GeneratorConfig(), key)
+    twin = consistency.twins(NET, PARAMS, U, gaussian, GeneratorConfig(), key)
     np.testing.assert_allclose(twin, U + 0.7 * jax.random.normal(key, U.shape), rtol=1e-6)
-    noise = consistency.twin(NET, PARAMS, U, dataclasses.replace(gaussian, kind="noise"), GeneratorConfig(), key)
+    noise = consistency.twins(NET, PARAMS, U, dataclasses.replace(gaussian, kind="noise"), GeneratorConfig(), key)
     generated = _numpy_twin(PARAMS, U, 3)
     energy = lambda d: np.linalg.norm(np.asarray(d).reshape(len(U), -1), axis=1)
     np.testing.assert_allclose(energy(noise - U), energy(generated - U), rtol=1e-4)  # matched energy, per example
@@ -128,7 +129,7 @@ def test_no_gradient_flows_through_the_twin_or_the_target():
     config = consistency.ConsistencyConfig(kind="shadow", layer=2)
     key = jax.random.key(3)
     grads = jax.grad(lambda p: consistency.loss(NET, p, U, config, GeneratorConfig(), key)[0])(PARAMS)
-    twin = consistency.twin(NET, PARAMS, U, config, GeneratorConfig(), key)
+    twin = consistency.twins(NET, PARAMS, U, config, GeneratorConfig(), key)
     target = jax.nn.softmax(NET.forward(PARAMS, U)[0])
 
     def constant_twin_and_target(p):
@@ -222,13 +223,13 @@ def test_every_batch_of_a_few_label_run_must_split_over_the_devices():
     eight = types.SimpleNamespace(size=8)
     config = _few_label_config(num_labels=100, batch_size=128)  # labelled 100 per step, unlabelled 128
     with pytest.raises(train.TrainingError, match=r"the labelled batch min\(batch_size, num_labels\)=100 must be a"):
-        train.steps_per_epoch(config, 100, eight, 500)
+        internals.steps_per_epoch(config, 100, eight, 500)
     unlabelled = _few_label_config(num_labels=40, batch_size=100)  # labelled 40 (splits), unlabelled 100 (does not)
     with pytest.raises(train.TrainingError, match="batch_size=100 must be a multiple of the 8 devices"):
-        train.steps_per_epoch(unlabelled, 40, eight, 500)
+        internals.steps_per_epoch(unlabelled, 40, eight, 500)
     supervised = _few_label_config(num_labels=200, batch_size=300, consistency=consistency.ConsistencyConfig())
-    assert train.steps_per_epoch(supervised, 200, eight, 500) == 4  # no unlabelled batch: only the labelled 200
-    assert train.steps_per_epoch(_few_label_config(num_labels=200, batch_size=128), 200, eight, 500) == 4
+    assert internals.steps_per_epoch(supervised, 200, eight, 500) == 4  # no unlabelled batch: only the labelled 200
+    assert internals.steps_per_epoch(_few_label_config(num_labels=200, batch_size=128), 200, eight, 500) == 4
 
 
 def test_a_consistency_generator_that_cannot_run_is_refused_when_checked():

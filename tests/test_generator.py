@@ -103,7 +103,7 @@ def test_sampling_mask_keeps_fraction_rho():
     params = nets.init(jax.random.key(0), net)
     h = jax.random.uniform(jax.random.key(1), (64, 64)) + 0.1
     rho = 0.6
-    x = generator.generate(net, params, h, 1, key=jax.random.key(2), rho=rho)
+    x = generator.twins(net, params, None, 1, h=h, key=jax.random.key(2), rho=rho)
     # Without the input ReLU every unmasked entry is nonzero almost surely.
     kept = float(jnp.mean(x != 0))
     tolerance = 5 * np.sqrt(rho * (1 - rho) / x.size)  # 5 binomial standard errors
@@ -218,8 +218,8 @@ def test_explicit_alpha_per_layer_scales_output():
     net = SMALL_NETS["mlp"]
     params = nets.init(jax.random.key(0), net)
     h = jax.random.uniform(jax.random.key(1), (2, 32))
-    one = generator.generate(net, params, h, 2, alpha=1.0)
-    three = generator.generate(net, params, h, 2, alpha=(3.0, 1.0))
+    one = generator.twins(net, params, None, 2, h=h, alpha=1.0)
+    three = generator.twins(net, params, None, 2, h=h, alpha=(3.0, 1.0))
     np.testing.assert_allclose(three, 3.0 * one, rtol=1e-6)
 
 
@@ -239,29 +239,31 @@ def test_bad_settings_raise_clear_errors():
     params = nets.init(jax.random.key(0), net)
     h = jnp.ones((2, 32))
     with pytest.raises(ValueError, match=r"source layer must be in 1..3"):
-        generator.generate(net, params, h, 4)
+        generator.twins(net, params, None, 4, h=h)
     for layer in (0, 4):
         with pytest.raises(ValueError, match=rf"source layer must be in 1..3 for this model, got {layer}"):
             generator.twins(net, params, jnp.ones((2, *net.input_shape)), layer)
     with pytest.raises(ValueError, match=r"rho must be in \(0, 1\]"):
-        generator.generate(net, params, h, 1, rho=0.0, key=jax.random.key(0))
+        generator.twins(net, params, None, 1, h=h, rho=0.0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="needs a PRNG key"):
-        generator.generate(net, params, h, 1, rho=0.5)
-    with pytest.raises(ValueError, match=r"per-example shape \(5,\)"):
-        generator.generate(net, params, jnp.ones((2, 5)), 1)
+        generator.twins(net, params, None, 1, h=h, rho=0.5)
+    with pytest.raises(ValueError, match=r"h has shape \(2, 5\) and dtype float32 but features gives \(2, 32\)"):
+        generator.twins(net, params, None, 1, h=jnp.ones((2, 5)))
+    with pytest.raises(ValueError, match="without a real input x generate from h: pass h="):
+        generator.twins(net, params, None, 1)
     with pytest.raises(ValueError, match="no pooling switches: drop use_switches"):
-        generator.generate(net, params, h, 1, use_switches=True)
+        generator.twins(net, params, None, 1, h=h, use_switches=True)
     np.testing.assert_array_equal(
-        generator.generate(net, params, h, 1, use_switches=False), generator.generate(net, params, h, 1)
+        generator.twins(net, params, None, 1, h=h, use_switches=False), generator.twins(net, params, None, 1, h=h)
     )
     with pytest.raises(ValueError, match="alpha has 2 entries but 1 linear maps"):
-        generator.generate(net, params, h, 1, alpha=(1.0, 2.0))
+        generator.twins(net, params, None, 1, h=h, alpha=(1.0, 2.0))
     with pytest.raises(ValueError, match="alpha must be None"):
-        generator.generate(net, params, h, 1, alpha="fitted")
+        generator.twins(net, params, None, 1, h=h, alpha="fitted")
     with pytest.raises(ValueError, match="h has shape"):
         generator.twins(net, params, jnp.ones((2, *net.input_shape)), 1, h=jnp.ones((3, 32)))
     with pytest.raises(ValueError, match="smooth_sigma must be >= 0"):
-        generator.generate(net, params, h, 1, smooth_sigma=-1.0)
+        generator.twins(net, params, None, 1, h=h, smooth_sigma=-1.0)
 
 
 @pytest.mark.parametrize("layer", [1, 2, 3])

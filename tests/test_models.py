@@ -223,9 +223,9 @@ def test_a_built_in_net_records_its_factory_and_the_record_rebuilds_it():
     net = nets.cifar_cnn((4, 8), num_classes=4, input_shape=(8, 8, 3))
     arguments = {"channels": [4, 8], "input_shape": [8, 8, 3], "num_classes": 4}
     assert net.record == models.ModelConfig("rev_nets.nets:cifar_cnn", arguments)
-    rebuilt = models.build(net.record)
+    rebuilt = models.build_model(net.record)
     assert rebuilt == net and rebuilt.record == net.record and hash(rebuilt) == hash(net)
-    assert models.build("rev_nets.nets:cifar_cnn", **arguments).record == net.record
+    assert models.build_model("rev_nets.nets:cifar_cnn", **arguments).record == net.record
     assert "record" not in repr(net)  # The repr stays the description old config.json files hold.
     assert rundir.model_record(net) == {"model": {"factory": "rev_nets.nets:cifar_cnn", "arguments": arguments}}
     by_hand = nets.Net(net.layers, 4, (8, 8, 3))
@@ -235,20 +235,20 @@ def test_a_built_in_net_records_its_factory_and_the_record_rebuilds_it():
 
 
 def test_build_makes_each_kind_of_model_from_its_factory():
-    assert models.build(tiny_residual) == models.nnx_model(tiny_residual)
-    assert isinstance(models.build(tiny_residual), models.NnxModel)
-    linen_model = models.build(LinenCNN, channels=[2, 3])
+    assert models.build_model(tiny_residual) == models.nnx_model(tiny_residual)
+    assert isinstance(models.build_model(tiny_residual), models.NnxModel)
+    linen_model = models.build_model(LinenCNN, channels=[2, 3])
     assert isinstance(linen_model, models.LinenModel) and linen_model == models.linen_model(LinenCNN, channels=[2, 3])
     assert linen_model.record == models.ModelConfig("test_models:LinenCNN", {"channels": [2, 3]})
 
     def wrapped():  # A factory of its own that returns a built-in net: the net is recorded by this factory.
         return nets.mnist_mlp(width=4)
 
-    assert models.build(wrapped).record == models.ModelConfig(models.factory_name(wrapped), {})
+    assert models.build_model(wrapped).record == models.ModelConfig(models.factory_name(wrapped), {})
     with pytest.raises(InputError, match="returned a int, not a model"):
-        models.build(lambda: 3)
+        models.build_model(lambda: 3)
     with pytest.raises(InputError, match="holds variables other than params \\(batch_stats\\)"):
-        models.build(LinenWithBatchStats)
+        models.build_model(LinenWithBatchStats)
 
 
 def test_a_linen_model_is_the_equivalent_net_forward_and_backward():

@@ -13,6 +13,7 @@ from rev_nets import models, nets, spectra, train
 from rev_nets.analysis import random_like
 from rev_nets.errors import InputError
 from rev_nets.weights import read_weights
+from rev_nets.train import internals
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = "rev_nets.nnx_zoo:residual_cnn"
@@ -48,8 +49,8 @@ def _tiny_run(workdir: Path) -> nets.Net:
     workdir.mkdir(parents=True)
     config = train.TrainConfig()
     (workdir / "config.json").write_text(json.dumps({"model": net.record.to_json(), "train": config.to_json()}))
-    state = train.create_state(net, config, steps_per_epoch=10)
-    manager = train.checkpoint_manager(str(workdir))
+    state = internals.create_state(net, config, steps_per_epoch=10)
+    manager = internals.checkpoint_manager(str(workdir))
     manager.save(0, args=ocp.args.StandardSave(state))
     moved = state.replace(step=7, params=jax.tree.map(lambda p: p + 1.0, state.params))
     manager.save(7, args=ocp.args.StandardSave(moved))

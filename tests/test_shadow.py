@@ -97,7 +97,7 @@ def test_no_gradient_flows_through_the_synthetic_inputs(net):
     grads = jax.grad(lambda p: shadow.loss(net, p, x, y, config, key)[0])(params)
 
     # The same synthetic batch, made outside the differentiated function: pure data.
-    x_syn = shadow.synthetic_batch(net, params, x, config, jax.random.split(key, 3)[2])  # loss's gen_key
+    x_syn = shadow.twins(net, params, x, config, jax.random.split(key, 3)[2])  # loss's gen_key
 
     def loss_on_fixed_data(p):
         ce_real = shadow.cross_entropy(nets.forward(net, p, x)[0], y)
@@ -134,8 +134,8 @@ def test_noise_twin_arm_trains_on_noisy_real_inputs():
     params = nets.init(jax.random.key(0), TINY)
     x, _ = _tiny_batch()
     config = shadow.ShadowConfig(layer=3, noise_twin=True)
-    twin = shadow.synthetic_batch(TINY, params, x, config, jax.random.key(3))
-    genuine = shadow.synthetic_batch(TINY, params, x, dataclasses.replace(config, noise_twin=False), jax.random.key(3))
+    twin = shadow.twins(TINY, params, x, config, jax.random.key(3))
+    genuine = shadow.twins(TINY, params, x, dataclasses.replace(config, noise_twin=False), jax.random.key(3))
     energy = lambda d: np.linalg.norm(np.reshape(d, (len(x), -1)), axis=1)
     np.testing.assert_allclose(energy(twin - x), energy(genuine - x), rtol=1e-5)
 
@@ -172,9 +172,9 @@ def test_an_alpha_override_replaces_only_the_records_alpha():
     options = GeneratorConfig(rho=0.8, alpha_scale=1.3)
     config = shadow.ShadowConfig(layer=2, generator=options)
     frozen = (jnp.float32(0.9), jnp.float32(1.1))
-    overridden = shadow.synthetic_batch(TINY, params, x, config, jax.random.key(3), alpha=frozen)
+    overridden = shadow.twins(TINY, params, x, config, jax.random.key(3), alpha=frozen)
     numbers = dataclasses.replace(config, generator=dataclasses.replace(options, alpha=(0.9, 1.1)))
-    expected = shadow.synthetic_batch(TINY, params, x, numbers, jax.random.key(3))
+    expected = shadow.twins(TINY, params, x, numbers, jax.random.key(3))
     np.testing.assert_allclose(overridden, expected, rtol=1e-6)
 
 

@@ -88,7 +88,7 @@ def sampled():
     """Weights (4000 x 500), a batch of 32 top layers with k = 10, and their samples x at rho = 0.5."""
     weights = theory.random_weights(jax.random.key(0), (4000, 500))
     h = theory.sample_hidden(jax.random.key(1), 32, 500, 10)
-    return weights, h, theory.generate(jax.random.key(2), weights, h, 0.5)[0]
+    return weights, h, theory.sample_layers(jax.random.key(2), weights, h, 0.5)[0]
 
 
 def test_input_norm_bias_matches_the_oracle_bias(sampled):
@@ -139,7 +139,7 @@ class MultilayerTest(chex.TestCase):
 
         @self.variant
         def sample_and_recover(key, weights, h):
-            layers = theory.generate(key, weights, h, rho)
+            layers = theory.sample_layers(key, weights, h, rho)
             return layers, theory.recover(weights, layers[0], c=1.0)
 
         layers, estimates = sample_and_recover(jax.random.key(2), weights, h)
@@ -147,7 +147,7 @@ class MultilayerTest(chex.TestCase):
         chex.assert_shape(estimates, [(6, n) for n in widths[1:]])
         np.testing.assert_array_equal(layers[-1], h)
         assert all(bool(jnp.all(layer >= 0)) for layer in layers)
-        reference = theory.generate(jax.random.key(2), weights, h, rho)
+        reference = theory.sample_layers(jax.random.key(2), weights, h, rho)
         chex.assert_trees_all_close(layers, reference, rtol=1e-5, atol=1e-6)
         chex.assert_trees_all_close(estimates, theory.recover(weights, reference[0], c=1.0), rtol=1e-5, atol=1e-6)
 

@@ -15,6 +15,7 @@ from rev_nets import consistency, data, nets, shadow, train
 from rev_nets.errors import SettingError
 from rev_nets.generator import GeneratorConfig
 from rev_nets.train import steps as train_steps
+from rev_nets.train import internals
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = nets.mnist_mlp(width=16)
@@ -58,7 +59,7 @@ def test_resume_drops_metric_lines_beyond_the_checkpoint(tmp_path):
     _, uninterrupted = train.fit(NET, _config(epochs=3), train_split, evals, str(tmp_path / "ref"), figures=False)
     train.fit(NET, _config(epochs=3), train_split, evals, workdir, figures=False)
     # Pretend the run died after writing epoch 3's line but before its checkpoint, mid-way through a 4th line.
-    manager = train.checkpoint_manager(workdir)
+    manager = internals.checkpoint_manager(workdir)
     manager.delete(manager.latest_step())
     with open(f"{workdir}/metrics.jsonl", "a") as f:
         f.write('{"epoch": 4, "st')
@@ -82,14 +83,14 @@ def test_the_jitted_step_takes_each_row_and_key_of_the_epoch_in_turn():
     steps = 96 // config.batch_size
     order = data.epoch_batches(jax.random.key(1), 96, config.batch_size)
     epoch_key = jax.random.key(2)
-    mesh = train.data_mesh()
-    step = train.make_train_step(NET, config, mesh, steps)
-    state, acc = train.create_state(NET, config, steps), train.zero_metrics(config)
+    mesh = internals.data_mesh()
+    step = internals.make_train_step(NET, config, mesh, steps)
+    state, acc = internals.create_state(NET, config, steps), internals.zero_metrics(config)
     for _ in range(steps):
         state, acc = step(state, acc, train_split, order, epoch_key)
 
-    one_batch = jax.jit(functools.partial(train.train_step, NET, config, steps_per_epoch=steps))
-    expected, expected_acc = train.create_state(NET, config, steps), train.zero_metrics(config)
+    one_batch = jax.jit(functools.partial(internals.train_step, NET, config, steps_per_epoch=steps))
+    expected, expected_acc = internals.create_state(NET, config, steps), internals.zero_metrics(config)
     for i in range(steps):
         expected, expected_acc = one_batch(
             expected, expected_acc, train_split, order[i], jax.random.fold_in(epoch_key, i + 1)
@@ -102,10 +103,10 @@ def test_the_jitted_step_takes_each_row_and_key_of_the_epoch_in_turn():
 def test_step_zero_checkpoint_is_kept(tmp_path):
     train_split, evals = _splits()
     state, _ = train.fit(NET, _config(epochs=4), train_split, evals, str(tmp_path), figures=False)
-    steps = train.checkpoint_manager(str(tmp_path)).all_steps()
+    steps = internals.checkpoint_manager(str(tmp_path)).all_steps()
     assert 0 in steps and int(state.step) in steps and len(steps) == 3
-    initial = train.checkpoint_manager(str(tmp_path)).restore(
-        0, args=ocp.args.StandardRestore(train.create_state(NET, _config(epochs=4), 6))
+    initial = internals.checkpoint_manager(str(tmp_path)).restore(
+        0, args=ocp.args.StandardRestore(internals.create_state(NET, _config(epochs=4), 6))
     )
     fresh = nets.init(jax.random.key(0), NET)
     jax.tree.map(np.testing.assert_array_equal, initial.params, fresh)
@@ -119,11 +120,11 @@ def test_a_run_saved_with_its_nets_repr_resumes_under_the_nets_factory_record(tm
     today = {name: saved[name] for name in ("dataset", "num_validation")}
     today |= {"train": train.TrainConfig.from_json(saved["train"]).to_json()}
     today |= {"model": nets.mnist_mlp().record.to_json()}
-    train.check_config(str(tmp_path), today)
+    internals.check_config(str(tmp_path), today)
     assert json.loads((tmp_path / "config.json").read_text()) == saved  # The old record is kept as it is.
     other = today | {"model": nets.mnist_mlp(width=512).record.to_json()}
     with pytest.raises(train.TrainingError, match=r"different settings \(model, net\)"):
-        train.check_config(str(tmp_path), other)
+        internals.check_config(str(tmp_path), other)
 
 
 def test_changed_settings_stop_the_resume(tmp_path):
@@ -284,7 +285,7 @@ def test_non_finite_loss_stops_with_a_sentence_and_keeps_the_last_checkpoint(tmp
         train.fit(
             NET, _config(learning_rate=1e12, schedule="constant"), train_split, evals, str(tmp_path), figures=False
         )
-    assert train.checkpoint_manager(str(tmp_path)).all_steps() == [0]
+    assert internals.checkpoint_manager(str(tmp_path)).all_steps() == [0]
     assert train.read_metrics(str(tmp_path)) == []
 
 
@@ -292,10 +293,10 @@ def test_evaluate_pads_the_last_batch_correctly():
     _, evals = _splits(n_eval=37)
     params = nets.init(jax.random.key(0), NET)
     config = _config()
-    eval_fn = jax.jit(lambda p, s, i, m: train.eval_step(NET, config.synthetic_config(NET), p, s, i, m))
-    result = train.evaluate(eval_fn, params, evals["test"], batch_size=10)
+    eval_fn = jax.jit(lambda p, s, i, m: internals.eval_step(NET, config.synthetic_config(NET), p, s, i, m))
+    result = internals.evaluate(eval_fn, params, evals["test"], batch_size=10)
     logits, _ = nets.forward(NET, params, evals["test"].images)
-    x_syn = shadow.synthetic_batch(NET, params, evals["test"].images, config.synthetic_config(NET), None)
+    x_syn = shadow.twins(NET, params, evals["test"].images, config.synthetic_config(NET), None)
     np.testing.assert_allclose(result["error"], float(shadow.error_rate(logits, evals["test"].labels)), atol=1e-6)
     syn_error = float(shadow.error_rate(nets.forward(NET, params, x_syn)[0], evals["test"].labels))
     np.testing.assert_allclose(result["synthetic_error"], syn_error, atol=1e-6)
@@ -313,15 +314,15 @@ def test_eval_uses_layer_three_or_the_top_when_shadow_is_off():
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
-    schedule = train.learning_rate_schedule(_config(epochs=10, warmup_epochs=1.0, learning_rate=0.1), 100)
+    schedule = internals.learning_rate_schedule(_config(epochs=10, warmup_epochs=1.0, learning_rate=0.1), 100)
     assert float(schedule(0)) == 0.0
     np.testing.assert_allclose(float(schedule(100)), 0.1, rtol=1e-6)
     assert float(schedule(999)) < 1e-3
 
 
 def test_learning_rate_schedule_without_warm_up():
-    cosine = train.learning_rate_schedule(_config(epochs=10, warmup_epochs=0.0, learning_rate=0.1), 100)
-    constant = train.learning_rate_schedule(_config(epochs=10, schedule="constant", learning_rate=0.1), 100)
+    cosine = internals.learning_rate_schedule(_config(epochs=10, warmup_epochs=0.0, learning_rate=0.1), 100)
+    constant = internals.learning_rate_schedule(_config(epochs=10, schedule="constant", learning_rate=0.1), 100)
     np.testing.assert_allclose([float(cosine(0)), float(cosine(500))], [0.1, 0.05], rtol=1e-6)
     np.testing.assert_allclose([float(constant(0)), float(constant(5000))], [0.1, 0.1], rtol=1e-6)
 

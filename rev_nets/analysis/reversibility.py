@@ -161,19 +161,19 @@ def gaussian_round_trips(
     """``layer_metrics`` per layer of one draw of ``theory``'s Gaussian net, plus the direct recovery error.
 
     The "real input" is a sample of the model from a k-sparse top layer; f is the thresholded
-    feedforward recovery ``theory.recover(c=c)`` and G is ``theory.generate`` (no sampling).
+    feedforward recovery ``theory.recover(c=c)`` and G is ``theory.sample_layers`` (no sampling).
     ``direct_error`` is ``||f(x)_l - h_l||^2 / ||h_l||^2`` against the sample's true layers.
     """
     weight_key, hidden_key = jax.random.split(key)
     weights = theory.random_weights(weight_key, widths)
-    truth = theory.generate(None, weights, theory.sample_hidden(hidden_key, batch, widths[-1], k), 1.0)
+    truth = theory.sample_layers(None, weights, theory.sample_hidden(hidden_key, batch, widths[-1], k), 1.0)
     estimates = theory.recover(weights, truth[0], c=c)
     results = []
     for l in range(1, len(weights) + 1):
         h = estimates[l - 1]
-        x_syn = theory.generate(None, weights[:l], h, 1.0)[0]
+        x_syn = theory.sample_layers(None, weights[:l], h, 1.0)[0]
         h_syn = theory.recover(weights[:l], x_syn, c=c)[-1]
-        below = theory.generate(None, weights[l - 1 : l], h, 1.0)[0]
+        below = theory.sample_layers(None, weights[l - 1 : l], h, 1.0)[0]
         h_step = theory.recover(weights[l - 1 : l], below, c=c)[0]
         metrics = layer_metrics(h, h_syn, h_step, widths[l - 1], True, cs)
         metrics["direct_error"] = theory.relative_squared_error(h, truth[l])

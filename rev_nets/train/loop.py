@@ -283,7 +283,7 @@ def train_and_evaluate(
     balanced labelled subset drawn with the seed (its indices into the
     training portion go into ``config.json``) and the unlabelled rest.
     """
-    model, settings = models.build(config.model), config.train
+    model, settings = models.build_model(config.model), config.train
     splits, (mean, std) = data.experiment_splits(
         config.dataset, config.num_validation, data.resolve_data_dir(data_dir)
     )

@@ -125,7 +125,7 @@ def _with_model_record(saved: dict[str, Any], wanted: dict[str, Any] | None) -> 
     the same net, so that runs saved before nets were recorded by factory resume."""
     if "net" not in saved or wanted is None:
         return saved
-    if net_from_repr(saved["net"]) != models.build(models.ModelConfig.from_json(wanted)):
+    if net_from_repr(saved["net"]) != models.build_model(models.ModelConfig.from_json(wanted)):
         return saved
     return {name: value for name, value in saved.items() if name != "net"} | {"model": wanted}
 
@@ -232,7 +232,7 @@ def model_record(model: models.Model) -> dict[str, Any]:
     if record is None:
         raise TrainingError(
             f"this {type(model).__name__} has no record (factory and arguments) for config.json; make it with a "
-            "factory, models.build('package.module:factory', **arguments), e.g. rev_nets.nets:cifar_cnn."
+            "factory, models.build_model('package.module:factory', **arguments), e.g. rev_nets.nets:cifar_cnn."
         )
     return {"model": record.to_json()}
 
@@ -313,7 +313,7 @@ def _run_model(workdir: str, config: dict[str, Any], factory: str | None) -> mod
             f"{workdir} trained the model {record.factory}, whose code is imported only when the reader names it; "
             f"pass factory={record.factory!r} to read the run."
         )
-    return models.build(record)
+    return models.build_model(record)
 
 
 def _read_only_manager(workdir: str) -> ocp.CheckpointManager:

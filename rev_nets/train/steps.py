@@ -191,7 +191,7 @@ def eval_step(
     synthetic test data's generator, ``TrainConfig.synthetic_config``)."""
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
     logits, _ = model.forward(params, x)
-    x_syn = shadow.synthetic_batch(model, params, x, synthetic_config, None)
+    x_syn = shadow.twins(model, params, x, synthetic_config, None)
     logits_syn, _ = model.forward(params, x_syn)
     wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
