@@ -86,6 +86,7 @@ def public_api() -> set[str]:
             names.add(info.name)
     for package in ("rev_nets.data", "rev_nets.train"):
         names |= {f"{package}.{name}" for name in importlib.import_module(package).__all__}
+    names |= {f"rev_nets.{name}" for name in importlib.import_module("rev_nets").__all__}
     return names | {"rev_nets", "rev_nets.data", "rev_nets.train"}
 
 
@@ -131,3 +132,31 @@ def test_the_checks_catch_a_violation(tmp_path):
     assert {"jax", "rev_nets.train.steps", "rev_nets.data"} <= modules
     assert not _permitted("train.steps", {"train.config"}) and _permitted("data.idx", {"data.*"})
     assert "rev_nets.train.steps.train_step" not in public_api() and "rev_nets.train.fit" in public_api()
+
+
+def test_the_public_face_holds_what_a_notebook_needs():
+    import rev_nets
+
+    needed = {"reverse", "twins", "GeneratorConfig", "ShadowConfig", "TrainConfig", "RunConfig", "ModelConfig"}
+    needed |= {"fit_in_memory", "fit", "train_and_evaluate", "load_run", "nnx_model", "data"}
+    assert needed <= set(rev_nets.__all__) and all(hasattr(rev_nets, name) for name in rev_nets.__all__)
+    assert not {"make_train_step", "zero_metrics", "shard_batch", "data_mesh"} & set(rev_nets.train.__all__)
+
+
+def test_the_notebook_and_readme_use_only_the_public_face():
+    import json
+
+    import rev_nets
+
+    cells = json.loads((ROOT / "notebooks" / "quickstart.ipynb").read_text())["cells"]
+    code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    readme = (ROOT / "README.md").read_text()
+    for text in (code, readme):
+        imports = re.findall(r"^\s*(?:from (rev_nets[\w.]*) import ([\w, ]+)|import (rev_nets[\w.]*))", text, re.M)
+        for module, names, plain in imports:
+            if plain:
+                assert plain == "rev_nets", plain
+            elif module == "rev_nets":
+                assert {n.strip() for n in names.split(",")} <= set(rev_nets.__all__), names
+            else:
+                assert module == "rev_nets.nnx_zoo", module  # the example models a user copies from
