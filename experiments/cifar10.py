@@ -5,11 +5,11 @@
 Its settings, their expected time and result: ``experiments/configs/cifar10.py``.
 """
 
-from experiments import runner, settings
+from experiments import cli, runner, settings
 from experiments.configs import cifar10
 
 ROWS = (
-    settings.Flag(
+    cli.Flag(
         "channels",
         "model.arguments.channels",
         "Channels of the conv layers (one hidden layer each).",

@@ -1,14 +1,16 @@
-"""What every entry point shares: one-sentence errors instead of tracebacks."""
+"""What every entry point shares: one-sentence errors instead of tracebacks, and flags that name fields of a record."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from absl import app, flags, logging
 
-from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
-from rev_nets.train import DivergedError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, SettingError, UserError
+from rev_nets.train import DivergedError, RunConfig, config_field
 
 SHARED_FLAGS = ("seed", "data_dir", "workdir", "dataset", "grid", "model", "few_labels")
 
@@ -43,3 +45,82 @@ def run(main: Callable[[list[str]], None]) -> None:
             sys.exit(EXIT_DIVERGED if isinstance(error, DivergedError) else EXIT_USER_ERROR)
 
     app.run(guarded)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A flag and the record field it sets: ``parse`` reads its typed text (absl has parsed numbers and lists
+    already), ``show`` writes a field value as the flag's text."""
+
+    name: str
+    path: str
+    help: str
+    choices: tuple[str, ...] = ()
+    parse: Callable[[Any], Any] | None = None
+    show: Callable[[Any], str] | None = None
+
+
+def _text(row: Flag, value: Any) -> Any:
+    """A field value as absl holds the flag's value: shown text, a list of strings, or the value itself."""
+    if row.show:
+        return row.show(value)
+    if isinstance(value, (tuple, list)):
+        return [str(v) for v in value]
+    return value
+
+
+def _definer(row: Flag, value: Any):
+    if row.choices:
+        return lambda *args, **kwargs: flags.DEFINE_enum(*args[:2], list(row.choices), *args[2:], **kwargs)
+    if row.show or isinstance(value, str) or value is None:
+        return flags.DEFINE_string
+    if isinstance(value, (tuple, list)):
+        return flags.DEFINE_list
+    return {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}[type(value)]
+
+
+def define(rows: Iterable[Flag], config: RunConfig, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines each row's flag (once per process: entry points share rows), showing ``config``'s values as
+    the defaults, so ``--help`` tells the entry point's real settings."""
+    for row in rows:
+        value = config_field(config, row.path)
+        if row.name not in flag_values:
+            _definer(row, value)(row.name, _text(row, value), row.help, flag_values=flag_values)
+        flag_values.set_default(row.name, _text(row, value))
+
+
+def typed(rows: Iterable[Flag], flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+    """The fields the flags typed on the command line set, by config path."""
+    found = {}
+    for row in rows:
+        if flag_values[row.name].present:
+            value = flag_values[row.name].value
+            found[row.path] = row.parse(value) if row.parse else value
+    return found
+
+
+def flag_of(rows: Iterable[Flag], path: str) -> str | None:
+    return next((row.name for row in rows if row.path == path), None)
+
+
+def command_line(rows: Iterable[Flag], overrides: Mapping[str, Any]) -> list[str]:
+    """``overrides`` (config path -> value) as the flags of ``rows``, in the given order: a sweep cell's command."""
+    rows = tuple(rows)
+    line = []
+    for path, value in overrides.items():
+        row = next((row for row in rows if row.path == path), None)
+        if row is None:
+            raise SettingError(path, "has no flag on this entry point; add a row to experiments.settings.")
+        if isinstance(value, bool) and not row.show:
+            line.append(f"--{row.name}" if value else f"--no{row.name}")
+        else:
+            text = _text(row, value)
+            text = ",".join(text) if isinstance(text, list) else f"{text:g}" if isinstance(text, float) else text
+            line.append(f"--{row.name}={text}")
+    return line
+
+
+def message(rows: Iterable[Flag], error: SettingError) -> str:
+    """A library ``SettingError`` in the flags' words."""
+    name = flag_of(rows, error.setting)
+    return f"--{name} {error.problem}" if name else str(error)

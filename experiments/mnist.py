@@ -6,18 +6,18 @@
 Its settings, their expected time and result: ``experiments/configs/mnist.py``.
 """
 
-from experiments import runner, settings
+from experiments import cli, runner
 from experiments.configs import mnist
 
 ROWS = (
-    settings.Flag(
+    cli.Flag(
         "dataset",
         "dataset",
         "The idx-format dataset to train on (same net, same settings).",
         choices=("mnist", "fashion_mnist"),
     ),
-    settings.Flag("width", "model.arguments.width", "Units per hidden layer of the MLP."),
-    settings.Flag("depth", "model.arguments.depth", "Hidden layers of the MLP (SHADOW from h3 needs at least 3)."),
+    cli.Flag("width", "model.arguments.width", "Units per hidden layer of the MLP."),
+    cli.Flag("depth", "model.arguments.depth", "Hidden layers of the MLP (SHADOW from h3 needs at least 3)."),
 )
 
 if __name__ == "__main__":

@@ -58,25 +58,25 @@ def default_workdir(config: train.RunConfig, default: train.RunConfig) -> str:
     return os.path.join(os.path.expanduser("~"), "rev_nets_runs", config.dataset, f"{arm}_seed{t.seed}")
 
 
-def main(default: train.RunConfig, rows: Sequence[settings.Flag]) -> None:
+def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
     """Checks every flag against the record, then trains (or resumes) one run."""
     try:
-        config = configured(default, settings.typed(rows))
+        config = configured(default, cli.typed(rows))
         train.use_cpu_devices(config.cpu_devices)  # Before anything starts a JAX backend.
         model = models.build_model(config.model)
         config.check(model)
     except errors.SettingError as error:
-        raise cli.UsageError(settings.message(rows, error)) from None
+        raise cli.UsageError(cli.message(rows, error)) from None
     workdir = os.path.expanduser(FLAGS.workdir) if FLAGS.workdir else default_workdir(config, default)
     print(f"{config.dataset}: {train.arm_name(config.train)}, {models.param_count(model):,} params -> {workdir}", flush=True)
     train.train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir)
 
 
-def run(get_config: Callable[[], train.RunConfig], own_rows: Sequence[settings.Flag] = ()) -> None:
+def run(get_config: Callable[[], train.RunConfig], own_rows: Sequence[cli.Flag] = ()) -> None:
     """Entry point: the flags of the training settings and ``own_rows`` over ``get_config()``, then ``main``."""
     default = get_config()
     rows = (*settings.TRAINING, *own_rows)
-    settings.define(rows, default)
+    cli.define(rows, default)
     for row in rows:  # ``--help`` lists the flags of the module run as a program.
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[row.name])
     cli.run(lambda argv: main(default, rows))

@@ -117,7 +117,7 @@ def loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The consistency loss of the unlabelled batch ``u`` and its metrics.
 
-    ``options`` are the generator's, as in ``twin``. Metrics: ``consistency``
+    ``options`` are the generator's, as in ``twins``. Metrics: ``consistency``
     (the loss), ``twin_agreement`` (fraction of twins whose arg-max class is
     u's) and ``twin_norm_ratio`` (||twin|| / ||u|| over the batch).
     """

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rev_nets import models, nets, transposition
+from rev_nets import models, transposition
 from rev_nets.errors import InputError, SettingError
 
 Alpha = float | tuple[float | jax.Array, ...] | jax.Array | str | None

@@ -15,7 +15,7 @@ import pytest
 from entry_points import run_entry_point
 
 from rev_nets import train
-from rev_nets.errors import InputError, SettingError
+from rev_nets.errors import SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
@@ -97,15 +97,15 @@ def test_bad_flags_stop_with_one_sentence(flag, message, tmp_path):
 
 
 def test_a_setting_error_names_the_flag_that_sets_it():
-    from experiments import mnist, settings
+    from experiments import cli, mnist, settings
 
     rows = (*settings.TRAINING, *mnist.ROWS)
     rho = SettingError("train.shadow.generator.rho", "must be in (0, 1] (1 = no sampling), got 2.")
-    assert settings.message(rows, rho) == "--sampling_rho must be in (0, 1] (1 = no sampling), got 2."
+    assert cli.message(rows, rho) == "--sampling_rho must be in (0, 1] (1 = no sampling), got 2."
     layer = SettingError("train.consistency.layer", "must be 1..3.")
-    assert settings.message(rows, layer) == "--consistency_layer must be 1..3."
-    assert settings.message(rows, SettingError("model.arguments.width", "is 0.")) == "--width is 0."
-    assert settings.message(rows, SettingError("train.nosuch", "must be 1.")) == "train.nosuch must be 1."
+    assert cli.message(rows, layer) == "--consistency_layer must be 1..3."
+    assert cli.message(rows, SettingError("model.arguments.width", "is 0.")) == "--width is 0."
+    assert cli.message(rows, SettingError("train.nosuch", "must be 1.")) == "train.nosuch must be 1."
 
 
 def test_sigkilled_run_resumes_to_the_same_numbers(tmp_path):

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from experiments import cifar10, mnist, runner, settings
+from experiments import cifar10, cli, mnist, runner, settings
 from experiments.configs import cifar10 as cifar10_config
 from experiments.configs import cifar100 as cifar100_config
 from experiments.configs import mnist as mnist_config
@@ -22,9 +22,9 @@ ENTRY_POINTS = {
 def parsed(rows, config, argv):
     """The overrides ``argv`` types, parsed by a fresh flag set defined from ``rows`` over ``config``."""
     values = flags.FlagValues()
-    settings.define(rows, config, values)
+    cli.define(rows, config, values)
     values(["prog", *argv])
-    return settings.typed(rows, values)
+    return cli.typed(rows, values)
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
@@ -80,14 +80,14 @@ def test_typed_flags_override_their_fields_and_nothing_else():
 )
 def test_a_sweep_cell_as_flags_reads_back_as_the_same_overrides(overrides):
     rows = (*settings.TRAINING, *cifar10.ROWS)
-    line = settings.command_line(rows, overrides)
+    line = cli.command_line(rows, overrides)
     assert all(text.startswith("--") for text in line)
     assert parsed(rows, cifar10_config.get_config(), line) == overrides
 
 
 def test_a_field_without_a_flag_is_named():
     with pytest.raises(errors.SettingError, match="train.nosuch has no flag"):
-        settings.command_line(settings.TRAINING, {"train.nosuch": 1})
+        cli.command_line(settings.TRAINING, {"train.nosuch": 1})
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_a_bad_value_is_refused_where_its_record_is_built_and_named_by_its_flag(
     with pytest.raises(errors.SettingError) as caught:
         train.override(mnist_config.get_config(), {path: value})
     assert caught.value.setting == path
-    text = settings.message((*settings.TRAINING, *mnist.ROWS), caught.value)
+    text = cli.message((*settings.TRAINING, *mnist.ROWS), caught.value)
     assert text.startswith(f"{flag} ") and text.count(". ") == 0
 
 

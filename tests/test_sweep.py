@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cifar10, configs, settings
+from experiments import cifar10, cli, configs, settings
 from rev_nets.analysis import sweep
 from rev_nets.analysis.sweep import Axis, Cell, Sweep
 
@@ -41,7 +41,7 @@ SWEEP = Sweep(
     order=(("tune", "base"), ("run", "base"), ("run", "variant"), ("run", "probe")),
 )
 
-command_line = functools.partial(settings.command_line, (*settings.TRAINING, *cifar10.ROWS))
+command_line = functools.partial(cli.command_line, (*settings.TRAINING, *cifar10.ROWS))
 
 
 @pytest.fixture

@@ -39,4 +39,4 @@ def entry_point(dataset: str, data_dir: str | None = None) -> sweep.EntryPoint:
     def placement(workdir: str) -> list[str]:
         return [f"--workdir={workdir}", *([f"--data_dir={data_dir}"] if data_dir else [])]
 
-    return sweep.EntryPoint(f"experiments.{dataset}", functools.partial(settings.command_line, rows), placement)
+    return sweep.EntryPoint(f"experiments.{dataset}", functools.partial(cli.command_line, rows), placement)
