@@ -70,9 +70,7 @@ def _text(row: Flag, value: Any) -> Any:
 
 
 def _definer(row: Flag, value: Any):
-    if row.choices:
-        return lambda *args, **kwargs: flags.DEFINE_enum(*args[:2], list(row.choices), *args[2:], **kwargs)
-    if row.show or isinstance(value, str) or value is None:
+    if row.show or row.choices or isinstance(value, str) or value is None:
         return flags.DEFINE_string
     if isinstance(value, (tuple, list)):
         return flags.DEFINE_list
@@ -85,7 +83,8 @@ def define(rows: Iterable[Flag], config: RunConfig, flag_values: flags.FlagValue
     for row in rows:
         value = config_field(config, row.path)
         if row.name not in flag_values:
-            _definer(row, value)(row.name, _text(row, value), row.help, flag_values=flag_values)
+            help_text = f"{row.help} One of {'|'.join(row.choices)}." if row.choices else row.help
+            _definer(row, value)(row.name, _text(row, value), help_text, flag_values=flag_values)
         flag_values.set_default(row.name, _text(row, value))
 
 
@@ -95,6 +94,8 @@ def typed(rows: Iterable[Flag], flag_values: flags.FlagValues = flags.FLAGS) -> 
     for row in rows:
         if flag_values[row.name].present:
             value = flag_values[row.name].value
+            if row.choices and value not in row.choices:  # Checked here, so that it exits as any bad value does.
+                raise SettingError(row.path, f"must be one of {', '.join(row.choices)}, got {value!r}.")
             found[row.path] = row.parse(value) if row.parse else value
     return found
 

@@ -70,7 +70,7 @@ def test_mnist_entry_point_trains_fashion_mnist(data_dir, tmp_path):
     (line,) = _learning_lines(tmp_path)
     assert line["step"] == 20 // 8  # The made Fashion-MNIST's 30 training images, 10 held out.
     refused = _run("mnist", "--dataset=cifar10", *flags)
-    assert refused.returncode == 1 and "value should be one of <mnist|fashion_mnist>" in refused.stderr
+    assert refused.returncode == 2 and "--dataset must be one of mnist, fashion_mnist, got 'cifar10'." in refused.stderr
 
 
 @pytest.mark.parametrize(
