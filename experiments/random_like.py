@@ -16,7 +16,8 @@ sides >= 3 is a layer. PyTorch stores dense weights as (out, in) and convs as
 
 Each matrix shape is calibrated once on ``--calibration`` Gaussian matrices
 (cached under ``<workdir>/calibration``). Prints and writes ``<workdir>/random_like.md``
-(a per-layer table and one verdict line per layer with its thresholds) and
+(a per-layer table and one verdict line per layer with its thresholds), ``<workdir>/random_like.json``
+(every layer's statistics, thresholds and verdict) and
 ``<workdir>/figures/<net>.png`` (standardised entries against the fitted Gaussian
 and Laplace; normalised singular values against the Marchenko-Pastur or
 quarter-circle law).
@@ -40,7 +41,7 @@ from absl import flags
 
 from experiments import cli
 from rev_nets import weights
-from rev_nets.analysis import random_like
+from rev_nets.analysis import random_like, report_files
 
 _RUN = flags.DEFINE_multi_string("run", [], "A training run to read (config.json, checkpoints/); repeatable.")
 _WEIGHTS = flags.DEFINE_multi_string(
@@ -50,7 +51,10 @@ _LAYOUT = flags.DEFINE_enum(
     "layout", "auto", list(weights.LAYOUTS), "Weight layout of --weights files: (in, out) or PyTorch's (out, in)."
 )
 _WORKDIR = cli.shared_flag(
-    flags.DEFINE_string, "workdir", "runs/random_like", "Where to write random_like.md, figures/ and calibration/."
+    flags.DEFINE_string,
+    "workdir",
+    "runs/random_like",
+    "Where to write random_like.md, random_like.json, figures/ and calibration/.",
 )
 _CALIBRATION = flags.DEFINE_integer(
     "calibration", 50, "Gaussian matrices per shape that set the thresholds.", lower_bound=50
@@ -68,7 +72,7 @@ _MODEL = cli.shared_flag(
 def main(argv: list[str]) -> None:
     del argv
     out = os.path.expanduser(_WORKDIR.value)
-    text = random_like.report(
+    report = random_like.report(
         [os.path.expanduser(p) for p in _RUN.value],
         [os.path.expanduser(p) for p in _WEIGHTS.value],
         out,
@@ -77,11 +81,9 @@ def main(argv: list[str]) -> None:
         seed=_SEED.value,
         factory=_MODEL.value,
     )
-    print(text)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "random_like.md"), "w") as f:
-        f.write(text)
-    print(f"wrote {out}/random_like.md, figures/")
+    report_files.write(report, out)
+    print(report.markdown)
+    print(f"wrote {out}/random_like.md, random_like.json, figures/")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ def main(argv) -> None:
     dataset, few_labels, out = _DATASET.value, _FEW_LABELS.value, _WORKDIR.value
     summarise = few_label_grid.summarise if few_labels else full_label_grid.summarise
     root = configs.grid_root(_GRID.value, dataset, few_labels)
-    numbers, markdown = summarise(dataset, configs.plan(dataset, few_labels), root, out, configs.entry_point(dataset))
-    report_files.write_json_and_markdown(out, dataset, numbers, markdown)
-    print(markdown)
+    report = summarise(dataset, configs.plan(dataset, few_labels), root, out, configs.entry_point(dataset))
+    report_files.write(report, out)
+    print(report.markdown)
 
 
 if __name__ == "__main__":

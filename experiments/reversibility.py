@@ -25,7 +25,7 @@ from absl import flags
 
 from experiments import cli
 from rev_nets import data
-from rev_nets.analysis import reversibility
+from rev_nets.analysis import report_files, reversibility
 
 _RUN = flags.DEFINE_string(
     "run", None, "The training run to read (config.json, checkpoints/); empty: only the control."
@@ -86,8 +86,8 @@ def main(argv: list[str]) -> None:
         seed=_SEED.value,
         model=_MODEL.value,
     )
-    reversibility.write_report(report, out)
-    print(reversibility.markdown(report))
+    report_files.write(report, out)
+    print(report.markdown)
     print(f"wrote {out}/reversibility.md, reversibility.json, figures/")
 
 

@@ -20,7 +20,7 @@ import os
 from absl import flags
 
 from experiments import cli
-from rev_nets.analysis import theory_sweeps
+from rev_nets.analysis import report_files, theory_sweeps
 
 _SWEEP = flags.DEFINE_enum("sweep", "default", list(theory_sweeps.SWEEPS), "Which sweep: default (~1.5 min) or large.")
 _SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the weight, hidden-vector and mask draws.")
@@ -35,9 +35,9 @@ _WORKDIR = cli.shared_flag(
 def main(argv: list[str]) -> None:
     del argv
     workdir = os.path.expanduser(_WORKDIR.value)
-    report = theory_sweeps.sweep_report(_SWEEP.value, _SEED.value)
-    theory_sweeps.write_report(report, workdir)
-    print(f"wall time {report['wall_time_s']:.0f}s; wrote {workdir}/theory.md, theory.json, figures/")
+    report = theory_sweeps.sweep_report(workdir, _SWEEP.value, _SEED.value)
+    report_files.write(report, workdir)
+    print(f"wall time {report.numbers['wall_time_s']:.0f}s; wrote {workdir}/theory.md, theory.json, figures/")
 
 
 if __name__ == "__main__":

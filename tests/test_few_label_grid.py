@@ -224,7 +224,9 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
         _finish_with(root, 20, "shadow", lr, seed, shadow[seed], train_norm_ratio=0.5, train_ce_synthetic=1e-3)
     _finish_with(root, 40, "backprop", lr, 0, 0.1)
     _finish_with(root, 20, "probe_h1", lr, 0, 0.4, train_norm_ratio=0.7)
-    numbers, markdown = few_label_grid.summarise("mnist", plan, root, out, configs.entry_point("mnist"))
+    report = few_label_grid.summarise("mnist", plan, root, out, configs.entry_point("mnist"))
+    numbers, markdown = report.numbers, report.markdown
+    assert report.name == "mnist"
     diff = np.array(shadow) - np.array(backprop)
     paired = numbers["paired_differences"]["labels20/shadow"]
     np.testing.assert_allclose([paired["mean"], paired["se"]], [diff.mean(), diff.std(ddof=1) / np.sqrt(3)])
@@ -293,7 +295,7 @@ def test_a_grid_restored_from_its_reports_archive_skips_what_it_finished(tmp_pat
     unfinished = run_dir(root, 20, "probe", {}, 0)
     os.makedirs(unfinished)
     Path(unfinished, "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 2}) + "\n")
-    numbers, _ = few_label_grid.summarise("mnist", plan, root, out, configs.entry_point("mnist"))
+    numbers = few_label_grid.summarise("mnist", plan, root, out, configs.entry_point("mnist")).numbers
     archive = os.path.join(out, "mnist")
     assert sorted(os.listdir(os.path.join(archive, "labels20"))) == [
         "backprop_lr0.02_seed0", "backprop_lr0.02_seed1", "backprop_lr0.05_seed0"]  # fmt: skip
@@ -306,7 +308,7 @@ def test_a_grid_restored_from_its_reports_archive_skips_what_it_finished(tmp_pat
     capsys.readouterr()
     assert driver(plan, fresh, dry_run=True).run_all()  # every run, the diverged one too, is done
     assert "would run" not in capsys.readouterr().out
-    again, _ = few_label_grid.summarise("mnist", plan, fresh, str(tmp_path / "out2"), configs.entry_point("mnist"))
+    again = few_label_grid.summarise("mnist", plan, fresh, str(tmp_path / "out2"), configs.entry_point("mnist")).numbers
     assert again["cells"] == numbers["cells"] and again["paired_differences"] == numbers["paired_differences"]
 
 

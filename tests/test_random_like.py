@@ -143,6 +143,14 @@ def test_command_end_to_end(tmp_path):
     result = _run(f"--run={tmp_path / 'run'}", f"--weights={tmp_path / 'ext.npz'}", f"--workdir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     report = (out / "random_like.md").read_text()
+    assert report in result.stdout  # the entry point prints the table it writes
+    numbers = json.loads((out / "random_like.json").read_text())
+    dense = next(r for r in numbers["rows"] if (r["net"], r["layer"]) == ("ext", "dense"))
+    assert dense["matrix"] == [40, 30] and not dense["random_like"] and dense["failed"]
+    row = next(line for line in report.splitlines() if line.startswith("| ext | dense |"))
+    assert f"| {dense['stats']['mean']:.2g} | {dense['stats']['std']:.3g} |" in row  # the JSON's numbers, shown
+    assert f"| {dense['outliers']} | no |" in row
+    assert numbers["skipped"] == ["ext/small (5, 2)"]
     for layer in (
         "| run | h1 | step 0 | 784x16 |",
         "| run | head | step 7 | 16x10 |",
@@ -154,6 +162,19 @@ def test_command_end_to_end(tmp_path):
     for name in ("run.png", "ext.png"):
         assert (out / "figures" / name).stat().st_size > 1000
     assert len(list((out / "calibration").glob("*.npz"))) == 4  # 784x16, 16x16, 16x10, 40x30
+
+
+def test_the_report_is_named_random_like_and_its_numbers_hold_each_layers_verdict(tmp_path):
+    np.savez(tmp_path / "w.npz", a=np.random.default_rng(1).standard_normal((20, 10)).astype(np.float32))
+    report = random_like.report([], [str(tmp_path / "w.npz")], str(tmp_path / "out"))
+    assert report.name == "random_like"
+    [row] = report.numbers["rows"]
+    assert (row["net"], row["layer"], row["snapshot"], row["matrix"]) == ("w", "a", "w.npz", [20, 10])
+    assert row["random_like"] == (not row["failed"]) and row["calibration_count"] == 50
+    assert set(row["stats"]) == set(row["limits"]) == set(spectra.Stats._fields)
+    verdict = "random-like" if row["random_like"] else "NOT random-like"
+    assert f"w/a w.npz (20x10): {verdict}:" in report.markdown
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["calibration", "figures"]  # tables: the writer's
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The full-label grid's report on made run directories and on the archived grids, the shared statistics, and how a
-sweep treats a run that fails."""
+"""The reports' writer, the full-label grid's report on made run directories and on the archived grids, the shared
+statistics, and how a sweep treats a run that fails."""
 
 import json
 import math
@@ -13,12 +13,41 @@ import pytest
 from scipy import stats
 
 from experiments import configs
-from rev_nets.analysis import few_label_grid, full_label_grid, sweep, sweep_stats
+from rev_nets.analysis import few_label_grid, full_label_grid, report_files, sweep, sweep_stats
 from rev_nets.analysis.full_label_grid import Plan
 from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR
 
 REPO = Path(__file__).resolve().parents[1]
 LR = "train.learning_rate"
+
+
+def test_write_leaves_the_numbers_and_the_markdown_side_by_side_and_no_temporary_file(tmp_path):
+    folder = tmp_path / "made" / "here"
+    old = report_files.Report("demo", {"error": 0.5}, "# old\n")
+    report_files.write(old, str(folder))
+    report = report_files.Report("demo", {"error": 0.25, "missing": float("nan"), "diverged": float("inf")}, "# new\n")
+    paths = report_files.write(report, str(folder))
+    assert paths == (str(folder / "demo.json"), str(folder / "demo.md"))
+    assert sorted(p.name for p in folder.iterdir()) == ["demo.json", "demo.md"]
+    numbers = json.loads((folder / "demo.json").read_text())
+    assert numbers["error"] == 0.25 and math.isnan(numbers["missing"]) and numbers["diverged"] == float("inf")
+    assert (folder / "demo.md").read_text() == "# new\n"
+
+
+def test_a_write_that_fails_keeps_the_old_files_and_leaves_no_temporary_file(tmp_path):
+    report_files.write(report_files.Report("demo", {"error": 0.5}, "# old\n"), str(tmp_path))
+    with pytest.raises(TypeError):
+        report_files.write(report_files.Report("demo", {"error": object()}, "# new\n"), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.md"]
+    assert json.loads((tmp_path / "demo.json").read_text()) == {"error": 0.5}
+    assert (tmp_path / "demo.md").read_text() == "# old\n"
+
+
+@pytest.mark.parametrize("name", ["", "out/theory", "../theory"])
+def test_a_report_name_that_is_no_file_stem_is_refused(name, tmp_path):
+    with pytest.raises(ValueError, match="is not a file stem; name it without a folder"):
+        report_files.write(report_files.Report(name, {}, ""), str(tmp_path))
+    assert not list(tmp_path.iterdir())
 
 
 def test_welch_standard_error_matches_scipy():
@@ -102,8 +131,10 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert tuning.settings("backprop") == {LR: 0.1}
     assert tuning.settings("shadow") == {LR: 0.01}  # the diverged rate loses
     assert tuning.settings("probe_h1") == {LR: 0.01}  # a probe takes the SHADOW cell's rate
-    numbers, text = full_label_grid.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"),
-                                              configs.entry_point("mnist"))  # fmt: skip
+    report = full_label_grid.summarise("mnist", plan, str(tmp_path), str(tmp_path / "out"),
+                                       configs.entry_point("mnist"))  # fmt: skip
+    assert report.name == "mnist"
+    numbers, text = report.numbers, report.markdown
     shadow_row = next(line for line in text.splitlines() if line.startswith("| shadow |"))
     assert "3.20 ± 0.28" in shadow_row and "+1.10" in shadow_row
     assert "| shadow | 6.00 | diverged |" in text  # the rate search, seed 0
@@ -126,13 +157,26 @@ def test_the_reports_rebuild_the_committed_tables_from_the_archived_runs(dataset
     folder = REPO / "results" / ("few_labels" if few_labels else "")
     summarise = few_label_grid.summarise if few_labels else full_label_grid.summarise
     plan = configs.plan(dataset, few_labels)
-    numbers, markdown = summarise(dataset, plan, str(folder / dataset), str(tmp_path), configs.entry_point(dataset))
+    report = summarise(dataset, plan, str(folder / dataset), str(tmp_path), configs.entry_point(dataset))
+    assert report.name == dataset
+    report_files.write(report, str(tmp_path))
+    markdown = (tmp_path / f"{dataset}.md").read_text()
+    numbers = json.loads((tmp_path / f"{dataset}.json").read_text())
     committed = (folder / f"{dataset}.md").read_text()
     if few_labels:
         assert markdown == committed
-        assert json.loads(json.dumps(numbers)) == json.loads((folder / f"{dataset}.json").read_text())
+        assert numbers == json.loads((folder / f"{dataset}.json").read_text())
+        shown = [(k, d) for k, d in numbers["paired_differences"].items() if d["seeds"]]
+        for key, difference in shown[:2]:  # the JSON's paired differences are the ones the table shows
+            labels, arm = key.removeprefix("labels").split("/")
+            row = f"| {int(labels):,} | {arm} | {difference['seeds']} | "
+            assert f"{row}{sweep_stats.difference_text(difference['mean'], difference['se'])} |" in markdown
     else:  # The committed pages predate the commands' "<seed>" placeholder; everything above them is the same.
         assert markdown.split("Commands:")[0] == committed.split("Commands (S = seed):")[0]
+        for cell in ("backprop", "shadow"):  # the JSON's test errors are the ones the table shows
+            errors = list(numbers["test_error"][cell].values())
+            row = next(line for line in markdown.splitlines() if line.startswith(f"| {cell} |"))
+            assert f"| {len(errors)} | {sweep_stats.mean_std_text(errors)} |" in row
 
 
 def _flaky_command(tmp_path, crashes: int, exit_code: int = 1, signal_number: int | None = None):

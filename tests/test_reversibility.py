@@ -195,7 +195,13 @@ def test_end_to_end_on_a_tiny_trained_run(tiny_run, tmp_path):
         assert 0.0 <= row["density"] <= 1.0
     for row in rows[: 3 * net.depth : net.depth]:  # Layer 1: the round trip is the one step.
         assert row["rel_error"] == pytest.approx(row["one_step_error"], rel=1e-5)
-    assert "| trained (step" in (tmp_path / "reversibility.md").read_text()
+    markdown = (tmp_path / "reversibility.md").read_text()
+    assert markdown in result.stdout  # the entry point prints the table it writes
+    for row in (rows[0], rows[-1]):  # the JSON's numbers are the ones the table shows
+        shown = f"| {row['net']} | {row['layer']} | {row['density']:.3f} | {row['nonzeros']:.0f} | "
+        shown += f"{row['rel_error']:.3f} ± "
+        assert shown in markdown, shown
+    assert "| trained (step" in markdown
     for row in rows[: 3 * net.depth]:  # MNIST inputs are 28x28 images: each layer has its spectra.
         assert set(row["power_ratio"]) == set(R.SPECTRUM_BANDS) and len(row["spectrum_syn"]) == 21  # Rings 0..20.
         assert all(np.isfinite(v) and v > 0 for v in row["power_ratio"].values()), row["power_ratio"]
@@ -245,6 +251,15 @@ def test_an_onnx_net_gives_the_numbers_of_the_same_net_in_memory(tiny_run, tmp_p
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
     refused = _run(f"--weights={tmp_path / 'mlp.onnx'}", f"--data_dir={data_dir}", *flags)
     assert refused.returncode == 2 and "needs the dataset whose test images it reads" in refused.stderr
+
+
+def test_the_control_alone_is_the_report_reversibility_and_draws_its_figure(tmp_path):
+    report = R.analyse(None, str(tmp_path), controls=["200,50:3:2"], control_trials=8)
+    assert report.name == "reversibility" and report.markdown == R.markdown(report.numbers)
+    assert report.numbers["run"] is None and report.numbers["num_images"] == 0
+    assert [(r["net"], r["layer"]) for r in report.numbers["rows"]] == [("gaussian 200-50 k=3 c=2", 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]  # numbers and tables are the writer's
+    assert (tmp_path / "figures" / "reversibility.png").stat().st_size > 1000
 
 
 def test_a_directory_without_a_run_stops_with_one_sentence(tmp_path):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from rev_nets.analysis import report_files
 from rev_nets.analysis import theory_sweeps as T
 
 SMALL = T.Sweep(
@@ -28,8 +29,8 @@ def test_error_falls_as_n_grows_at_the_theorems_rate(points):
     assert 0.7 < T.fitted_slopes(points)["paper_table"] < 1.3  # Error ~ k / (rho n): slope 1 in log-log.
 
 
-def test_report_holds_the_numbers_and_writes_its_files(points, tmp_path):
-    report = {
+def test_report_holds_the_numbers_its_markdown_shows_and_draws_its_figures(points, tmp_path):
+    numbers = {
         "sweep": "small",
         "seed": 0,
         "weight_draws": 3,
@@ -42,13 +43,21 @@ def test_report_holds_the_numbers_and_writes_its_files(points, tmp_path):
         "slopes": T.fitted_slopes(points),
         "points": points,
     }
-    T.write_report(report, str(tmp_path))
-    assert json.loads((tmp_path / "theory.json").read_text())["slopes"] == report["slopes"]
-    assert "| 4000 |" in (tmp_path / "theory.md").read_text()
+    report = T.report_of(numbers, str(tmp_path))
+    assert report.name == "theory" and report.markdown == T.markdown(numbers)
+    report_files.write(report, str(tmp_path))
+    written = json.loads((tmp_path / "theory.json").read_text())
+    assert written["slopes"] == numbers["slopes"]
+    markdown = (tmp_path / "theory.md").read_text()
+    assert f"- paper_table: {written['slopes']['paper_table']:.3f}" in markdown
+    for row in written["paper_comparison"]:  # the JSON's measured numbers are the ones the table shows
+        cells = [f"{a:.3g} / {b:.3g}" for a, b in zip(row["measured"], row["paper"])]
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {row['n']} | 1 |"))
+        assert all(cell in line for cell in cells), line
     for figure in ("recovery_vs_k_over_rho_n.png", "error_vs_n.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
 
 
-def test_unknown_sweep_is_refused():
+def test_unknown_sweep_is_refused(tmp_path):
     with pytest.raises(ValueError, match="sweep must be one of"):
-        T.sweep_report("huge")
+        T.sweep_report(str(tmp_path), "huge")

@@ -83,7 +83,9 @@ def test_random_like_report_reads_an_onnx_file(tmp_path):
 
     model, _ = _small_graph(np.random.default_rng(0))
     onnx.save(model, tmp_path / "small.onnx")
-    text = random_like.report([], [str(tmp_path / "small.onnx")], str(tmp_path / "out"))
+    report = random_like.report([], [str(tmp_path / "small.onnx")], str(tmp_path / "out"))
+    text = report.markdown
+    assert report.name == "random_like" and len(report.numbers["rows"]) == 3
     for layer, matrix in (("conv.w", "3x3x3x4 as 27x4"), ("fc.w", "144x10"), ("head.w", "10x5")):
         assert f"| small | {layer} | small.onnx | {matrix} |" in text
     assert (tmp_path / "out" / "figures" / "small.png").stat().st_size > 1000

@@ -15,7 +15,7 @@ error (mean ± std over seeds), the paired difference to backprop of the same
 seed (mean ± SE of the per-seed differences, "effect" only beyond 2 SE),
 synthetic test error, training minutes per run, the twin's norm and
 agreement, the validation errors the settings were chosen from, and every
-row's command. ``summarise`` returns the numbers and the markdown, draws test
+row's command. ``summarise`` returns the ``Report`` (numbers and markdown), draws test
 error against the number of labels, and archives every finished run's records.
 """
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from rev_nets import plots
 from rev_nets.analysis import sweep
+from rev_nets.analysis.report_files import Report
 from rev_nets.analysis.sweep_stats import (
     difference_text,
     mean_std_text,
@@ -154,8 +155,8 @@ def _settings_text(settings: sweep.Overrides) -> str:
     return ", ".join(f"{name}={value:g}" for name, value in sweep.named(settings).items())
 
 
-def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.EntryPoint) -> tuple[dict, str]:
-    """The report's numbers and markdown; draws the figures and archives the runs' records under ``out``."""
+def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.EntryPoint) -> Report:
+    """The ``Report`` named ``dataset``; draws the figures and archives the runs' records under ``out``."""
     grid = plan.to_sweep()
     tuning = sweep.read_tuning(grid, root)
     chosen = {cell_key(n, arm): tuning.settings(cell_key(n, arm)) for n in plan.labels for arm in plan.arms(n)}
@@ -222,7 +223,7 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.E
         "cells": cells,
         "paired_differences": comparisons,
     }
-    return numbers, "\n".join(lines) + "\n"
+    return Report(dataset, numbers, "\n".join(lines) + "\n")
 
 
 def _labelled_arms(plan: LabelPlan) -> list[tuple[int, str]]:

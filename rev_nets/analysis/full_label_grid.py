@@ -12,8 +12,8 @@ std over seeds), the difference to its backprop twin with its Welch standard
 error ("effect" only beyond 2 standard errors), early test error, and whether
 the synthetic test error tracks the real one: the mean per-epoch gap
 (synthetic minus real) and the correlation of their epoch-to-epoch changes
-(raw curves correlate whenever both fall). ``summarise`` returns the numbers
-and the markdown, draws learning curves and archives every finished run's
+(raw curves correlate whenever both fall). ``summarise`` returns the ``Report``
+(numbers and markdown), draws learning curves and archives every finished run's
 records, so that the tables can be rebuilt from the repository alone.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from rev_nets import plots
 from rev_nets.analysis import sweep
+from rev_nets.analysis.report_files import Report
 from rev_nets.analysis.sweep_stats import difference_text, mean_std_text, p_text, pct, verdict, welch, welch_p
 from rev_nets.train.rundir import read_metrics
 
@@ -84,8 +85,8 @@ def tracking(runs: dict[int, list[dict]]) -> tuple[float, float]:
     return float(np.mean(gaps)), correlation
 
 
-def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryPoint) -> tuple[dict, str]:
-    """The report's numbers and markdown; draws the figures and archives the runs' records under ``out``."""
+def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryPoint) -> Report:
+    """The ``Report`` named ``dataset``; draws the figures and archives the runs' records under ``out``."""
     grid = plan.to_sweep()
     tuning = sweep.read_tuning(grid, root)
     chosen = {key: tuning.settings(key) for key in grid.cells}
@@ -158,7 +159,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryP
         "versus_twin": versus_twin,
         "learning_rate_search": {c: [[s[LEARNING_RATE], e] for s, e in tuning.trials[c]] for c in plan.main_cells},
     }
-    return numbers, "\n".join(markdown) + "\n"
+    return Report(dataset, numbers, "\n".join(markdown) + "\n")
 
 
 def probe_rows(plan: Plan, grid: sweep.Sweep, root: str, chosen: dict) -> list[str]:

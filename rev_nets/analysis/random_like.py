@@ -6,10 +6,11 @@ file (``rev_nets.weights``). Every array with at least two dimensions whose
 matrix has both sides >= 3 is a layer. Each matrix shape is calibrated
 once on Gaussian matrices (``rev_nets.spectra.calibrate``, cached on disk),
 and each layer is judged against that calibration's 99th percentiles.
-``report`` returns the markdown (a per-layer table, a verdict line per
-layer) and writes a figure per net: standardised entries against the
-fitted Gaussian and Laplace, normalised singular values against the
-Marchenko-Pastur or quarter-circle law.
+``report`` returns the ``Report`` "random_like" (every layer's statistics,
+thresholds and verdict as numbers; as markdown a per-layer table and a
+verdict line per layer) and draws a figure per net: standardised entries
+against the fitted Gaussian and Laplace, normalised singular values
+against the Marchenko-Pastur or quarter-circle law.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from rev_nets import plots, spectra
+from rev_nets.analysis.report_files import Report
 from rev_nets.errors import InputError
 from rev_nets.train import load_run
 from rev_nets.weights import read_weights
@@ -133,6 +135,25 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def row_numbers(row: Row) -> dict:
+    """One layer's statistics, the Gaussian calibration's 99th percentiles (NaN for mean and std: not tests) and
+    the verdict, as the JSON report holds them."""
+    a = row.assessment
+    return {
+        "net": row.net,
+        "layer": row.layer,
+        "snapshot": row.snapshot,
+        "shape": list(row.original_shape),
+        "matrix": list(a.shape),
+        "stats": {name: float(value) for name, value in a.stats._asdict().items()},
+        "limits": {name: float(value) for name, value in a.limits._asdict().items()},
+        "calibration_count": int(a.count),
+        "outliers": int(a.outliers),
+        "failed": list(a.failed),
+        "random_like": a.random_like,
+    }
+
+
 def verdicts(rows: list[Row]) -> list[str]:
     return [spectra.verdict(f"{row.net}/{row.layer} {row.snapshot}", row.assessment) for row in rows]
 
@@ -197,8 +218,8 @@ def report(
     calibration: int = 50,
     seed: int = 0,
     factory: str | None = None,
-) -> str:
-    """The markdown report of run directories and weight files; writes ``figures/<net>.png`` (and the calibration
+) -> Report:
+    """The report of run directories and weight files; draws ``figures/<net>.png`` (and keeps the calibration
     cache) under ``out``. ``factory`` names the model factory of runs whose factory is not built in."""
     if not runs and not files:
         raise InputError("nothing to analyse; pass runs (run directories) or files (weight files), or both.")
@@ -222,4 +243,5 @@ def report(
         plots.density_grid(
             figure_panels(net, rows), path, title=f"{net.name}: {' vs '.join(s.label for s in net.snapshots)}"
         )
-    return "\n".join(text) + "\n"
+    numbers = {"rows": [row_numbers(row) for row in rows], "skipped": skipped}
+    return Report("random_like", numbers, "\n".join(text) + "\n")

@@ -1,15 +1,43 @@
-"""How an analysis leaves its numbers: one JSON file (all of them) and one markdown file (the tables), side by side."""
+"""What every analysis returns (a ``Report``) and how it is left on disk: ``<name>.json`` (the numbers) and
+``<name>.md`` (the tables), side by side, each replaced whole so that no reader ever sees half a file."""
 
 from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
 
-def write_json_and_markdown(folder: str, stem: str, report: dict, markdown: str) -> None:
-    """``<folder>/<stem>.json`` (``report``) and ``<folder>/<stem>.md`` (``markdown``), the folder made if needed."""
+class Report(NamedTuple):
+    """An analysis's result: ``name`` is the stem of its files ("theory", "mnist"), ``numbers`` all its numbers
+    (JSON-ready; NaN and infinities are written as JSON's ``NaN``/``Infinity``), ``markdown`` its tables."""
+
+    name: str
+    numbers: dict
+    markdown: str
+
+
+def write(report: Report, folder: str) -> tuple[str, str]:
+    """``<folder>/<name>.json`` and ``<folder>/<name>.md``, the folder made if needed; returns their paths."""
+    if not report.name or os.path.basename(report.name) != report.name:
+        raise ValueError(f"report name {report.name!r} is not a file stem; name it without a folder, e.g. 'theory'.")
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{stem}.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(folder, f"{stem}.md"), "w") as f:
-        f.write(markdown)
+    stem = os.path.join(folder, report.name)
+    return (
+        _replace(f"{stem}.json", json.dumps(report.numbers, indent=1)),
+        _replace(f"{stem}.md", report.markdown),
+    )
+
+
+def _replace(path: str, text: str) -> str:
+    """Writes ``text`` to ``<path>.tmp``, then renames it over ``path`` (atomic on one file system)."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path

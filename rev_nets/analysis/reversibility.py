@@ -13,7 +13,8 @@ within each layer: same entry distribution, no structure), and, as a positive co
 Gaussian nets of ``rev_nets.theory`` (k-sparse top layer, f = thresholded feedforward
 recovery), whose one-layer direct error ``||f(x) - h||^2 / ||h||^2`` reproduces the
 paper's section 1. For image inputs, also the radial power spectra of ``x_syn`` and ``x``
-and their ratio per spatial-frequency band. ``write_report`` writes the tables and figures.
+and their ratio per spatial-frequency band. ``analyse`` returns the ``Report`` "reversibility" (its numbers and
+tables) and draws its figures into the output folder.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from rev_nets import data, dispatch, generator, models, nets, plots, theory
 from rev_nets import layers as L
-from rev_nets.analysis.report_files import write_json_and_markdown
+from rev_nets.analysis.report_files import Report
 from rev_nets.errors import InputError
 from rev_nets.onnx_net import net_from_onnx
 from rev_nets.train import load_run
@@ -229,7 +230,7 @@ def parse_control(spec: str) -> tuple[tuple[int, ...], int, float]:
 
 
 def markdown(report: dict) -> str:
-    """``reversibility.md``: one row per net and layer."""
+    """``reversibility.md`` of the report's numbers: one row per net and layer."""
     lines = [
         "# Reversibility: h_l = f(x), x_syn = G(h_l), h_syn = f(x_syn)",
         "",
@@ -420,9 +421,9 @@ def analyse(
     control_trials: int = 100,
     seed: int = 0,
     model: str | None = None,
-) -> dict:
+) -> Report:
     """The report of the run directory ``run`` (read-only) or of the ONNX net ``weights`` on ``dataset``'s test
-    images, and of the Gaussian controls (only those, when neither is given); image grids go to ``out``.
+    images, and of the Gaussian controls (only those, when neither is given); its figures go to ``out/figures``.
     ``model`` names the factory of a run that trained an NNX model (``--model``)."""
     if run and weights:
         raise InputError("give a training run or an ONNX weight file, not both; run the analysis once for each.")
@@ -436,16 +437,12 @@ def analyse(
     elif weights:
         rows = onnx_nets(weights, dataset, data.resolve_data_dir(data_dir), num_images, seed, out, cs)
     rows += run_controls(controls, control_trials, seed, cs)
-    return {
+    numbers = {
         "run": run or weights,
         "steps": steps,
         "num_images": num_images if run or weights else 0,
         "wall_time_s": time.perf_counter() - start,
         "rows": rows,
     }
-
-
-def write_report(report: dict, out: str) -> None:
-    """``reversibility.json``, ``reversibility.md`` and ``figures/reversibility.png`` in ``out``."""
-    write_json_and_markdown(out, "reversibility", report, markdown(report))
-    reversibility_figure(report["rows"], os.path.join(out, "figures", "reversibility.png"))
+    reversibility_figure(rows, os.path.join(out, "figures", "reversibility.png"))
+    return Report("reversibility", numbers, markdown(numbers))

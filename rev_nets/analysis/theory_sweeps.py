@@ -3,8 +3,9 @@
 ``sweep_report`` simulates every point of a sweep (``rev_nets.theory``'s
 model, ``weight_draws x hidden_draws`` trials each) and returns the numbers:
 per point and layer the recovery errors, the paper's section 1 table beside
-the measured one, and the slopes fitted in ``k / (rho n)``. ``write_report``
-writes them as ``theory.md``, ``theory.json`` and two figures. Expected: the
+the measured one, and the slopes fitted in ``k / (rho n)``, as the ``Report``
+"theory" (``theory.json``, ``theory.md``), and draws two figures into the
+output folder. Expected: the
 one-layer numbers within ~5% of the paper's table; relative squared error
 ``~ 2 (1 + c^2) k / (rho n)`` with the bias (slope 1), ``m / (rho n)`` without.
 """
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rev_nets import plots, theory
-from rev_nets.analysis.report_files import write_json_and_markdown
+from rev_nets.analysis.report_files import Report
 from rev_nets.errors import InputError
 
 SWEEPS = ("default", "large")
@@ -185,7 +186,7 @@ def _fmt(value: tuple[float, float] | float, digits: int = 3) -> str:
 
 
 def markdown(report: dict) -> str:
-    """``theory.md``: the paper's table beside ours, slopes, every point per layer, timings."""
+    """``theory.md`` of the report's numbers: the paper's table beside ours, slopes, every point per layer, timings."""
     lines = [
         "# Recovery of random-net samples by the feedforward net",
         "",
@@ -334,14 +335,15 @@ def run_sweep(sweep: Sweep, seed: int, cs=theory.DEFAULT_CS, log=print) -> list[
     return results
 
 
-def sweep_report(name: str = "default", seed: int = 0, log=print) -> dict:
-    """Every point of the sweep ``name`` ("default" or "large") simulated and summarised, with the paper's table."""
+def sweep_report(out: str, name: str = "default", seed: int = 0, log=print) -> Report:
+    """Every point of the sweep ``name`` ("default" or "large") simulated and summarised, with the paper's table;
+    its figures go to ``out/figures``."""
     if name not in SWEEPS:
         raise InputError(f"sweep must be one of {SWEEPS}, got {name!r}.")
     sweep = default_sweep() if name == "default" else large_sweep()
     start = time.perf_counter()
     points = run_sweep(sweep, seed, log=log)
-    return {
+    numbers = {
         "sweep": name,
         "seed": seed,
         "weight_draws": sweep.weight_draws,
@@ -354,10 +356,12 @@ def sweep_report(name: str = "default", seed: int = 0, log=print) -> dict:
         "slopes": fitted_slopes(points),
         "points": points,
     }
+    return report_of(numbers, out)
 
 
-def write_report(report: dict, workdir: str) -> None:
-    """``theory.json``, ``theory.md`` and ``figures/recovery_vs_k_over_rho_n.png``, ``figures/error_vs_n.png``."""
-    write_json_and_markdown(workdir, "theory", report, markdown(report))
-    recovery_figure(report["points"], os.path.join(workdir, "figures", "recovery_vs_k_over_rho_n.png"))
-    error_vs_n_figure(report["points"], os.path.join(workdir, "figures", "error_vs_n.png"))
+def report_of(numbers: dict, out: str) -> Report:
+    """The ``Report`` "theory" of a sweep's numbers; draws ``recovery_vs_k_over_rho_n.png`` and ``error_vs_n.png``
+    into ``out/figures``. Apart from ``sweep_report`` so that a sweep of one's own gets the same report."""
+    recovery_figure(numbers["points"], os.path.join(out, "figures", "recovery_vs_k_over_rho_n.png"))
+    error_vs_n_figure(numbers["points"], os.path.join(out, "figures", "error_vs_n.png"))
+    return Report("theory", numbers, markdown(numbers))
