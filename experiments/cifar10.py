@@ -5,17 +5,10 @@
 Its settings, their expected time and result: ``experiments/configs/cifar10.py``.
 """
 
-from experiments import cli, runner, settings
+from experiments import runner
 from experiments.configs import cifar10
 
-ROWS = (
-    cli.Flag(
-        "channels",
-        "model.arguments.channels",
-        "Channels of the conv layers (one hidden layer each).",
-        parse=settings.whole_numbers("model.arguments.channels"),
-    ),
-)
+ENTRY = runner.define(cifar10.get_config, cifar10.ROWS)  # At import, so --help and the docs' commands see the flags.
 
 if __name__ == "__main__":
-    runner.run(cifar10.get_config, ROWS)
+    runner.run(ENTRY)

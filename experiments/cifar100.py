@@ -5,8 +5,10 @@
 Its settings, their expected time: ``experiments/configs/cifar100.py``.
 """
 
-from experiments import cifar10, runner
+from experiments import runner
 from experiments.configs import cifar100
 
+ENTRY = runner.define(cifar100.get_config, cifar100.ROWS)  # At import, so --help and the docs' commands see the flags.
+
 if __name__ == "__main__":
-    runner.run(cifar100.get_config, cifar10.ROWS)
+    runner.run(ENTRY)

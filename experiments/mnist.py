@@ -6,19 +6,10 @@
 Its settings, their expected time and result: ``experiments/configs/mnist.py``.
 """
 
-from experiments import cli, runner
+from experiments import runner
 from experiments.configs import mnist
 
-ROWS = (
-    cli.Flag(
-        "dataset",
-        "dataset",
-        "The idx-format dataset to train on (same net, same settings).",
-        choices=("mnist", "fashion_mnist"),
-    ),
-    cli.Flag("width", "model.arguments.width", "Units per hidden layer of the MLP."),
-    cli.Flag("depth", "model.arguments.depth", "Hidden layers of the MLP (SHADOW from h3 needs at least 3)."),
-)
+ENTRY = runner.define(mnist.get_config, mnist.ROWS)  # At import, so --help and the docs' commands see the flags.
 
 if __name__ == "__main__":
-    runner.run(mnist.get_config, ROWS)
+    runner.run(ENTRY)

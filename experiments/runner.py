@@ -9,6 +9,7 @@ trains (or resumes) the run. ``--model=package.module:factory`` (with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -72,11 +73,23 @@ def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
     train.train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir)
 
 
-def run(get_config: Callable[[], train.RunConfig], own_rows: Sequence[cli.Flag] = ()) -> None:
-    """Entry point: the flags of the training settings and ``own_rows`` over ``get_config()``, then ``main``."""
-    default = get_config()
-    rows = (*settings.TRAINING, *own_rows)
-    cli.define(rows, default)
-    for row in rows:  # ``--help`` lists the flags of the module run as a program.
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """An entry point: its record and the rows of its flags."""
+
+    default: train.RunConfig
+    rows: tuple[cli.Flag, ...]
+
+
+def define(get_config: Callable[[], train.RunConfig], own_rows: Sequence[cli.Flag] = ()) -> Entry:
+    """Defines the training flags and ``own_rows`` over ``get_config()``, listed by ``--help``."""
+    entry = Entry(get_config(), (*settings.TRAINING, *own_rows))
+    cli.define(entry.rows, entry.default)
+    for row in entry.rows:
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[row.name])
-    cli.run(lambda argv: main(default, rows))
+    return entry
+
+
+def run(entry: Entry) -> None:
+    """Entry point: parses the flags, then ``main``."""
+    cli.run(lambda argv: main(entry.default, entry.rows))

@@ -97,7 +97,8 @@ def test_bad_flags_stop_with_one_sentence(flag, message, tmp_path):
 
 
 def test_a_setting_error_names_the_flag_that_sets_it():
-    from experiments import cli, mnist, settings
+    from experiments import cli, settings
+    from experiments.configs import mnist
 
     rows = (*settings.TRAINING, *mnist.ROWS)
     rho = SettingError("train.shadow.generator.rho", "must be in (0, 1] (1 = no sampling), got 2.")

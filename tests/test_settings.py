@@ -6,16 +6,16 @@ import dataclasses
 import pytest
 from absl import flags
 
-from experiments import cifar10, cli, mnist, runner, settings
+from experiments import cli, runner, settings
 from experiments.configs import cifar10 as cifar10_config
 from experiments.configs import cifar100 as cifar100_config
 from experiments.configs import mnist as mnist_config
 from rev_nets import errors, models, shadow, train
 
 ENTRY_POINTS = {
-    "mnist": (mnist_config.get_config, mnist.ROWS),
-    "cifar10": (cifar10_config.get_config, cifar10.ROWS),
-    "cifar100": (cifar100_config.get_config, cifar10.ROWS),
+    "mnist": (mnist_config.get_config, mnist_config.ROWS),
+    "cifar10": (cifar10_config.get_config, cifar10_config.ROWS),
+    "cifar100": (cifar100_config.get_config, cifar10_config.ROWS),
 }
 
 
@@ -54,7 +54,7 @@ def test_no_typed_flag_leaves_the_record_as_it_is(name):
 
 
 def test_typed_flags_override_their_fields_and_nothing_else():
-    rows = (*settings.TRAINING, *cifar10.ROWS)
+    rows = (*settings.TRAINING, *cifar10_config.ROWS)
     typed = parsed(rows, cifar10_config.get_config(), ["--shadow_layer=2", "--channels=8,16", "--alpha=formula"])
     assert typed == {
         "train.shadow.layer": 2,
@@ -79,7 +79,7 @@ def test_typed_flags_override_their_fields_and_nothing_else():
     ],
 )
 def test_a_sweep_cell_as_flags_reads_back_as_the_same_overrides(overrides):
-    rows = (*settings.TRAINING, *cifar10.ROWS)
+    rows = (*settings.TRAINING, *cifar10_config.ROWS)
     line = cli.command_line(rows, overrides)
     assert all(text.startswith("--") for text in line)
     assert parsed(rows, cifar10_config.get_config(), line) == overrides
@@ -104,7 +104,7 @@ def test_a_bad_value_is_refused_where_its_record_is_built_and_named_by_its_flag(
     with pytest.raises(errors.SettingError) as caught:
         train.override(mnist_config.get_config(), {path: value})
     assert caught.value.setting == path
-    text = cli.message((*settings.TRAINING, *mnist.ROWS), caught.value)
+    text = cli.message((*settings.TRAINING, *mnist_config.ROWS), caught.value)
     assert text.startswith(f"{flag} ") and text.count(". ") == 0
 
 
@@ -117,7 +117,7 @@ def test_another_model_starts_from_its_own_arguments():
 
 
 def test_bad_list_and_json_flags_are_one_sentence():
-    rows = (*settings.TRAINING, *cifar10.ROWS)
+    rows = (*settings.TRAINING, *cifar10_config.ROWS)
     with pytest.raises(errors.SettingError, match="must be whole numbers"):
         parsed(rows, cifar10_config.get_config(), ["--channels=8,x"])
     with pytest.raises(errors.SettingError, match="must be a JSON object"):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cifar10, cli, configs, settings
+from experiments import cli, configs, settings
+from experiments.configs import cifar10
 from rev_nets.analysis import sweep
 from rev_nets.analysis.sweep import Axis, Cell, Sweep
 

@@ -15,7 +15,6 @@ from experiments import cli, settings
 from experiments.configs import few_label_plans, grid_plans
 from rev_nets.analysis import sweep
 
-OWN_ROWS = {"mnist": "mnist", "cifar10": "cifar10", "cifar100": "cifar10"}  # whose ROWS each entry point uses
 
 
 def plan(dataset: str, few_labels: bool):
@@ -34,7 +33,7 @@ def grid_root(grid: str, dataset: str, few_labels: bool) -> str:
 
 def entry_point(dataset: str, data_dir: str | None = None) -> sweep.EntryPoint:
     """``python -m experiments.<dataset>`` with a run's overrides as its flags, its work directory and data."""
-    rows = (*settings.TRAINING, *importlib.import_module(f"experiments.{OWN_ROWS[dataset]}").ROWS)
+    rows = (*settings.TRAINING, *importlib.import_module(f"experiments.configs.{dataset}").ROWS)
 
     def placement(workdir: str) -> list[str]:
         return [f"--workdir={workdir}", *([f"--data_dir={data_dir}"] if data_dir else [])]

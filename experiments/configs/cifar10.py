@@ -10,8 +10,18 @@ of training (8.9 minutes a run with its evaluations), SHADOW from h3 61 s
 
 import dataclasses
 
+from experiments import cli, settings
 from experiments.configs import base
 from rev_nets import models, train
+
+ROWS = (  # The flags of this net's own arguments, beside the training flags.
+    cli.Flag(
+        "channels",
+        "model.arguments.channels",
+        "Channels of the conv layers (one hidden layer each).",
+        parse=settings.whole_numbers("model.arguments.channels"),
+    ),
+)
 
 
 def get_config(dataset: str = "cifar10", num_classes: int = 10) -> train.RunConfig:

@@ -10,6 +10,8 @@ data of CIFAR-100's size: 71 s). No CIFAR-100 result is published here yet.
 from experiments.configs import cifar10
 from rev_nets import train
 
+ROWS = cifar10.ROWS
+
 
 def get_config() -> train.RunConfig:
     return cifar10.get_config("cifar100", num_classes=100)

@@ -8,8 +8,20 @@ training (2.2 minutes a run with its evaluations), 1.56% test error (seed 0,
 this lr and 1.60% at its validation-chosen lr 0.1 (seed 0).
 """
 
+from experiments import cli
 from experiments.configs import base
 from rev_nets import models, train
+
+ROWS = (  # The dataset and this net's own arguments, beside the training flags.
+    cli.Flag(
+        "dataset",
+        "dataset",
+        "The idx-format dataset to train on (same net, same settings).",
+        choices=("mnist", "fashion_mnist"),
+    ),
+    cli.Flag("width", "model.arguments.width", "Units per hidden layer of the MLP."),
+    cli.Flag("depth", "model.arguments.depth", "Hidden layers of the MLP (SHADOW from h3 needs at least 3)."),
+)
 
 
 def get_config() -> train.RunConfig:
