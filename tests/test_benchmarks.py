@@ -22,7 +22,7 @@ def test_layer_flops_match_xla_for_forward_and_generator(net):
     assert forward == pytest.approx(sum(counted), rel=0.05)
     h = net.features(params, x, 3)
     # Copying through the pooling reads no forward value, so XLA keeps the reverse pass alone.
-    generated = _xla_flops(lambda p, h: generator.generate(net, p, h, 3), params, h) / batch
+    generated = _xla_flops(lambda p, h: generator.twins(net, p, None, 3, h=h), params, h) / batch
     assert generated == pytest.approx(sum(counted[:3]), rel=0.05)
 
 
