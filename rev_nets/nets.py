@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from rev_nets import layers as L
 from rev_nets import models
+from rev_nets.errors import InputError
 
 Params = dict  # {"hidden": [{"w", "b"}, ...], "head": {"w", "b"}}
 
@@ -36,9 +37,9 @@ class Net:
 
     def __post_init__(self):
         if not self.layers:
-            raise ValueError("A Net needs at least one hidden layer.")
+            raise InputError("A Net needs at least one hidden layer.")
         if self.num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}.")
+            raise InputError(f"num_classes must be at least 2, got {self.num_classes}.")
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         layer_shapes(self)  # Fails early, with the reason, on sizes that do not fit.
@@ -100,7 +101,7 @@ def param_count(params: Params) -> int:
 
 def _check_input(net: Net, x: jax.Array) -> None:
     if tuple(x.shape[1:]) != net.input_shape:
-        raise ValueError(
+        raise InputError(
             f"Input batch has per-example shape {tuple(x.shape[1:])} but the net expects {net.input_shape}; "
             "pass a (batch, *input_shape) array."
         )
@@ -131,9 +132,9 @@ def forward(
     """
     _check_input(net, x)
     if dropout and key is None:
-        raise ValueError("forward with dropout > 0 needs a PRNG key; pass key=jax.random.key(seed).")
+        raise InputError("forward with dropout > 0 needs a PRNG key; pass key=jax.random.key(seed).")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        raise InputError(f"dropout must be in [0, 1), got {dropout}.")
     hiddens = []
     h = x
     for i, (layer, p) in enumerate(zip(net.layers, params["hidden"])):

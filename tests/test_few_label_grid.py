@@ -324,7 +324,7 @@ def test_restoring_keeps_a_live_run_and_archiving_mirrors_one(tmp_path):
     assert sweep.copy_finished_records(str(live.parent), str(archive.parent), 2, replace=True) == ["run"]
     assert read_metrics(str(archive))[0]["validation_error"] == 0.1 and not Path(archive, DIVERGED).exists()
     assert (archive / "config.json").read_text() == '{\n  "labelled_indices": [3, 1, 2],\n  "seed": 0\n}\n'
-    with pytest.raises(UserError, match=r"^--restore_from has no folder .*nowhere: give the --workdir"):
+    with pytest.raises(UserError, match=r"^The archive .*nowhere does not exist: give the folder experiments.report"):
         sweep.restore(str(tmp_path / "nowhere"), str(live.parent), 2)
 
 

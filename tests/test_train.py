@@ -132,7 +132,7 @@ def test_changed_settings_stop_the_resume(tmp_path):
     train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
     config = json.loads((tmp_path / "config.json").read_text())  # The net is recorded by factory and arguments.
     assert config["model"] == {"factory": "rev_nets.nets:mnist_mlp", "arguments": {"width": 16}} and "net" not in config
-    with pytest.raises(train.TrainingError, match=r"different settings \(train\).*new --workdir"):
+    with pytest.raises(train.TrainingError, match=r"different settings \(train\).*new run directory"):
         train.fit(NET, _config(epochs=1, learning_rate=0.1), train_split, evals, str(tmp_path), figures=False)
 
 
@@ -275,7 +275,7 @@ def test_an_unreadable_saved_config_stops_with_a_sentence(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     saved["train"]["shadow"]["from_a_newer_version"] = 1
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(train.TrainingError, match="holds settings this version cannot read.*new --workdir"):
+    with pytest.raises(train.TrainingError, match="holds settings this version cannot read.*new run directory"):
         train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
 
 

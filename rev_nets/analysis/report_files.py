@@ -7,6 +7,8 @@ import json
 import os
 from typing import NamedTuple
 
+from rev_nets.errors import InputError
+
 
 class Report(NamedTuple):
     """An analysis's result: ``name`` is the stem of its files ("theory", "mnist"), ``numbers`` all its numbers
@@ -20,7 +22,7 @@ class Report(NamedTuple):
 def write(report: Report, folder: str) -> tuple[str, str]:
     """``<folder>/<name>.json`` and ``<folder>/<name>.md``, the folder made if needed; returns their paths."""
     if not report.name or os.path.basename(report.name) != report.name:
-        raise ValueError(f"report name {report.name!r} is not a file stem; name it without a folder, e.g. 'theory'.")
+        raise InputError(f"report name {report.name!r} is not a file stem; name it without a folder, e.g. 'theory'.")
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(folder, report.name)
     return (

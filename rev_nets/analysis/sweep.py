@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, InputError, UserError
 from rev_nets.train.rundir import read_metrics, write_record
 
 Overrides = Mapping[str, Any]  # config path -> value, in the order the entry point's flags are written
@@ -66,10 +66,10 @@ class Sweep:
 
     def __post_init__(self):
         if "train.epochs" not in self.common:
-            raise ValueError("A sweep's common overrides need train.epochs: it tells a finished run from the others.")
+            raise InputError("A sweep's common overrides need train.epochs: it tells a finished run from the others.")
         wrong = [step for step in self.order if step[0] not in ("tune", "run") or step[1] not in self.cells]
         if wrong:
-            raise ValueError(f"Sweep order steps {wrong} are not (\"tune\" or \"run\", a cell's key): fix the plan.")
+            raise InputError(f"Sweep order steps {wrong} are not (\"tune\" or \"run\", a cell's key): fix the plan.")
 
     @property
     def epochs(self) -> int:
@@ -189,7 +189,7 @@ def _copy_record(source: str, target: str) -> None:
 def restore(archive: str, root: str, epochs: int) -> list[str]:
     """Copies the finished runs archived in ``archive`` into the sweep's ``root`` (refusing a missing archive)."""
     if not os.path.isdir(archive):
-        raise UserError(f"--restore_from has no folder {archive}: give the --workdir that experiments.report wrote.")
+        raise InputError(f"The archive {archive} does not exist: give the folder experiments.report archived the runs in.")
     restored = copy_finished_records(archive, root, epochs, replace=False)
     print(f"restored  {len(restored)} finished runs from {archive}", flush=True)
     return restored

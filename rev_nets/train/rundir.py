@@ -106,7 +106,7 @@ def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_
             saved["train"] = TrainConfig.from_json(saved["train"]).to_json()
         except (TypeError, KeyError) as error:
             raise TrainingError(
-                f"{path} holds settings this version cannot read ({error}); start a new --workdir."
+                f"{path} holds settings this version cannot read ({error}); start a new run directory."
             ) from None
         saved = json.loads(json.dumps(saved))
     saved.pop(PROVENANCE, None)
@@ -116,7 +116,7 @@ def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise TrainingError(
             f"{workdir} holds a run with different settings ({', '.join(diff)}); "
-            "pass the same flags to resume it, or a new --workdir to start another run."
+            "pass the same settings to resume it, or a new run directory to start another run."
         )
 
 
