@@ -24,7 +24,10 @@ from absl import app, flags
 
 # name -> (entry point, flags): what the checked code paths need (dropout, sampling, 8 devices, few labels).
 RUNS = {
-    "mnist_shadow_dropout_sampling": ("mnist", ("--epochs=2", "--shadow_layer=3", "--dropout=0.3", "--sampling_rho=0.5")),
+    "mnist_shadow_dropout_sampling": (
+        "mnist",
+        ("--epochs=2", "--shadow_layer=3", "--dropout=0.3", "--sampling_rho=0.5"),
+    ),
     "cifar10_shadow": ("cifar10", ("--epochs=1", "--shadow_layer=3")),
     "mnist_few_label_consistency": (
         "mnist",
@@ -47,7 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 def learning_metrics(workdir: str) -> list[dict]:
     """The run's metric lines without their timing fields, read as plain JSON (no code of either commit)."""
     lines = Path(workdir, "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s") and k != "images_per_s"} for line in lines]
+    return [
+        {k: v for k, v in json.loads(line).items() if not k.endswith("_s") and k != "images_per_s"} for line in lines
+    ]
 
 
 def checkout(commit: str, folder: Path) -> tuple[Path, str]:

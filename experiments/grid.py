@@ -76,7 +76,9 @@ def main(argv) -> None:
     plan = configs.plan(dataset, few_labels)
     restore_from = os.path.join(os.path.expanduser(_RESTORE_FROM.value), dataset) if _RESTORE_FROM.value else None
     if restore_from and not os.path.isdir(restore_from):
-        raise cli.UsageError(f"--restore_from has no folder {restore_from}: give the --workdir that experiments.report wrote.")
+        raise cli.UsageError(
+            f"--restore_from has no folder {restore_from}: give the --workdir that experiments.report wrote."
+        )
     sweep.run_sweep(
         plan.to_sweep(),
         configs.grid_root(_WORKDIR.value, dataset, few_labels),

@@ -69,7 +69,10 @@ def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
     except errors.SettingError as error:
         raise cli.UsageError(cli.message(rows, error)) from None
     workdir = os.path.expanduser(FLAGS.workdir) if FLAGS.workdir else default_workdir(config, default)
-    print(f"{config.dataset}: {train.arm_name(config.train)}, {models.param_count(model):,} params -> {workdir}", flush=True)
+    print(
+        f"{config.dataset}: {train.arm_name(config.train)}, {models.param_count(model):,} params -> {workdir}",
+        flush=True,
+    )
     train.train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir)
 
 

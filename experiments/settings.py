@@ -50,9 +50,19 @@ def _show_alpha(alpha) -> str:
 
 TRAINING = (
     Flag("shadow_layer", "train.shadow.layer", "SHADOW source layer: 0 = plain backprop, 1..depth = from h<layer>."),
-    Flag("shadow_weight", "train.shadow.weight", "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w)."),
-    Flag("sampling_rho", "train.shadow.generator.rho", "Keep-probability of the sampling mask during generation (1 = off)."),
-    Flag("smooth_sigma", "train.shadow.generator.smooth_sigma", "Gaussian blur of synthetic images, in pixels (0 = off)."),
+    Flag(
+        "shadow_weight",
+        "train.shadow.weight",
+        "Loss weight w of the synthetic examples: (CE_real + w CE_syn) / (1 + w).",
+    ),
+    Flag(
+        "sampling_rho",
+        "train.shadow.generator.rho",
+        "Keep-probability of the sampling mask during generation (1 = off).",
+    ),
+    Flag(
+        "smooth_sigma", "train.shadow.generator.smooth_sigma", "Gaussian blur of synthetic images, in pixels (0 = off)."
+    ),
     Flag(
         "alpha",
         "train.shadow.generator.alpha",
@@ -62,9 +72,19 @@ TRAINING = (
         parse=parse_alpha,
         show=_show_alpha,
     ),
-    Flag("alpha_scale", "train.shadow.generator.alpha_scale", "Multiplies every layer's alpha; synthetic inputs scale by alpha_scale**layer."),
-    Flag("shadow_start_epoch", "train.shadow.start_epoch", "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start)."),
-    Flag("noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise of the synthetic input's energy."),
+    Flag(
+        "alpha_scale",
+        "train.shadow.generator.alpha_scale",
+        "Multiplies every layer's alpha; synthetic inputs scale by alpha_scale**layer.",
+    ),
+    Flag(
+        "shadow_start_epoch",
+        "train.shadow.start_epoch",
+        "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start).",
+    ),
+    Flag(
+        "noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise of the synthetic input's energy."
+    ),
     Flag(
         "num_labels",
         "train.num_labels",
@@ -86,9 +106,19 @@ TRAINING = (
         choices=consistency.KINDS,
     ),
     Flag("consistency_layer", "train.consistency.layer", "Source layer of the consistency twin (shadow, noise)."),
-    Flag("consistency_weight", "train.consistency.weight", "Weight of the consistency term, reached after its ramp-up."),
-    Flag("consistency_rampup", "train.consistency.rampup", "Fraction of the run's steps over which the consistency weight ramps up."),
-    Flag("consistency_sigma", "train.consistency.sigma", "Noise std of --consistency=gaussian, in standardised pixel units."),
+    Flag(
+        "consistency_weight", "train.consistency.weight", "Weight of the consistency term, reached after its ramp-up."
+    ),
+    Flag(
+        "consistency_rampup",
+        "train.consistency.rampup",
+        "Fraction of the run's steps over which the consistency weight ramps up.",
+    ),
+    Flag(
+        "consistency_sigma",
+        "train.consistency.sigma",
+        "Noise std of --consistency=gaussian, in standardised pixel units.",
+    ),
     Flag("dropout", "train.dropout", "Dropout rate on every hidden layer during training."),
     Flag("epochs", "train.epochs", "Training epochs."),
     Flag("batch_size", "train.batch_size", "Real examples per step (SHADOW adds as many synthetic ones)."),
@@ -108,7 +138,11 @@ TRAINING = (
         "On a CPU host, split it into this many JAX devices and shard each batch over them: XLA runs each "
         "device's convolutions on its own thread, so this is how a CNN uses every core. Ignored on GPU/TPU.",
     ),
-    Flag("num_validation", "num_validation", "Training examples held out as the validation split (for tuning); 0 trains on all of them."),
+    Flag(
+        "num_validation",
+        "num_validation",
+        "Training examples held out as the validation split (for tuning); 0 trains on all of them.",
+    ),
     Flag(
         "model",
         "model.factory",

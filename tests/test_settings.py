@@ -73,8 +73,17 @@ def test_typed_flags_override_their_fields_and_nothing_else():
     "overrides",
     [
         {"train.shadow.layer": 0, "train.dropout": 0.3, "train.learning_rate": 0.02, "train.seed": 2},
-        {"train.shadow.noise_twin": True, "train.shadow.generator.alpha_scale": 1.9, "model.arguments.channels": [4, 4]},
-        {"train.num_labels": 100, "train.steps": 60, "train.consistency.kind": "shadow", "train.consistency.weight": 0.3},
+        {
+            "train.shadow.noise_twin": True,
+            "train.shadow.generator.alpha_scale": 1.9,
+            "model.arguments.channels": [4, 4],
+        },
+        {
+            "train.num_labels": 100,
+            "train.steps": 60,
+            "train.consistency.kind": "shadow",
+            "train.consistency.weight": 0.3,
+        },
         {"train.shadow.generator.alpha": None, "train.shadow.noise_twin": False, "num_validation": 1000},
     ],
 )

@@ -16,7 +16,6 @@ from experiments.configs import few_label_plans, grid_plans
 from rev_nets.analysis import sweep
 
 
-
 def plan(dataset: str, few_labels: bool):
     """The dataset's full-label plan, or its few-label plan (refusing a dataset without one)."""
     if not few_labels:

@@ -25,4 +25,6 @@ ROWS = (  # The dataset and this net's own arguments, beside the training flags.
 
 
 def get_config() -> train.RunConfig:
-    return base.get_config("mnist", models.ModelConfig("rev_nets.nets:mnist_mlp", {"width": 1024, "depth": 3}), epochs=15)
+    return base.get_config(
+        "mnist", models.ModelConfig("rev_nets.nets:mnist_mlp", {"width": 1024, "depth": 3}), epochs=15
+    )

@@ -161,7 +161,9 @@ class RunConfig:
 
     def __post_init__(self):
         if not (isinstance(self.num_validation, int) and self.num_validation >= 0):
-            raise SettingError("num_validation", f"must be a whole number >= 0 (0 = no validation split), got {self.num_validation}.")
+            raise SettingError(
+                "num_validation", f"must be a whole number >= 0 (0 = no validation split), got {self.num_validation}."
+            )
         if not (isinstance(self.cpu_devices, int) and self.cpu_devices >= 1):
             raise SettingError("cpu_devices", f"must be >= 1, got {self.cpu_devices}.")
 

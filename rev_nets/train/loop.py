@@ -294,7 +294,8 @@ def train_and_evaluate(
         indices = data.label_subset(splits["train"].labels, settings.num_labels, num_classes, settings.seed)
         splits["train"], unlabelled_images = data.split_labels(splits["train"], indices)
         # Without consistency the unlabelled images only set the default length: not standardised onto a device.
-        unlabelled = data.standardize(unlabelled_images, mean, std) if settings.consistency.enabled else unlabelled_images
+        consistency = settings.consistency.enabled
+        unlabelled = data.standardize(unlabelled_images, mean, std) if consistency else unlabelled_images
         extra["labelled_indices"] = indices.tolist()
     device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
     train, evals = device.pop("train"), device
