@@ -303,7 +303,8 @@ def test_load_run_reads_an_archived_run_of_a_built_in_net():
 def test_load_run_gives_back_what_a_run_of_a_model_of_ones_own_trained(model, tmp_path):
     x, y = _batch(32)
     split = data.DeviceSplit(jnp.asarray(x), jnp.asarray(y))
-    config = train.TrainConfig(epochs=2, batch_size=16, shadow=shadow.ShadowConfig(layer=2, alpha="formula"))
+    formula = shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="formula"))
+    config = train.TrainConfig(epochs=2, batch_size=16, shadow=formula)
     state, history = train.fit(model, config, split, {"test": split}, str(tmp_path), figures=False)
     recorded = json.loads((tmp_path / "config.json").read_text())["model"]
     assert recorded == model.record.to_json() and model.record.factory.startswith("test_models:")
@@ -344,7 +345,8 @@ def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(
 
 @pytest.mark.parametrize(
     "flag,message",
-    [("--alpha=big", "--alpha must be 'calibrated', 'formula', 'data' or a number"), ("--model_args=[1]", "give --model too"),
+    [("--alpha=big", "--alpha must be 'calibrated', 'formula', 'data' or a number"), ("--model_args=[1]", "--model_args must be a JSON object, got '[1]'"),
+     ('--channels=8 --model=rev_nets.nnx_zoo:residual_cnn', "--channels is an argument of rev_nets.nets:cifar_cnn"),
      (f"--model={ZOO} --model_args=[1]", "must be a JSON object"),
      ("--model=rev_nets.nnx_zoo", "must be package.module:factory")],
 )  # fmt: skip
