@@ -100,8 +100,9 @@ def typed(rows: Iterable[Flag], flag_values: flags.FlagValues = flags.FLAGS) -> 
     return found
 
 
-def flag_of(rows: Iterable[Flag], path: str) -> str | None:
-    return next((row.name for row in rows if row.path == path), None)
+def row_of(rows: Iterable[Flag], path: str) -> Flag | None:
+    """The row whose flag sets the field at ``path``, if any."""
+    return next((row for row in rows if row.path == path), None)
 
 
 def command_line(rows: Iterable[Flag], overrides: Mapping[str, Any]) -> list[str]:
@@ -109,7 +110,7 @@ def command_line(rows: Iterable[Flag], overrides: Mapping[str, Any]) -> list[str
     rows = tuple(rows)
     line = []
     for path, value in overrides.items():
-        row = next((row for row in rows if row.path == path), None)
+        row = row_of(rows, path)
         if row is None:
             raise SettingError(path, "has no flag on this entry point; add a row to experiments.settings.")
         if isinstance(value, bool) and not row.show:
@@ -123,5 +124,5 @@ def command_line(rows: Iterable[Flag], overrides: Mapping[str, Any]) -> list[str
 
 def message(rows: Iterable[Flag], error: SettingError) -> str:
     """A library ``SettingError`` in the flags' words."""
-    name = flag_of(rows, error.setting)
-    return f"--{name} {error.problem}" if name else str(error)
+    row = row_of(rows, error.setting)
+    return f"--{row.name} {error.problem}" if row else str(error)

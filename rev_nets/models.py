@@ -146,7 +146,7 @@ def import_factory(spec: str) -> Callable:
 
 def recorded(factory: Callable[..., Model]) -> Callable[..., Model]:
     """``factory`` (returning a dataclass model with a ``record`` field, e.g. a ``nets.Net``) made to set that
-    record to its own call, so that what it builds can be saved in config.json and rebuilt by ``build``."""
+    record to its own call, so that what it builds can be saved in config.json and rebuilt by ``build_model``."""
     signature = inspect.signature(factory)
 
     @functools.wraps(factory)
@@ -183,7 +183,7 @@ def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
 
 
 def _resolve(model: ModelConfig | str | Callable, arguments: dict[str, Any]) -> tuple[Callable, ModelConfig]:
-    """The factory and the record of ``build``'s (or ``nnx_model``'s, ``linen_model``'s) arguments."""
+    """The factory and the record of ``build_model``'s (or ``nnx_model``'s, ``linen_model``'s) arguments."""
     if isinstance(model, ModelConfig):
         if arguments:
             raise InputError(f"give {model.factory}'s arguments in its ModelConfig or as keywords, not both.")
