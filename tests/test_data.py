@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from rev_nets import data
-from rev_nets.data import DATA_DIR_ENV, DataError, Dataset, DeviceSplit, catalog, idx
+from rev_nets.data import DATA_DIR_ENV, DataError, Dataset, DeviceSplit, catalog, fingerprints, idx
 from rev_nets.data import tfds as data_tfds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -648,6 +648,48 @@ def test_experiment_splits_hold_out_validation_and_use_the_training_portions_sta
     everything, (full_mean, _) = data.experiment_splits("mnist", 0, str(tmp_path))
     assert sorted(everything) == ["test", "train"] and len(everything["train"].labels) == 30
     np.testing.assert_allclose(full_mean, written["train"][0].astype(np.float64).mean() / 255, rtol=1e-5)
+
+
+def _made_splits(seed=0):
+    rng = np.random.default_rng(seed)
+    make = lambda n: Dataset(
+        rng.integers(0, 256, (n, 6, 6, 3), np.uint8), np.arange(n, dtype=np.int32) % 4, tuple("abcd")
+    )
+    return {"train": make(40), "test": make(12)}
+
+
+def test_the_fingerprint_names_each_split_and_what_changed_in_it():
+    splits = _made_splits()
+    saved = data.fingerprint(splits)
+    assert saved["test"]["shape"] == [12, 6, 6, 3] and saved["test"]["label_counts"] == [3, 3, 3, 3]
+    copy = {name: Dataset(s.images.copy(), s.labels.copy(), s.class_names) for name, s in splits.items()}
+    assert data.fingerprint_differences(saved, data.fingerprint(copy)) == []
+    inverted = splits | {"test": splits["test"]._replace(images=255 - splits["test"].images)}
+    changed = ["the test split's pixel sample differs (images changed)"]
+    assert data.fingerprint_differences(saved, data.fingerprint(inverted)) == changed
+    relabelled = splits["train"].labels.copy()
+    relabelled[0] = 1
+    one_label = splits | {"train": splits["train"]._replace(labels=relabelled)}
+    assert data.fingerprint_differences(saved, data.fingerprint(one_label)) == ["the train split's label counts differ"]
+    swapped = splits["train"].labels[::-1].copy()
+    both = splits | {"train": splits["train"]._replace(labels=swapped, images=splits["train"].images[::-1])}
+    assert data.fingerprint_differences(saved, data.fingerprint(both)) == [
+        "the train split's labels differ (same counts, other order), and its pixel sample differs (images changed)"
+    ]
+    fewer = splits | {"test": Dataset(splits["test"].images[:10], splits["test"].labels[:10], tuple("abcd"))}
+    assert data.fingerprint_differences(saved, data.fingerprint(fewer)) == [
+        "the test split's shape differs (12x6x6x3 -> 10x6x6x3)"
+    ]
+    validation = data.fingerprint(splits | {"validation": splits["test"]})
+    assert data.fingerprint_differences(saved, validation) == ["the validation split is new"]
+
+
+def test_the_pixel_sample_reaches_every_image_and_channel(monkeypatch):
+    monkeypatch.setattr(fingerprints, "PIXEL_SAMPLE", 64)
+    images = np.arange(32 * 8 * 8 * 3).reshape(32, 8, 8, 3)  # each value its own flat position
+    sample = fingerprints.pixel_sample(images)
+    assert 40 <= len(sample) <= 64  # stride 96 is moved to 97, prime to the 192 values of an image
+    assert set(sample // 192) == set(range(32)) and set(sample % 3) == {0, 1, 2}
 
 
 # ---------------------------------------------------------------------------

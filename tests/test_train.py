@@ -5,13 +5,14 @@ import json
 from pathlib import Path
 
 import chex
+import conftest_data
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rev_nets import consistency, data, nets, shadow, train
+from rev_nets import consistency, data, models, nets, shadow, train
 from rev_nets.errors import SettingError
 from rev_nets.generator import GeneratorConfig
 from rev_nets.train import steps as train_steps
@@ -123,7 +124,9 @@ def test_a_run_saved_with_its_nets_repr_resumes_under_the_nets_factory_record(tm
     internals.check_config(str(tmp_path), today)
     assert json.loads((tmp_path / "config.json").read_text()) == saved  # The old record is kept as it is.
     other = today | {"model": nets.mnist_mlp(width=512).record.to_json()}
-    with pytest.raises(train.TrainingError, match=r"different settings \(model, net\)"):
+    with pytest.raises(
+        train.TrainingError, match=r"different settings \(model: unset -> \{.*; net: \"Net\(.* -> unset\)"
+    ):
         internals.check_config(str(tmp_path), other)
 
 
@@ -132,8 +135,65 @@ def test_changed_settings_stop_the_resume(tmp_path):
     train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)
     config = json.loads((tmp_path / "config.json").read_text())  # The net is recorded by factory and arguments.
     assert config["model"] == {"factory": "rev_nets.nets:mnist_mlp", "arguments": {"width": 16}} and "net" not in config
-    with pytest.raises(train.TrainingError, match=r"different settings \(train\).*new run directory"):
+    with pytest.raises(train.TrainingError, match=r"different settings \(train.learning_rate: 0.05 -> 0.1\);.*new run"):
         train.fit(NET, _config(epochs=1, learning_rate=0.1), train_split, evals, str(tmp_path), figures=False)
+
+
+def test_a_refused_resume_names_the_first_differing_settings_by_their_paths(tmp_path):
+    record = {"dataset": "mnist", "labelled_indices": list(range(100)), "train": _config().to_json()}
+    internals.check_config(str(tmp_path), record)
+    other = record | {"labelled_indices": list(range(1, 101)), "train": _config(epochs=3, seed=2, num_labels=100)}
+    other["train"] = other["train"].to_json()
+    message = (
+        r"different settings \(labelled_indices: \[0, 1, 2, .*\.\.\. -> \[1, 2, 3, .*\.\.\.; train.epochs: 2 -> 3; "
+        r"train.num_labels: 0 -> 100; and 1 more\); pass the same settings"
+    )
+    with pytest.raises(train.TrainingError, match=message):
+        internals.check_config(str(tmp_path), other)
+
+
+def _made_run(tmp_path, **data_changes):
+    """A one-epoch run of made MNIST idx files in ``tmp_path/run``; returns a function that resumes it on a copy of
+    the files with ``data_changes`` (split -> function of its (images, labels)) applied."""
+    written = conftest_data.write_idx_dataset(tmp_path / "data" / "mnist", n_train=40, n_test=20)
+    model = models.ModelConfig("rev_nets.nets:mnist_mlp", {"width": 16, "depth": 3})
+    config = train.RunConfig("mnist", model, train.TrainConfig(epochs=1, batch_size=10), num_validation=10)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir, data_dir=str(tmp_path / "data"), figures=False)
+
+    def resume(folder, **changes):
+        for split, (images, labels) in written.items():
+            images, labels = changes.get(split, lambda *arrays: arrays)(images, labels)
+            conftest_data.write_idx_split(tmp_path / folder / "mnist", split, images, labels, gz=True)
+        return train.train_and_evaluate(config, workdir, data_dir=str(tmp_path / folder), figures=False)
+
+    return workdir, resume
+
+
+def test_a_resume_on_other_data_is_refused_naming_the_split_and_what_differs(tmp_path, capsys):
+    workdir, resume = _made_run(tmp_path)
+    saved = json.loads((Path(workdir) / "config.json").read_text())
+    assert sorted(saved["data"]) == ["test", "train", "validation"] and saved["data"]["test"]["shape"] == [
+        20,
+        28,
+        28,
+        1,
+    ]
+    records = {name: (Path(workdir) / name).read_text() for name in ("config.json", "metrics.jsonl")}
+    _, history = resume("moved")  # the same files in another folder: content, not path
+    assert [m["epoch"] for m in history] == [1]
+    inverted = lambda images, labels: (255 - images, labels)
+    with pytest.raises(train.TrainingError, match=r"trained on other data: the test split's pixel sample differs"):
+        resume("inverted", test=inverted)
+    relabelled = lambda images, labels: (images, np.where(np.arange(len(labels)) == 0, (labels + 1) % 10, labels))
+    with pytest.raises(train.TrainingError, match=r"other data: the test split's label counts differ; resume it on"):
+        resume("relabelled", test=relabelled)
+    assert {name: (Path(workdir) / name).read_text() for name in records} == records  # nothing written
+    del saved["data"]  # a run saved before config.json held the fingerprint
+    (Path(workdir) / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    resume("inverted", test=inverted)
+    assert "saved without a data fingerprint; this resume cannot check its data." in capsys.readouterr().out
 
 
 def test_a_batch_larger_than_the_data_stops_before_writing_anything(tmp_path):

@@ -38,10 +38,13 @@ content is validated instead.
 
 Modules: ``catalog`` (dataset facts), ``idx`` and ``cifar`` (the original
 file formats), ``tfds``, ``sources`` (which of them a split comes from),
-``pipeline`` (statistics, validation split, device arrays, batch indices).
+``pipeline`` (statistics, validation split, device arrays, batch indices),
+``fingerprints`` (what a run's splits hold, for a resume's check).
 """
 
 from rev_nets.data.catalog import DATA_DIR_ENV, DATASETS, DataError, Dataset
+from rev_nets.data.fingerprints import differences as fingerprint_differences
+from rev_nets.data.fingerprints import fingerprint
 from rev_nets.data.pipeline import (
     VALIDATION_SEED,
     DeviceSplit,
@@ -71,6 +74,8 @@ __all__ = [
     "device_splits",
     "epoch_batches",
     "experiment_splits",
+    "fingerprint",
+    "fingerprint_differences",
     "label_subset",
     "load",
     "resolve_data_dir",

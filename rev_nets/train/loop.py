@@ -282,12 +282,14 @@ def train_and_evaluate(
     With ``config.train.num_labels`` the training portion is split into a
     balanced labelled subset drawn with the seed (its indices into the
     training portion go into ``config.json``) and the unlabelled rest.
+    ``config.json`` records the splits' fingerprint (``data.fingerprint``):
+    a resume on other data is refused.
     """
     model, settings = models.build_model(config.model), config.train
     splits, (mean, std) = data.experiment_splits(
         config.dataset, config.num_validation, data.resolve_data_dir(data_dir)
     )
-    extra = {"dataset": config.dataset, "num_validation": config.num_validation}
+    extra = {"dataset": config.dataset, "num_validation": config.num_validation, rundir.DATA: data.fingerprint(splits)}
     unlabelled = None
     if settings.num_labels:
         num_classes = len(splits["train"].class_names)

@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from rev_nets import layers, models, nets
+from rev_nets import data, layers, models, nets
 from rev_nets.errors import InputError
 from rev_nets.train.config import TrainConfig, TrainingError
 
@@ -47,6 +47,8 @@ def code_version() -> dict[str, Any]:
 
 
 PROVENANCE = "code"  # config.json's record of the code; a resume from other code is noted there, not refused.
+DATA = "data"  # config.json's fingerprint of the splits (``data.fingerprint``); a resume on other data is refused.
+SHOWN_CHANGES = 3  # Differing settings a refusal names; it counts the rest.
 
 
 def check_config(workdir: str, config_json: dict[str, Any]) -> None:
@@ -54,13 +56,16 @@ def check_config(workdir: str, config_json: dict[str, Any]) -> None:
 
     A setting added after a run was saved takes its default value there, so
     older runs still resume. The code record (``PROVENANCE``) is not compared:
-    a resume by other code appends that code to its ``resumed_by`` list.
+    a resume by other code appends that code to its ``resumed_by`` list. The
+    data fingerprint (``DATA``) is compared when both records hold one; a run
+    saved without one resumes with a note.
     """
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         _check_same_settings(workdir, path, saved, config_json)
+        _check_same_data(workdir, saved.get(DATA), config_json.get(DATA))
         _note_resuming_code(path, saved, config_json.get(PROVENANCE))
         return
     os.makedirs(workdir, exist_ok=True)
@@ -98,8 +103,8 @@ def _json_key(key: Any) -> str:
 
 
 def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_json: dict[str, Any]) -> None:
-    """Stops unless the saved record equals ``config_json`` once defaults are filled in and the code record is
-    set aside (tuples compared as lists)."""
+    """Stops unless the saved record equals ``config_json`` once defaults are filled in and the code record and
+    the data fingerprint are set aside (tuples compared as lists); the refusal names the first differing fields."""
     saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))
     if "train" in saved:
         try:
@@ -109,14 +114,54 @@ def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_
                 f"{path} holds settings this version cannot read ({error}); start a new run directory."
             ) from None
         saved = json.loads(json.dumps(saved))
-    saved.pop(PROVENANCE, None)
-    wanted.pop(PROVENANCE, None)
+    for record in (saved, wanted):
+        record.pop(PROVENANCE, None)
+        record.pop(DATA, None)
     saved = _with_model_record(saved, wanted.get("model"))
     if saved != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        changes = [f"{field}: {_shown(old)} -> {_shown(new)}" for field, old, new in _changed_fields(saved, wanted)]
+        more = len(changes) - SHOWN_CHANGES
         raise TrainingError(
-            f"{workdir} holds a run with different settings ({', '.join(diff)}); "
+            f"{workdir} holds a run with different settings ({'; '.join(changes[:SHOWN_CHANGES])}"
+            f"{f'; and {more} more' if more > 0 else ''}); "
             "pass the same settings to resume it, or a new run directory to start another run."
+        )
+
+
+_UNSET = object()  # A field one record holds and the other does not.
+
+
+def _changed_fields(saved: Mapping, wanted: Mapping, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(config path, saved value, wanted value)`` of every field that differs, nested records compared field by
+    field (``train.learning_rate``), a field only one side holds as ``_UNSET`` on the other."""
+    changes = []
+    for key in sorted(set(saved) | set(wanted)):
+        old, new = saved.get(key, _UNSET), wanted.get(key, _UNSET)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            changes += _changed_fields(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append((f"{prefix}{key}", old, new))
+    return changes
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A setting's value as JSON text, cut to ``limit`` characters (a list of labelled indices is long)."""
+    text = "unset" if value is _UNSET else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_same_data(workdir: str, saved: dict[str, Any] | None, wanted: dict[str, Any] | None) -> None:
+    """Stops if the saved data fingerprint differs from ``wanted``; notes a run saved without one."""
+    if wanted is None:
+        return
+    if saved is None:
+        print(f"note: {workdir} was saved without a data fingerprint; this resume cannot check its data.", flush=True)
+        return
+    found = data.fingerprint_differences(saved, wanted)
+    if found:
+        raise TrainingError(
+            f"{workdir} was trained on other data: {', '.join(found)}; resume it on the data it was trained on "
+            "(the same files, from any folder), or give a new run directory."
         )
 
 
@@ -244,9 +289,10 @@ class Run:
     ``config`` is its config.json with ``"train"`` read as a ``TrainConfig``
     and ``"model"`` as a ``models.ModelConfig`` (a run saved before models
     were recorded by factory keeps its ``"net"`` repr), beside ``dataset``,
-    ``num_validation``, ``labelled_indices`` and the code record as saved;
-    ``model`` is rebuilt from it; ``metrics`` are the lines of metrics.jsonl;
-    ``steps`` the steps of its checkpoints, oldest first.
+    ``num_validation``, ``labelled_indices``, the data fingerprint and the
+    code record as saved; ``model`` is rebuilt from it; ``metrics`` are the
+    lines of metrics.jsonl; ``steps`` the steps of its checkpoints, oldest
+    first.
     """
 
     workdir: str
