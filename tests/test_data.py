@@ -665,21 +665,24 @@ def test_the_fingerprint_names_each_split_and_what_changed_in_it():
     copy = {name: Dataset(s.images.copy(), s.labels.copy(), s.class_names) for name, s in splits.items()}
     assert data.fingerprint_differences(saved, data.fingerprint(copy)) == []
     inverted = splits | {"test": splits["test"]._replace(images=255 - splits["test"].images)}
-    changed = ["the test split's pixel sample differs (images changed)"]
+    changed = ["the pixel sample differs (images changed) in the test split"]
     assert data.fingerprint_differences(saved, data.fingerprint(inverted)) == changed
     relabelled = splits["train"].labels.copy()
     relabelled[0] = 1
     one_label = splits | {"train": splits["train"]._replace(labels=relabelled)}
-    assert data.fingerprint_differences(saved, data.fingerprint(one_label)) == ["the train split's label counts differ"]
+    assert data.fingerprint_differences(saved, data.fingerprint(one_label)) == [
+        "the label counts differ in the train split"
+    ]
     swapped = splits["train"].labels[::-1].copy()
     both = splits | {"train": splits["train"]._replace(labels=swapped, images=splits["train"].images[::-1])}
-    assert data.fingerprint_differences(saved, data.fingerprint(both)) == [
-        "the train split's labels differ (same counts, other order), and its pixel sample differs (images changed)"
+    inverted_too = both | {"test": inverted["test"]}
+    assert data.fingerprint_differences(saved, data.fingerprint(inverted_too)) == [
+        "the labels differ (same counts, other order) in the train split",
+        "the pixel sample differs (images changed) in the train and test splits",
     ]
     fewer = splits | {"test": Dataset(splits["test"].images[:10], splits["test"].labels[:10], tuple("abcd"))}
-    assert data.fingerprint_differences(saved, data.fingerprint(fewer)) == [
-        "the test split's shape differs (12x6x6x3 -> 10x6x6x3)"
-    ]
+    shape = ["the shape differs (12x6x6x3 -> 10x6x6x3) in the test split"]
+    assert data.fingerprint_differences(saved, data.fingerprint(fewer)) == shape
     validation = data.fingerprint(splits | {"validation": splits["test"]})
     assert data.fingerprint_differences(saved, validation) == ["the validation split is new"]
 

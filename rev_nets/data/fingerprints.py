@@ -20,9 +20,9 @@ from rev_nets.data.catalog import Dataset
 PIXEL_SAMPLE = 1 << 20  # Pixels hashed per split: ~20 per image of MNIST or CIFAR, milliseconds to read.
 FIELDS = ("shape", "dtype", "label_counts", "labels", "pixels")  # Compared in this order.
 _SAYS = {
-    "label_counts": "label counts differ",
-    "labels": "labels differ (same counts, other order)",
-    "pixels": "pixel sample differs (images changed)",
+    "label_counts": "the label counts differ",
+    "labels": "the labels differ (same counts, other order)",
+    "pixels": "the pixel sample differs (images changed)",
 }
 
 
@@ -43,8 +43,9 @@ def _split_fingerprint(split: Dataset) -> dict[str, Any]:
 
 
 def pixel_sample(images: np.ndarray) -> np.ndarray:
-    """Every ``stride``-th value of the flat images, ``stride`` prime to the values per image, so that the sampled
-    position moves from image to image (all channels and places are sampled) and every image is sampled."""
+    """About ``PIXEL_SAMPLE`` values of the flat images, every ``stride``-th, ``stride`` prime to the values per
+    image so that the sampled place moves from image to image (every channel and place is sampled); a split of
+    fewer than ``PIXEL_SAMPLE`` images has every image sampled."""
     flat = images.reshape(-1)
     per_image = max(math.prod(images.shape[1:]), 1)
     stride = max(flat.size // PIXEL_SAMPLE, 1)
@@ -58,25 +59,34 @@ def _sha256(array: np.ndarray) -> str:
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """What differs between two fingerprints, one clause per split, e.g. "the test split's pixel sample differs
-    (images changed)"; empty when they agree."""
-    found = []
-    for name in [*saved, *(name for name in current if name not in saved)]:
-        if name not in current or name not in saved:
-            found.append(f"the {name} split is {'missing' if name in saved else 'new'}")
-            continue
-        changed = [field for field in FIELDS if saved[name].get(field) != current[name].get(field)]
-        if changed:
-            found.append(f"the {name} split's " + _field_text(changed, saved[name], current[name]))
-    return found
+    """What differs between two fingerprints, one clause per change with the splits it is found in, e.g. "the pixel
+    sample differs (images changed) in the train and test splits"; empty when they agree."""
+    where: dict[str, list[str]] = {}
+    for name in [*current, *(name for name in saved if name not in current)]:
+        if name in saved and name in current:
+            changes = _changes(saved[name], current[name])
+        else:
+            changes = ["new" if name in current else "missing"]
+        for change in changes:
+            where.setdefault(change, []).append(name)
+    return [_clause(change, names) for change, names in where.items()]
 
 
-def _field_text(changed: list[str], saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    """What the changed fields say: a changed shape or dtype with both values (the other fields follow from it),
-    else the labels' and the pixels' changes."""
-    field = changed[0]
-    if field in ("shape", "dtype"):
+def _changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One split's changes: a changed shape or dtype with both values (the other fields follow from it), else the
+    labels' and the pixels' changes."""
+    changed = [field for field in FIELDS if saved.get(field) != current.get(field)]
+    if changed and changed[0] in ("shape", "dtype"):
+        field = changed[0]
         show = lambda value: "x".join(map(str, value)) if field == "shape" else value
-        return f"{field} differs ({show(saved.get(field))} -> {show(current.get(field))})"
-    says = [_SAYS[f] for f in changed if not (f == "labels" and "label_counts" in changed)]
-    return ", and its ".join(says)
+        return [f"the {field} differs ({show(saved.get(field))} -> {show(current.get(field))})"]
+    return [_SAYS[field] for field in changed if not (field == "labels" and "label_counts" in changed)]
+
+
+def _clause(change: str, names: list[str]) -> str:
+    """``change`` with the splits it is found in: "the labels differ in the train and test splits"."""
+    splits = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    plural = "s" if len(names) > 1 else ""
+    if change in ("new", "missing"):
+        return f"the {splits} split{plural} {'are' if plural else 'is'} {change}"
+    return f"{change} in the {splits} split{plural}"
