@@ -3,6 +3,7 @@ statistics, and how a sweep treats a run that fails."""
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from scipy import stats
 from experiments import configs
 from rev_nets.analysis import few_label_grid, full_label_grid, report_files, sweep, sweep_stats
 from rev_nets.analysis.full_label_grid import Plan
-from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR
+from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 LR = "train.learning_rate"
@@ -177,6 +178,49 @@ def test_the_reports_rebuild_the_committed_tables_from_the_archived_runs(dataset
             errors = list(numbers["test_error"][cell].values())
             row = next(line for line in markdown.splitlines() if line.startswith(f"| {cell} |"))
             assert f"| {len(errors)} | {sweep_stats.mean_std_text(errors)} |" in row
+
+
+def _unfinished_run(root):
+    """A run of the full-label grid's first cell that stopped after epoch 1 of 3."""
+    _write_run(root, _run_name("backprop", 0.1, 0), 1, 0.05, 0.02)
+
+
+GRIDS = {
+    "full": (full_label_grid.summarise, Plan({"train.epochs": 3}, (0.1,), (0,), {"backprop": {}}, {})),
+    "few": (
+        few_label_grid.summarise,
+        few_label_grid.LabelPlan(
+            {"train.epochs": 3, "train.steps": 6}, (20,), (0,), {"backprop": few_label_grid.Arm({})}, (), {}, (0,)
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("folder", ["missing", "empty", "unfinished"])
+def test_a_report_of_a_grid_without_a_finished_run_stops_and_writes_nothing(grid, folder, tmp_path):
+    summarise, plan = GRIDS[grid]
+    root, out = tmp_path / "grid", tmp_path / "out"
+    if folder != "missing":
+        root.mkdir()
+    if folder == "unfinished":
+        _unfinished_run(root / "labels20" if grid == "few" else root)
+    message = "does not exist" if folder == "missing" else r"holds no finished run \(none reached epoch 3 or diverged\)"
+    with pytest.raises(UserError, match=rf"^the grid folder {re.escape(str(root))} {message}; [^;]*\.$"):
+        summarise("mnist", plan, str(root), str(out), configs.entry_point("mnist"))
+    assert not out.exists()
+
+
+def test_the_report_entry_point_refuses_a_mistyped_grid_in_one_line_and_keeps_the_committed_table(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "mnist.md").write_text("# committed\n")
+    command = [sys.executable, "-m", "experiments.report", f"--grid={tmp_path / 'typo'}", f"--workdir={out}"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    assert result.stderr.strip() == f"error: the grid folder {tmp_path / 'typo' / 'mnist'} does not exist; give the " \
+        "folder experiments.grid wrote its runs to."  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["mnist.md"] and (out / "mnist.md").read_text() == "# committed\n"
 
 
 def _flaky_command(tmp_path, crashes: int, exit_code: int = 1, signal_number: int | None = None):

@@ -156,8 +156,10 @@ def _settings_text(settings: sweep.Overrides) -> str:
 
 
 def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.EntryPoint) -> Report:
-    """The ``Report`` named ``dataset``; draws the figures and archives the runs' records under ``out``."""
+    """The ``Report`` named ``dataset``; draws the figures and archives the runs' records under ``out``. Stops, writing
+    nothing, unless ``root`` holds a finished run."""
     grid = plan.to_sweep()
+    sweep.check_reportable(root, grid.epochs)
     tuning = sweep.read_tuning(grid, root)
     chosen = {cell_key(n, arm): tuning.settings(cell_key(n, arm)) for n in plan.labels for arm in plan.arms(n)}
     cells = {k: cell_numbers(sweep.finished_runs(root, grid, k, s)) for k, s in chosen.items() if s is not None}

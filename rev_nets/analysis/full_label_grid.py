@@ -86,8 +86,10 @@ def tracking(runs: dict[int, list[dict]]) -> tuple[float, float]:
 
 
 def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryPoint) -> Report:
-    """The ``Report`` named ``dataset``; draws the figures and archives the runs' records under ``out``."""
+    """The ``Report`` named ``dataset``; draws the figures and archives the runs' records under ``out``. Stops, writing
+    nothing, unless ``root`` holds a finished run."""
     grid = plan.to_sweep()
+    sweep.check_reportable(root, grid.epochs)
     tuning = sweep.read_tuning(grid, root)
     chosen = {key: tuning.settings(key) for key in grid.cells}
     rates = {key: None if settings is None else settings[LEARNING_RATE] for key, settings in chosen.items()}

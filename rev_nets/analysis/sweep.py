@@ -147,6 +147,18 @@ def finished_runs(root: str, sweep: Sweep, key: str, settings: Overrides) -> dic
     return runs
 
 
+def check_reportable(root: str, epochs: int) -> None:
+    """Stops unless the grid folder ``root`` holds a finished (or diverged) run, so that a report of a mistyped or
+    empty folder writes nothing, rather than tables of "not run yet" over the ones it would replace."""
+    if not os.path.isdir(root):
+        raise InputError(f"the grid folder {root} does not exist; give the folder experiments.grid wrote its runs to.")
+    if not any(finished(folder, epochs) for folder, _, _ in os.walk(root)):
+        raise InputError(
+            f"the grid folder {root} holds no finished run (none reached epoch {epochs} or diverged); report it once "
+            "one has, or give the folder of the grid you meant."
+        )
+
+
 RECORDS = ("config.json", "metrics.jsonl", DIVERGED)  # What a finished run leaves that a report reads: a few KB.
 
 
