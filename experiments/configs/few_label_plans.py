@@ -8,6 +8,7 @@ the same label count. Arms and probes are overrides of a run's record by
 config path, in the order their flags are written.
 """
 
+from experiments.configs.grid_plans import ARCHIVE_GRAD_CLIP
 from rev_nets.analysis.few_label_grid import Arm, LabelPlan, Probe
 from rev_nets.analysis.sweep import Axis
 
@@ -56,6 +57,7 @@ PLANS = {
             "train.steps": STEPS["mnist"],
             "train.batch_size": 128,
             "train.warmup_epochs": 1.0,
+            "train.grad_clip": ARCHIVE_GRAD_CLIP,
             "num_validation": 1000,
         },
         learning_rates=(0.02, 0.05, 0.1),
@@ -84,6 +86,7 @@ PLANS = {
             "train.steps": STEPS["cifar10"],
             "train.batch_size": 128,
             "train.warmup_epochs": 1.0,
+            "train.grad_clip": ARCHIVE_GRAD_CLIP,
             "num_validation": 1000,
             "model.arguments.channels": (32, 64, 128),
         },

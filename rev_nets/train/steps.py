@@ -29,7 +29,9 @@ CONSISTENCY_STREAM = 1 << 30  # fold_in tag of a step's consistency key: apart f
 
 def zero_metrics(config: TrainConfig) -> Metrics:
     """The on-device accumulator the train step adds into."""
-    names = ["loss", "ce_real", "error_real"]
+    names = ["loss", "ce_real", "error_real", "grad_norm"]
+    if config.grad_clip:
+        names += ["clipped"]
     if config.shadow.enabled:
         names += ["ce_synthetic", "error_synthetic", "norm_ratio"]
     if config.consistency.enabled:
@@ -81,8 +83,16 @@ def train_step(
 
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
+    metrics |= gradient_metrics(grads, config.grad_clip)
     sums = {name: acc[name] + value for name, value in (metrics | {"loss": loss}).items()}
     return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
+
+
+def gradient_metrics(grads, grad_clip: float) -> Metrics:
+    """The gradient's global norm before clipping, and with ``grad_clip`` whether this step was clipped: where
+    clipping acts (SHADOW's first steps, see BUILD_NOTES "SHADOW's early blow-up") shows in a run's metrics."""
+    norm = optax.global_norm(grads)
+    return {"grad_norm": norm} | ({"clipped": (norm > grad_clip).astype(jnp.float32)} if grad_clip else {})
 
 
 def make_train_step(model: models.Model, config: TrainConfig, mesh: Mesh, steps_per_epoch: int):
