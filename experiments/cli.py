@@ -1,15 +1,17 @@
-"""What every entry point shares: one-sentence errors instead of tracebacks, and flags that name fields of a record."""
+"""What every entry point shares: one-sentence errors instead of tracebacks, a saved stop on SIGTERM and SIGINT, and
+flags that name fields of a record."""
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from absl import app, flags, logging
 
-from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, SettingError, UserError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, SettingError, Stopped, UserError
 from rev_nets.train import DivergedError, RunConfig, config_field
 
 SHARED_FLAGS = ("seed", "data_dir", "workdir", "dataset", "grid", "model", "few_labels")
@@ -34,7 +36,8 @@ class UsageError(UserError, ValueError):
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)``, turning user errors into one line on stderr and their exit code."""
+    """``absl.app.run(main)``, turning user errors into one line on stderr and their exit code, and a saved stop
+    (``Stopped``) into one line and ``EXIT_STOPPED``."""
 
     def guarded(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise to a user.
@@ -43,8 +46,30 @@ def run(main: Callable[[list[str]], None]) -> None:
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_DIVERGED if isinstance(error, DivergedError) else EXIT_USER_ERROR)
+        except Stopped as stopped:
+            print(f"{stopped}; saved; run the same command to resume", file=sys.stderr)
+            sys.exit(EXIT_STOPPED)
 
     app.run(guarded)
+
+
+def stop_on_signals() -> Callable[[], signal.Signals | None]:
+    """Records the first SIGTERM or SIGINT instead of ending the process; returns the poll of it (None until then).
+
+    For the entry points that pass it to the library as ``stop``: a run
+    saves at its next step boundary, a grid forwards the signal to its run.
+    Later signals are ignored, so that a run signalled twice (by a terminal's
+    Ctrl-C and a grid's forwarding) still saves; SIGKILL ends it at once.
+    """
+    received: list[signal.Signals] = []
+
+    def record(number: int, frame) -> None:
+        del frame
+        received.append(signal.Signals(number))
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, record)
+    return lambda: received[0] if received else None
 
 
 @dataclasses.dataclass(frozen=True)

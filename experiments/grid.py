@@ -23,12 +23,15 @@ Both are sweeps (``rev_nets.analysis.sweep``): runs go one at a time, as
 subprocesses of the dataset's entry point; a finished run is skipped and an
 interrupted one resumes from its last checkpoint, so the driver can be
 stopped and started again at any time; a run killed from outside is started
-again (it resumes) up to ``--retries`` times. ``experiments.report`` with the
-same ``--grid`` folder (and ``--few_labels``) turns the runs into tables and
-figures, and archives the finished runs' records (config and metrics, a few
-KB each) under its ``--workdir``. ``--restore_from=<that folder>`` copies
-them back into a grid, which then goes on from a fresh clone on another
-machine, where only the repository survived:
+again (it resumes) up to ``--retries`` times. SIGTERM or SIGINT is forwarded
+to the running run, which saves; the grid then stops with one line and
+``errors.EXIT_STOPPED``, and the same command goes on.
+``experiments.report`` with the same ``--grid`` folder (and
+``--few_labels``) turns the runs into tables and figures, and archives the
+finished runs' records (config and metrics, a few KB each) under its
+``--workdir``. ``--restore_from=<that folder>`` copies them back into a
+grid, which then goes on from a fresh clone on another machine, where only
+the repository survived:
 
     python -m experiments.grid --few_labels --dataset=cifar10 --restore_from=results/few_labels \
         --data_dir=../shared/datasets --workdir=~/rev_nets_grid
@@ -86,6 +89,7 @@ def main(argv) -> None:
         retries=_RETRIES.value,
         dry_run=_DRY_RUN.value,
         restore_from=restore_from,
+        stop=cli.stop_on_signals(),
     )
 
 

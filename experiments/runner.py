@@ -3,7 +3,9 @@
 Each entry point gives its config (``experiments/configs``) and the flag rows
 of its own model arguments; the flags the user typed override that record,
 which is checked before any work, then ``rev_nets.train.train_and_evaluate``
-trains (or resumes) the run. ``--model=package.module:factory`` (with
+trains (or resumes) the run. SIGTERM or SIGINT saves the run at its next
+step boundary and exits with ``errors.EXIT_STOPPED``; the same command
+resumes it. ``--model=package.module:factory`` (with
 ``--model_args``) trains another model, e.g. a Flax NNX module.
 """
 
@@ -60,7 +62,7 @@ def default_workdir(config: train.RunConfig, default: train.RunConfig) -> str:
 
 
 def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
-    """Checks every flag against the record, then trains (or resumes) one run."""
+    """Checks every flag against the record, then trains (or resumes) one run, saving it on SIGTERM or SIGINT."""
     try:
         config = configured(default, cli.typed(rows))
         train.use_cpu_devices(config.cpu_devices)  # Before anything starts a JAX backend.
@@ -73,7 +75,7 @@ def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
         f"{config.dataset}: {train.arm_name(config.train)}, {models.param_count(model):,} params -> {workdir}",
         flush=True,
     )
-    train.train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir)
+    train.train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir, stop=cli.stop_on_signals())
 
 
 @dataclasses.dataclass(frozen=True)

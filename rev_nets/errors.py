@@ -1,7 +1,8 @@
 """Errors a user can cause: each message is one sentence naming the cause and the fix.
 
 Entry points print such an error in one line instead of a traceback and exit
-with ``EXIT_USER_ERROR``; a run whose loss diverged exits with ``EXIT_DIVERGED``.
+with ``EXIT_USER_ERROR``; a run whose loss diverged exits with ``EXIT_DIVERGED``;
+a run or grid stopped on request (``Stopped``) after saving exits with ``EXIT_STOPPED``.
 """
 
 import contextlib
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 EXIT_USER_ERROR = 2  # A flag value, data or a changed config this project refuses: fix the command.
 EXIT_DIVERGED = 3  # A non-finite loss: the same command would diverge again.
+EXIT_STOPPED = 4  # Stopped by SIGTERM or SIGINT after saving: the same command resumes.
 
 
 class UserError(Exception):
@@ -33,6 +35,19 @@ class SettingError(UserError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.setting} {self.problem}"
+
+
+class Stopped(Exception):
+    """A run or a grid that stopped on request after saving, so that the same call resumes it; ``reason`` is what
+    its stop poll returned (a ``signal.Signals`` reads as its name), ``where`` the step or run it stopped at."""
+
+    def __init__(self, reason, where: str):
+        super().__init__(reason, where)  # Both in args, so that the error pickles.
+        self.reason = reason
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"stopped by {getattr(self.reason, 'name', self.reason)} {self.where}"
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import pytest
 from entry_points import run_entry_point
 
 from rev_nets import train
-from rev_nets.errors import SettingError
+from rev_nets.errors import EXIT_STOPPED, SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_NET = {"mnist": ["--width=16"], "cifar10": ["--channels=4,4,4"], "cifar100": ["--channels=4,4,4"]}
@@ -109,13 +109,20 @@ def test_a_setting_error_names_the_flag_that_sets_it():
     assert cli.message(rows, SettingError("train.nosuch", "must be 1.")) == "train.nosuch must be 1."
 
 
-def test_sigkilled_run_resumes_to_the_same_numbers(tmp_path):
-    data_dir = tmp_path / "data"
-    conftest_data.write_idx_dataset(data_dir / "mnist", n_train=1200, n_test=200, seed=3)
-    flags = [f"--data_dir={data_dir}", "--epochs=4", "--batch_size=50", "--num_validation=200", "--width=64"]
-    reference = _run("mnist", *flags, f"--workdir={tmp_path / 'reference'}")
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """A small made MNIST, the flags of a 4-epoch run on it (20 steps an epoch), and that run's work directory."""
+    root = tmp_path_factory.mktemp("small_mnist")
+    conftest_data.write_idx_dataset(root / "data" / "mnist", n_train=1200, n_test=200, seed=3)
+    flags = [f"--data_dir={root / 'data'}", "--epochs=4", "--batch_size=50", "--num_validation=200", "--width=64"]
+    flags.append("--log_every=5")
+    reference = _run("mnist", *flags, f"--workdir={root / 'reference'}")
     assert reference.returncode == 0, reference.stderr[-3000:]
+    return flags, root / "reference"
 
+
+def test_sigkilled_run_resumes_to_the_same_numbers(small_mnist, tmp_path):
+    flags, reference = small_mnist
     workdir = tmp_path / "killed"
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
@@ -137,4 +144,34 @@ def test_sigkilled_run_resumes_to_the_same_numbers(tmp_path):
     resumed = _run("mnist", *flags, f"--workdir={workdir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed" in resumed.stdout
-    assert _learning_lines(workdir) == _learning_lines(tmp_path / "reference")
+    assert _learning_lines(workdir) == _learning_lines(reference)
+
+
+def test_a_sigterm_saves_mid_epoch_stops_in_one_line_and_the_same_command_resumes_to_the_same_numbers(
+    small_mnist, tmp_path
+):
+    """SIGINT takes the same path (``cli.stop_on_signals``); the grid's test sends both."""
+    flags, reference = small_mnist
+    workdir = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.mnist", *flags, f"--workdir={workdir}"],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stdout:  # Signalled once epoch 2 is under way: it stops a few steps later, mid-epoch.
+        if line.startswith("epoch 2/4 step 5/20"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == EXIT_STOPPED, err[-3000:]
+    stopped = re.fullmatch(r"stopped by SIGTERM at step (\d+); saved; run the same command to resume\n", err)
+    assert stopped, err[-3000:]
+    assert int(stopped[1]) in train.load_run(str(workdir)).steps
+
+    resumed = _run("mnist", *flags, f"--workdir={workdir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed {workdir} at step {stopped[1]}" in resumed.stdout
+    assert _learning_lines(workdir) == _learning_lines(reference)

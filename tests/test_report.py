@@ -16,7 +16,7 @@ from scipy import stats
 from experiments import configs
 from rev_nets.analysis import few_label_grid, full_label_grid, report_files, sweep, sweep_stats
 from rev_nets.analysis.full_label_grid import Plan
-from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 LR = "train.learning_rate"
@@ -268,6 +268,12 @@ def test_a_refused_command_stops_the_grid_without_a_retry(tmp_path):
 def test_a_diverged_run_is_not_started_again(tmp_path):
     command = _flaky_command(tmp_path, crashes=5, exit_code=EXIT_DIVERGED)
     assert sweep.run_resuming(command, str(tmp_path / "run"), retries=2) == "diverged"
+    assert (tmp_path / "count").read_text() == "1"
+
+
+def test_a_run_that_saved_and_stopped_is_not_started_again(tmp_path):
+    command = _flaky_command(tmp_path, crashes=5, exit_code=EXIT_STOPPED)
+    assert sweep.run_resuming(command, str(tmp_path / "run"), retries=2) == "stopped"
     assert (tmp_path / "count").read_text() == "1"
 
 

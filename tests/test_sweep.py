@@ -4,7 +4,11 @@ the flags a run's overrides become."""
 import functools
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,9 @@ from experiments import cli, configs, settings
 from experiments.configs import cifar10
 from rev_nets.analysis import sweep
 from rev_nets.analysis.sweep import Axis, Cell, Sweep
+from rev_nets.errors import EXIT_STOPPED, Stopped
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LR = "train.learning_rate"
 
@@ -99,6 +106,67 @@ def test_a_dry_run_lists_what_would_run_and_claims_nothing(tmp_path, entry, caps
     first = "would run fake_entry --epochs=2 --shadow_layer=0 --learning_rate=0.05 --seed=0 --workdir="
     assert out.splitlines()[0] == first + os.path.join(root, "base_lr0.05_seed0")
     assert driver.tuning.choices == {"base": None, "variant": None, "probe": None} and not os.path.exists(root)
+
+
+def test_a_stop_before_a_run_starts_none(tmp_path, entry, capsys):
+    root = str(tmp_path / "grid")
+    with pytest.raises(Stopped, match=r"^stopped by SIGTERM before run .*base_lr0\.05_seed0$"):
+        sweep.run_sweep(SWEEP, root, entry, stop=lambda: signal.SIGTERM)
+    assert "running" not in capsys.readouterr().out and not os.path.exists(root)
+
+
+# A run that waits for SIGTERM or SIGINT the first time, notes which came, and exits as a saved stop does; the
+# second time it finishes. The grid around it is one cell, one run, driven as experiments.grid drives one.
+STOPPABLE_RUN = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from rev_nets.errors import EXIT_STOPPED
+    flags = dict(arg[2:].split("=", 1) for arg in sys.argv[1:])
+    workdir = flags["workdir"]
+    received = []
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda number, frame: received.append(signal.Signals(number).name))
+    os.makedirs(workdir, exist_ok=True)
+    if not os.path.exists(os.path.join(workdir, "started")):
+        open(os.path.join(workdir, "started"), "w").close()
+        while not received:
+            time.sleep(0.01)
+        open(os.path.join(workdir, "received"), "w").write(" ".join(received))
+        sys.exit(EXIT_STOPPED)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"epoch": 1, "validation_error": 0.1}) + "\\n")
+    """
+)
+GRID_OF_ONE = textwrap.dedent(
+    """
+    import sys
+    from experiments import cli
+    from rev_nets.analysis import sweep
+    grid = sweep.Sweep({"train.epochs": 1}, {"c": sweep.Cell({})}, (("run", "c"),))
+    entry = sweep.EntryPoint("stoppable_run", lambda overrides: [], lambda workdir: [f"--workdir={workdir}"])
+    cli.run(lambda argv: sweep.run_sweep(grid, sys.argv[1], entry, stop=cli.stop_on_signals()))
+    """
+)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_grid_forwards_a_signal_to_its_run_and_stops_until_started_again(tmp_path, signal_number):
+    (tmp_path / "stoppable_run.py").write_text(STOPPABLE_RUN)
+    env = os.environ | {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-c", GRID_OF_ONE, str(tmp_path / "grid")]
+    grid = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "grid" / "c_seed0"
+    deadline = time.monotonic() + 120
+    while not (run / "started").exists() and time.monotonic() < deadline and grid.poll() is None:
+        time.sleep(0.01)
+    grid.send_signal(signal_number)  # To the grid alone, as a scheduler or `kill <pid>` sends it.
+    _, err = grid.communicate(timeout=120)
+    assert grid.returncode == EXIT_STOPPED, err[-3000:]
+    name = signal.Signals(signal_number).name
+    assert err.strip() == f"stopped by {name} during run {run}; saved; run the same command to resume"
+    assert (run / "received").read_text() == name
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == f"grid complete: {tmp_path / 'grid'}"
 
 
 def test_tuning_is_coordinate_descent_from_the_start_values():

@@ -1,7 +1,9 @@
 """The fit loop: determinism, resume, NaN guard, config guard, evaluation."""
 
 import functools
+import itertools
 import json
+import signal
 from pathlib import Path
 
 import chex
@@ -13,10 +15,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from rev_nets import consistency, data, models, nets, shadow, train
-from rev_nets.errors import SettingError
+from rev_nets.errors import SettingError, Stopped
 from rev_nets.generator import GeneratorConfig
-from rev_nets.train import steps as train_steps
 from rev_nets.train import internals
+from rev_nets.train import steps as train_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = nets.mnist_mlp(width=16)
@@ -67,6 +69,38 @@ def test_resume_drops_metric_lines_beyond_the_checkpoint(tmp_path):
     _, resumed = train.fit(NET, _config(epochs=3), train_split, evals, workdir, figures=False)
     assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
     assert len(train.read_metrics(workdir)) == 3
+
+
+def _stop_before(step: int, start: int, reason=signal.SIGTERM):
+    """A stop poll that gives ``reason`` before the run's step ``step``, for a run that starts at step ``start``:
+    the loop polls once before each step."""
+    polls = itertools.count(start)
+    return lambda: reason if next(polls) == step else None
+
+
+# 6 steps an epoch, 18 in all: before any step, mid-epoch, before an epoch's last step, at an epoch boundary,
+# before the run's last step, and two random steps; with alphas fitted per epoch, two stops mid-epoch.
+STOPS = sorted({0, 3, 5, 6, 17, *np.random.default_rng(31).integers(1, 18, 2).tolist()})
+
+
+@pytest.mark.parametrize(
+    "overrides,stops",
+    [({}, STOPS), ({"shadow": shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))}, [3, 10])],
+    ids=["shadow", "alphas_fitted_per_epoch"],
+)
+def test_a_run_stopped_at_any_step_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, overrides, stops):
+    train_split, evals = _splits()
+    config = _config(epochs=3, **overrides)
+    _, uninterrupted = train.fit(NET, config, train_split, evals, str(tmp_path / "ref"), figures=False)
+    workdir, start = str(tmp_path / "run"), 0
+    for step in stops:
+        with pytest.raises(Stopped, match=f"^stopped by SIGTERM at step {step}$"):
+            train.fit(NET, config, train_split, evals, workdir, figures=False, stop=_stop_before(step, start))
+        assert internals.checkpoint_manager(workdir).latest_step() == step
+        start = step
+    _, resumed = train.fit(NET, config, train_split, evals, workdir, figures=False)
+    assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
+    assert _learning_metrics(train.read_metrics(workdir)) == _learning_metrics(uninterrupted)
 
 
 def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):

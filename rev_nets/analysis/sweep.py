@@ -10,9 +10,12 @@ at the chosen settings. Each run is a subprocess of an entry point
 (``EntryPoint``: the entry points own the flag names); a finished run is
 skipped, an interrupted one resumes from its last checkpoint, one killed
 from outside is started again up to ``retries`` times, and one whose loss
-became non-finite is marked ``DIVERGED`` and loses every comparison. A
-report archives the finished runs' records (``copy_finished_records``) and
-``restore`` copies them back, so a sweep goes on from a fresh clone.
+became non-finite is marked ``DIVERGED`` and loses every comparison. Given
+a ``stop`` poll, the driver forwards the signal it names to the running run,
+which saves and exits with ``EXIT_STOPPED``, and the sweep stops
+(``Stopped``) until it is started again. A report archives the finished
+runs' records (``copy_finished_records``) and ``restore`` copies them back,
+so a sweep goes on from a fresh clone.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, InputError, UserError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, InputError, Stopped, UserError
 from rev_nets.train.rundir import read_metrics, write_record
 
 Overrides = Mapping[str, Any]  # config path -> value, in the order the entry point's flags are written
@@ -69,7 +72,7 @@ class Sweep:
             raise InputError("A sweep's common overrides need train.epochs: it tells a finished run from the others.")
         wrong = [step for step in self.order if step[0] not in ("tune", "run") or step[1] not in self.cells]
         if wrong:
-            raise InputError(f"Sweep order steps {wrong} are not (\"tune\" or \"run\", a cell's key): fix the plan.")
+            raise InputError(f'Sweep order steps {wrong} are not ("tune" or "run", a cell\'s key): fix the plan.')
 
     @property
     def epochs(self) -> int:
@@ -201,7 +204,9 @@ def _copy_record(source: str, target: str) -> None:
 def restore(archive: str, root: str, epochs: int) -> list[str]:
     """Copies the finished runs archived in ``archive`` into the sweep's ``root`` (refusing a missing archive)."""
     if not os.path.isdir(archive):
-        raise InputError(f"The archive {archive} does not exist: give the folder experiments.report archived the runs in.")
+        raise InputError(
+            f"The archive {archive} does not exist: give the folder experiments.report archived the runs in."
+        )
     restored = copy_finished_records(archive, root, epochs, replace=False)
     print(f"restored  {len(restored)} finished runs from {archive}", flush=True)
     return restored
@@ -212,25 +217,31 @@ class SweepError(UserError):
 
 
 EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP)  # subprocess's codes for death by these signals
+STOP_POLL_S = 0.2  # How often a running run's driver looks at its stop poll.
+
+Stop = Callable[[], Any]  # A poll: None (or falsy) to go on, else the reason to stop, e.g. a signal.Signals
 
 
-def run_resuming(command: list[str], workdir: str, retries: int) -> str:
+def run_resuming(command: list[str], workdir: str, retries: int, stop: Stop | None = None) -> str:
     """Runs ``command``, output appended to ``workdir/log.txt``; a run killed from outside (SIGKILL, SIGTERM,
     SIGHUP: the OOM killer, a shutdown) is started again, resuming, up to ``retries`` times.
 
-    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it). Any other failure stops
-    the sweep at once with a sentence: a refused command would be refused again, and a crash of the run's own
-    (an exception, or an abort such as XLA's) is a bug that a retry would hide.
+    Returns "done", or "diverged" for a non-finite loss (a restart would repeat it), or "stopped" for a run
+    that saved and stopped on request (``EXIT_STOPPED``), or that a signal ended while ``stop`` asked for it.
+    Any other failure stops the sweep at once with a sentence: a refused command would be refused again, and a
+    crash of the run's own (an exception, or an abort such as XLA's) is a bug that a retry would hide.
     """
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "log.txt")
     for attempt in range(retries + 1):
         with open(log_path, "a") as log:
-            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+            code = _call(command, log, stop)
         if not code:
             return "done"
         if code == EXIT_DIVERGED:
             return "diverged"
+        if code == EXIT_STOPPED or (stop and stop() and code in (*EXTERNAL_KILLS, -signal.SIGINT)):
+            return "stopped"
         if code == EXIT_USER_ERROR:
             raise SweepError(f"run {workdir} refused its command (exit code {code}); its log.txt says why.")
         if code not in EXTERNAL_KILLS:
@@ -240,6 +251,31 @@ def run_resuming(command: list[str], workdir: str, retries: int) -> str:
         if attempt < retries:
             print(f"killed    {workdir} (signal {-code}); resuming from its last checkpoint", flush=True)
     raise SweepError(f"run {workdir} was killed {retries + 1} times (signal {-code}); its log.txt says why.")
+
+
+def _call(command: list[str], log, stop: Stop | None) -> int:
+    """Runs ``command`` to its end and returns its exit code, forwarding ``stop``'s reason to it (``_forward``)."""
+    with subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT) as run:
+        try:
+            if stop is not None:
+                _forward(run, stop)
+            return run.wait()
+        except BaseException:  # As subprocess.call: an exception here (Ctrl-C without a stop poll) ends the run.
+            run.kill()
+            raise
+
+
+def _forward(run: subprocess.Popen, stop: Stop) -> None:
+    """Returns when ``run`` ends, or when ``stop`` gives a reason: that signal (SIGTERM for a reason that is no
+    signal) is then sent to the run, once, so that it saves and stops."""
+    while not stop():
+        try:
+            run.wait(timeout=STOP_POLL_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    reason = stop()
+    run.send_signal(reason if isinstance(reason, signal.Signals) else signal.SIGTERM)
 
 
 Evaluate = Callable[[str, Overrides, int], float | None]  # (key, settings, seed) -> validation error, inf, or None
@@ -294,13 +330,15 @@ def read_tuning(sweep: Sweep, root: str) -> Tuning:
 
 @dataclasses.dataclass
 class Driver:
-    """Runs (or, with ``dry_run``, lists) a sweep's runs under ``root`` in its order, each once."""
+    """Runs (or, with ``dry_run``, lists) a sweep's runs under ``root`` in its order, each once; once ``stop``
+    gives a reason, the running run is signalled to save and stop, and ``Stopped`` is raised."""
 
     sweep: Sweep
     root: str
     entry: EntryPoint
     retries: int = 2
     dry_run: bool = False
+    stop: Stop | None = None
 
     def __post_init__(self):
         self.tuning = Tuning(self.sweep, self.run)
@@ -318,13 +356,21 @@ class Driver:
             print(f"done      {workdir}", flush=True)
             return outcome(workdir, self.sweep.epochs)
         argv = self.entry.argv(overrides, workdir)
+        if self._stop_reason():
+            raise Stopped(self._stop_reason(), f"before run {workdir}")
         print(f"{'would run' if self.dry_run else 'running'} {' '.join(argv)}", flush=True)
         if self.dry_run:
             return None
-        if run_resuming([sys.executable, "-m", *argv], workdir, self.retries) == "diverged":
+        status = run_resuming([sys.executable, "-m", *argv], workdir, self.retries, self.stop)
+        if status == "stopped":  # Signalled by the driver, or alone: either way, someone wants the machine.
+            raise Stopped(self._stop_reason() or "a signal", f"during run {workdir}")
+        if status == "diverged":
             open(os.path.join(workdir, DIVERGED), "w").close()
             print(f"diverged  {workdir}", flush=True)
         return outcome(workdir, self.sweep.epochs)
+
+    def _stop_reason(self) -> Any:
+        return self.stop() if self.stop else None
 
     def seeds(self, key: str) -> None:
         """Every seed of the cell at its chosen settings (after tuning it, if that is still to do)."""
@@ -352,13 +398,15 @@ def run_sweep(
     retries: int = 2,
     dry_run: bool = False,
     restore_from: str | None = None,
+    stop: Stop | None = None,
 ) -> Driver:
     """Runs ``sweep`` into ``root``, first restoring the finished runs archived in ``restore_from``; once every run
     is finished, writes the chosen settings to ``root/chosen_settings.json`` (not in a dry run). Returns the driver.
+    ``stop`` is ``Driver``'s: once it gives a reason, the running run saves and ``Stopped`` is raised.
     """
     if restore_from:
         restore(restore_from, root, sweep.epochs)
-    driver = Driver(sweep, root, entry, retries, dry_run)
+    driver = Driver(sweep, root, entry, retries, dry_run, stop)
     if driver.run_all():
         if not dry_run:
             write_choices(root, sweep, driver.tuning.choices)

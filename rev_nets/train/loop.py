@@ -9,7 +9,10 @@ real and synthetic error on every evaluation split and hands the epoch's
 metric line to a callback. ``fit``'s callback appends the line to
 ``metrics.jsonl`` (and TensorBoard), saves an orbax checkpoint and redraws
 the figures; a restarted ``fit`` resumes from the latest checkpoint, so a
-killed run ends with the same numbers as an uninterrupted one.
+killed run ends with the same numbers as an uninterrupted one. ``fit``'s
+``stop``, polled before each step, saves a checkpoint mid-epoch with the
+epoch so far (``preemption``) and raises ``errors.Stopped``: the entry
+points connect SIGTERM and SIGINT to it; a notebook keeps its own signals.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from flax.training import train_state
 from jax.sharding import Mesh
 
 from rev_nets import data, dispatch, models
-from rev_nets.errors import InputError
-from rev_nets.train import rundir
+from rev_nets.errors import InputError, Stopped
+from rev_nets.train import preemption, rundir
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
@@ -130,8 +133,16 @@ def fit_in_memory(
     )
 
 
-def _train(model, config, train, evals, *, steps, unlabelled, state, history, on_epoch):
-    """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory)."""
+def _train(
+    model, config, train, evals, *, steps, unlabelled, state, history, on_epoch, so_far=None, stop=None, on_stop=None
+):
+    """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory).
+
+    ``fit``'s stopping: ``so_far`` (a ``preemption.EpochSoFar`` at ``state``'s
+    step) continues its epoch's sums, seconds and alphas; once ``stop()``
+    returns a reason, ``on_stop(state, so_far)`` saves and ``Stopped`` is
+    raised.
+    """
     train = as_split(train)
     evals = {name: as_split(split) for name, split in (evals or {}).items()}
     mesh = data_mesh()
@@ -168,10 +179,21 @@ def _train(model, config, train, evals, *, steps, unlabelled, state, history, on
         epoch = step // per_epoch + 1
         first_row, rows = step % per_epoch, min(per_epoch, last_step - (epoch - 1) * per_epoch)
         order, unlabelled_order, epoch_key = window(epoch_plan(base_key, epoch))
-        alpha = window(alpha_fit(state.params, train, order[0])) if alpha_fit else None
-        acc = replicate(zero_metrics(config), mesh)
+        if so_far is None:
+            alpha = window(alpha_fit(state.params, train, order[0])) if alpha_fit else None
+            acc, before = replicate(zero_metrics(config), mesh), 0.0
+        else:
+            alpha, acc = _continued(so_far, config, mesh)
+            before, so_far = so_far.train_time_s, None
         start = time.perf_counter()
         for i in range(first_row, rows):
+            reason = stop() if stop else None
+            if reason:
+                _check_finite(acc, epoch, step)
+                host_alpha = None if alpha is None else tuple(jax.device_get(alpha))
+                seconds = before + time.perf_counter() - start
+                on_stop(state, preemption.EpochSoFar(step, jax.device_get(acc), seconds, host_alpha))
+                raise Stopped(reason, f"at step {step}")
             state, acc = step_fn(state, acc, train, order, epoch_key, alpha, unlabelled, unlabelled_order)
             window(acc)
             step = (epoch - 1) * per_epoch + i + 1
@@ -186,17 +208,18 @@ def _train(model, config, train, evals, *, steps, unlabelled, state, history, on
                     f"train error {means['error_real']:.2%} {rate:,.0f} img/s ETA {_format_eta(left)}",
                     flush=True,
                 )
-        train_time = time.perf_counter() - start
+        train_time = before + time.perf_counter() - start
         wall += train_time
+        sums = jax.device_get(acc)
         line = {"epoch": epoch, "step": step, "learning_rate": float(schedule(step - 1))}
-        line |= {f"train_{name}": value for name, value in _mean_metrics(acc).items()}
+        line |= {f"train_{name}": value for name, value in _mean_metrics(sums).items()}
         for name, split in evals.items():
             result = evaluate(eval_fn, state.params, split, config.eval_batch_size, mesh.size, window)
             line |= {f"{name}_{key}": value for key, value in result.items()}
         line |= {
             "epoch_time_s": train_time,
             "wall_time_s": wall,
-            "images_per_s": (rows - first_row) * batch / train_time,
+            "images_per_s": int(sums["steps"]) * batch / train_time,
             "devices": mesh.size,
         }
         history.append(line)
@@ -204,6 +227,14 @@ def _train(model, config, train, evals, *, steps, unlabelled, state, history, on
             on_epoch(state, line, history)
         print(_summary(line, evals), flush=True)
     return state, history
+
+
+def _continued(so_far: preemption.EpochSoFar, config: TrainConfig, mesh: Mesh):
+    """The alphas and the accumulator of the epoch stopped at ``so_far``, on the mesh, in the dtypes the step uses."""
+    zero = zero_metrics(config)
+    acc = replicate({name: np.asarray(so_far.sums[name], value.dtype) for name, value in zero.items()}, mesh)
+    alpha = None if so_far.alpha is None else replicate(tuple(np.asarray(a, np.float32) for a in so_far.alpha), mesh)
+    return alpha, acc
 
 
 def _epoch_plan(mesh: Mesh, config: TrainConfig, num_train: int, num_unlabelled: int, per_epoch: int):
@@ -230,6 +261,7 @@ def fit(
     extra_config: dict[str, Any] | None = None,
     figures: bool = True,
     unlabelled: Any = None,
+    stop: Callable[[], Any] | None = None,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit_in_memory`` for ``config.epochs`` epochs, in (or resumed from) the run directory ``workdir``.
 
@@ -237,6 +269,11 @@ def fit(
     checkpoint, and per epoch a ``metrics.jsonl`` line, TensorBoard scalars
     (with tensorboardX), a checkpoint and the figures. Returns the final
     state and every metric line of the run.
+
+    ``stop`` is polled before each step; once it returns a reason (e.g. the
+    ``signal.Signals`` an entry point received), the run saves a checkpoint
+    and its epoch so far, and raises ``errors.Stopped``: the same call
+    resumes it to the numbers of an uninterrupted run.
     """
     config.check(model)
     mesh = data_mesh()
@@ -247,11 +284,13 @@ def fit(
     state = replicate(create_state(model, config, per_epoch), mesh)
     manager = rundir.checkpoint_manager(workdir)
     history: list[dict[str, Any]] = []
+    so_far = None
     if manager.latest_step() is None:
         manager.save(0, args=ocp.args.StandardSave(state))
     else:
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
         history = rundir.truncate_metrics(workdir, int(state.step))
+        so_far = preemption.load(workdir, int(state.step))
         print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch})", flush=True)
     writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)
 
@@ -263,17 +302,40 @@ def fit(
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
-    state, history = _train(
-        model, config, train, evals, steps=None, unlabelled=unlabelled, state=state, history=history, on_epoch=record
-    )
-    manager.wait_until_finished()
-    if writer:
-        writer.close()
+    def save_stopped(state, so_far):
+        if manager.latest_step() != so_far.step:  # Else nothing was trained since the last save.
+            preemption.save(workdir, so_far, manager.all_steps())
+            manager.save(so_far.step, args=ocp.args.StandardSave(state))
+
+    try:
+        state, history = _train(
+            model,
+            config,
+            train,
+            evals,
+            steps=None,
+            unlabelled=unlabelled,
+            state=state,
+            history=history,
+            on_epoch=record,
+            so_far=so_far,
+            stop=stop,
+            on_stop=save_stopped,
+        )
+    finally:
+        manager.wait_until_finished()
+        if writer:
+            writer.close()
     return state, history
 
 
 def train_and_evaluate(
-    config: RunConfig, workdir: str, *, data_dir: str | None = None, figures: bool = True
+    config: RunConfig,
+    workdir: str,
+    *,
+    data_dir: str | None = None,
+    figures: bool = True,
+    stop: Callable[[], Any] | None = None,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit`` of the model ``config.model`` builds on the dataset ``config.dataset``: its training portion, and
     its validation (``config.num_validation`` images held out of train; 0: none) and test splits, standardised
@@ -283,12 +345,10 @@ def train_and_evaluate(
     balanced labelled subset drawn with the seed (its indices into the
     training portion go into ``config.json``) and the unlabelled rest.
     ``config.json`` records the splits' fingerprint (``data.fingerprint``):
-    a resume on other data is refused.
+    a resume on other data is refused. ``stop`` is ``fit``'s.
     """
     model, settings = models.build_model(config.model), config.train
-    splits, (mean, std) = data.experiment_splits(
-        config.dataset, config.num_validation, data.resolve_data_dir(data_dir)
-    )
+    splits, (mean, std) = data.experiment_splits(config.dataset, config.num_validation, data.resolve_data_dir(data_dir))
     extra = {"dataset": config.dataset, "num_validation": config.num_validation, rundir.DATA: data.fingerprint(splits)}
     unlabelled = None
     if settings.num_labels:
@@ -301,7 +361,9 @@ def train_and_evaluate(
         extra["labelled_indices"] = indices.tolist()
     device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
     train, evals = device.pop("train"), device
-    return fit(model, settings, train, evals, workdir, extra_config=extra, figures=figures, unlabelled=unlabelled)
+    return fit(
+        model, settings, train, evals, workdir, extra_config=extra, figures=figures, unlabelled=unlabelled, stop=stop
+    )
 
 
 def _format_eta(seconds: float) -> str:
