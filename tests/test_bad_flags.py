@@ -21,7 +21,15 @@ from entry_points import run_entry_point
 import experiments
 from experiments import cli
 from rev_nets import train
-from rev_nets.analysis import random_like, report_files, reversibility, sweep, theory_sweeps
+from rev_nets.analysis import (
+    few_label_grid,
+    full_label_grid,
+    random_like,
+    report_files,
+    reversibility,
+    sweep,
+    theory_sweeps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = sorted(
@@ -30,12 +38,12 @@ ENTRY_POINTS = sorted(
     if path.stem not in ("__init__", "cli", "runner", "settings")
 )
 TRAINING = ("mnist", "cifar10", "cifar100")
-WORK = {  # What each entry point starts once its flags pass: replaced by a tripwire.
+WORK = {  # What each entry point starts once its flags pass (and report_files.write): replaced by a tripwire.
     **{name: [(train, "train_and_evaluate")] for name in TRAINING},
     "theory": [(theory_sweeps, "sweep_report")],
     "random_like": [(random_like, "analyse")],  # After the weights are read and checked.
     "reversibility": [(reversibility, "load_test_images"), (reversibility, "run_controls")],  # After the run is read.
-    "report": [],  # Reading an empty grid is no work; writing the report is (report_files.write, for all).
+    "report": [(few_label_grid, "summarise"), (full_label_grid, "summarise")],
     "grid": [(sweep, "run_sweep")],
 }
 BASE = {"random_like": ["--weights={good_npz}"]}  # What an entry point needs to reach its work at all.
@@ -53,7 +61,7 @@ BAD_TEXT = {  # Bad values of flags whose type says nothing about them ({name}: 
     "grid": ["{missing}"],
     "restore_from": ["{missing}"],
 }
-NOT_REFUSED_YET = {("report", "grid", "{missing}")}  # A report of a grid without finished runs writes a table.
+NOT_REFUSED_YET = {("report", "grid", "{missing}")}  # A report of a grid without finished runs is summarised.
 
 
 class WorkStarted(Exception):
@@ -77,26 +85,26 @@ def _module(name: str):
     return importlib.import_module(f"experiments.{name}")
 
 
-def _flag_names(name: str) -> list[str]:
-    """The flags an entry point reads: its table's rows (training) or the flag holders it keeps."""
+def _flags(name: str) -> dict[str, tuple[tuple[str, ...], object]]:
+    """The flags an entry point reads (its table's rows, or the flag holders it keeps), each with the choices its
+    row lists (checked with the record, not by absl) and its absl parser, as the entry point defines them."""
     module = _module(name)
     if name in TRAINING:
-        return [row.name for row in module.ENTRY.rows] + ["workdir", "data_dir"]
-    return [value.name for value in vars(module).values() if isinstance(value, flags.FlagHolder)]
+        choices = {row.name: row.choices for row in module.ENTRY.rows} | {"workdir": (), "data_dir": ()}
+    else:
+        choices = {value.name: () for value in vars(module).values() if isinstance(value, flags.FlagHolder)}
+    return {flag: (listed, flags.FLAGS[flag].parser) for flag, listed in choices.items()}
 
 
-def _choices(name: str, flag: str) -> tuple[str, ...]:
-    """The choices a training entry point's row lists for ``flag`` (checked with the record, not by absl)."""
-    rows = _module(name).ENTRY.rows if name in TRAINING else ()
-    return next((row.choices for row in rows if row.name == flag), ())
+FLAGS_OF = {name: _flags(name) for name in ENTRY_POINTS}
 
 
 def bad_values(name: str, flag: str) -> list[str]:
     """Bad values of ``flag`` on entry point ``name``: listed ones, else by what its absl parser reads."""
     if flag in BAD_TEXT:
         return BAD_TEXT[flag]
-    parser = flags.FLAGS[flag].parser
-    if _choices(name, flag) or isinstance(parser, flags.EnumParser):
+    choices, parser = FLAGS_OF[name][flag]
+    if choices or isinstance(parser, flags.EnumParser):
         return ["nosuch"]
     if isinstance(parser, flags.BooleanParser):
         return ["maybe"]
@@ -116,7 +124,7 @@ CASES = [
         marks=[pytest.mark.xfail(strict=True, raises=WorkStarted)] if (name, flag, value) in NOT_REFUSED_YET else [],
     )
     for name in ENTRY_POINTS
-    for flag in _flag_names(name)
+    for flag in FLAGS_OF[name]
     for value in bad_values(name, flag)
 ]
 
@@ -127,7 +135,7 @@ def test_every_entry_point_has_its_work_named():
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_every_flag_has_bad_values(name):
-    missing = [flag for flag in _flag_names(name) if not bad_values(name, flag)]
+    missing = [flag for flag in FLAGS_OF[name] if not bad_values(name, flag)]
     assert not missing, f"list bad values of {missing} in BAD_TEXT"
 
 
