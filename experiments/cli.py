@@ -4,6 +4,8 @@ flags that name fields of a record."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -35,22 +37,117 @@ class UsageError(UserError, ValueError):
     """A flag value that makes no sense; the message names the flag and the fix."""
 
 
+def _guarded(call: Callable, *args) -> Any:
+    """``call(*args)``, a user error printed as one line on stderr and exiting with its code."""
+    try:
+        return call(*args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED if isinstance(error, DivergedError) else EXIT_USER_ERROR)
+    except Stopped as stopped:
+        print(f"{stopped}; saved; run the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)``, turning user errors into one line on stderr and their exit code, and a saved stop
-    (``Stopped``) into one line and ``EXIT_STOPPED``."""
+    """``absl.app.run(main)``, turning user errors (a bad flag value as absl parses it, too) into one line on
+    stderr and their exit code, and a saved stop (``Stopped``) into one line and ``EXIT_STOPPED``."""
 
     def guarded(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise to a user.
-        try:
-            main(argv)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(EXIT_DIVERGED if isinstance(error, DivergedError) else EXIT_USER_ERROR)
-        except Stopped as stopped:
-            print(f"{stopped}; saved; run the same command to resume", file=sys.stderr)
-            sys.exit(EXIT_STOPPED)
+        _guarded(main, argv)
 
-    app.run(guarded)
+
+    app.run(guarded, flags_parser=lambda argv: _guarded(parse, argv))
+
+
+_BAD_VALUE = re.compile(r"flag --(\w+)=(.*?): ", re.DOTALL)
+
+
+def parse(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """absl's parse of ``argv``; a value absl refuses (not a number, out of its bounds) or an unknown flag is a
+    ``UsageError`` naming the flag and what it takes."""
+    try:
+        return flag_values(argv)
+    except flags.UnrecognizedFlagError as error:
+        guess = re.search(r"Did you mean: (.*?) \?$", str(error))
+        hint = f" (did you mean --{', --'.join(guess[1].split(', '))}?)" if guess else ""
+        raise UsageError(f"--{error.flagname} is not a flag of this command{hint}; see --helpshort.") from None
+    except (flags.Error, ValueError) as error:  # absl raises a plain ValueError for --noflag=value.
+        found = _BAD_VALUE.match(str(error))
+        if found and found[1] in flag_values:
+            raise UsageError(f"--{found[1]} must be {_takes(flag_values[found[1]])}, got {found[2]!r}.") from None
+        raise UsageError(f"{str(error).rstrip('.')}; see --helpshort.") from None
+
+
+def _takes(flag: flags.Flag) -> str:
+    """What a flag's absl parser accepts, in words: "a whole number >= 50", "one of auto, torch"."""
+    parser = flag.parser
+    if isinstance(parser, flags.EnumParser):
+        return f"one of {', '.join(parser.enum_values)}"
+    if isinstance(parser, flags.BooleanParser):
+        return "true or false"
+    kind = "a whole number" if isinstance(parser, flags.IntegerParser) else "a number"
+    lower, upper = getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None)
+    bounds = ([f">= {lower}"] if lower is not None else []) + ([f"<= {upper}"] if upper is not None else [])
+    return " ".join([kind, *bounds])
+
+
+def workdir(path: str, flag: str = "workdir") -> str:
+    """``path`` with ``~`` expanded, once a folder and a file could be made there (``UsageError`` naming ``--flag``
+    otherwise: a file, a read-only place), so that a run that cannot write stops before any work; the probe leaves
+    nothing behind."""
+    if not path:
+        raise UsageError(f"--{flag} is empty; give a folder.")
+    expanded = os.path.expanduser(path)
+    full = existing = os.path.abspath(expanded)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == full else f"lies under {existing}, which is a file"
+        raise UsageError(f"--{flag} {expanded} {where}, not a folder; give a folder.")
+    probe = os.path.join(full, f".write_probe_{os.getpid()}")
+    try:
+        os.makedirs(full, exist_ok=True)
+        open(probe, "w").close()
+    except OSError as error:
+        raise UsageError(
+            f"--{flag} {expanded} cannot be written ({error.strerror}); give a folder you can write."
+        ) from None
+    finally:
+        _remove_probe(probe, existing)
+    return expanded
+
+
+def _remove_probe(probe: str, existing: str) -> None:
+    """Removes ``probe`` and the folders above it that the probe made, up to ``existing`` (which was there)."""
+    if os.path.exists(probe):
+        os.remove(probe)
+    made = os.path.dirname(probe)
+    while made != existing:
+        if os.path.isdir(made):
+            os.rmdir(made)
+        made = os.path.dirname(made)
+
+
+def existing(path: str, flag: str, kind: str = "folder") -> str:
+    """``path`` with ``~`` expanded, once it is an existing folder (or file: ``kind="file"``); a ``UsageError``
+    naming ``--flag`` otherwise."""
+    expanded = os.path.expanduser(path)
+    if not (os.path.isdir(expanded) if kind == "folder" else os.path.isfile(expanded)):
+        raise UsageError(f"--{flag} {expanded} does not exist or is not a {kind}; give an existing {kind}.")
+    return expanded
+
+
+def checked(flag: str, check: Callable, *args) -> Any:
+    """``check(*args)``, a user error it raises named by ``--flag``: a library check of a flag's value run before
+    the work that would reach it."""
+    try:
+        return check(*args)
+    except SettingError as error:
+        raise UsageError(f"--{flag} {error.problem}") from None
+    except UserError as error:
+        raise UsageError(f"--{flag}: {error}") from None
 
 
 def stop_on_signals() -> Callable[[], signal.Signals | None]:

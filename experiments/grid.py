@@ -69,7 +69,10 @@ _RESTORE_FROM = flags.DEFINE_string(
     "into the grid first and skipped, so the grid goes on from a fresh clone on a new machine.",
 )
 _RETRIES = flags.DEFINE_integer(
-    "retries", 2, "Times a run killed from outside (SIGKILL, SIGTERM, SIGHUP) is started again (it resumes)."
+    "retries",
+    2,
+    "Times a run killed from outside (SIGKILL, SIGTERM, SIGHUP) is started again (it resumes).",
+    lower_bound=0,
 )
 
 
@@ -84,8 +87,8 @@ def main(argv) -> None:
         )
     sweep.run_sweep(
         plan.to_sweep(),
-        configs.grid_root(_WORKDIR.value, dataset, few_labels),
-        configs.entry_point(dataset, _DATA_DIR.value),
+        configs.grid_root(cli.workdir(_WORKDIR.value), dataset, few_labels),
+        configs.entry_point(dataset, _DATA_DIR.value and cli.existing(_DATA_DIR.value, "data_dir")),
         retries=_RETRIES.value,
         dry_run=_DRY_RUN.value,
         restore_from=restore_from,

@@ -35,12 +35,10 @@ learning rates; the pre-trained MTCNN layers fail every family of tests.
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
 
 from experiments import cli
-from rev_nets import weights
+from rev_nets import models, weights
 from rev_nets.analysis import random_like, report_files
 
 _RUN = flags.DEFINE_multi_string("run", [], "A training run to read (config.json, checkpoints/); repeatable.")
@@ -59,7 +57,9 @@ _WORKDIR = cli.shared_flag(
 _CALIBRATION = flags.DEFINE_integer(
     "calibration", 50, "Gaussian matrices per shape that set the thresholds.", lower_bound=50
 )
-_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the Gaussian calibration and of the permutations.")
+_SEED = cli.shared_flag(
+    flags.DEFINE_integer, "seed", 0, "Seed of the Gaussian calibration and of the permutations.", lower_bound=0
+)
 _MODEL = cli.shared_flag(
     flags.DEFINE_string,
     "model",
@@ -71,10 +71,12 @@ _MODEL = cli.shared_flag(
 
 def main(argv: list[str]) -> None:
     del argv
-    out = os.path.expanduser(_WORKDIR.value)
+    out = cli.workdir(_WORKDIR.value)
+    if _MODEL.value:  # Imported only once the runs are read: checked before.
+        cli.checked("model", models.import_factory, _MODEL.value)
     report = random_like.report(
-        [os.path.expanduser(p) for p in _RUN.value],
-        [os.path.expanduser(p) for p in _WEIGHTS.value],
+        [cli.existing(p, "run") for p in _RUN.value],
+        [cli.existing(p, "weights", "file") for p in _WEIGHTS.value],
         out,
         layout=_LAYOUT.value,
         calibration=_CALIBRATION.value,

@@ -44,7 +44,7 @@ _WORKDIR = cli.shared_flag(
 
 def main(argv) -> None:
     del argv
-    dataset, few_labels, out = _DATASET.value, _FEW_LABELS.value, _WORKDIR.value
+    dataset, few_labels, out = _DATASET.value, _FEW_LABELS.value, cli.workdir(_WORKDIR.value)
     summarise = few_label_grid.summarise if few_labels else full_label_grid.summarise
     root = configs.grid_root(_GRID.value, dataset, few_labels)
     report = summarise(dataset, configs.plan(dataset, few_labels), root, out, configs.entry_point(dataset))

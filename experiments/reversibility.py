@@ -24,7 +24,7 @@ import os
 from absl import flags
 
 from experiments import cli
-from rev_nets import data
+from rev_nets import data, models
 from rev_nets.analysis import report_files, reversibility
 
 _RUN = flags.DEFINE_string(
@@ -45,7 +45,9 @@ _DATA_DIR = cli.shared_flag(
     None,
     f"Folder with the original dataset files; else ${data.DATA_DIR_ENV}; else TFDS.",
 )
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Test images to measure on (the grids show the first 8).")
+_NUM_IMAGES = flags.DEFINE_integer(
+    "num_images", 1000, "Test images to measure on (the grids show the first 8).", lower_bound=1
+)
 _WORKDIR = cli.shared_flag(
     flags.DEFINE_string,
     "workdir",
@@ -57,8 +59,12 @@ _CONTROL = flags.DEFINE_multi_string(
     list(reversibility.DEFAULT_CONTROLS),
     "Gaussian control nets as 'n_0,...,n_L:k:c' (widths, top-layer sparsity, bias multiplier); repeat the flag.",
 )
-_CONTROL_TRIALS = flags.DEFINE_integer("control_trials", 100, "Samples per control net (4 weight draws).")
-_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the shuffled net and of the control's draws.")
+_CONTROL_TRIALS = flags.DEFINE_integer(
+    "control_trials", 100, "Samples per control net (4 weight draws).", lower_bound=1
+)
+_SEED = cli.shared_flag(
+    flags.DEFINE_integer, "seed", 0, "Seed of the shuffled net and of the control's draws.", lower_bound=0
+)
 _MODEL = cli.shared_flag(
     flags.DEFINE_string,
     "model",
@@ -73,13 +79,21 @@ def main(argv: list[str]) -> None:
     run = _RUN.value
     source = run or _WEIGHTS.value
     name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source else "control"
-    out = os.path.expanduser(_WORKDIR.value or os.path.join("~", "rev_nets_runs", "reversibility", name))
+    out = cli.workdir(
+        os.path.join("~", "rev_nets_runs", "reversibility", name) if _WORKDIR.value is None else _WORKDIR.value
+    )
+    if _MODEL.value:  # Imported only once the run is read: checked before.
+        cli.checked("model", models.import_factory, _MODEL.value)
+    if _DATASET.value and _DATASET.value not in data.DATASETS:
+        raise cli.UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {_DATASET.value!r}.")
+    for spec in _CONTROL.value:  # The controls run last: checked before the run's nets are measured.
+        cli.checked("control", reversibility.parse_control, spec)
     report = reversibility.analyse(
-        run,
+        run and cli.existing(run, "run"),
         out,
-        weights=_WEIGHTS.value,
+        weights=_WEIGHTS.value and cli.existing(_WEIGHTS.value, "weights", "file"),
         dataset=_DATASET.value,
-        data_dir=_DATA_DIR.value,
+        data_dir=_DATA_DIR.value and cli.existing(_DATA_DIR.value, "data_dir"),
         num_images=_NUM_IMAGES.value,
         controls=_CONTROL.value,
         control_trials=_CONTROL_TRIALS.value,

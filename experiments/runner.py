@@ -66,11 +66,14 @@ def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
     try:
         config = configured(default, cli.typed(rows))
         train.use_cpu_devices(config.cpu_devices)  # Before anything starts a JAX backend.
-        model = models.build_model(config.model)
+        with errors.setting_scope("model"):
+            model = models.build_model(config.model)
         config.check(model)
     except errors.SettingError as error:
         raise cli.UsageError(cli.message(rows, error)) from None
-    workdir = os.path.expanduser(FLAGS.workdir) if FLAGS.workdir else default_workdir(config, default)
+    workdir = cli.workdir(default_workdir(config, default) if FLAGS.workdir is None else FLAGS.workdir)
+    if FLAGS.data_dir:
+        cli.existing(FLAGS.data_dir, "data_dir")
     print(
         f"{config.dataset}: {train.arm_name(config.train)}, {models.param_count(model):,} params -> {workdir}",
         flush=True,

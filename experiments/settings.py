@@ -12,6 +12,7 @@ as flags.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,17 +21,22 @@ from rev_nets import consistency, errors
 
 
 def parse_alpha(text: str) -> float | str | None:
-    """``--alpha``: None for 'calibrated' (or 0, as older commands wrote it), 'formula', 'data', or a number."""
+    """``--alpha``: None for 'calibrated' (or 0, as older commands wrote it), 'formula', 'data', or a positive
+    number."""
     if text in ("calibrated", "0", "0.0"):
         return None
     if text in ("formula", "data"):
         return text
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
         raise errors.SettingError(
-            "train.shadow.generator.alpha", f"must be 'calibrated', 'formula', 'data' or a number, got {text!r}."
-        ) from None
+            "train.shadow.generator.alpha",
+            f"must be 'calibrated', 'formula', 'data' or a positive number, got {text!r}.",
+        )
+    return number
 
 
 def parse_arguments(text: str) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from experiments import cli
 from rev_nets.analysis import report_files, theory_sweeps
 
 _SWEEP = flags.DEFINE_enum("sweep", "default", list(theory_sweeps.SWEEPS), "Which sweep: default (~1.5 min) or large.")
-_SEED = cli.shared_flag(flags.DEFINE_integer, "seed", 0, "Seed of the weight, hidden-vector and mask draws.")
+_SEED = cli.shared_flag(
+    flags.DEFINE_integer, "seed", 0, "Seed of the weight, hidden-vector and mask draws.", lower_bound=0
+)
 _WORKDIR = cli.shared_flag(
     flags.DEFINE_string,
     "workdir",
@@ -34,7 +36,7 @@ _WORKDIR = cli.shared_flag(
 
 def main(argv: list[str]) -> None:
     del argv
-    workdir = os.path.expanduser(_WORKDIR.value)
+    workdir = cli.workdir(_WORKDIR.value)  # Before the sweep's minutes of work.
     report = theory_sweeps.sweep_report(workdir, _SWEEP.value, _SEED.value)
     report_files.write(report, workdir)
     print(f"wall time {report.numbers['wall_time_s']:.0f}s; wrote {workdir}/theory.md, theory.json, figures/")

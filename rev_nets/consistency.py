@@ -72,7 +72,8 @@ class ConsistencyConfig:
         """Raises ``SettingError`` with one sentence for settings that make no sense for ``model``."""
         if self.kind not in KINDS:
             raise SettingError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}.")
-        if self.enabled and not (isinstance(self.layer, numbers.Integral) and 1 <= self.layer <= model.depth):
+        top = model.depth if self.enabled else math.inf  # Unused, the record's default may exceed a shallow model's.
+        if not (isinstance(self.layer, numbers.Integral) and 1 <= self.layer <= top):
             raise SettingError("layer", f"must be 1..{model.depth} for this model, got {self.layer}.")
         for name in ("weight", "sigma"):
             value = getattr(self, name)

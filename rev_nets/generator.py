@@ -112,8 +112,13 @@ def _real(value) -> bool:
 
 
 def _positive(alpha) -> bool:
-    """A positive finite number, or an array (not checked: it may be traced)."""
-    return isinstance(alpha, (jax.Array, np.ndarray)) or (_real(alpha) and math.isfinite(alpha) and alpha > 0)
+    """A positive finite number or array of them; a traced array passes (its values are not known here)."""
+    if isinstance(alpha, jax.core.Tracer):
+        return True
+    if isinstance(alpha, (jax.Array, np.ndarray)):
+        values = np.asarray(alpha)
+        return values.dtype.kind in "iuf" and bool(np.all(np.isfinite(values) & (values > 0)))
+    return _real(alpha) and math.isfinite(alpha) and alpha > 0
 
 
 def _alpha_ok(alpha: Alpha) -> bool:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rev_nets.errors import InputError
+from rev_nets.errors import InputError, SettingError, setting_scope
 
 DROPOUT_REFUSAL = (
     "dropout is the built-in nets' dropout; a Flax module drops out with its own dropout layers at the rates it was "
@@ -128,20 +128,30 @@ def factory_name(factory: Callable) -> str:
 
 
 def import_factory(spec: str) -> Callable:
-    """The callable named by ``package.module:factory``, or one sentence saying what is wrong with the name."""
+    """The callable named by ``package.module:factory``, or a ``SettingError`` ("factory ...") saying what is wrong
+    with the name."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
-        raise InputError(f"a model factory must be package.module:factory, got {spec!r}.")
+        raise SettingError("factory", f"must be package.module:factory, got {spec!r}.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise InputError(
-            f"model factory {spec}: cannot import {module_name} ({error}); put it on PYTHONPATH."
-        ) from None
+        raise SettingError("factory", f"{spec}: cannot import {module_name} ({error}); put it on PYTHONPATH.") from None
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise InputError(f"model factory {spec}: {module_name} has no callable {name!r}.")
+        raise SettingError("factory", f"{spec}: {module_name} has no callable {name!r}.")
     return factory
+
+
+def _check_arguments(factory: Callable, record: ModelConfig, given: tuple[str, ...] = ()) -> None:
+    """Refuses ``record``'s arguments (a ``SettingError`` "arguments ...") when ``factory`` cannot take them: an
+    unknown name, a missing one (``given``: those the builder passes itself, e.g. ``rngs``)."""
+    signature = inspect.signature(factory)
+    try:
+        signature.bind(**dict.fromkeys(given), **record.keywords)
+    except TypeError as error:
+        takes = ", ".join(name for name in signature.parameters if name not in given) or "no arguments"
+        raise SettingError("arguments", f"do not fit {record.factory} ({error}); it takes {takes}.") from None
 
 
 def recorded(factory: Callable[..., Model]) -> Callable[..., Model]:
@@ -171,7 +181,9 @@ def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
     make, record = _resolve(model, arguments)
     if "rngs" in inspect.signature(make).parameters:
         return _nnx_model(make, record)
-    made = make(**record.keywords)
+    _check_arguments(make, record)
+    with setting_scope("arguments"):  # A factory's own check of an argument, e.g. "width must be >= 1".
+        made = make(**record.keywords)
     if isinstance(made, linen.Module):
         return _linen_model(made, record)
     if all(hasattr(made, name) for name in ("init", "forward", "features", "record")):
@@ -259,6 +271,7 @@ def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel
 
 
 def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxModel:
+    _check_arguments(build, record, given=("rngs",))
     module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **record.keywords))
     _check_attributes(module, record)
     graphdef, _, streams, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
@@ -313,6 +326,7 @@ def linen_model(factory: str | Callable[..., linen.Module], **arguments) -> Line
     """The ``LinenModel`` of the module ``factory(**arguments)`` (a module class, or a function returning a
     module), checked on an abstract init (nothing allocated)."""
     make, record = _resolve(factory, arguments)
+    _check_arguments(make, record)
     module = make(**record.keywords)
     if not isinstance(module, linen.Module):
         raise InputError(f"{record.factory} returned a {type(module).__name__}, not a flax.linen module.")

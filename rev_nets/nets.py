@@ -13,6 +13,7 @@ record.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 
 from rev_nets import layers as L
 from rev_nets import models
-from rev_nets.errors import InputError
+from rev_nets.errors import InputError, SettingError
 
 Params = dict  # {"hidden": [{"w", "b"}, ...], "head": {"w", "b"}}
 
@@ -68,9 +69,21 @@ def layer_shapes(net: Net) -> tuple[tuple[int, ...], ...]:
     return tuple(shapes)
 
 
+def _whole(value, least: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def _check_size(name: str, value, least: int = 1) -> None:
+    """Refuses a factory's size argument (a ``SettingError`` naming it) that is not a whole number >= ``least``."""
+    if not _whole(value, least):
+        raise SettingError(name, f"must be a whole number >= {least}, got {value!r}.")
+
+
 @models.recorded
 def mnist_mlp(width: int = 1024, depth: int = 3, num_classes: int = 10) -> Net:
     """The MNIST MLP: 784 - width x depth - classes (default 784-1024x3-10)."""
+    for name, value, least in (("width", width, 1), ("depth", depth, 1), ("num_classes", num_classes, 2)):
+        _check_size(name, value, least)
     return Net(tuple(L.Dense(width) for _ in range(depth)), num_classes, (28, 28, 1))
 
 
@@ -82,6 +95,9 @@ def cifar_cnn(
     input_shape: Sequence[int] = (32, 32, 3),
 ) -> Net:
     """The CIFAR CNN: 3x3 SAME convs, each followed by 2x2 pooling, then a dense head (sequences may be lists)."""
+    if not (isinstance(channels, Sequence) and channels and all(_whole(c, 1) for c in channels)):
+        raise SettingError("channels", f"must be one or more whole numbers >= 1, one per conv layer, got {channels!r}.")
+    _check_size("num_classes", num_classes, 2)
     return Net(tuple(L.Conv(c, pool=pool) for c in channels), num_classes, input_shape)
 
 

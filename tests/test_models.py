@@ -345,7 +345,7 @@ def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(
 
 @pytest.mark.parametrize(
     "flag,message",
-    [("--alpha=big", "--alpha must be 'calibrated', 'formula', 'data' or a number"), ("--model_args=[1]", "--model_args must be a JSON object, got '[1]'"),
+    [("--alpha=big", "--alpha must be 'calibrated', 'formula', 'data' or a positive number"), ("--model_args=[1]", "--model_args must be a JSON object, got '[1]'"),
      ('--channels=8 --model=rev_nets.nnx_zoo:residual_cnn', "--channels is an argument of rev_nets.nets:cifar_cnn"),
      (f"--model={ZOO} --model_args=[1]", "must be a JSON object"),
      ("--model=rev_nets.nnx_zoo", "must be package.module:factory")],

@@ -182,7 +182,7 @@ def test_the_report_is_named_random_like_and_its_numbers_hold_each_layers_verdic
     [
         ([], "nothing to analyse"),
         (["--weights=/nonexistent/w.pth"], "does not exist"),
-        (["--run=/nonexistent/run"], "not a run directory"),
+        (["--run=/nonexistent/run"], "--run /nonexistent/run does not exist or is not a folder"),
     ],
 )
 def test_bad_input_stops_with_one_sentence(flags, message, tmp_path):

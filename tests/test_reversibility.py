@@ -169,8 +169,8 @@ def test_gaussian_control_reproduces_paper_section_1():
 
 def test_parse_control():
     assert R.parse_control("400,100:5:1.5") == ((400, 100), 5, 1.5)
-    for bad in ("400,100:5", "400:5:2", "400,100:200:2", "a,b:1:2"):
-        with pytest.raises(InputError, match="Control net"):
+    for bad in ("400,100:5", "400:5:2", "400,100:200:2", "a,b:1:2", "0,100:5:1", "400,100:5:nan"):
+        with pytest.raises(InputError, match="^control net"):
             R.parse_control(bad)
 
 

@@ -131,7 +131,7 @@ def test_bad_list_and_json_flags_are_one_sentence():
         parsed(rows, cifar10_config.get_config(), ["--channels=8,x"])
     with pytest.raises(errors.SettingError, match="must be a JSON object"):
         parsed(rows, cifar10_config.get_config(), ["--model_args=[1]"])
-    with pytest.raises(errors.SettingError, match="'calibrated', 'formula', 'data' or a number"):
+    with pytest.raises(errors.SettingError, match="'calibrated', 'formula', 'data' or a positive number"):
         parsed(rows, cifar10_config.get_config(), ["--alpha=big"])
 
 

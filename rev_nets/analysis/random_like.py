@@ -200,6 +200,20 @@ def figure_panels(net: WeightSet, rows: list[Row]) -> dict[str, list[plots.Densi
     return panels
 
 
+def check_finite(nets: Sequence[WeightSet]) -> None:
+    """Refuses a layer holding NaN or infinite weights (a diverged run, a broken file) before any calibration: no
+    statistic of it means anything, and the singular values cannot be computed."""
+    for net in nets:
+        for snapshot in net.snapshots:
+            for layer, w in snapshot.weights.items():
+                bad = np.size(w) - np.count_nonzero(np.isfinite(w))
+                if bad:
+                    raise InputError(
+                        f"{net.name}/{layer} ({snapshot.label}) holds {bad} of {np.size(w)} weights that are NaN or "
+                        "infinite, so it cannot be judged random-like; give a run or a file whose weights are finite."
+                    )
+
+
 def _unique_names(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     unique = []
@@ -232,6 +246,7 @@ def report(
         else:
             snapshots = (Snapshot(os.path.basename(path), read_weights(path, layout)),)
         nets.append(WeightSet(name, snapshots))
+    check_finite(nets)
     rows, skipped = analyse(nets, calibration, seed, os.path.join(out, "calibration"))
     if not rows:
         raise InputError(f"no weight matrix with both sides >= {MIN_SIDE} found in the given runs and files.")

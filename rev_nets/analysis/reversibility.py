@@ -20,6 +20,7 @@ tables) and draws its figures into the output folder.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -223,9 +224,11 @@ def parse_control(spec: str) -> tuple[tuple[int, ...], int, float]:
         widths = tuple(int(w) for w in widths.split(","))
         parsed = widths, int(k), float(c)
     except ValueError:
-        raise InputError(f"Control net {spec!r} is not 'n_0,...,n_L:k:c', e.g. '4000,1000:10:2'.") from None
-    if len(widths) < 2 or not 1 <= parsed[1] <= widths[-1]:
-        raise InputError(f"Control net {spec!r} needs at least two widths and 1 <= k <= the top width.")
+        raise InputError(f"control net {spec!r} is not 'n_0,...,n_L:k:c', e.g. '4000,1000:10:2'.") from None
+    if len(widths) < 2 or min(widths) < 1 or not 1 <= parsed[1] <= widths[-1] or not math.isfinite(parsed[2]):
+        raise InputError(
+            f"control net {spec!r} needs at least two widths >= 1, 1 <= k <= the top width and a finite c."
+        )
     return parsed
 
 

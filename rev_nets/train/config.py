@@ -46,9 +46,11 @@ class TrainConfig:
     def check(self, model: models.Model) -> None:
         """Raises ``SettingError`` with one sentence for values that make no sense, naming the setting by its path
         in this record (``shadow.layer``, ``shadow.generator.alpha``, ...)."""
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if not (_whole(getattr(self, name)) and getattr(self, name) >= 1):
                 raise SettingError(name, f"must be a whole number >= 1, got {getattr(self, name)}.")
+        if not _whole(self.seed):
+            raise SettingError("seed", f"must be a whole number >= 0 (numpy's and JAX's seeds), got {self.seed}.")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise SettingError("learning_rate", f"must be positive and finite, got {self.learning_rate}.")
         if self.optimizer not in ("sgd", "adam"):

@@ -169,6 +169,9 @@ def _train(
         functools.partial(eval_step, model, config.synthetic_config(model), batch_sharding=batch_sharding(mesh))
     )
     batch = min(config.batch_size, num_train) if config.num_labels else config.batch_size  # labelled per step
+    if batch < config.batch_size:  # Kept: the few-label grids give one batch size for every label count.
+        print(f"note: batch_size={config.batch_size} > {num_train} labels: labelled batches hold {batch}.", flush=True)
+    chance_split = "validation" if "validation" in evals else next(iter(evals), None)
     base_key = jax.random.key(config.seed)
     schedule = learning_rate_schedule(config, per_epoch)
     wall = history[-1]["wall_time_s"] if history else 0.0
@@ -226,6 +229,9 @@ def _train(
         if on_epoch:
             on_epoch(state, line, history)
         print(_summary(line, evals), flush=True)
+        warning = chance_warning(history, model.num_classes, chance_split)
+        if warning:
+            print(warning, flush=True)
     return state, history
 
 
@@ -385,6 +391,28 @@ def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
             f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
             "is kept: lower learning_rate, or set grad_clip or warmup_epochs, and start a new workdir."
         )
+
+
+CHANCE_ROUNDS = 3  # Evaluations in a row at chance before the warning.
+CHANCE_MARGIN = 0.02  # An error within this of chance's counts as chance.
+
+
+def chance_warning(history: list[dict[str, Any]], num_classes: int, split: str | None) -> str | None:
+    """One warning line when ``split``'s error has sat at chance for the last ``CHANCE_ROUNDS`` evaluations, the first
+    time it does: a model that does not learn is no error (it may be the point), but should not pass unnoticed."""
+    if split is None or not history:
+        return None
+    chance, streak, reached = 1 - 1 / num_classes, 0, []
+    for line in history:
+        streak = streak + 1 if line[f"{split}_error"] >= chance - CHANCE_MARGIN else 0
+        reached.append(streak >= CHANCE_ROUNDS)
+    if not reached[-1] or reached.index(True) != len(reached) - 1:
+        return None
+    return (
+        f"warning: {split} error has stayed at chance ({chance:.0%} for {num_classes} classes) for {CHANCE_ROUNDS} "
+        "evaluations: the model is not learning; likely too small a model (width, channels), too low or too high a "
+        "learning rate, or too few labels or steps."
+    )
 
 
 def _summary(line: dict[str, Any], evals) -> str:
