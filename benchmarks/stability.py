@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent import futures
 from pathlib import Path
 
 from absl import app, flags
@@ -32,6 +33,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/datasets", "Folder with t
 _ROOT = flags.DEFINE_string("root", "~/.cache/rev_nets_stability", "Where the runs and their outcomes are kept.")
 _GROUPS = flags.DEFINE_list("groups", ["few_label", "full_data", "no_warmup", "cifar10"], "Which groups to run.")
 _EXTRA = flags.DEFINE_list("extra", [], "Flags added to every command, e.g. --grad_clip=0.")
+_PARALLEL = flags.DEFINE_integer("parallel", 2, "Runs at once (a short run is mostly start-up and evaluation).")
 _TABLE = flags.DEFINE_string("table", "benchmarks/results/stability.md", "Where the table is written ('' = none).")
 
 ARMS = {"shadow": "--shadow_layer=3", "backprop": "--shadow_layer=0"}
@@ -142,11 +144,10 @@ def main(argv) -> None:
     root.mkdir(parents=True, exist_ok=True)
     record = root / "outcomes.jsonl"
     done = {line["cell"] for line in read_lines(record)}
-    for group in _GROUPS.value:
-        for name, entry, args in cells()[group]:
-            if name in done:
-                continue
-            result = run_cell(root, name, entry, args)
+    todo = [cell for group in _GROUPS.value for cell in cells()[group] if cell[0] not in done]
+    with futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
+        for finished in futures.as_completed([pool.submit(run_cell, root, *cell) for cell in todo]):
+            result = finished.result()
             with open(record, "a") as out:
                 out.write(json.dumps(strict(result)) + "\n")
             print(json.dumps(result), flush=True)
