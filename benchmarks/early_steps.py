@@ -60,13 +60,13 @@ def make_step(model, config, tx, images, labels):
         line = {
             "ce_real": ce_real,
             "ce_twin": ce_twin,
-            "grad_real": optax.global_norm(g_real),
-            "grad_twin": optax.global_norm(g_twin),
+            "grad_real": optax.tree.norm(g_real),
+            "grad_twin": optax.tree.norm(g_twin),
             "twin_real_norm": jnp.linalg.norm(twins) / jnp.linalg.norm(x),
             "logit_real": jnp.abs(model.forward(params, x)[0]).mean(),
             "logit_twin": jnp.abs(model.forward(params, twins)[0]).mean(),
             "spikes": spikes(params),
-            "param_norm": optax.global_norm(params),
+            "param_norm": optax.tree.norm(params),
         }
         return optax.apply_updates(params, updates), opt_state, line
 

@@ -496,3 +496,31 @@ def test_fit_in_memory_refuses_bad_inputs_in_one_sentence(steps, split, message)
     train_split, _ = _splits()
     with pytest.raises(ValueError, match=message):
         train.fit_in_memory(NET, _config(), split or train_split, steps=steps)
+
+
+def test_the_clip_records_where_it_acted_and_a_clip_never_reached_changes_nothing():
+    train_split, evals = _splits()
+    _, unclipped = train.fit_in_memory(NET, _config(), train_split, evals)
+    _, never = train.fit_in_memory(NET, _config(grad_clip=1e9), train_split, evals)
+    _, always = train.fit_in_memory(NET, _config(grad_clip=1e-6), train_split, evals)
+    assert "train_clipped" not in unclipped[0]
+    assert [line.pop("train_clipped") for line in never] == [0.0, 0.0]
+    assert _learning_metrics(never) == _learning_metrics(unclipped)
+    assert [line["train_clipped"] for line in always] == [1.0, 1.0]
+    # The recorded norm is the gradient's before clipping: the first step's is the same, clipped or not.
+    assert all(line["train_grad_norm"] > 1e-3 for line in always)
+
+
+def test_the_grad_norm_is_the_global_norm_of_the_step_gradient():
+    train_split, _ = _splits()
+    config = _config(epochs=1, shadow=shadow.ShadowConfig())
+    params = NET.init(jax.random.key(0))
+    grads = jax.grad(
+        lambda p: shadow.loss(
+            NET, p, train_split.images[:16], train_split.labels[:16], config.shadow, jax.random.key(1)
+        )[0]
+    )(params)
+    expected = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
+    assert float(train_steps.gradient_metrics(grads, 0.0)["grad_norm"]) == pytest.approx(expected, rel=1e-6)
+    assert float(train_steps.gradient_metrics(grads, expected / 2)["clipped"]) == 1.0
+    assert float(train_steps.gradient_metrics(grads, expected * 2)["clipped"]) == 0.0

@@ -91,7 +91,7 @@ def train_step(
 def gradient_metrics(grads, grad_clip: float) -> Metrics:
     """The gradient's global norm before clipping, and with ``grad_clip`` whether this step was clipped: where
     clipping acts (SHADOW's first steps, see BUILD_NOTES "SHADOW's early blow-up") shows in a run's metrics."""
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     return {"grad_norm": norm} | ({"clipped": (norm > grad_clip).astype(jnp.float32)} if grad_clip else {})
 
 
