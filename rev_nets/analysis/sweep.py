@@ -9,8 +9,9 @@ axis, such as a learning rate, is a plain grid search). Then every seed runs
 at the chosen settings. Each run is a subprocess of an entry point
 (``EntryPoint``: the entry points own the flag names); a finished run is
 skipped, an interrupted one resumes from its last checkpoint, one killed
-from outside is started again up to ``retries`` times, and one whose loss
-became non-finite is marked ``DIVERGED`` and loses every comparison. A
+from outside is started again up to ``retries`` times, and one that diverged
+is marked ``DIVERGED`` (by the run, with its step and cause; by the sweep
+where the run did not) and loses every comparison. A
 report archives the finished runs' records (``copy_finished_records``) and
 ``restore`` copies them back, so a sweep goes on from a fresh clone.
 """
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rev_nets.errors import EXIT_DIVERGED, EXIT_USER_ERROR, InputError, UserError
-from rev_nets.train.rundir import read_metrics, write_record
+from rev_nets.train.rundir import DIVERGED, json_text, read_metrics, write_record
 
 Overrides = Mapping[str, Any]  # config path -> value, in the order the entry point's flags are written
 
@@ -116,9 +117,6 @@ def setting_name(path: str) -> str:
 def named(settings: Overrides | None) -> dict[str, Any] | None:
     """Settings keyed by their names in tables (None, a cell not tuned yet, stays None)."""
     return None if settings is None else {setting_name(path): value for path, value in settings.items()}
-
-
-DIVERGED = "DIVERGED"  # Marker file of a run stopped by a non-finite loss.
 
 
 def finished(workdir: str, epochs: int) -> bool:
@@ -310,7 +308,8 @@ class Driver:
         if self.dry_run:
             return None
         if run_resuming([sys.executable, "-m", *argv], workdir, self.retries) == "diverged":
-            open(os.path.join(workdir, DIVERGED), "w").close()
+            if not os.path.exists(os.path.join(workdir, DIVERGED)):  # A run marks itself, with its step and cause.
+                open(os.path.join(workdir, DIVERGED), "w").close()
             print(f"diverged  {workdir}", flush=True)
         return outcome(workdir, self.sweep.epochs)
 
@@ -359,4 +358,4 @@ def write_choices(root: str, sweep: Sweep, choices: Mapping[str, Overrides | Non
     chosen = {key: choices[key] for key in sweep.cells if choices.get(key) is not None}
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "chosen_settings.json"), "w") as f:
-        json.dump(chosen, f, indent=2)
+        f.write(json_text(chosen, indent=2))

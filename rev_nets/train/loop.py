@@ -14,20 +14,23 @@ killed run ends with the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 from jax.sharding import Mesh
 
 from rev_nets import data, dispatch, models
 from rev_nets.errors import InputError
-from rev_nets.train import rundir
+from rev_nets.train import guard, rundir
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
@@ -126,12 +129,22 @@ def fit_in_memory(
     """
     config.check(model)
     return _train(
-        model, config, train, evals, steps=steps, unlabelled=unlabelled, state=state, history=history, on_epoch=on_epoch
+        model,
+        config,
+        train,
+        evals,
+        steps=steps,
+        unlabelled=unlabelled,
+        state=state,
+        history=history,
+        on_epoch=on_epoch,
+        watch=guard.Guard(),
     )
 
 
-def _train(model, config, train, evals, *, steps, unlabelled, state, history, on_epoch):
-    """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory)."""
+def _train(model, config, train, evals, *, steps, unlabelled, state, history, on_epoch, watch):
+    """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory);
+    ``watch`` stops it with a ``DivergedError`` at a check that finds a blow-up."""
     train = as_split(train)
     evals = {name: as_split(split) for name, split in (evals or {}).items()}
     mesh = data_mesh()
@@ -175,12 +188,13 @@ def _train(model, config, train, evals, *, steps, unlabelled, state, history, on
             state, acc = step_fn(state, acc, train, order, epoch_key, alpha, unlabelled, unlabelled_order)
             window(acc)
             step = (epoch - 1) * per_epoch + i + 1
-            if (i + 1) % config.log_every == 0 or i + 1 == rows:
-                _check_finite(acc, epoch, step)
+            logs = (i + 1) % config.log_every == 0 or i + 1 == rows
+            if logs or watch.level is None:  # The first step of a run sets its early level.
+                means = _checked_means(watch, acc, state.params, epoch, step)
+            if logs:
                 elapsed = time.perf_counter() - start
                 rate = (i + 1 - first_row) * batch / elapsed
                 left = (last_step - step) * batch / rate
-                means = _mean_metrics(acc)
                 print(
                     f"epoch {epoch}/{config.epochs} step {i + 1}/{per_epoch} loss {means['loss']:.4f} "
                     f"train error {means['error_real']:.2%} {rate:,.0f} img/s ETA {_format_eta(left)}",
@@ -237,39 +251,119 @@ def fit(
     checkpoint, and per epoch a ``metrics.jsonl`` line, TensorBoard scalars
     (with tensorboardX), a checkpoint and the figures. Returns the final
     state and every metric line of the run.
+
+    A checkpoint is saved only once its state passed the divergence guard,
+    with its checksum in ``checkpoints.json``; a resume takes the newest
+    checkpoint that restores intact. A blow-up marks the run ``DIVERGED``
+    (step, epoch, cause) and stops; the run then resumes from its last
+    sane checkpoint only with another ``grad_clip`` or ``learning_rate``,
+    recorded in config.json's ``restarts``.
     """
     config.check(model)
     mesh = data_mesh()
     num_unlabelled = 0 if unlabelled is None else int(np.shape(unlabelled)[0])
     per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh, num_unlabelled)
     config_record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
-    rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()})
+    mark = rundir.diverged(workdir)
+    changed = rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()}, mark)
     state = replicate(create_state(model, config, per_epoch), mesh)
     manager = rundir.checkpoint_manager(workdir)
+    level, _ = rundir.read_checks(workdir)
+    watch = guard.Guard(level)
     history: list[dict[str, Any]] = []
     if manager.latest_step() is None:
-        manager.save(0, args=ocp.args.StandardSave(state))
+        _save(manager, workdir, state, watch, epoch=0)
     else:
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+        # Gradient clipping adds a part to the optimizer's chain: a checkpoint saved before a restart changed it
+        # restores into the other structure.
+        unclipped = dataclasses.replace(config, grad_clip=0.0 if config.grad_clip else 1.0)
+        state, note = _resume(manager, workdir, state, replicate(create_state(model, unclipped, per_epoch), mesh))
         history = rundir.truncate_metrics(workdir, int(state.step))
-        print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch})", flush=True)
+        print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch}){note}", flush=True)
+        if mark is not None:
+            rundir.record_restart(workdir, int(state.step), changed, mark)
     writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)
 
     def record(state, line, history):
         rundir.append_metrics(workdir, line)
         if writer:
             rundir.write_scalars(writer, line)
-        manager.save(int(state.step), args=ocp.args.StandardSave(state))
+        _save(manager, workdir, state, watch, epoch=line["epoch"])
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
-    state, history = _train(
-        model, config, train, evals, steps=None, unlabelled=unlabelled, state=state, history=history, on_epoch=record
-    )
-    manager.wait_until_finished()
-    if writer:
-        writer.close()
+    try:
+        state, history = _train(
+            model,
+            config,
+            train,
+            evals,
+            steps=None,
+            unlabelled=unlabelled,
+            state=state,
+            history=history,
+            on_epoch=record,
+            watch=watch,
+        )
+    except DivergedError as error:
+        mark = error.record | {"last_sane_step": manager.latest_step()}
+        rundir.mark_diverged(workdir, mark)
+        raise DivergedError(
+            f"by step {mark['step']} (epoch {mark['epoch']}) {mark['cause']}; {workdir} keeps its last sane "
+            f"checkpoint (step {mark['last_sane_step']}) and is marked {rundir.DIVERGED}: train it again with "
+            "grad_clip set or a lower learning_rate to resume from there, or in a new run directory for any other "
+            "change (e.g. warmup_epochs).",
+            mark,
+        ) from None
+    finally:
+        manager.wait_until_finished()
+        if writer:
+            writer.close()
     return state, history
+
+
+def _save(manager: ocp.CheckpointManager, workdir: str, state: train_state.TrainState, watch, epoch: int) -> None:
+    """Saves ``state`` as the checkpoint of its step, its checksum recorded first, once every value in it (the
+    optimizer's too) is finite; a non-finite one stops the run with a ``DivergedError`` before it is saved."""
+    host, step = jax.device_get(state), int(state.step)
+    problem = guard.problem(host, None)
+    if problem:
+        cause = f"the state {problem}"
+        raise DivergedError(f"by step {step} {cause}", {"step": step, "epoch": epoch, "cause": cause})
+    rundir.record_checkpoint(workdir, step, guard.digest(host), watch.level, manager.all_steps())
+    manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def _resume(
+    manager: ocp.CheckpointManager, workdir: str, fresh: train_state.TrainState, other: train_state.TrainState
+) -> tuple[train_state.TrainState, str]:
+    """The newest checkpoint that restores intact, into ``fresh`` (the state as configured) or else ``other`` (the
+    optimizer's other structure), carried into ``fresh``; and a note on the newer ones it skipped (removed, so that
+    the run saves those steps again)."""
+    _, digests = rundir.read_checks(workdir)
+    step, restored, skipped = guard.newest_intact(
+        manager.all_steps(),
+        lambda at: _restore_either(manager, at, fresh, other),
+        lambda at, tree: guard.problem(tree, digests.get(at)),
+    )
+    if step is None:
+        raise TrainingError(
+            f"no checkpoint in {workdir} restores intact ({'; '.join(skipped)}); start a new run directory."
+        )
+    for newer in [saved for saved in manager.all_steps() if saved > step]:
+        manager.delete(newer)
+    note = f", its newest intact checkpoint; skipped and removed: {'; '.join(skipped)}" if skipped else ""
+    # The optimizer's own state is the chain's last part; clipping and weight decay hold none.
+    opt_state = (*fresh.opt_state[:-1], restored.opt_state[-1])
+    return fresh.replace(step=restored.step, params=restored.params, opt_state=opt_state), note
+
+
+def _restore_either(manager: ocp.CheckpointManager, step: int, first: Any, second: Any) -> Any:
+    """The checkpoint of ``step`` restored into ``first``, or into ``second`` where its structure differs."""
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(first))
+    except ValueError:  # Another tree structure; a damaged folder fails the second restore too.
+        return manager.restore(step, args=ocp.args.StandardRestore(second))
 
 
 def train_and_evaluate(
@@ -284,9 +378,7 @@ def train_and_evaluate(
     training portion go into ``config.json``) and the unlabelled rest.
     """
     model, settings = models.build_model(config.model), config.train
-    splits, (mean, std) = data.experiment_splits(
-        config.dataset, config.num_validation, data.resolve_data_dir(data_dir)
-    )
+    splits, (mean, std) = data.experiment_splits(config.dataset, config.num_validation, data.resolve_data_dir(data_dir))
     extra = {"dataset": config.dataset, "num_validation": config.num_validation}
     unlabelled = None
     if settings.num_labels:
@@ -315,12 +407,19 @@ def _mean_metrics(acc: Metrics) -> dict[str, float]:
     return {name: float(value) / steps for name, value in host.items() if name not in ("steps", "finite")}
 
 
-def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
-    if not bool(jax.device_get(acc["finite"])):
-        raise DivergedError(
-            f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
-            "is kept: lower learning_rate, or set grad_clip or warmup_epochs, and start a new workdir."
-        )
+def _checked_means(watch: guard.Guard, acc: Metrics, params: Any, epoch: int, step: int) -> dict[str, float]:
+    """The accumulator's means, once ``watch`` has found the loss and the params sane; else a ``DivergedError``."""
+    means = _mean_metrics(acc)
+    loss = means["loss"] if bool(jax.device_get(acc["finite"])) else math.nan
+    cause = watch.cause(loss, float(_global_norm(params)))
+    if cause:
+        record = {"step": step, "epoch": epoch, "cause": cause}
+        raise DivergedError(f"by step {step} (epoch {epoch}) {cause}; {IN_MEMORY_HINT}.", record)
+    return means
+
+
+IN_MEMORY_HINT = "set grad_clip or a lower learning_rate (or warmup_epochs) and train again"
+_global_norm = jax.jit(optax.tree.norm)
 
 
 def _summary(line: dict[str, Any], evals) -> str:
