@@ -4,7 +4,7 @@ The loop reads its on-device metrics only at each log interval; there the
 guard also reads the params' global norm and compares both with the run's
 early level (its first step's loss and the norm after it): a non-finite
 value, a mean loss over ``LOSS_FACTOR`` times the first step's, or a norm
-over ``NORM_FACTOR`` times the early one is a blow-up (BUILD_NOTES,
+over ``NORM_FACTOR`` times the first one is a blow-up (BUILD_NOTES,
 "Divergence guard", has the measurements behind both factors). Each
 checkpoint's checksum (``digest``: a hash of every leaf's bytes, by path) is
 recorded beside it, so a resume or a reader can skip a checkpoint that does
@@ -18,6 +18,7 @@ import gc
 import hashlib
 import math
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 
 LOSS_FACTOR = 100.0  # a check's mean loss above this times the first step's loss is a blow-up
-NORM_FACTOR = 10.0  # the params' global norm above this times its early value is a blow-up
+NORM_FACTOR = 10.0  # the params' global norm above this times its value after the first step is a blow-up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +49,14 @@ class Guard:
         if not math.isfinite(loss):
             return "the training loss became NaN or infinite"
         if not math.isfinite(norm):
-            return "the parameters became NaN or infinite"
+            return "the params became NaN or infinite"
         if self.level is None:
             self.level = Level(loss, norm)
-        if loss > LOSS_FACTOR * self.level.loss:
-            return f"the training loss rose to {loss:.3g}, over {LOSS_FACTOR:g} times its first step's {self.level.loss:.3g}"
-        if norm > NORM_FACTOR * self.level.norm:
-            return f"the parameters' global norm grew to {norm:.3g}, over {NORM_FACTOR:g} times its early {self.level.norm:.3g}"
+        early = self.level
+        if loss > LOSS_FACTOR * early.loss:
+            return f"the training loss rose to {loss:.3g}, over {LOSS_FACTOR:g} times its first step's {early.loss:.3g}"
+        if norm > NORM_FACTOR * early.norm:
+            return f"the params' global norm grew to {norm:.3g}, over {NORM_FACTOR:g} times its first {early.norm:.3g}"
         return None
 
 
@@ -86,13 +88,14 @@ def newest_intact(
 ) -> tuple[int | None, Any, list[str]]:
     """The newest of ``steps`` that ``restore(step)`` reads and ``check(step, restored)`` passes: its step and the
     restored tree (None, None when none does), and why each newer one was skipped."""
+    _drop_abandoned_reads()
     skipped = []
     for step in sorted(steps, reverse=True):
         try:
             restored = restore(step)
         except Exception as error:  # noqa: BLE001 -- orbax and tensorstore raise many kinds for a damaged folder.
-            skipped.append(f"step {step} does not restore ({type(error).__name__})")
-            _collect_abandoned_reads()
+            skipped.append(f"step {step} does not restore ({_first_words(error)})")
+            gc.collect()  # Frees the reads it abandoned now, while their exceptions are dropped.
             continue
         reason = check(step, restored)
         if reason is None:
@@ -101,15 +104,36 @@ def newest_intact(
     return None, None, skipped
 
 
-def _collect_abandoned_reads() -> None:
-    """Collects the reads a failed restore left behind now, without printing: orbax abandons the other arrays'
-    read coroutines when one fails, and Python would print each one's exception (tens of lines) when it frees it."""
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda _: None
-    try:
-        gc.collect()
-    finally:
-        sys.unraisablehook = hook
+def _drop_abandoned_reads() -> None:
+    """Keeps what a failed restore leaves behind from printing: orbax abandons the other arrays' reads when one
+    fails, and each then ends in an exception Python prints as a traceback (a read coroutine freed unawaited; a
+    read that completes after its event loop closed), tens of lines each. Other such exceptions still print."""
+    if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _abandoned_read(unraisable):
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
+def _first_words(error: Exception) -> str:
+    """The head of an error's message ("NOT_FOUND", "Encountered error while reading array index"), or its type:
+    orbax's messages go on for pages."""
+    head = str(error).split("\n")[0].split(":")[0].strip()[:60]
+    return head or type(error).__name__
+
+
+def _abandoned_read(unraisable) -> bool:
+    """Whether an unraisable exception is one of an abandoned orbax read."""
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None:
+        return "orbax" in code.co_filename
+    closed = isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+    return closed and "asyncio" in traceback.extract_tb(unraisable.exc_traceback)[-1].filename
 
 
 def _path_text(path: tuple) -> str:

@@ -2,14 +2,16 @@
 
 The loop keeps the data on device, runs one jitted step per batch (traced
 once, the state donated), accumulates metrics and a finite-loss flag on
-device and reads them only at each log interval; a
-``dispatch.DispatchWindow`` keeps it at most 16 dispatches ahead of the
-devices (XLA:CPU aborts past 32). At the end of each epoch it evaluates
-real and synthetic error on every evaluation split and hands the epoch's
-metric line to a callback. ``fit``'s callback appends the line to
-``metrics.jsonl`` (and TensorBoard), saves an orbax checkpoint and redraws
-the figures; a restarted ``fit`` resumes from the latest checkpoint, so a
-killed run ends with the same numbers as an uninterrupted one.
+device and reads them only at each log interval (and after a run's first
+step), where the divergence guard (``guard.Guard``) also reads the params'
+global norm and stops a blow-up; a ``dispatch.DispatchWindow`` keeps it at
+most 16 dispatches ahead of the devices (XLA:CPU aborts past 32). At the
+end of each epoch it evaluates real and synthetic error on every evaluation
+split and hands the epoch's metric line to a callback. ``fit``'s callback
+appends the line to ``metrics.jsonl`` (and TensorBoard), saves an orbax
+checkpoint of a state found sane and redraws the figures; a restarted
+``fit`` resumes from the latest intact checkpoint, so a killed run ends
+with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -272,7 +274,7 @@ def fit(
     watch = guard.Guard(level)
     history: list[dict[str, Any]] = []
     if manager.latest_step() is None:
-        _save(manager, workdir, state, watch, epoch=0)
+        _save(manager, workdir, state, _sane_on_host(state, epoch=0), watch)
     else:
         # Gradient clipping adds a part to the optimizer's chain: a checkpoint saved before a restart changed it
         # restores into the other structure.
@@ -285,10 +287,11 @@ def fit(
     writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)
 
     def record(state, line, history):
+        host = _sane_on_host(state, epoch=line["epoch"])  # Before anything of the epoch is written.
         rundir.append_metrics(workdir, line)
         if writer:
             rundir.write_scalars(writer, line)
-        _save(manager, workdir, state, watch, epoch=line["epoch"])
+        _save(manager, workdir, state, host, watch)
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
@@ -322,14 +325,23 @@ def fit(
     return state, history
 
 
-def _save(manager: ocp.CheckpointManager, workdir: str, state: train_state.TrainState, watch, epoch: int) -> None:
-    """Saves ``state`` as the checkpoint of its step, its checksum recorded first, once every value in it (the
-    optimizer's too) is finite; a non-finite one stops the run with a ``DivergedError`` before it is saved."""
+def _sane_on_host(state: train_state.TrainState, epoch: int) -> train_state.TrainState:
+    """``state`` on the host, once every value in it (the optimizer's too) is found finite; else a
+    ``DivergedError``, so that no part of the epoch is written."""
     host, step = jax.device_get(state), int(state.step)
     problem = guard.problem(host, None)
     if problem:
         cause = f"the state {problem}"
         raise DivergedError(f"by step {step} {cause}", {"step": step, "epoch": epoch, "cause": cause})
+    return host
+
+
+def _save(
+    manager: ocp.CheckpointManager, workdir: str, state: train_state.TrainState, host: Any, watch: guard.Guard
+) -> None:
+    """Saves ``state`` as the checkpoint of its step, its checksum (of ``host``, the state on the host) and the
+    run's early level recorded first, so that every checkpoint on disk has its checksum."""
+    step = int(state.step)
     rundir.record_checkpoint(workdir, step, guard.digest(host), watch.level, manager.all_steps())
     manager.save(step, args=ocp.args.StandardSave(state))
 
@@ -359,11 +371,15 @@ def _resume(
 
 
 def _restore_either(manager: ocp.CheckpointManager, step: int, first: Any, second: Any) -> Any:
-    """The checkpoint of ``step`` restored into ``first``, or into ``second`` where its structure differs."""
+    """The checkpoint of ``step`` restored into ``first``, or into ``second`` where its structure differs; the
+    first error where neither restores (a damaged folder)."""
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(first))
-    except ValueError:  # Another tree structure; a damaged folder fails the second restore too.
-        return manager.restore(step, args=ocp.args.StandardRestore(second))
+    except ValueError as error:
+        try:
+            return manager.restore(step, args=ocp.args.StandardRestore(second))
+        except ValueError:
+            raise error from None
 
 
 def train_and_evaluate(

@@ -1,12 +1,17 @@
 """The run directory: ``config.json``, ``metrics.jsonl``, orbax checkpoints, TensorBoard events, and reading a run back.
 
 A restarted run checks its config against the saved one, resumes from the
-latest checkpoint and drops metric lines (and TensorBoard events) written
-after it. ``load_run`` is the one way to open a run read-only: its config,
-its model (rebuilt from its record), its metrics and its params at any saved
-step. Runs saved before models were recorded by factory hold their net's
-``repr`` (``{"net": "Net(...)"}``); ``net_from_repr`` reads those, and they
-still resume.
+latest intact checkpoint and drops metric lines (and TensorBoard events)
+written after it. ``checkpoints.json`` holds each checkpoint's checksum and
+the run's early level (``guard``), outside the checkpoints' folder; a run
+that blew up is marked by a ``DIVERGED`` file (its step, epoch and cause)
+and resumes only with other ``RESTART_SETTINGS``, each restart recorded in
+config.json. Every JSON file is strict: a non-finite number is ``null``.
+``load_run`` is the one way to open a run read-only: its config, its model
+(rebuilt from its record), its metrics and its params at any saved step; it
+refuses a diverged run unless asked. Runs saved before models were recorded
+by factory hold their net's ``repr`` (``{"net": "Net(...)"}``);
+``net_from_repr`` reads those, and they still resume.
 """
 
 from __future__ import annotations
@@ -74,8 +79,8 @@ def check_config(workdir: str, config_json: dict[str, Any], diverged: dict[str, 
         if diverged is not None and not changed:
             raise TrainingError(
                 f"{workdir} holds a run that {describe_divergence(diverged)}, and the same settings would diverge "
-                "again; set grad_clip or a lower learning_rate to resume it from its last sane checkpoint, or give a new "
-                "run directory for any other change."
+                "again; set grad_clip or a lower learning_rate to resume it from its last sane checkpoint, or give a "
+                "new run directory for any other change."
             )
         _note_resuming_code(path, saved, config_json.get(PROVENANCE))
         return changed
@@ -408,13 +413,14 @@ class Run:
         _, digests = read_checks(self.workdir)
         found, saved, skipped = guard.newest_intact(
             self.steps if step is None else [step],
-            lambda at: _restore(self.workdir, at)["params"],
-            lambda at, params: guard.problem({"params": params}, digests.get(at)),
+            lambda at: _restore(self.workdir, at),
+            lambda at, state: guard.problem(state, digests.get(at)),
         )
         if found is None:
+            fix = "train it again in a new run directory" if step is None else f"read another of {list(self.steps)}"
             raise InputError(
                 f"{self.workdir} holds no intact checkpoint{'' if step is None else f' of step {step}'} "
-                f"({'; '.join(skipped)}); read another of its steps {list(self.steps)}, or train it again."
+                f"({'; '.join(skipped)}); {fix}."
             )
         if skipped:
             print(
@@ -422,7 +428,7 @@ class Run:
             )
         try:
             return found, jax.tree_util.tree_map_with_path(
-                lambda path, _: _pick(saved, path), jax.eval_shape(self.model.init, jax.random.key(0))
+                lambda path, _: _pick(saved["params"], path), jax.eval_shape(self.model.init, jax.random.key(0))
             )
         except (KeyError, IndexError, TypeError) as error:
             raise InputError(
