@@ -1,7 +1,7 @@
 """Errors a user can cause: each message is one sentence naming the cause and the fix.
 
 Entry points print such an error in one line instead of a traceback and exit
-with ``EXIT_USER_ERROR``; a run whose loss diverged exits with ``EXIT_DIVERGED``;
+with ``EXIT_USER_ERROR``; a run that diverged exits with ``EXIT_DIVERGED``;
 a run or grid stopped on request (``Stopped``) after saving exits with ``EXIT_STOPPED``.
 """
 
@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator
 
 EXIT_USER_ERROR = 2  # A flag value, data or a changed config this project refuses: fix the command.
-EXIT_DIVERGED = 3  # A non-finite loss: the same command would diverge again.
+EXIT_DIVERGED = 3  # A non-finite or exploding loss or params: the same command would diverge again.
 EXIT_STOPPED = 4  # Stopped by SIGTERM or SIGINT after saving: the same command resumes.
 
 

@@ -31,6 +31,10 @@ FAKE_ENTRY_POINT = textwrap.dedent(
     flags = dict(arg[2:].split("=", 1) for arg in sys.argv[1:])
     lr, seed = float(flags["learning_rate"]), int(flags["seed"])
     if lr >= 1:
+        if os.environ.get("FAKE_MARK"):  # A run that marks itself, as train.fit does.
+            os.makedirs(flags["workdir"], exist_ok=True)
+            with open(os.path.join(flags["workdir"], "DIVERGED"), "w") as f:
+                f.write(os.environ["FAKE_MARK"])
         sys.exit(3)
     os.makedirs(flags["workdir"], exist_ok=True)
     with open(os.path.join(flags["workdir"], "metrics.jsonl"), "w") as f:
@@ -79,10 +83,19 @@ def test_the_driver_tunes_then_runs_the_seeds_then_the_cells_that_inherit(tmp_pa
         ("running", "variant_lr0.1_seed1"),
         ("running", "probe_lr0.02_seed0"),  # the pinned rate replaces the inherited one and names the run
     ]
-    assert Path(root, "base_lr1_seed0", sweep.DIVERGED).exists()
+    assert Path(root, "base_lr1_seed0", sweep.DIVERGED).read_text() == ""  # the run wrote none: the grid's mark
     assert driver.tuning.trials["base"] == [({LR: 0.05}, 0.05), ({LR: 0.1}, 0.0), ({LR: 1.0}, float("inf"))]
     chosen = json.loads(Path(root, "chosen_settings.json").read_text())
     assert chosen == {"base": {LR: 0.1}, "variant": {LR: 0.1}, "probe": {LR: 0.02}}
+
+
+def test_the_grid_keeps_the_mark_a_diverged_run_wrote_and_counts_it_as_diverged(tmp_path, entry, monkeypatch):
+    mark = {"step": 8, "epoch": 2, "cause": "the training loss rose to 500", "last_sane_step": 4}
+    monkeypatch.setenv("FAKE_MARK", json.dumps(mark))
+    root = str(tmp_path / "grid")
+    driver = sweep.run_sweep(SWEEP, root, entry)
+    assert json.loads(Path(root, "base_lr1_seed0", sweep.DIVERGED).read_text()) == mark
+    assert driver.tuning.trials["base"][-1] == ({LR: 1.0}, float("inf"))
 
 
 def test_a_finished_run_is_skipped_and_an_unfinished_one_runs_again(tmp_path, entry, capsys):

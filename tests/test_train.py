@@ -380,12 +380,14 @@ def test_an_unreadable_saved_config_stops_with_a_sentence(tmp_path):
 
 def test_non_finite_loss_stops_with_a_sentence_and_keeps_the_last_checkpoint(tmp_path):
     train_split, evals = _splits()
-    with pytest.raises(train.DivergedError, match="NaN or infinite in epoch 1"):
+    with pytest.raises(train.DivergedError, match=r"by step 3 \(epoch 1\) the training loss became NaN or infinite"):
         train.fit(
             NET, _config(learning_rate=1e12, schedule="constant"), train_split, evals, str(tmp_path), figures=False
         )
     assert internals.checkpoint_manager(str(tmp_path)).all_steps() == [0]
     assert train.read_metrics(str(tmp_path)) == []
+    mark = json.loads((tmp_path / "DIVERGED").read_text())
+    assert mark == {"step": 3, "epoch": 1, "cause": "the training loss became NaN or infinite", "last_sane_step": 0}
 
 
 def test_evaluate_pads_the_last_batch_correctly():

@@ -70,9 +70,9 @@ def run_snapshots(workdir: str, factory: str | None = None) -> tuple[Snapshot, .
     """The initial (first saved step) and last checkpointed weights of a run directory (one snapshot if they are
     the same step); ``factory`` as for ``train.load_run``."""
     run = load_run(workdir, factory=factory)
-    last = run.params()  # One sentence if the run has no checkpoint yet.
-    by_step = {run.steps[0]: run.params(run.steps[0])} if len(run.steps) > 1 else {}
-    by_step[run.steps[-1]] = last
+    step, last = run.checkpoint()  # The latest intact; one sentence if the run has no checkpoint yet.
+    by_step = {run.steps[0]: run.params(run.steps[0])} if step != run.steps[0] else {}
+    by_step[step] = last
     return tuple(Snapshot(f"step {step}", run_weights(params)) for step, params in by_step.items())
 
 

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import NamedTuple
 
 from rev_nets.errors import InputError
+from rev_nets.train.rundir import json_text
 
 
 class Report(NamedTuple):
     """An analysis's result: ``name`` is the stem of its files ("theory", "mnist"), ``numbers`` all its numbers
-    (JSON-ready; NaN and infinities are written as JSON's ``NaN``/``Infinity``), ``markdown`` its tables."""
+    (JSON-ready; NaN and infinities, which JSON lacks, are written as ``null``: the tables tell "n/a" from
+    "diverged"), ``markdown`` its tables."""
 
     name: str
     numbers: dict
@@ -26,7 +27,7 @@ def write(report: Report, folder: str) -> tuple[str, str]:
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(folder, report.name)
     return (
-        _replace(f"{stem}.json", json.dumps(report.numbers, indent=1)),
+        _replace(f"{stem}.json", json_text(report.numbers, indent=1)),
         _replace(f"{stem}.md", report.markdown),
     )
 

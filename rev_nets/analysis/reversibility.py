@@ -367,8 +367,8 @@ def run_nets(
 
     A run of a model whose factory is not built in is read only when ``factory`` names it (``train.load_run``)."""
     opened = load_run(run, factory=factory)
-    trained = opened.params()  # The latest; one sentence if the run has no checkpoint yet.
-    first, last = opened.steps[0], opened.steps[-1]
+    last, trained = opened.checkpoint()  # The latest intact; one sentence if the run has no checkpoint yet.
+    first = opened.steps[0]
     initial = opened.params(first)
     dataset = opened.config["dataset"]
     x, _ = load_test_images(dataset, opened.config.get("num_validation", 0), data_dir, num_images)

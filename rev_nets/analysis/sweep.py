@@ -9,13 +9,14 @@ axis, such as a learning rate, is a plain grid search). Then every seed runs
 at the chosen settings. Each run is a subprocess of an entry point
 (``EntryPoint``: the entry points own the flag names); a finished run is
 skipped, an interrupted one resumes from its last checkpoint, one killed
-from outside is started again up to ``retries`` times, and one whose loss
-became non-finite is marked ``DIVERGED`` and loses every comparison. Given
-a ``stop`` poll, the driver forwards the signal it names to the running run,
-which saves and exits with ``EXIT_STOPPED``, and the sweep stops
-(``Stopped``) until it is started again. A report archives the finished
-runs' records (``copy_finished_records``) and ``restore`` copies them back,
-so a sweep goes on from a fresh clone.
+from outside is started again up to ``retries`` times, and one that diverged
+is marked ``DIVERGED`` (by the run, with its step and cause; by the sweep
+where the run did not) and loses every comparison. Given a ``stop`` poll,
+the driver forwards the signal it names to the running run, which saves and
+exits with ``EXIT_STOPPED``, and the sweep stops (``Stopped``) until it is
+started again. A report archives the finished runs' records
+(``copy_finished_records``) and ``restore`` copies them back, so a sweep
+goes on from a fresh clone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, InputError, Stopped, UserError
-from rev_nets.train.rundir import read_metrics, write_record
+from rev_nets.train.rundir import DIVERGED, json_text, read_metrics, write_record
 
 Overrides = Mapping[str, Any]  # config path -> value, in the order the entry point's flags are written
 
@@ -119,9 +120,6 @@ def setting_name(path: str) -> str:
 def named(settings: Overrides | None) -> dict[str, Any] | None:
     """Settings keyed by their names in tables (None, a cell not tuned yet, stays None)."""
     return None if settings is None else {setting_name(path): value for path, value in settings.items()}
-
-
-DIVERGED = "DIVERGED"  # Marker file of a run stopped by a non-finite loss.
 
 
 def finished(workdir: str, epochs: int) -> bool:
@@ -364,8 +362,8 @@ class Driver:
         status = run_resuming([sys.executable, "-m", *argv], workdir, self.retries, self.stop)
         if status == "stopped":  # Signalled by the driver, or alone: either way, someone wants the machine.
             raise Stopped(self._stop_reason() or "a signal", f"during run {workdir}")
-        if status == "diverged":
-            open(os.path.join(workdir, DIVERGED), "w").close()
+        if status == "diverged" and not os.path.exists(os.path.join(workdir, DIVERGED)):
+            open(os.path.join(workdir, DIVERGED), "w").close()  # A run marks itself, with its step and cause.
             print(f"diverged  {workdir}", flush=True)
         return outcome(workdir, self.sweep.epochs)
 
@@ -419,4 +417,4 @@ def write_choices(root: str, sweep: Sweep, choices: Mapping[str, Overrides | Non
     chosen = {key: choices[key] for key in sweep.cells if choices.get(key) is not None}
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "chosen_settings.json"), "w") as f:
-        json.dump(chosen, f, indent=2)
+        f.write(json_text(chosen, indent=2))

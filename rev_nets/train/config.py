@@ -18,7 +18,12 @@ class TrainingError(UserError):
 
 
 class DivergedError(TrainingError):
-    """The training loss became non-finite: a restart with the same settings would repeat it."""
+    """Training blew up (a non-finite or exploding loss or params): a restart with the same settings would repeat
+    it. ``record`` holds the step, the epoch and the cause."""
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.record = record or {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,35 +2,40 @@
 
 The loop keeps the data on device, runs one jitted step per batch (traced
 once, the state donated), accumulates metrics and a finite-loss flag on
-device and reads them only at each log interval; a
-``dispatch.DispatchWindow`` keeps it at most 16 dispatches ahead of the
-devices (XLA:CPU aborts past 32). At the end of each epoch it evaluates
-real and synthetic error on every evaluation split and hands the epoch's
-metric line to a callback. ``fit``'s callback appends the line to
-``metrics.jsonl`` (and TensorBoard), saves an orbax checkpoint and redraws
-the figures; a restarted ``fit`` resumes from the latest checkpoint, so a
-killed run ends with the same numbers as an uninterrupted one. ``fit``'s
-``stop``, polled before each step, saves a checkpoint mid-epoch with the
-epoch so far (``preemption``) and raises ``errors.Stopped``: the entry
-points connect SIGTERM and SIGINT to it; a notebook keeps its own signals.
+device and reads them only at each log interval (and after a run's first
+step), where the divergence guard (``guard.Guard``) also reads the params'
+global norm and stops a blow-up; a ``dispatch.DispatchWindow`` keeps it at
+most 16 dispatches ahead of the devices (XLA:CPU aborts past 32). At the
+end of each epoch it evaluates real and synthetic error on every evaluation
+split and hands the epoch's metric line to a callback. ``fit``'s callback
+appends the line to ``metrics.jsonl`` (and TensorBoard), saves an orbax
+checkpoint of a state found sane and redraws the figures; a restarted
+``fit`` resumes from the latest intact checkpoint, so a killed run ends
+with the same numbers as an uninterrupted one. ``fit``'s ``stop``, polled
+before each step, saves a checkpoint mid-epoch with the epoch so far
+(``preemption``) and raises ``errors.Stopped``: the entry points connect
+SIGTERM and SIGINT to it; a notebook keeps its own signals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 from jax.sharding import Mesh
 
 from rev_nets import data, dispatch, models
 from rev_nets.errors import InputError, Stopped
-from rev_nets.train import preemption, rundir
+from rev_nets.train import guard, preemption, rundir
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
@@ -129,14 +134,37 @@ def fit_in_memory(
     """
     config.check(model)
     return _train(
-        model, config, train, evals, steps=steps, unlabelled=unlabelled, state=state, history=history, on_epoch=on_epoch
+        model,
+        config,
+        train,
+        evals,
+        steps=steps,
+        unlabelled=unlabelled,
+        state=state,
+        history=history,
+        on_epoch=on_epoch,
+        watch=guard.Guard(),
     )
 
 
 def _train(
-    model, config, train, evals, *, steps, unlabelled, state, history, on_epoch, so_far=None, stop=None, on_stop=None
+    model,
+    config,
+    train,
+    evals,
+    *,
+    steps,
+    unlabelled,
+    state,
+    history,
+    on_epoch,
+    watch,
+    so_far=None,
+    stop=None,
+    on_stop=None,
 ):
-    """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory).
+    """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory);
+    ``watch`` stops it with a ``DivergedError`` at a check that finds a blow-up.
 
     ``fit``'s stopping: ``so_far`` (a ``preemption.EpochSoFar`` at ``state``'s
     step) continues its epoch's sums, seconds and alphas; once ``stop()``
@@ -192,7 +220,8 @@ def _train(
         for i in range(first_row, rows):
             reason = stop() if stop else None
             if reason:
-                _check_finite(acc, epoch, step)
+                if watch.level is not None:  # Else no step has run since the run or its resume began.
+                    _checked_means(watch, acc, state.params, epoch, step)
                 host_alpha = None if alpha is None else tuple(jax.device_get(alpha))
                 seconds = before + time.perf_counter() - start
                 on_stop(state, preemption.EpochSoFar(step, jax.device_get(acc), seconds, host_alpha))
@@ -200,12 +229,13 @@ def _train(
             state, acc = step_fn(state, acc, train, order, epoch_key, alpha, unlabelled, unlabelled_order)
             window(acc)
             step = (epoch - 1) * per_epoch + i + 1
-            if (i + 1) % config.log_every == 0 or i + 1 == rows:
-                _check_finite(acc, epoch, step)
+            logs = (i + 1) % config.log_every == 0 or i + 1 == rows
+            if logs or watch.level is None:  # The first step of a run sets its early level.
+                means = _checked_means(watch, acc, state.params, epoch, step)
+            if logs:
                 elapsed = time.perf_counter() - start
                 rate = (i + 1 - first_row) * batch / elapsed
                 left = (last_step - step) * batch / rate
-                means = _mean_metrics(acc)
                 print(
                     f"epoch {epoch}/{config.epochs} step {i + 1}/{per_epoch} loss {means['loss']:.4f} "
                     f"train error {means['error_real']:.2%} {rate:,.0f} img/s ETA {_format_eta(left)}",
@@ -280,38 +310,55 @@ def fit(
     ``signal.Signals`` an entry point received), the run saves a checkpoint
     and its epoch so far, and raises ``errors.Stopped``: the same call
     resumes it to the numbers of an uninterrupted run.
+
+    A checkpoint is saved only once its state passed the divergence guard,
+    with its checksum in ``checkpoints.json``; a resume takes the newest
+    checkpoint that restores intact. A blow-up marks the run ``DIVERGED``
+    (step, epoch, cause) and stops; the run then resumes from its last
+    sane checkpoint only with another ``grad_clip`` or ``learning_rate``,
+    recorded in config.json's ``restarts``.
     """
     config.check(model)
     mesh = data_mesh()
     num_unlabelled = 0 if unlabelled is None else int(np.shape(unlabelled)[0])
     per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh, num_unlabelled)
     config_record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
-    rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()})
+    mark = rundir.diverged(workdir)
+    changed = rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()}, mark)
     state = replicate(create_state(model, config, per_epoch), mesh)
     manager = rundir.checkpoint_manager(workdir)
+    level, _ = rundir.read_checks(workdir)
+    watch = guard.Guard(level)
     history: list[dict[str, Any]] = []
     so_far = None
     if manager.latest_step() is None:
-        manager.save(0, args=ocp.args.StandardSave(state))
+        _save(manager, workdir, state, _sane_on_host(state, epoch=0), watch)
     else:
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+        # Gradient clipping adds a part to the optimizer's chain: a checkpoint saved before a restart changed it
+        # restores into the other structure.
+        unclipped = dataclasses.replace(config, grad_clip=0.0 if config.grad_clip else 1.0)
+        state, note = _resume(manager, workdir, state, replicate(create_state(model, unclipped, per_epoch), mesh))
         history = rundir.truncate_metrics(workdir, int(state.step))
         so_far = preemption.load(workdir, int(state.step))
-        print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch})", flush=True)
+        print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch}){note}", flush=True)
+        if mark is not None:
+            rundir.record_restart(workdir, int(state.step), changed, mark)
     writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)
 
     def record(state, line, history):
+        host = _sane_on_host(state, epoch=line["epoch"])  # Before anything of the epoch is written.
         rundir.append_metrics(workdir, line)
         if writer:
             rundir.write_scalars(writer, line)
-        manager.save(int(state.step), args=ocp.args.StandardSave(state))
+        _save(manager, workdir, state, host, watch)
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
     def save_stopped(state, so_far):
         if manager.latest_step() != so_far.step:  # Else nothing was trained since the last save.
+            host = _sane_on_host(state, epoch=so_far.step // per_epoch + 1)
             preemption.save(workdir, so_far, manager.all_steps())
-            manager.save(so_far.step, args=ocp.args.StandardSave(state))
+            _save(manager, workdir, state, host, watch)
 
     try:
         state, history = _train(
@@ -324,15 +371,83 @@ def fit(
             state=state,
             history=history,
             on_epoch=record,
+            watch=watch,
             so_far=so_far,
             stop=stop,
             on_stop=save_stopped,
         )
+    except DivergedError as error:
+        mark = error.record | {"last_sane_step": manager.latest_step()}
+        rundir.mark_diverged(workdir, mark)
+        raise DivergedError(
+            f"by step {mark['step']} (epoch {mark['epoch']}) {mark['cause']}; {workdir} keeps its last sane "
+            f"checkpoint (step {mark['last_sane_step']}) and is marked {rundir.DIVERGED}: train it again with "
+            "grad_clip set or a lower learning_rate to resume from there, or in a new run directory for any other "
+            "change (e.g. warmup_epochs).",
+            mark,
+        ) from None
     finally:
         manager.wait_until_finished()
         if writer:
             writer.close()
     return state, history
+
+
+def _sane_on_host(state: train_state.TrainState, epoch: int) -> train_state.TrainState:
+    """``state`` on the host, once every value in it (the optimizer's too) is found finite; else a
+    ``DivergedError``, so that no part of the epoch is written."""
+    host, step = jax.device_get(state), int(state.step)
+    problem = guard.problem(host, None)
+    if problem:
+        cause = f"the state {problem}"
+        raise DivergedError(f"by step {step} {cause}", {"step": step, "epoch": epoch, "cause": cause})
+    return host
+
+
+def _save(
+    manager: ocp.CheckpointManager, workdir: str, state: train_state.TrainState, host: Any, watch: guard.Guard
+) -> None:
+    """Saves ``state`` as the checkpoint of its step, its checksum (of ``host``, the state on the host) and the
+    run's early level recorded first, so that every checkpoint on disk has its checksum."""
+    step = int(state.step)
+    rundir.record_checkpoint(workdir, step, guard.digest(host), watch.level, manager.all_steps())
+    manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def _resume(
+    manager: ocp.CheckpointManager, workdir: str, fresh: train_state.TrainState, other: train_state.TrainState
+) -> tuple[train_state.TrainState, str]:
+    """The newest checkpoint that restores intact, into ``fresh`` (the state as configured) or else ``other`` (the
+    optimizer's other structure), carried into ``fresh``; and a note on the newer ones it skipped (removed, so that
+    the run saves those steps again)."""
+    _, digests = rundir.read_checks(workdir)
+    step, restored, skipped = guard.newest_intact(
+        manager.all_steps(),
+        lambda at: _restore_either(manager, at, fresh, other),
+        lambda at, tree: guard.problem(tree, digests.get(at)),
+    )
+    if step is None:
+        raise TrainingError(
+            f"no checkpoint in {workdir} restores intact ({'; '.join(skipped)}); start a new run directory."
+        )
+    for newer in [saved for saved in manager.all_steps() if saved > step]:
+        manager.delete(newer)
+    note = f", its newest intact checkpoint; skipped and removed: {'; '.join(skipped)}" if skipped else ""
+    # The optimizer's own state is the chain's last part; clipping and weight decay hold none.
+    opt_state = (*fresh.opt_state[:-1], restored.opt_state[-1])
+    return fresh.replace(step=restored.step, params=restored.params, opt_state=opt_state), note
+
+
+def _restore_either(manager: ocp.CheckpointManager, step: int, first: Any, second: Any) -> Any:
+    """The checkpoint of ``step`` restored into ``first``, or into ``second`` where its structure differs; the
+    first error where neither restores (a damaged folder)."""
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(first))
+    except ValueError as error:
+        try:
+            return manager.restore(step, args=ocp.args.StandardRestore(second))
+        except ValueError:
+            raise error from None
 
 
 def train_and_evaluate(
@@ -385,12 +500,19 @@ def _mean_metrics(acc: Metrics) -> dict[str, float]:
     return {name: float(value) / steps for name, value in host.items() if name not in ("steps", "finite")}
 
 
-def _check_finite(acc: Metrics, epoch: int, step: int) -> None:
-    if not bool(jax.device_get(acc["finite"])):
-        raise DivergedError(
-            f"the training loss became NaN or infinite in epoch {epoch} (by step {step}); the last good checkpoint "
-            "is kept: lower learning_rate, or set grad_clip or warmup_epochs, and start a new workdir."
-        )
+def _checked_means(watch: guard.Guard, acc: Metrics, params: Any, epoch: int, step: int) -> dict[str, float]:
+    """The accumulator's means, once ``watch`` has found the loss and the params sane; else a ``DivergedError``."""
+    means = _mean_metrics(acc)
+    loss = means["loss"] if bool(jax.device_get(acc["finite"])) else math.nan
+    cause = watch.cause(loss, float(_global_norm(params)))
+    if cause:
+        record = {"step": step, "epoch": epoch, "cause": cause}
+        raise DivergedError(f"by step {step} (epoch {epoch}) {cause}; {IN_MEMORY_HINT}.", record)
+    return means
+
+
+IN_MEMORY_HINT = "set grad_clip or a lower learning_rate (or warmup_epochs) and train again"
+_global_norm = jax.jit(optax.tree.norm)
 
 
 CHANCE_ROUNDS = 3  # Evaluations in a row at chance before the warning.

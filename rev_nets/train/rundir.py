@@ -1,12 +1,17 @@
 """The run directory: ``config.json``, ``metrics.jsonl``, orbax checkpoints, TensorBoard events, and reading a run back.
 
 A restarted run checks its config against the saved one, resumes from the
-latest checkpoint and drops metric lines (and TensorBoard events) written
-after it. ``load_run`` is the one way to open a run read-only: its config,
-its model (rebuilt from its record), its metrics and its params at any saved
-step. Runs saved before models were recorded by factory hold their net's
-``repr`` (``{"net": "Net(...)"}``); ``net_from_repr`` reads those, and they
-still resume.
+latest intact checkpoint and drops metric lines (and TensorBoard events)
+written after it. ``checkpoints.json`` holds each checkpoint's checksum and
+the run's early level (``guard``), outside the checkpoints' folder; a run
+that blew up is marked by a ``DIVERGED`` file (its step, epoch and cause)
+and resumes only with other ``RESTART_SETTINGS``, each restart recorded in
+config.json. Every JSON file is strict: a non-finite number is ``null``.
+``load_run`` is the one way to open a run read-only: its config, its model
+(rebuilt from its record), its metrics and its params at any saved step; it
+refuses a diverged run unless asked. Runs saved before models were recorded
+by factory hold their net's ``repr`` (``{"net": "Net(...)"}``);
+``net_from_repr`` reads those, and they still resume.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import types
@@ -26,6 +32,7 @@ from absl import logging
 
 from rev_nets import data, layers, models, nets
 from rev_nets.errors import InputError
+from rev_nets.train import guard
 from rev_nets.train.config import TrainConfig, TrainingError
 
 BUILT_IN_FACTORIES = ("rev_nets.nets", "rev_nets.nnx_zoo")  # modules whose factories a reader may always import
@@ -51,25 +58,109 @@ DATA = "data"  # config.json's fingerprint of the splits (``data.fingerprint``);
 SHOWN_CHANGES = 3  # Differing settings a refusal names; it counts the rest.
 
 
-def check_config(workdir: str, config_json: dict[str, Any]) -> None:
+RESTARTS = "restarts"  # config.json's list of resumes of a diverged run: the step, the changed settings, the mark.
+RESTART_SETTINGS = ("grad_clip", "learning_rate")  # train settings a diverged run may resume with, changed
+
+
+def check_config(workdir: str, config_json: dict[str, Any], diverged: dict[str, Any] | None = None) -> dict[str, list]:
     """Writes ``config.json``, or stops if an existing one differs from ``config_json``.
 
     A setting added after a run was saved takes its default value there, so
     older runs still resume. The code record (``PROVENANCE``) is not compared:
     a resume by other code appends that code to its ``resumed_by`` list. The
     data fingerprint (``DATA``) is compared when both records hold one; a run
-    saved without one resumes with a note.
+    saved without one resumes with a note. A run marked diverged
+    (``diverged``: its mark) resumes only with other ``RESTART_SETTINGS``;
+    those are returned as ``{name: [saved, new]}`` (``record_restart`` writes
+    them once the run has resumed), else ``{}``.
     """
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        _check_same_settings(workdir, path, saved, config_json)
+        changed = _restart_changes(saved, config_json) if diverged is not None else {}
+        _check_same_settings(workdir, path, _with_train_values(saved, changed), config_json)
         _check_same_data(workdir, saved.get(DATA), config_json.get(DATA))
+        if diverged is not None and not changed:
+            raise TrainingError(
+                f"{workdir} holds a run that {describe_divergence(diverged)}, and the same settings would diverge "
+                "again; set grad_clip or a lower learning_rate to resume it from its last sane checkpoint, or give a "
+                "new run directory for any other change."
+            )
         _note_resuming_code(path, saved, config_json.get(PROVENANCE))
-        return
+        return changed
     os.makedirs(workdir, exist_ok=True)
     write_record(path, config_json)
+    return {}
+
+
+def record_restart(workdir: str, step: int, changed: dict[str, list], diverged: dict[str, Any]) -> None:
+    """Writes the new values of the ``changed`` restart settings into ``config.json`` with a ``restarts`` entry
+    (the step resumed from, the changes, the mark), then removes the run's ``DIVERGED`` mark."""
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        saved = _with_train_values(json.load(f), changed)
+    restart = {"step": step, "changed": changed, "diverged": diverged}
+    write_record(path, saved | {RESTARTS: [*saved.get(RESTARTS, []), restart]})
+    os.remove(os.path.join(workdir, DIVERGED))
+
+
+def _restart_changes(saved: dict[str, Any], config_json: dict[str, Any]) -> dict[str, list]:
+    """The ``RESTART_SETTINGS`` whose value in ``config_json`` differs from the saved one: name -> [saved, new]."""
+    if "train" not in saved or "train" not in config_json:
+        return {}
+    try:
+        old = TrainConfig.from_json(saved["train"]).to_json()
+    except (TypeError, KeyError):
+        return {}  # _check_same_settings says that the record is unreadable.
+    new = config_json["train"]
+    return {name: [old[name], new[name]] for name in RESTART_SETTINGS if old[name] != new[name]}
+
+
+def _with_train_values(record: dict[str, Any], changed: dict[str, list]) -> dict[str, Any]:
+    """``record`` with each ``changed`` train setting at its new value."""
+    if not changed:
+        return record
+    return record | {"train": record["train"] | {name: new for name, (_, new) in changed.items()}}
+
+
+DIVERGED = "DIVERGED"  # A diverged run's mark: JSON (step, epoch, cause, last sane step); an empty one from a grid.
+
+
+def mark_diverged(workdir: str, record: dict[str, Any]) -> None:
+    """Marks ``workdir`` as diverged: ``record`` (step, epoch, cause, last sane step) as the ``DIVERGED`` file."""
+    _write_atomically(os.path.join(workdir, DIVERGED), json_text(record, indent=1, sort_keys=True) + "\n")
+
+
+def diverged(workdir: str) -> dict[str, Any] | None:
+    """``workdir``'s ``DIVERGED`` mark: the run's record, ``{}`` for an empty (or unreadable) mark such as a grid
+    writes, None when unmarked or when ``config.json`` records a restart after it."""
+    path = os.path.join(workdir, DIVERGED)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read()
+    try:
+        mark = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        mark = {}
+    mark = mark if isinstance(mark, dict) else {}
+    return None if mark and mark in [r.get("diverged") for r in _restarts(workdir)] else mark
+
+
+def describe_divergence(mark: dict[str, Any]) -> str:
+    """A ``DIVERGED`` mark as words: "diverged at step 8 (epoch 2): <cause>", or "diverged" for an empty mark."""
+    if "step" not in mark:
+        return "diverged"
+    return f"diverged at step {mark['step']} (epoch {mark['epoch']}): {mark['cause']}"
+
+
+def _restarts(workdir: str) -> list[dict[str, Any]]:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f).get(RESTARTS, [])
 
 
 def write_record(path: str, record: dict[str, Any]) -> None:
@@ -85,6 +176,22 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def json_text(value: Any, **options) -> str:
+    """``json.dumps(value, **options)`` as strict JSON: a non-finite float (a diverged run's NaN loss, a report's
+    missing number) is written as ``null``, which ``read_metrics`` reads back as NaN."""
+    return json.dumps(_null_for_non_finite(value), allow_nan=False, **options)
+
+
+def _null_for_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _null_for_non_finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_null_for_non_finite(item) for item in value]
+    return value
+
+
 def _indented_json(value: Any, level: int = 0) -> str:
     """``json.dumps(value, indent=2, sort_keys=True)`` at nesting ``level``, except that a list holding no list or
     object stays on one line."""
@@ -94,7 +201,7 @@ def _indented_json(value: Any, level: int = 0) -> str:
         return "{\n" + ",\n".join(items) + end + "}"
     if isinstance(value, (list, tuple)) and any(isinstance(item, (dict, list, tuple)) for item in value):
         return "[\n" + ",\n".join(pad + _indented_json(item, level + 1) for item in value) + end + "]"
-    return json.dumps(value)
+    return json_text(value)
 
 
 def _json_key(key: Any) -> str:
@@ -117,6 +224,7 @@ def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_
     for record in (saved, wanted):
         record.pop(PROVENANCE, None)
         record.pop(DATA, None)
+        record.pop(RESTARTS, None)
     saved = _with_model_record(saved, wanted.get("model"))
     if saved != wanted:
         changes = [f"{field}: {_shown(old)} -> {_shown(new)}" for field, old, new in _changed_fields(saved, wanted)]
@@ -187,7 +295,8 @@ def _note_resuming_code(path: str, saved: dict[str, Any], code: dict[str, Any] |
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """The metric lines of ``workdir``, skipping a last line cut short by a kill."""
+    """The metric lines of ``workdir`` (a ``null``, written for a non-finite value, read as NaN), skipping a last
+    line cut short by a kill."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
@@ -196,7 +305,7 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     complete = []
     for i, line in enumerate(lines):
         try:
-            complete.append(json.loads(line))
+            complete.append({name: math.nan if value is None else value for name, value in json.loads(line).items()})
         except json.JSONDecodeError:
             if i != len(lines) - 1:  # Only a run killed mid-write leaves a broken (last) line.
                 raise
@@ -206,13 +315,13 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 def truncate_metrics(workdir: str, last_step: int) -> list[dict[str, Any]]:
     """Drops metric lines written after the checkpoint at ``last_step``; returns the rest."""
     kept = [m for m in read_metrics(workdir) if m["step"] <= last_step]
-    _write_atomically(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in kept))
+    _write_atomically(os.path.join(workdir, "metrics.jsonl"), "".join(json_text(m) + "\n" for m in kept))
     return kept
 
 
 def append_metrics(workdir: str, line: dict[str, Any]) -> None:
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(line) + "\n")
+        f.write(json_text(line) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -245,6 +354,34 @@ def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     )
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+CHECKS = "checkpoints.json"  # each checkpoint's checksum and the run's early level, outside the checkpoints' folder
+
+
+def read_checks(workdir: str) -> tuple[guard.Level | None, dict[int, dict[str, str]]]:
+    """The run's early level and each checkpoint's checksum (``guard.digest``) by step, as ``checkpoints.json``
+    holds them (none for a run saved before checksums were recorded)."""
+    path = os.path.join(workdir, CHECKS)
+    if not os.path.exists(path):
+        return None, {}
+    with open(path) as f:
+        record = json.load(f)
+    level = guard.Level(**record["level"]) if record["level"] else None
+    return level, {int(step): digest for step, digest in record["steps"].items()}
+
+
+def record_checkpoint(
+    workdir: str, step: int, digest: dict[str, str], level: guard.Level | None, kept: list[int]
+) -> None:
+    """Adds the checksum of the checkpoint about to be saved at ``step`` to ``checkpoints.json`` (with ``level``,
+    once known), dropping those of checkpoints no longer ``kept``. Written before the save, so every checkpoint
+    on disk has its checksum."""
+    old_level, digests = read_checks(workdir)
+    digests = {saved: value for saved, value in digests.items() if saved in kept} | {step: digest}
+    level = level or old_level
+    record = {"level": level and dataclasses.asdict(level), "steps": {str(k): v for k, v in sorted(digests.items())}}
+    _write_atomically(os.path.join(workdir, CHECKS), json_text(record, indent=1) + "\n")
 
 
 _NET_TYPES = {"Net": nets.Net, "Dense": layers.Dense, "Conv": layers.Conv}
@@ -302,38 +439,69 @@ class Run:
     steps: tuple[int, ...]
 
     def params(self, step: int | None = None) -> Any:
-        """The params saved at ``step`` (None: the latest), shaped like ``model.init``'s, on this host's first
-        device: a run saved over 8 CPU devices (or a GPU) opens on one."""
+        """The params saved at ``step`` (None: the latest intact checkpoint), as ``checkpoint`` reads them."""
+        return self.checkpoint(step)[1]
+
+    def checkpoint(self, step: int | None = None) -> tuple[int, Any]:
+        """The step and params of the checkpoint of ``step`` (None: the latest intact one), shaped like
+        ``model.init``'s, on this host's first device: a run saved over 8 CPU devices (or a GPU) opens on one.
+
+        A checkpoint that does not restore, holds a non-finite value or
+        differs from its checksum at save time is skipped for an older one
+        (said in one line); an explicit ``step`` must be intact.
+        """
         if not self.steps:
             raise InputError(f"{self.workdir} holds no checkpoints; train it first, or wait for its first save.")
-        step = self.steps[-1] if step is None else step
-        if step not in self.steps:
+        if step is not None and step not in self.steps:
             raise InputError(
                 f"{self.workdir} has no checkpoint of step {step}; its saved steps are {list(self.steps)}."
             )
-        saved = _restore(self.workdir, step)["params"]
+        _, digests = read_checks(self.workdir)
+        found, saved, skipped = guard.newest_intact(
+            self.steps if step is None else [step],
+            lambda at: _restore(self.workdir, at),
+            lambda at, state: guard.problem(state, digests.get(at)),
+        )
+        if found is None:
+            fix = "train it again in a new run directory" if step is None else f"read another of {list(self.steps)}"
+            raise InputError(
+                f"{self.workdir} holds no intact checkpoint{'' if step is None else f' of step {step}'} "
+                f"({'; '.join(skipped)}); {fix}."
+            )
+        if skipped:
+            print(
+                f"read {self.workdir} at step {found}, its newest intact checkpoint: {'; '.join(skipped)}", flush=True
+            )
         try:
-            return jax.tree_util.tree_map_with_path(
-                lambda path, _: _pick(saved, path), jax.eval_shape(self.model.init, jax.random.key(0))
+            return found, jax.tree_util.tree_map_with_path(
+                lambda path, _: _pick(saved["params"], path), jax.eval_shape(self.model.init, jax.random.key(0))
             )
         except (KeyError, IndexError, TypeError) as error:
             raise InputError(
-                f"{self.workdir}'s checkpoint of step {step} does not hold its model's params ({error}); "
+                f"{self.workdir}'s checkpoint of step {found} does not hold its model's params ({error}); "
                 "the run was saved by other code."
             ) from None
 
 
-def load_run(workdir: str, *, factory: str | None = None) -> Run:
+def load_run(workdir: str, *, factory: str | None = None, diverged_ok: bool = False) -> Run:
     """The run in ``workdir``, read-only.
 
     Rebuilding a model imports its factory's module, which runs its code: a
     factory recorded in config.json is imported only when the caller names
-    it (``factory``), except the built-in ones (``BUILT_IN_FACTORIES``).
+    it (``factory``), except the built-in ones (``BUILT_IN_FACTORIES``). A
+    run marked ``DIVERGED`` is refused unless ``diverged_ok``: its weights
+    are those of its last sane checkpoint, not of a trained net.
     """
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise InputError(
             f"{workdir} is not a run directory (it has no config.json); give the work directory of a training run."
+        )
+    mark = diverged(workdir)
+    if mark is not None and not diverged_ok:
+        raise InputError(
+            f"{workdir} holds a run that {describe_divergence(mark)}, not a trained net; train it on with grad_clip "
+            "set or a lower learning_rate, or pass diverged_ok=True to read its last sane checkpoint."
         )
     with open(path) as f:
         config = json.load(f)
