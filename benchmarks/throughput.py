@@ -2,12 +2,12 @@
 
     python -m benchmarks.throughput                # every net, 1 device and the CIFAR split into 8
     python -m benchmarks.throughput --nets=cnn --batch_sizes=256 --repeats=5
-    python -m benchmarks.throughput --nets=cnn_grid --cpu_devices=8 --torch=false
+    python -m benchmarks.throughput --nets=cnn_grid --device_counts=8 --torch=false
 
 Measures images/s of the real jitted train step (``rev_nets.internals.train_step``,
 data resident on the device, the state donated, at most 16 steps in flight)
-as the median of ``--repeats`` timings of ``--steps`` steps each, after a
-warm-up. Each entry of ``--cpu_devices`` runs in its own subprocess (the
+as the median of ``--repeats`` timings of ``--timed_steps`` steps each, after a
+warm-up. Each entry of ``--device_counts`` runs in its own subprocess (the
 device count is fixed when JAX starts), one after another in this run, so
 its rows can be compared: ``vs 1 device`` is a row's rate over the same
 net, batch and arm on one device. Beside them: the achieved GFLOP/s
@@ -47,11 +47,11 @@ _NETS = flags.DEFINE_list(
     "cnn_matmul, cnn_lax (64-128-256 with that convolution).",
 )
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
+_STEPS = flags.DEFINE_integer("timed_steps", 10, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
 _TORCH = flags.DEFINE_boolean("torch", True, "Also time the PyTorch reference when torch is importable.")
-_CPU_DEVICES = flags.DEFINE_list(
-    "cpu_devices",
+_CPU_DEVICES = flags.DEFINE_list(  # Not --cpu_devices or --steps: the entry points' flags, imported beside this.
+    "device_counts",
     ["1", "8"],
     "Device counts to measure: a CPU host split into this many JAX devices, each batch sharded over them.",
 )
@@ -125,7 +125,9 @@ def _fake_split(net: nets.Net, n: int) -> data.DeviceSplit:
 def jax_images_per_s(net: nets.Net, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
     split = _fake_split(net, 4 * batch)
     mesh = internals.data_mesh()
-    split, state, acc = internals.replicate((split, internals.create_state(net, config, 4), internals.zero_metrics(config)), mesh)
+    split, state, acc = internals.replicate(
+        (split, internals.create_state(net, config, 4), internals.zero_metrics(config)), mesh
+    )
     order, key = internals.make_epoch_plan(mesh, 4 * batch, batch)(jax.random.key(0), 1)
     step = internals.make_train_step(net, config, mesh, steps_per_epoch=4)
     carry = [state, acc]
@@ -234,7 +236,7 @@ def worker_rows(devices: int) -> tuple[list[dict], float]:
         f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
         for name, value in ((f.name, f.value) for f in (_NETS, _BATCH_SIZES, _STEPS, _REPEATS))
     ]
-    command = [sys.executable, "-m", "benchmarks.throughput", "--worker", f"--cpu_devices={devices}", *flag_values]
+    command = [sys.executable, "-m", "benchmarks.throughput", "--worker", f"--device_counts={devices}", *flag_values]
     out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     return out["rows"], out["jax_peak"]
 
