@@ -121,6 +121,7 @@ def test_the_command_of_a_run_is_the_entry_point_with_the_plans_flags():
         "--steps=4212",
         "--batch_size=128",
         "--warmup_epochs=1",
+        "--grad_clip=0",
         "--num_validation=1000",
         "--channels=32,64,128",
         "--num_labels=4000",
