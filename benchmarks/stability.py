@@ -92,6 +92,12 @@ def outcome(name: str, workdir: Path, status: int, seconds: float) -> dict:
     }
 
 
+def code_version() -> str:
+    """The commit of the code the runs import (they start in this folder), so that the table says what it measured."""
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True)
+    return found.stdout.strip() or "unknown"
+
+
 def run_cell(root: Path, name: str, entry: str, args: tuple[str, ...]) -> dict:
     """Runs (or resumes) one cell's command; its output goes to ``<cell>/output.txt``."""
     workdir = root / name
@@ -101,7 +107,7 @@ def run_cell(root: Path, name: str, entry: str, args: tuple[str, ...]) -> dict:
     start = time.perf_counter()
     with open(root / f"{name}.output.txt", "a") as output:
         status = subprocess.run(command, check=False, stdout=output, stderr=subprocess.STDOUT).returncode
-    return outcome(name, workdir, status, time.perf_counter() - start)
+    return outcome(name, workdir, status, time.perf_counter() - start) | {"commit": code_version()}
 
 
 def strict(result: dict) -> dict:
@@ -120,9 +126,9 @@ def table(outcomes: list[dict]) -> str:
     for result in outcomes:
         rows.setdefault(group_of(result["cell"]), []).append(result)
 
-    def mean(results, key, scale=1.0, digits=2):
+    def mean(results, key, scale=1.0, digits=2, style="f"):
         values = [r[key] for r in results if r[key] is not None and not math.isnan(r[key]) and not r["diverged"]]
-        return f"{scale * sum(values) / len(values):.{digits}f}" if values else "-"
+        return f"{scale * sum(values) / len(values):.{digits}{style}}" if values else "-"
 
     header = (
         "| cells (seeds) | runs | diverged | test error % | synthetic CE | twin/real norm | clipped, first epoch "
@@ -130,7 +136,7 @@ def table(outcomes: list[dict]) -> str:
     )
     body = "".join(
         f"| {group} | {len(results)} | {sum(r['diverged'] for r in results)} | {mean(results, 'test_error', 100)} "
-        f"| {mean(results, 'ce_synthetic', digits=3)} | {mean(results, 'norm_ratio')} "
+        f"| {mean(results, 'ce_synthetic', style='g')} | {mean(results, 'norm_ratio')} "
         f"| {mean(results, 'clipped_first', digits=3)} | {mean(results, 'clipped_last', digits=3)} "
         f"| {mean(results, 'seconds', 1 / 60, 1)} |\n"
         for group, results in rows.items()
@@ -152,7 +158,11 @@ def main(argv) -> None:
                 out.write(json.dumps(strict(result)) + "\n")
             print(json.dumps(result), flush=True)
     outcomes = read_lines(record)
-    text = f"Extra flags: {' '.join(_EXTRA.value) or 'none'}; root {root}.\n\n{table(outcomes)}"
+    commits = sorted({line.get("commit", "unrecorded") for line in outcomes})
+    text = (
+        f"{len(outcomes)} of {sum(map(len, cells().values()))} cells, code {', '.join(commits)}; extra flags: "
+        f"{' '.join(_EXTRA.value) or 'none'}.\n\n{table(outcomes)}"
+    )
     print(text)
     if _TABLE.value:
         Path(_TABLE.value).write_text(text)
