@@ -501,7 +501,7 @@ def load_run(workdir: str, *, factory: str | None = None, diverged_ok: bool = Fa
     if mark is not None and not diverged_ok:
         raise InputError(
             f"{workdir} holds a run that {describe_divergence(mark)}, not a trained net; train it on with grad_clip "
-            "set or a lower learning_rate, or pass diverged_ok=True to read its last sane checkpoint."
+            "set or a lower learning_rate (in code, load_run(..., diverged_ok=True) reads its last sane checkpoint)."
         )
     with open(path) as f:
         config = json.load(f)
