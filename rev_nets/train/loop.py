@@ -502,9 +502,10 @@ def _mean_metrics(acc: Metrics) -> dict[str, float]:
 
 def _checked_means(watch: guard.Guard, acc: Metrics, params: Any, epoch: int, step: int) -> dict[str, float]:
     """The accumulator's means, once ``watch`` has found the loss and the params sane; else a ``DivergedError``."""
-    means = _mean_metrics(acc)
-    loss = means["loss"] if bool(jax.device_get(acc["finite"])) else math.nan
-    cause = watch.cause(loss, float(_global_norm(params)))
+    host, norm = jax.device_get((acc, _global_norm(params)))  # One wait for the accumulator and the norm together.
+    means = _mean_metrics(host)
+    loss = means["loss"] if bool(host["finite"]) else math.nan
+    cause = watch.cause(loss, float(norm))
     if cause:
         record = {"step": step, "epoch": epoch, "cause": cause}
         raise DivergedError(f"by step {step} (epoch {epoch}) {cause}; {IN_MEMORY_HINT}.", record)
