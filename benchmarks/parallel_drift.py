@@ -26,6 +26,7 @@ from benchmarks.parallel_runs import BATCH, drift, run_processes, train_steps, w
 
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _WORKER_OUT = flags.DEFINE_string("worker_out", None, "Worker mode: train and write losses and params to this .npz.")
+_BATCH_NORM = flags.DEFINE_bool("worker_batch_norm", False, "Worker mode: the residual CNN with BatchNorm.")
 _PROCESS = flags.DEFINE_list("process", None, "Worker mode, multi-process: PROCESS_ID,NUM_PROCESSES,PORT.")
 
 
@@ -36,7 +37,7 @@ def main(argv) -> None:
             process_id, num_processes, port = map(int, _PROCESS.value)
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
             jax.distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
-        train_steps(_WORKER_OUT.value, _STEPS.value)
+        train_steps(_WORKER_OUT.value, _STEPS.value, _BATCH_NORM.value)
         return
     steps = _STEPS.value
     at_steps = sorted({s for s in (1, 5, 50, 500, 5000) if s <= steps} | {steps})

@@ -1,8 +1,10 @@
 """Data-parallel training runs to compare across device counts (used by ``parallel_drift`` and the tests).
 
 A worker trains a small max-pooled CNN with SHADOW (h3) on made data over
-every device of every process and writes its per-step losses and final
-parameters; ``drift`` compares two such runs. Flag-free, so tests can import
+every device of every process (or, with ``batch_norm``, the zoo's residual
+CNN with BatchNorm, whose statistics are over the global batch) and writes
+its per-step losses and final parameters, statistics included; ``drift``
+compares two such runs. Flag-free, so tests can import
 it beside other benchmark modules.
 """
 
@@ -19,14 +21,21 @@ import numpy as np
 EXAMPLES, BATCH = 256, 16
 
 
-def train_steps(out: str, steps: int) -> None:
+def train_steps(out: str, steps: int, batch_norm: bool = False) -> None:
     """``steps`` SHADOW steps over every device of every process; process 0 writes losses and params."""
-    from rev_nets import data, dispatch, nets, shadow, train
+    from rev_nets import data, dispatch, models, nets, shadow, train
     from rev_nets.train import internals
 
-    net = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3))
+    if batch_norm:  # A residual sum before a ReLU: the calibrated alpha's guarantee fails, so the formula.
+        net = models.build_model("rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True)
+        generator = shadow.GeneratorConfig(alpha="formula")
+    else:
+        net, generator = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3)), shadow.GeneratorConfig()
     config = train.TrainConfig(
-        batch_size=BATCH, learning_rate=0.05, schedule="constant", shadow=shadow.ShadowConfig(layer=3)
+        batch_size=BATCH,
+        learning_rate=0.05,
+        schedule="constant",
+        shadow=shadow.ShadowConfig(layer=3, generator=generator),
     )
     rng = np.random.default_rng(0)
     split = data.DeviceSplit(
@@ -53,9 +62,12 @@ def train_steps(out: str, steps: int) -> None:
         np.savez(out, losses=losses, devices=jax.device_count(), **leaves)
 
 
-def worker_command(out: str, steps: int, process: tuple[int, int, int] | None = None) -> list[str]:
+def worker_command(
+    out: str, steps: int, process: tuple[int, int, int] | None = None, batch_norm: bool = False
+) -> list[str]:
     """The command line of one worker run (run it from the repository root)."""
     command = [sys.executable, "-m", "benchmarks.parallel_drift", f"--worker_out={out}", f"--steps={steps}"]
+    command += ["--worker_batch_norm"] if batch_norm else []
     return command + ([f"--process={','.join(map(str, process))}"] if process else [])
 
 

@@ -122,10 +122,10 @@ def loss(
     (the loss), ``twin_agreement`` (fraction of twins whose arg-max class is
     u's) and ``twin_norm_ratio`` (||twin|| / ||u|| over the batch).
     """
-    logits, _ = model.forward(params, u)
+    logits = model.forward(params, u).logits
     target = jax.lax.stop_gradient(jax.nn.softmax(logits))
     u_twin = twins(model, params, u, config, options, key)
-    logits_twin, _ = model.forward(params, u_twin)
+    logits_twin = model.forward(params, u_twin).logits
     value = jnp.mean((jax.nn.softmax(logits_twin) - target) ** 2)
     return value, {
         "consistency": value,

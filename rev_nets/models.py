@@ -2,13 +2,19 @@
 arguments.
 
 A ``Model`` has ``depth`` source layers, an ``input_shape`` and
-``num_classes``, three pure functions: ``init(key) -> params``,
-``forward(params, x, *, key, dropout) -> (logits, hiddens)`` (``hiddens``:
-each source layer as recorded before dropout, or ``None``) and
-``features(params, x, layer) -> h_layer`` without dropout, the function the
-generator runs backwards; and its ``record``, the ``ModelConfig`` that
-rebuilds it (``None`` for a model put together by hand, which training
-refuses: config.json could not say what it was).
+``num_classes``, pure functions of its ``params`` (all it carries: the
+trained parameters and, for a net with BatchNorm, its running statistics):
+``init(key) -> params``; ``forward(params, x, *, key, dropout) -> Forward``
+(logits, each source layer as recorded before dropout or ``None``, and in
+training mode, with a key, the batch statistics of ``x``); ``features(params,
+x, layer) -> h_layer`` in evaluation mode, the function the generator runs
+backwards; ``trainable(params)``, a pytree prefix of booleans that says which
+leaves the optimizer moves; and ``with_stats(params, stats, average=...)``,
+the params with their statistics replaced by ``stats`` (the generator's view
+of a batch) or averaged with them (BatchNorm's running update, at each
+layer's momentum). Its ``record`` is the ``ModelConfig`` that rebuilds it
+(``None`` for a model put together by hand, which training refuses:
+config.json could not say what it was).
 
 As in equinox, a model is saved by its constructor's arguments and loaded
 by calling the constructor again: ``build_model(ModelConfig(factory, arguments))``
@@ -27,7 +33,7 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as linen
 import jax
@@ -104,6 +110,15 @@ class ModelConfig:
         return cls(record["factory"], record.get("arguments", {}))
 
 
+class Forward(NamedTuple):
+    """A forward pass: the logits, each source layer as recorded before dropout (or ``None``), and in training
+    mode the batch statistics of its input (``None`` for a model without BatchNorm, and in evaluation mode)."""
+
+    logits: jax.Array
+    hiddens: Any = None
+    stats: Any = None
+
+
 class Model(Protocol):
     depth: int
     input_shape: tuple[int, ...]
@@ -112,9 +127,13 @@ class Model(Protocol):
 
     def init(self, key: jax.Array) -> Any: ...
 
-    def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0): ...
+    def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0) -> Forward: ...
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array: ...
+
+    def trainable(self, params) -> Any: ...
+
+    def with_stats(self, params, stats, *, average: bool = False) -> Any: ...
 
 
 def param_count(model: Model) -> int:
@@ -125,6 +144,15 @@ def param_count(model: Model) -> int:
 def factory_name(factory: Callable) -> str:
     """The ``package.module:factory`` name a callable is recorded by."""
     return f"{factory.__module__}:{factory.__qualname__}"
+
+
+def factory_signature(factory: Callable) -> inspect.Signature:
+    """The parameters ``factory`` is called with: a class's ``__init__``'s without ``self`` (an NNX module class's
+    own signature reads ``(*args, **kwargs)``, from its metaclass), else the callable's."""
+    if isinstance(factory, type):
+        parameters = list(inspect.signature(factory.__init__).parameters.values())[1:]
+        return inspect.Signature(parameters)
+    return inspect.signature(factory)
 
 
 def import_factory(spec: str) -> Callable:
@@ -146,7 +174,7 @@ def import_factory(spec: str) -> Callable:
 def _check_arguments(factory: Callable, record: ModelConfig, given: tuple[str, ...] = ()) -> None:
     """Refuses ``record``'s arguments (a ``SettingError`` "arguments ...") when ``factory`` cannot take them: an
     unknown name, a missing one (``given``: those the builder passes itself, e.g. ``rngs``)."""
-    signature = inspect.signature(factory)
+    signature = factory_signature(factory)
     try:
         signature.bind(**dict.fromkeys(given), **record.keywords)
     except TypeError as error:
@@ -157,7 +185,7 @@ def _check_arguments(factory: Callable, record: ModelConfig, given: tuple[str, .
 def recorded(factory: Callable[..., Model]) -> Callable[..., Model]:
     """``factory`` (returning a dataclass model with a ``record`` field, e.g. a ``nets.Net``) made to set that
     record to its own call, so that what it builds can be saved in config.json and rebuilt by ``build_model``."""
-    signature = inspect.signature(factory)
+    signature = factory_signature(factory)
 
     @functools.wraps(factory)
     def recording(*args, **kwargs):
@@ -179,14 +207,14 @@ def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
     model built is the one the record rebuilds.
     """
     make, record = _resolve(model, arguments)
-    if "rngs" in inspect.signature(make).parameters:
+    if "rngs" in factory_signature(make).parameters:
         return _nnx_model(make, record)
     _check_arguments(make, record)
     with setting_scope("arguments"):  # A factory's own check of an argument, e.g. "width must be >= 1".
         made = make(**record.keywords)
     if isinstance(made, linen.Module):
         return _linen_model(made, record)
-    if all(hasattr(made, name) for name in ("init", "forward", "features", "record")):
+    if all(hasattr(made, name) for name in ("init", "forward", "features", "trainable", "with_stats", "record")):
         return made if made.record == record else dataclasses.replace(made, record=record)
     raise InputError(
         f"{record.factory} returned a {type(made).__name__}, not a model; return a nets.Net or a flax.linen module, "
@@ -207,44 +235,89 @@ def _resolve(model: ModelConfig | str | Callable, arguments: dict[str, Any]) -> 
 
 @dataclasses.dataclass(frozen=True)
 class NnxModel:
-    """An NNX module as a ``Model``: its graph is static, its ``nnx.Param`` state is the params pytree.
+    """An NNX module as a ``Model``: its graph is static, its ``nnx.Param`` and ``nnx.BatchStat`` state the params.
 
     The module must define ``__call__(x) -> logits``, ``features(x, layer)``
     and the attributes ``depth``, ``input_shape`` and ``num_classes``, and hold
-    no state but ``nnx.Param`` and the RNG streams of its ``nnx.Dropout``
-    layers (no batch statistics), so that params in a TrainState are the whole
-    learned model: replicated, donated, saved and resumed like a ``Net``'s.
-    The streams are not carried: a ``forward`` given a key runs in training
-    mode with streams drawn from that key (one dropout mask per key, as the
-    built-in nets'); without a key, and in ``features``, it is deterministic.
-    Two are equal when their records are: the record rebuilds the module.
+    no state but ``nnx.Param``, the statistics of its ``nnx.BatchNorm`` layers
+    and the RNG streams of its ``nnx.Dropout`` layers, so that params in a
+    TrainState are the whole learned model: replicated, donated, saved and
+    resumed like a ``Net``'s. The streams are not carried: a ``forward`` given
+    a key runs in training mode, with streams drawn from that key (one dropout
+    mask per key, as the built-in nets') and each BatchNorm normalising by its
+    batch's statistics, which it returns (read exactly, not back-solved from
+    the running averages); without a key, and in ``features``, BatchNorm uses
+    the statistics the params hold and nothing is drawn. ``with_stats``
+    averages statistics in at each layer's own momentum. Two are equal when
+    their records are: the record rebuilds the module.
     """
 
     record: ModelConfig
     build: Callable[..., nnx.Module] = dataclasses.field(compare=False, repr=False)
     graphdef: Any = dataclasses.field(compare=False, repr=False)
     streams: Any = dataclasses.field(compare=False, repr=False)  # abstract nnx.RngState of the dropout layers
+    momenta: Any = dataclasses.field(compare=False, repr=False)  # each BatchStat's layer momentum (floats), or None
     depth: int
     input_shape: tuple[int, ...]
     num_classes: int
 
     def init(self, key: jax.Array) -> nnx.State:
         module = self.build(rngs=nnx.Rngs(key), **self.record.keywords)
-        return nnx.split(module, nnx.Param, ...)[1]
+        return nnx.split(module, CARRIED, ...)[1]
 
     def module(self, params: nnx.State, key: jax.Array | None = None) -> nnx.Module:
-        """The module with ``params``: training mode with streams drawn from ``key``, or deterministic."""
-        module = nnx.merge(self.graphdef, params, fresh_streams(self.streams, key))
-        module.set_attributes(deterministic=key is None, raise_if_not_found=False)
+        """The module with ``params``: training mode with streams drawn from ``key``, or evaluation mode.
+
+        In training mode every BatchNorm's momentum is 0, so that after a call
+        its statistics are exactly those of the batch it normalised.
+        """
+        module = nnx.merge(self.graphdef, params, fresh_streams(self.streams, key), copy=True)  # never writes params
+        training = key is not None
+        module.set_attributes(deterministic=not training, use_running_average=not training, raise_if_not_found=False)
+        if training:
+            for _, layer in nnx.iter_modules(module):
+                if isinstance(layer, nnx.BatchNorm):
+                    layer.momentum = 0.0
         return module
 
-    def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0):
+    def forward(self, params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0) -> Forward:
         if dropout:
             raise InputError(DROPOUT_REFUSAL)
-        return self.module(params, key)(x), None
+        module = self.module(params, key)
+        logits = module(x)
+        stats = nnx.state(module, nnx.BatchStat) if key is not None and self.momenta is not None else None
+        return Forward(logits, None, stats)
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
         return self.module(params).features(x, layer)
+
+    def trainable(self, params) -> nnx.State:
+        return jax.tree.map(lambda v: isinstance(v, nnx.Param), params, is_leaf=_is_variable)
+
+    def with_stats(self, params, stats, *, average: bool = False) -> nnx.State:
+        if stats is None:
+            return params
+        if average:
+            old = nnx.filter_state(params, nnx.BatchStat)
+            stats = jax.tree.map(_running_average, self.momenta, old, stats)
+        return nnx.merge_state(params, stats)
+
+
+def holds_stats(model: Model) -> bool:
+    """Whether ``model`` carries batch statistics (an NNX module with BatchNorm)."""
+    return isinstance(model, NnxModel) and model.momenta is not None
+
+
+CARRIED = (nnx.Param, nnx.BatchStat)  # the NNX state a model's params hold
+
+
+def _is_variable(value) -> bool:
+    return isinstance(value, nnx.Variable)
+
+
+def _running_average(momentum: float, old: nnx.Variable, batch: nnx.Variable) -> nnx.Variable:
+    """BatchNorm's running update ``momentum * old + (1 - momentum) * batch`` of one statistic."""
+    return old.replace(momentum * old[...] + (1 - momentum) * batch[...])
 
 
 def fresh_streams(streams: nnx.State, key: jax.Array | None) -> nnx.State:
@@ -274,13 +347,34 @@ def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxMode
     _check_arguments(build, record, given=("rngs",))
     module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **record.keywords))
     _check_attributes(module, record)
-    graphdef, _, streams, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
+    graphdef, params, streams, rest = nnx.split(module, CARRIED, nnx.RngState, ...)
     if jax.tree.leaves(rest):
         raise InputError(
-            f"model {record.factory} holds state other than nnx.Param and RNG streams "
-            f"({', '.join(sorted(map(str, rest.keys())))}); freeze batch statistics into parameters."
+            f"model {record.factory} holds state other than nnx.Param, BatchNorm statistics and RNG streams "
+            f"({', '.join(sorted(map(str, rest.keys())))}); make it a parameter or a constant of the module."
         )
-    return NnxModel(record, build, graphdef, streams, *_shape_attributes(module))
+    return NnxModel(record, build, graphdef, streams, _momenta(module, params, record), *_shape_attributes(module))
+
+
+def _momenta(module: nnx.Module, params: nnx.State, record: ModelConfig) -> nnx.State | None:
+    """Each ``nnx.BatchStat``'s layer momentum, shaped like the statistics (``None`` without any); statistics
+    outside an ``nnx.BatchNorm`` are refused by name, since their update rule is not known."""
+    stats = nnx.filter_state(params, nnx.BatchStat)
+    if not jax.tree.leaves(stats):
+        return None
+    layers = {tuple(path): layer for path, layer in nnx.iter_modules(module)}
+
+    def momentum(path, _):
+        owner = layers.get(tuple(key.key for key in path[:-1]))
+        if not isinstance(owner, nnx.BatchNorm):
+            where = ".".join(str(key.key) for key in path)
+            raise InputError(
+                f"model {record.factory} holds batch statistics at {where} outside an nnx.BatchNorm; "
+                "use nnx.BatchNorm, whose running update training knows."
+            )
+        return float(owner.momentum)
+
+    return jax.tree_util.tree_map_with_path(momentum, stats, is_leaf=_is_variable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,10 +410,16 @@ class LinenModel:
         if dropout:
             raise InputError(DROPOUT_REFUSAL)
         rngs = {} if key is None else {"dropout": key}
-        return self.module.apply({"params": params}, x, rngs=rngs, **self._mode(key is not None)), None
+        return Forward(self.module.apply({"params": params}, x, rngs=rngs, **self._mode(key is not None)))
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
         return self.module.apply({"params": params}, x, layer, method="features")
+
+    def trainable(self, params) -> bool:
+        return True
+
+    def with_stats(self, params, stats, *, average: bool = False):
+        return params
 
 
 def linen_model(factory: str | Callable[..., linen.Module], **arguments) -> LinenModel:

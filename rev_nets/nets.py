@@ -54,11 +54,19 @@ class Net:
     def init(self, key: jax.Array) -> Params:
         return init(key, self)
 
-    def forward(self, params: Params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0):
-        return forward(self, params, x, key=key, dropout=dropout)
+    def forward(
+        self, params: Params, x: jax.Array, *, key: jax.Array | None = None, dropout: float = 0.0
+    ) -> models.Forward:
+        return models.Forward(*forward(self, params, x, key=key, dropout=dropout))
 
     def features(self, params: Params, x: jax.Array, layer: int) -> jax.Array:
         return features(self, params, x, layer)
+
+    def trainable(self, params: Params) -> bool:
+        return True  # Every weight and bias; a Net holds no statistics.
+
+    def with_stats(self, params: Params, stats, *, average: bool = False) -> Params:
+        return params
 
 
 def layer_shapes(net: Net) -> tuple[tuple[int, ...], ...]:

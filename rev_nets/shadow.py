@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -131,6 +132,13 @@ def twins(
     return jax.lax.stop_gradient(x_syn)
 
 
+class LossAux(NamedTuple):
+    """What ``loss`` returns beside its value: the step's metrics, and the real batch's statistics (or ``None``)."""
+
+    metrics: dict[str, jax.Array]
+    stats: Any = None
+
+
 def loss(
     model: models.Model,
     params,
@@ -142,24 +150,30 @@ def loss(
     dropout: float = 0.0,
     weight: jax.Array | float | None = None,
     alpha: tuple[jax.Array, ...] | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The SHADOW loss of a real batch (plain cross-entropy when SHADOW is off).
+) -> tuple[jax.Array, LossAux]:
+    """The SHADOW loss of a real batch (plain cross-entropy when SHADOW is off), in training mode.
 
     ``weight`` overrides ``config.weight`` (a traced value, so that a schedule
     such as ``weight_at`` changes it without a new trace), and ``alpha`` the
-    generator's alphas (``twins``). Returns the loss
-    and metrics: real and synthetic cross-entropy and error, and the
-    synthetic-to-real input norm ratio.
+    generator's alphas (``twins``). On a net with BatchNorm the generator runs
+    backwards through each layer's scale on the real batch's statistics, and
+    the twins' forward is a forward of their own whose statistics are
+    discarded, so that the real term and the running statistics are plain
+    backprop's. Returns the loss and a ``LossAux`` (``jax.value_and_grad``'s
+    ``has_aux`` form): metrics (real and synthetic cross-entropy and error, the
+    synthetic-to-real input norm ratio) and the real batch's statistics
+    (``None`` without BatchNorm), for the running update.
     """
     real_key, syn_key, gen_key = jax.random.split(key, 3)
-    logits, hiddens = model.forward(params, x, key=real_key, dropout=dropout)
-    ce_real = cross_entropy(logits, y)
-    metrics = {"ce_real": ce_real, "error_real": error_rate(logits, y)}
+    real = model.forward(params, x, key=real_key, dropout=dropout)
+    ce_real = cross_entropy(real.logits, y)
+    metrics = {"ce_real": ce_real, "error_real": error_rate(real.logits, y)}
     if not config.enabled:
-        return ce_real, metrics
-    h = hiddens[config.layer - 1].h if dropout and hiddens is not None else None
-    x_syn = twins(model, params, x, config, gen_key, h, alpha)
-    logits_syn, _ = model.forward(params, x_syn, key=syn_key, dropout=dropout)
+        return ce_real, LossAux(metrics, real.stats)
+    h = real.hiddens[config.layer - 1].h if dropout and real.hiddens is not None else None
+    at_batch = model.with_stats(params, jax.lax.stop_gradient(real.stats))
+    x_syn = twins(model, at_batch, x, config, gen_key, h, alpha)
+    logits_syn = model.forward(params, x_syn, key=syn_key, dropout=dropout).logits
     ce_syn = cross_entropy(logits_syn, y)
     metrics |= {
         "ce_synthetic": ce_syn,
@@ -167,4 +181,4 @@ def loss(
         "norm_ratio": jnp.linalg.norm(x_syn) / jnp.linalg.norm(x),
     }
     w = config.weight if weight is None else weight
-    return (ce_real + w * ce_syn) / (1.0 + w), metrics
+    return (ce_real + w * ce_syn) / (1.0 + w), LossAux(metrics, real.stats)

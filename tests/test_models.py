@@ -37,13 +37,28 @@ def tiny_residual(*, rngs, dropout=0.0):
     return ResidualCNN((2, 3), 4, (8, 8, 3), dropout, rngs=rngs)
 
 
-class WithBatchStats(nnx.Module):
+class Counter(nnx.Variable):
+    """State that is neither a parameter nor a BatchNorm statistic: training would not know how to update it."""
+
+
+class WithCounter(nnx.Module):
     def __init__(self, *, rngs):
-        self.norm = nnx.BatchNorm(3, rngs=rngs)
+        self.calls = Counter(jnp.zeros(()))
         self.depth, self.input_shape, self.num_classes = 1, (8, 8, 3), 4
 
     def features(self, x, layer):
-        return nnx.relu(self.norm(x))
+        return nnx.relu(x)
+
+
+class LooseStatistics(nnx.Module):
+    """Batch statistics outside an nnx.BatchNorm: their update rule (momentum) is unknown."""
+
+    def __init__(self, *, rngs):
+        self.mean = nnx.BatchStat(jnp.zeros((3,)))
+        self.depth, self.input_shape, self.num_classes = 1, (8, 8, 3), 4
+
+    def features(self, x, layer):
+        return nnx.relu(x - self.mean[...])
 
 
 class DroppedLogits(nnx.Module):
@@ -110,9 +125,9 @@ def test_an_nnx_model_is_a_pure_model_whose_params_are_its_nnx_params():
     params = model.init(jax.random.key(0))
     module = tiny_residual(rngs=nnx.Rngs(0))
     x, _ = _batch()
-    logits, hiddens = model.forward(params, x)
+    logits, hiddens, stats = model.forward(params, x)
     np.testing.assert_allclose(logits, module(x), rtol=1e-6)
-    assert hiddens is None and model.depth == 2 and model.num_classes == 4
+    assert hiddens is None and stats is None and model.depth == 2 and model.num_classes == 4
     np.testing.assert_allclose(model.features(params, x, 2), module.features(x, 2), rtol=1e-6)
     assert models.param_count(model) == sum(a.size for a in jax.tree.leaves(nnx.state(module, nnx.Param)))
     assert model == models.nnx_model(tiny_residual) and hash(model) == hash(models.nnx_model(tiny_residual))
@@ -126,9 +141,9 @@ def test_shadow_on_an_nnx_model_generates_from_its_features_and_stops_gradients(
     x, y = _batch()
     config = shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))
     key = jax.random.key(1)
-    value, metrics = shadow.loss(model, params, x, y, config, key)
+    value, (metrics, _) = shadow.loss(model, params, x, y, config, key)
     x_syn = generator.twins(model, params, x, 2, alpha="data", key=jax.random.split(key, 3)[2])
-    logits_syn, _ = model.forward(params, x_syn)
+    logits_syn = model.forward(params, x_syn).logits
     np.testing.assert_allclose(metrics["ce_synthetic"], shadow.cross_entropy(logits_syn, y), rtol=1e-5)
     grads = jax.grad(lambda p: shadow.loss(model, p, x, y, config, key)[0])(params)
     on_fixed = lambda p: (
@@ -193,9 +208,11 @@ def test_an_nnx_model_with_dropout_trains_with_shadow_and_dropout_changes_the_ru
     assert histories[0.5][0]["train_loss"] != histories[0.0][0]["train_loss"]  # the rate reached training
 
 
-def test_nnx_models_with_state_other_than_params_are_refused():
-    with pytest.raises(ValueError, match="holds state other than nnx.Param and RNG streams"):
-        models.nnx_model(WithBatchStats)
+def test_nnx_models_with_state_other_than_params_and_batchnorm_statistics_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"holds state other than nnx.Param, BatchNorm statistics .*\(calls\)"):
+        models.nnx_model(WithCounter)
+    with pytest.raises(ValueError, match="batch statistics at mean outside an nnx.BatchNorm"):
+        models.nnx_model(LooseStatistics)
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,20 @@
 import subprocess
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from benchmarks import parallel_runs
+from rev_nets import models
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 5
 
 
-def _train(out, devices: int) -> np.lib.npyio.NpzFile:
+def _train(out, devices: int, steps: int = STEPS, batch_norm: bool = False) -> np.lib.npyio.NpzFile:
     subprocess.run(
-        parallel_runs.worker_command(str(out), STEPS),
+        parallel_runs.worker_command(str(out), steps, batch_norm=batch_norm),
         env=parallel_runs.worker_env(devices),
         cwd=ROOT,
         check=True,
@@ -29,9 +31,9 @@ def single_device(tmp_path_factory):
     return _train(tmp_path_factory.mktemp("single") / "run.npz", devices=1)
 
 
-def _assert_same_steps(reference, other, devices):
+def _assert_same_steps(reference, other, devices, steps=STEPS):
     assert int(other["devices"]) == devices
-    assert len(other["losses"]) == STEPS
+    assert len(other["losses"]) == steps
     np.testing.assert_allclose(other["losses"], reference["losses"], rtol=1e-5)
     for name in reference.files:
         if name.startswith("param_"):
@@ -40,6 +42,17 @@ def _assert_same_steps(reference, other, devices):
 
 def test_eight_host_devices_match_one_device(single_device, tmp_path):
     _assert_same_steps(single_device, _train(tmp_path / "run.npz", devices=8), devices=8)
+
+
+def test_batchnorm_statistics_over_eight_devices_are_the_global_batch_statistics(tmp_path):
+    """A BatchNorm net's SHADOW steps on 8 devices equal 1 device's, running statistics included: each device's
+    share is normalised by the whole batch's statistics (jit all-reduces the mean over the sharded batch)."""
+    one = _train(tmp_path / "one.npz", devices=1, steps=3, batch_norm=True)
+    eight = _train(tmp_path / "eight.npz", devices=8, steps=3, batch_norm=True)
+    model = models.build_model("rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True)
+    carried = jax.tree.leaves(model.init(jax.random.key(0)))
+    assert sum(name.startswith("param_") for name in one.files) == len(carried)  # the statistics are compared too
+    _assert_same_steps(one, eight, devices=8, steps=3)
 
 
 def test_two_processes_match_one_process(single_device, tmp_path, monkeypatch):

@@ -57,7 +57,7 @@ def test_loss_matches_numpy_oracle(layer, weight):
     params = nets.init(jax.random.key(0), TINY)
     x, y = _tiny_batch()
     config = shadow.ShadowConfig(layer=layer, weight=weight)
-    value, metrics = shadow.loss(TINY, params, jnp.asarray(x), jnp.asarray(y), config, jax.random.key(1))
+    value, (metrics, _) = shadow.loss(TINY, params, jnp.asarray(x), jnp.asarray(y), config, jax.random.key(1))
     np.testing.assert_allclose(value, _numpy_shadow_loss(params, x, y, layer, weight), rtol=1e-5)
     assert set(metrics) == {"ce_real", "error_real", "ce_synthetic", "error_synthetic", "norm_ratio"}
 
@@ -65,7 +65,7 @@ def test_loss_matches_numpy_oracle(layer, weight):
 def test_shadow_off_is_plain_cross_entropy():
     params = nets.init(jax.random.key(0), TINY)
     x, y = _tiny_batch()
-    value, metrics = shadow.loss(TINY, params, x, y, shadow.ShadowConfig(layer=0), jax.random.key(1))
+    value, (metrics, _) = shadow.loss(TINY, params, x, y, shadow.ShadowConfig(layer=0), jax.random.key(1))
     logits, _ = nets.forward(TINY, params, x)
     np.testing.assert_allclose(value, shadow.cross_entropy(logits, y), rtol=1e-6)
     assert set(metrics) == {"ce_real", "error_real"}
@@ -81,7 +81,7 @@ def test_zero_weight_is_the_real_loss_with_synthetic_metrics():
     params = nets.init(jax.random.key(0), TINY)
     x, y = _tiny_batch()
     config = shadow.ShadowConfig(layer=2)
-    value, metrics = shadow.loss(TINY, params, x, y, config, jax.random.key(1), weight=0.0)
+    value, (metrics, _) = shadow.loss(TINY, params, x, y, config, jax.random.key(1), weight=0.0)
     np.testing.assert_allclose(value, metrics["ce_real"], rtol=1e-6)
     full, _ = shadow.loss(TINY, params, x, y, config, jax.random.key(1))
     np.testing.assert_allclose(full, (metrics["ce_real"] + metrics["ce_synthetic"]) / 2, rtol=1e-6)

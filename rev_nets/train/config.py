@@ -113,6 +113,12 @@ class TrainConfig:
                 "needs unlabelled images: give num_labels=N (the other training images become the unlabelled set), "
                 "or consistency.kind='none'.",
             )
+        if self.consistency.enabled and models.holds_stats(model):
+            raise SettingError(
+                "consistency.kind",
+                "is not defined for a net with BatchNorm (its consistency term runs in evaluation mode, on running "
+                "statistics that the term itself would train against); give consistency.kind='none'.",
+            )
         if self.consistency.enabled and self.shadow.generator.alpha == "data":
             raise SettingError(
                 "shadow.generator.alpha",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import optax
 from flax.training import train_state
@@ -23,19 +25,28 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.S
     return optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), after], [warmup])
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with momentum or Adam on the schedule, with optional clipping and weight decay."""
+def make_optimizer(
+    config: TrainConfig, steps_per_epoch: int, trainable: Any = True
+) -> optax.GradientTransformation:
+    """SGD with momentum or Adam on the schedule, with optional clipping and weight decay, moving only the leaves
+    ``trainable`` (a model's ``trainable(params)``) marks: BatchNorm statistics and constants get no update, no
+    optimizer state and no weight decay. The optimizer proper is the chain's last part, whatever the clipping."""
     lr = learning_rate_schedule(config, steps_per_epoch)
+    moves = all(jax.tree.leaves(trainable))  # Every leaf moves: the plain chain (and its optimizer state).
     parts = []
     if config.grad_clip:
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay))
-    parts.append(optax.sgd(lr, momentum=config.momentum) if config.optimizer == "sgd" else optax.adam(lr))
-    return optax.chain(*parts)
+        parts.append(optax.add_decayed_weights(config.weight_decay, mask=None if moves else trainable))
+    descent = optax.sgd(lr, momentum=config.momentum) if config.optimizer == "sgd" else optax.adam(lr)
+    if not moves:
+        labels = jax.tree.map(lambda leaf_moves: "trained" if leaf_moves else "fixed", trainable)
+        descent = optax.multi_transform({"trained": descent, "fixed": optax.set_to_zero()}, labels)
+    return optax.chain(*parts, descent)
 
 
 def create_state(model: models.Model, config: TrainConfig, steps_per_epoch: int) -> train_state.TrainState:
     """A fresh TrainState with the run's seed."""
     params = model.init(jax.random.key(config.seed))
-    return train_state.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(config, steps_per_epoch))
+    tx = make_optimizer(config, steps_per_epoch, model.trainable(params))
+    return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)

@@ -63,7 +63,8 @@ def train_step(
     consistency loss of the unlabelled images ``unlabelled[unlabelled_indices]``
     is added at its ramped weight. With ``batch_sharding`` the batch is split
     along the mesh's data axis, so XLA runs each device's share and
-    all-reduces the gradients.
+    all-reduces the gradients. A model with BatchNorm averages the real
+    batch's statistics (over the whole batch, all devices) into its params.
     """
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
     weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
@@ -72,17 +73,18 @@ def train_step(
         u_weight = consistency.weight_at(config.consistency, state.step, steps_per_epoch * config.epochs)
 
     def objective(params):
-        value, metrics = shadow.loss(
+        value, (metrics, stats) = shadow.loss(
             model, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight, alpha=alpha
         )
-        if not config.consistency.enabled:
-            return value, metrics
-        u_key = jax.random.fold_in(key, CONSISTENCY_STREAM)
-        u_value, u_metrics = consistency.loss(model, params, u, config.consistency, config.shadow.generator, u_key)
-        return value + u_weight * u_value, metrics | u_metrics
+        if config.consistency.enabled:
+            u_key = jax.random.fold_in(key, CONSISTENCY_STREAM)
+            u_value, u_metrics = consistency.loss(model, params, u, config.consistency, config.shadow.generator, u_key)
+            value, metrics = value + u_weight * u_value, metrics | u_metrics
+        return value, (metrics, stats)
 
-    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    (loss, (metrics, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
+    state = state.replace(params=model.with_stats(state.params, stats, average=True))
     metrics |= gradient_metrics(grads, config.grad_clip)
     sums = {name: acc[name] + value for name, value in (metrics | {"loss": loss}).items()}
     return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
@@ -138,12 +140,14 @@ def make_alpha_fit(model: models.Model, config: TrainConfig, mesh: Mesh):
 
     For a config with ``alpha="data"`` the loop fits them at each epoch's
     start and freezes them for the epoch, so the fit costs one batch's
-    reverse pass per epoch, not one per step.
+    reverse pass per epoch, not one per step. BatchNorm layers scale by
+    that batch's statistics, as in the training step's generator.
     """
 
     def fit(params, split, indices):
         x, _ = shard_batch(data.batch_at(split, indices), batch_sharding(mesh))
-        features = lambda v: model.features(params, v, config.shadow.layer)
+        at_batch = model.with_stats(params, model.forward(params, x, key=jax.random.key(0)).stats)
+        features = lambda v: model.features(at_batch, v, config.shadow.layer)
         return generator.alphas(features, x, config.shadow.generator, smooth_sigma=0.0)
 
     return jax.jit(fit)
@@ -200,9 +204,9 @@ def eval_step(
     """Summed real/synthetic errors and real cross-entropy over the unmasked examples (``synthetic_config``: the
     synthetic test data's generator, ``TrainConfig.synthetic_config``)."""
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
-    logits, _ = model.forward(params, x)
+    logits = model.forward(params, x).logits
     x_syn = shadow.twins(model, params, x, synthetic_config, None)
-    logits_syn, _ = model.forward(params, x_syn)
+    logits_syn = model.forward(params, x_syn).logits
     wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return {"errors": wrong(logits), "synthetic_errors": wrong(logits_syn), "ce": jnp.sum(ce * mask)}

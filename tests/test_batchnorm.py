@@ -1,0 +1,234 @@
+"""BatchNorm nets: statistics carried beside the params, trained, saved and resumed; the generator through them."""
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import oracles
+import pytest
+from flax import nnx
+
+from rev_nets import data, generator, models, shadow, train
+from rev_nets.consistency import ConsistencyConfig
+from rev_nets.errors import SettingError, Stopped
+from rev_nets.train import rundir
+
+EPS = 1e-5  # nnx.BatchNorm's epsilon
+PADS = oracles.same_pads(8, 3, 1)
+
+
+class ConvNormNet(nnx.Module):
+    """Stages of ``conv -> BatchNorm -> ReLU -> 2x2 max pool`` on 8x8x3 images, then a dense head."""
+
+    def __init__(self, *, rngs, channels=(4, 6), num_classes=3, momentum=0.9):
+        widths = (3, *channels)
+        self.convs = nnx.List([nnx.Conv(a, b, (3, 3), rngs=rngs) for a, b in zip(widths, channels)])
+        self.norms = nnx.List([nnx.BatchNorm(c, momentum=momentum, rngs=rngs) for c in channels])
+        self.head = nnx.Linear(2 * 2 * channels[-1], num_classes, rngs=rngs)
+        self.depth, self.input_shape, self.num_classes = len(channels), (8, 8, 3), num_classes
+
+    def features(self, x, layer):
+        for conv, norm in zip(self.convs[:layer], self.norms[:layer]):
+            x = nnx.max_pool(nnx.relu(norm(conv(x))), (2, 2), strides=(2, 2))
+        return x
+
+    def __call__(self, x):
+        h = self.features(x, self.depth)
+        return self.head(h.reshape(h.shape[0], -1))
+
+
+MODEL = models.nnx_model(ConvNormNet)
+
+
+def _params(seed=0):
+    """Params with BatchNorm scales, shifts and running statistics drawn away from their initial values."""
+    params = MODEL.init(jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    for norm in params["norms"].values():
+        size = norm["scale"][...].shape
+        norm["scale"][...] = jnp.asarray(rng.uniform(0.5, 1.5, size), jnp.float32)
+        norm["bias"][...] = jnp.asarray(rng.normal(0, 0.3, size), jnp.float32)
+        norm["mean"][...] = jnp.asarray(rng.normal(0, 0.5, size), jnp.float32)
+        norm["var"][...] = jnp.asarray(rng.uniform(0.5, 2.0, size), jnp.float32)
+    return params
+
+
+def _batch(n=12, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0.5, 2.0, (n, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, n).astype(np.int32))
+
+
+def _numpy_layers(params, x, training):
+    """Each stage's numpy forward: pre-BatchNorm values, statistics used, post-ReLU values and pooled output."""
+    stages, a = [], np.asarray(x, np.float64)
+    for conv, norm in zip(params["convs"].values(), params["norms"].values()):
+        z = oracles.conv(a, np.asarray(conv["kernel"][...], np.float64), (1, 1), (PADS, PADS)) + conv["bias"][...]
+        if training:
+            mean, var = z.mean(axis=(0, 1, 2)), z.var(axis=(0, 1, 2))
+        else:
+            mean, var = np.asarray(norm["mean"][...], np.float64), np.asarray(norm["var"][...], np.float64)
+        scale = np.asarray(norm["scale"][...], np.float64) / np.sqrt(var + EPS)
+        r = np.maximum((z - mean) * scale + np.asarray(norm["bias"][...]), 0.0)
+        pooled = oracles.max_pool(r, 2)
+        stages.append({"z": z, "mean": mean, "var": var, "scale": scale, "r": r, "pooled": pooled, "below": a})
+        a = pooled
+    return stages
+
+
+def _numpy_twins(params, x, layer, training):
+    """From h_layer down: unpool at the switches, ReLU of the signal, BatchNorm's per-channel scale (no shift), then
+    alpha A^T with the calibrated alpha of the map with that scale folded into its weights."""
+    stages = _numpy_layers(params, x, training)
+    g = stages[layer - 1]["pooled"]
+    for l in range(layer, 0, -1):
+        stage, w = stages[l - 1], np.asarray(params["convs"][l - 1]["kernel"][...], np.float64)
+        folded = w * stage["scale"]  # per output channel
+        alpha = (2.0 if l > 1 else 1.0) / (9 * w.shape[2] * np.mean(folded**2))
+        signal = np.maximum(oracles.max_unpool(g, stage["r"], 2), 0.0) * stage["scale"]
+        g = alpha * oracles.conv_transpose(signal, w, stage["below"].shape[1:3], (1, 1), (PADS, PADS))
+    return g
+
+
+def test_a_training_forward_returns_exactly_its_batchs_statistics_and_evaluation_uses_the_running_ones():
+    params, (x, _) = _params(), _batch()
+    out = MODEL.forward(params, jnp.asarray(x), key=jax.random.key(0))
+    stages = _numpy_layers(params, x, training=True)
+    for i, stage in enumerate(stages):
+        np.testing.assert_allclose(out.stats["norms"][i]["mean"][...], stage["mean"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out.stats["norms"][i]["var"][...], stage["var"], rtol=1e-5, atol=1e-5)
+    evaluated = MODEL.forward(params, jnp.asarray(x))
+    assert evaluated.stats is None
+    np.testing.assert_allclose(
+        MODEL.features(params, jnp.asarray(x), 2), _numpy_layers(params, x, training=False)[1]["pooled"], rtol=1e-4
+    )
+    assert not np.allclose(out.logits, evaluated.logits)  # the two modes normalise by different statistics
+
+
+def test_the_running_update_averages_at_each_layers_momentum_and_replacing_takes_the_statistics_as_given():
+    params, (x, _) = _params(), _batch()
+    stats = MODEL.forward(params, jnp.asarray(x), key=jax.random.key(0)).stats
+    averaged = MODEL.with_stats(params, stats, average=True)
+    replaced = MODEL.with_stats(params, stats)
+    for i in range(2):
+        for name in ("mean", "var"):
+            old, new = params["norms"][i][name][...], stats["norms"][i][name][...]
+            np.testing.assert_allclose(averaged["norms"][i][name][...], 0.9 * old + 0.1 * new, rtol=1e-6)
+            np.testing.assert_array_equal(replaced["norms"][i][name][...], new)
+    chex.assert_trees_all_equal(averaged["convs"], params["convs"])  # only statistics change
+    assert models.holds_stats(MODEL) and not models.holds_stats(models.nnx_model("rev_nets.nnx_zoo:residual_cnn"))
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+@pytest.mark.parametrize("training", [False, True], ids=["running_statistics", "batch_statistics"])
+def test_twins_of_a_batchnorm_net_match_numpy(layer, training):
+    params, (x, _) = _params(), _batch()
+    if training:  # The training step's generator: this batch's statistics, read from its forward pass.
+        stats = MODEL.forward(params, jnp.asarray(x), key=jax.random.key(0)).stats
+        params = MODEL.with_stats(params, stats)
+    twins = generator.twins(MODEL, params, jnp.asarray(x), layer)
+    np.testing.assert_allclose(twins, _numpy_twins(_params(), x, layer, training), rtol=2e-4, atol=1e-5)
+
+
+def test_the_calibrated_alpha_folds_each_batchnorm_scale_into_its_map():
+    params, (x, _) = _params(), _batch()
+    alphas = generator.alphas(lambda v: MODEL.features(params, v, 2), jnp.asarray(x))
+    stages = _numpy_layers(params, x, training=False)
+    for l, (alpha, stage) in enumerate(zip(alphas, stages), start=1):
+        w = np.asarray(params["convs"][l - 1]["kernel"][...], np.float64)
+        expected = (2.0 if l > 1 else 1.0) / (9 * w.shape[2] * np.mean((w * stage["scale"]) ** 2))
+        np.testing.assert_allclose(alpha, expected, rtol=1e-5)
+        assert not np.isclose(alpha, (2.0 if l > 1 else 1.0) / (9 * w.shape[2] * np.mean(w**2)), rtol=1e-2)
+
+
+def test_shadows_gradient_is_backprops_plus_the_fixed_twins_own_and_its_statistics_are_backprops():
+    """The twins' forward is a forward of its own: the real term's gradient and the statistics are backprop's."""
+    params, (x, y) = _params(), _batch()
+    x, y, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(3)
+    config = shadow.ShadowConfig(layer=2)
+    value, (metrics, stats) = shadow.loss(MODEL, params, x, y, config, key)
+    real_key, syn_key, gen_key = jax.random.split(key, 3)
+    backprop_value, (_, backprop_stats) = shadow.loss(MODEL, params, x, y, shadow.ShadowConfig(), key)
+    chex.assert_trees_all_equal(stats, backprop_stats)
+    at_batch = MODEL.with_stats(params, stats)
+    x_syn = generator.twins(MODEL, at_batch, x, 2, key=gen_key)
+    train_ce = lambda p, v, k: shadow.cross_entropy(MODEL.forward(p, v, key=k).logits, y)
+    expected = jax.tree.map(
+        lambda a, b: (a + b) / 2, jax.grad(train_ce)(params, x, real_key), jax.grad(train_ce)(params, x_syn, syn_key)
+    )
+    grads = jax.grad(lambda p: shadow.loss(MODEL, p, x, y, config, key)[0])(params)
+    chex.assert_trees_all_close(grads, expected, rtol=1e-4, atol=1e-6)
+    backprop_grads = jax.grad(lambda p: shadow.loss(MODEL, p, x, y, shadow.ShadowConfig(), key)[0])(params)
+    chex.assert_trees_all_close(backprop_grads, jax.grad(train_ce)(params, x, real_key), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(metrics["ce_real"], backprop_value, rtol=1e-6)
+
+
+def _splits(n_train=48, n_eval=20):
+    (x, y), (u, v) = _batch(n_train, seed=4), _batch(n_eval, seed=5)
+    return (x, y), {"test": (u, v)}
+
+
+def _config(**overrides):
+    base = {"epochs": 2, "batch_size": 12, "learning_rate": 0.05, "log_every": 2, "shadow": shadow.ShadowConfig(layer=2)}
+    return train.TrainConfig(**(base | overrides))
+
+
+def _stats_of(params):
+    return nnx.filter_state(params, nnx.BatchStat)
+
+
+def test_one_step_of_shadow_and_of_backprop_leave_the_same_running_statistics():
+    (x, y), _ = _splits()
+    states = {
+        name: train.fit_in_memory(MODEL, _config(epochs=1, shadow=config), (x, y), steps=1)[0]
+        for name, config in {"shadow": shadow.ShadowConfig(layer=2), "backprop": shadow.ShadowConfig()}.items()
+    }
+    chex.assert_trees_all_equal(_stats_of(states["shadow"].params), _stats_of(states["backprop"].params))
+    initial = _stats_of(MODEL.init(jax.random.key(0)))
+    assert not np.allclose(_stats_of(states["shadow"].params)["norms"][0]["mean"][...], initial["norms"][0]["mean"][...])
+
+
+def test_the_optimizer_moves_parameters_only_so_weight_decay_leaves_the_statistics_to_their_update():
+    (x, y), _ = _splits()
+    config = _config(epochs=1, weight_decay=0.5, shadow=shadow.ShadowConfig())
+    state, _ = train.fit_in_memory(MODEL, config, (x, y), steps=1)
+    fresh = MODEL.init(jax.random.key(0))
+    forward = MODEL.forward(fresh, jnp.asarray(x[:12]), key=jax.random.key(0))  # the statistics of some batch
+    assert jax.tree.structure(forward.stats) == jax.tree.structure(_stats_of(state.params))
+    moved = jax.tree.leaves(state.opt_state)
+    assert sum(leaf.size for leaf in moved if leaf.ndim) == sum(
+        leaf.size for leaf in jax.tree.leaves(nnx.filter_state(fresh, nnx.Param))
+    )  # momentum buffers for the parameters alone
+
+
+def _device_splits():
+    (x, y), evals = _splits()
+    as_split = lambda pair: data.DeviceSplit(jnp.asarray(pair[0]), jnp.asarray(pair[1]))
+    return as_split((x, y)), {name: as_split(pair) for name, pair in evals.items()}
+
+
+def test_a_batchnorm_run_saves_its_statistics_resumes_to_the_same_numbers_and_reads_back(tmp_path):
+    """Stopped mid-epoch (step 5 of 12) and resumed: the same metrics and statistics as an uninterrupted run, and the
+    saved statistics are what evaluation used."""
+    train_split, evals = _device_splits()
+    config = _config(epochs=3)
+    final, uninterrupted = train.fit(MODEL, config, train_split, evals, str(tmp_path / "ref"), figures=False)
+    workdir, polls = str(tmp_path / "run"), itertools.count()
+    with pytest.raises(Stopped):
+        train.fit(MODEL, config, train_split, evals, workdir, figures=False, stop=lambda: next(polls) == 5 or None)
+    resumed_state, resumed = train.fit(MODEL, config, train_split, evals, workdir, figures=False)
+    strip = lambda lines: [{k: v for k, v in l.items() if not k.endswith("_s") and k != "images_per_s"} for l in lines]
+    assert strip(resumed) == strip(uninterrupted)
+    chex.assert_trees_all_equal(_stats_of(resumed_state.params), _stats_of(final.params))
+    run = rundir.load_run(workdir, factory=models.factory_name(ConvNormNet))
+    saved = run.params(run.steps[-1])
+    chex.assert_trees_all_close(_stats_of(saved), jax.device_get(_stats_of(final.params)))
+    logits = run.model.forward(saved, evals["test"].images).logits
+    assert float(shadow.error_rate(logits, evals["test"].labels)) == pytest.approx(uninterrupted[-1]["test_error"])
+
+
+def test_consistency_on_a_batchnorm_net_is_one_sentence():
+    config = _config(num_labels=12, consistency=ConsistencyConfig(kind="shadow", layer=2))
+    with pytest.raises(SettingError, match="consistency.kind is not defined for a net with BatchNorm"):
+        config.check(MODEL)
