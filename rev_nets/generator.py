@@ -24,7 +24,10 @@ any ``Model``: the synthetic twins of a batch, or of a source layer alone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax import lax
 
 from rev_nets import models, transposition
@@ -189,8 +193,66 @@ def _check_call(x, key: jax.Array | None, config: GeneratorConfig) -> None:
         raise InputError("Sampling (rho < 1) needs a PRNG key; pass key=jax.random.key(seed).")
 
 
+def _modules_called(function, depth: int = 0) -> list[nnx.Module]:
+    """The NNX modules ``function`` reaches: a bound method's module, and those its closure, globals or partial
+    arguments hold (two levels of helper functions deep)."""
+    if isinstance(function, nnx.Module):
+        return [function]
+    if depth > 2:
+        return []
+    if isinstance(function, functools.partial):
+        inner = [function.func, *function.args, *function.keywords.values()]
+    elif inspect.ismethod(function):
+        inner = [function.__self__]
+    elif inspect.isfunction(function):
+        held = inspect.getclosurevars(function)
+        inner = [*held.nonlocals.values(), *held.globals.values()]
+    else:
+        return []
+    return [module for value in inner for module in _modules_called(value, depth + 1)]
+
+
+@contextlib.contextmanager
+def _at_batch_statistics(features, x):
+    """While the generator runs ``features``: every ``nnx.BatchNorm`` it calls in training mode normalises by x's
+    batch statistics held constant (read exactly, by one forward at x with momentum 0), as the forward did; after,
+    each has its running statistics, momentum and mode back."""
+    norms = [
+        layer
+        for module in _modules_called(features)
+        for _, layer in nnx.iter_modules(module)
+        if isinstance(layer, nnx.BatchNorm) and layer.use_running_average is False
+    ]
+    if not norms:
+        yield
+        return
+    if isinstance(x, jax.core.Tracer):
+        raise InputError(
+            "features calls an NNX module in training mode (BatchNorm on batch statistics) under a JAX "
+            "transformation, where flax forbids changing its state; call reverse outside jit, put the module in "
+            "evaluation mode (module.eval()), or reverse a models.nnx_model, whose params carry the statistics."
+        )
+    saved = [(norm, norm.mean[...], norm.var[...], norm.momentum) for norm in norms]
+    try:
+        for norm in norms:
+            norm.momentum = 0.0
+        features(x)
+        for norm in norms:
+            norm.use_running_average = True
+        yield
+    finally:
+        for norm, mean, var, momentum in saved:
+            norm.mean[...], norm.var[...] = mean, var
+            norm.momentum, norm.use_running_average = momentum, False
+
+
 def _reverse(features, x, h, key, config: GeneratorConfig):
     _check_call(x, key, config)
+    with _at_batch_statistics(features, x):
+        return _reverse_traced(features, x, h, key, config)
+
+
+def _reverse_traced(features, x, h, key, config: GeneratorConfig):
     graph = transposition.trace(features, x, config.plain_vjp)
     if h is not None and (h.shape != graph.out_shape or h.dtype != graph.out_dtype):
         raise InputError(

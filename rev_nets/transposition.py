@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import flax.errors
 import jax
 import jax.extend.core as jc
 import jax.numpy as jnp
@@ -117,7 +118,14 @@ class Graph:
 
 def trace(features: Callable, x: jax.Array, plain_vjp: Sequence[str] = ()) -> Graph:
     """``features`` at ``x`` as a checked flat graph; raises ``InputError`` naming any primitive it cannot reverse."""
-    closed = jax.make_jaxpr(features)(x)
+    try:
+        closed = jax.make_jaxpr(features)(x)
+    except flax.errors.TraceContextError:
+        raise InputError(
+            "features changes a Flax NNX module's state as it runs (dropout drawing from its RNG streams, or "
+            "statistics outside an nnx.BatchNorm), which cannot be traced; put the module in evaluation mode "
+            "(module.eval()) before reversing it."
+        ) from None
     if len(closed.jaxpr.invars) != 1 or len(closed.jaxpr.outvars) != 1:
         raise InputError("features must map one array (the batch) to one array (the source hidden layer).")
     graph = _Builder()

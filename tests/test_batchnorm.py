@@ -232,3 +232,41 @@ def test_consistency_on_a_batchnorm_net_is_one_sentence():
     config = _config(num_labels=12, consistency=ConsistencyConfig(kind="shadow", layer=2))
     with pytest.raises(SettingError, match="consistency.kind is not defined for a net with BatchNorm"):
         config.check(MODEL)
+
+
+def _module_with(params):
+    module = ConvNormNet(rngs=nnx.Rngs(0))
+    nnx.update(module, params)
+    return module
+
+
+def test_a_module_in_training_mode_reverses_with_its_batchs_statistics_and_keeps_its_running_ones():
+    params, (x, _) = _params(), _batch()
+    module = _module_with(params)
+    running = jax.tree.map(np.array, nnx.state(module, nnx.BatchStat))
+    twins = generator.reverse(lambda v: module.features(v, 2), jnp.asarray(x))
+    np.testing.assert_allclose(twins, _numpy_twins(params, x, 2, training=True), rtol=2e-4, atol=1e-5)
+    chex.assert_trees_all_equal(jax.tree.map(np.array, nnx.state(module, nnx.BatchStat)), running)
+    assert module.norms[0].use_running_average is False and module.norms[0].momentum == 0.9
+    module.eval()  # evaluation mode: the running statistics
+    twins = generator.reverse(lambda v: module.features(v, 2), jnp.asarray(x))
+    np.testing.assert_allclose(twins, _numpy_twins(params, x, 2, training=False), rtol=2e-4, atol=1e-5)
+
+
+class DroppedHidden(nnx.Module):
+    def __init__(self, *, rngs):
+        self.linear, self.dropout = nnx.Linear(4, 4, rngs=rngs), nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, v):
+        return nnx.relu(self.dropout(self.linear(v)))
+
+
+def test_reversing_a_module_in_a_state_the_generator_cannot_hold_is_one_sentence():
+    module = _module_with(_params())
+    with pytest.raises(ValueError, match="^features calls an NNX module in training mode .* under a JAX transformation"):
+        jax.jit(lambda v: generator.reverse(lambda u: module.features(u, 2), v))(jnp.asarray(_batch()[0]))
+    dropped = DroppedHidden(rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"^features changes a Flax NNX module's state .*\(module.eval\(\)\)"):
+        generator.reverse(dropped, jnp.ones((2, 4)))
+    dropped.eval()
+    assert generator.reverse(dropped, jnp.ones((2, 4))).shape == (2, 4)
