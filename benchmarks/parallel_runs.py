@@ -2,7 +2,8 @@
 
 A worker trains a small max-pooled CNN with SHADOW (h3) on made data over
 every device of every process (or, with ``batch_norm``, the zoo's residual
-CNN with BatchNorm, whose statistics are over the global batch) and writes
+CNN with BatchNorm, whose statistics are over the global batch, on
+augmented images) and writes
 its per-step losses and final parameters, statistics included; ``drift``
 compares two such runs. Flag-free, so tests can import
 it beside other benchmark modules.
@@ -28,14 +29,15 @@ def train_steps(out: str, steps: int, batch_norm: bool = False) -> None:
 
     if batch_norm:  # A residual sum before a ReLU: the calibrated alpha's guarantee fails, so the formula.
         net = models.build_model("rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True)
-        generator = shadow.GeneratorConfig(alpha="formula")
+        generator, augment = shadow.GeneratorConfig(alpha="formula"), ("flip", "translate")
     else:
-        net, generator = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3)), shadow.GeneratorConfig()
+        net, generator, augment = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3)), shadow.GeneratorConfig(), ()
     config = train.TrainConfig(
         batch_size=BATCH,
         learning_rate=0.05,
         schedule="constant",
         shadow=shadow.ShadowConfig(layer=3, generator=generator),
+        augment=augment,
     )
     rng = np.random.default_rng(0)
     split = data.DeviceSplit(

@@ -137,6 +137,13 @@ TRAINING = (
     Flag("warmup_epochs", "train.warmup_epochs", "Linear learning-rate warm-up, in epochs."),
     Flag("weight_decay", "train.weight_decay", "Decoupled L2 weight decay."),
     Flag("grad_clip", "train.grad_clip", "Clip gradients to this global norm (0 = off)."),
+    Flag(
+        "augment",
+        "train.augment",
+        "Augment each training image in the step, its own draw: flip (horizontal, p=1/2), translate (up to 2 "
+        "pixels each way, border reflected); e.g. --augment=flip,translate. Empty = off.",
+        parse=tuple,
+    ),
     Flag("seed", "train.seed", "Seed of the initial weights, the batch order, dropout and sampling."),
     Flag(
         "cpu_devices",

@@ -55,6 +55,7 @@ BAD_TEXT = {  # Bad values of flags whose type says nothing about them ({name}: 
     "model_args": ["[1]", "{{bad", '{{"nosuch": 1}}'],
     "alpha": ["big", "nan", "inf", "-1"],
     "channels": ["8,x", "0", "8,-8", ""],
+    "augment": ["blur", "flip,flip", "flip,blur"],
     "run": ["{missing}", "{file}", "{empty}"],
     "weights": ["{missing}", "{nan_npz}"],
     "control": ["1,2", "784,64:0:1", "784,64:10:nan"],

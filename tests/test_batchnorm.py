@@ -209,10 +209,10 @@ def _device_splits():
 
 
 def test_a_batchnorm_run_saves_its_statistics_resumes_to_the_same_numbers_and_reads_back(tmp_path):
-    """Stopped mid-epoch (step 5 of 12) and resumed: the same metrics and statistics as an uninterrupted run, and the
-    saved statistics are what evaluation used."""
+    """Stopped mid-epoch (step 5 of 12) and resumed, images augmented: the same metrics and statistics as an
+    uninterrupted run (the same draws), and the saved statistics are what evaluation used."""
     train_split, evals = _device_splits()
-    config = _config(epochs=3)
+    config = _config(epochs=3, augment=("flip", "translate"))
     final, uninterrupted = train.fit(MODEL, config, train_split, evals, str(tmp_path / "ref"), figures=False)
     workdir, polls = str(tmp_path / "run"), itertools.count()
     with pytest.raises(Stopped):

@@ -45,8 +45,9 @@ def test_eight_host_devices_match_one_device(single_device, tmp_path):
 
 
 def test_batchnorm_statistics_over_eight_devices_are_the_global_batch_statistics(tmp_path):
-    """A BatchNorm net's SHADOW steps on 8 devices equal 1 device's, running statistics included: each device's
-    share is normalised by the whole batch's statistics (jit all-reduces the mean over the sharded batch)."""
+    """A BatchNorm net's SHADOW steps on augmented images, on 8 devices, equal 1 device's, running statistics
+    included: each device's share is normalised by the whole batch's statistics (jit all-reduces the mean over the
+    sharded batch), and each image draws the same flip and shift."""
     one = _train(tmp_path / "one.npz", devices=1, steps=3, batch_norm=True)
     eight = _train(tmp_path / "eight.npz", devices=8, steps=3, batch_norm=True)
     model = models.build_model("rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True)

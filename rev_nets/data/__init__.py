@@ -39,9 +39,11 @@ content is validated instead.
 Modules: ``catalog`` (dataset facts), ``idx`` and ``cifar`` (the original
 file formats), ``tfds``, ``sources`` (which of them a split comes from),
 ``pipeline`` (statistics, validation split, device arrays, batch indices),
-``fingerprints`` (what a run's splits hold, for a resume's check).
+``fingerprints`` (what a run's splits hold, for a resume's check),
+``augmentation`` (per-example flips and translations inside the train step).
 """
 
+from rev_nets.data.augmentation import augment
 from rev_nets.data.catalog import DATA_DIR_ENV, DATASETS, DataError, Dataset
 from rev_nets.data.fingerprints import differences as fingerprint_differences
 from rev_nets.data.fingerprints import fingerprint
@@ -63,6 +65,7 @@ from rev_nets.data.pipeline import (
 from rev_nets.data.sources import load, resolve_data_dir
 
 __all__ = [
+    "augment",
     "DATASETS",
     "DATA_DIR_ENV",
     "VALIDATION_SEED",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rev_nets import consistency, generator, models, shadow
+from rev_nets.data import augmentation
 from rev_nets.errors import SettingError, UserError, setting_scope
 
 
@@ -47,6 +48,11 @@ class TrainConfig:
     num_labels: int = 0  # 0: every training label; N: few-label training on a balanced N-label subset
     steps: int = 0  # few-label runs: total steps, in `epochs` evaluation rounds; 0: as many as full-data epochs
     consistency: consistency.ConsistencyConfig = dataclasses.field(default_factory=consistency.ConsistencyConfig)
+    augment: tuple[str, ...] = ()  # of data.augmentation.KINDS ("flip", "translate"), drawn per example in the step
+
+    def __post_init__(self):
+        if isinstance(self.augment, (list, str)):  # A JSON list, or one kind: a tuple, so the record stays hashable.
+            object.__setattr__(self, "augment", (self.augment,) if isinstance(self.augment, str) else tuple(self.augment))
 
     def check(self, model: models.Model) -> None:
         """Raises ``SettingError`` with one sentence for values that make no sense, naming the setting by its path
@@ -69,6 +75,7 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise SettingError(name, f"must be >= 0 and finite (0 = off), got {value}.")
         self._check_labels(model)
+        augmentation.check(self.augment, model.input_shape)
         if self.dropout and isinstance(model, models.ModuleModel):
             raise SettingError(
                 "dropout",

@@ -25,6 +25,7 @@ from rev_nets.train.mesh import batch_sharding, shard_batch
 
 Metrics = dict[str, jax.Array]
 CONSISTENCY_STREAM = 1 << 30  # fold_in tag of a step's consistency key: apart from the supervised loss's splits
+AUGMENT_STREAM = (1 << 30) + 1  # fold_in tag of a step's augmentation key
 
 
 def zero_metrics(config: TrainConfig) -> Metrics:
@@ -61,12 +62,15 @@ def train_step(
     ramp-up on the step count; ``alpha`` holds frozen generator alphas
     (``make_alpha_fit``), if any. With ``config.consistency`` on, the
     consistency loss of the unlabelled images ``unlabelled[unlabelled_indices]``
-    is added at its ramped weight. With ``batch_sharding`` the batch is split
+    is added at its ramped weight. ``config.augment`` flips and translates
+    each real image first (its own draw from ``key``): SHADOW's twins are
+    made from the augmented batch. With ``batch_sharding`` the batch is split
     along the mesh's data axis, so XLA runs each device's share and
     all-reduces the gradients. A model with BatchNorm averages the real
     batch's statistics (over the whole batch, all devices) into its params.
     """
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
+    x = data.augment(jax.random.fold_in(key, AUGMENT_STREAM), x, config.augment)
     weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
     if config.consistency.enabled:
         u = shard_batch(jnp.take(unlabelled, unlabelled_indices, axis=0), batch_sharding)
