@@ -8,8 +8,11 @@ trained parameters and, for a net with BatchNorm, its running statistics):
 (logits, each source layer as recorded before dropout or ``None``, and in
 training mode, with a key, the batch statistics of ``x``); ``features(params,
 x, layer) -> h_layer`` in evaluation mode, the function the generator runs
-backwards; ``trainable(params)``, a pytree prefix of booleans that says which
-leaves the optimizer moves; and ``with_stats(params, stats, average=...)``,
+backwards; ``prepare(params, images)``, the params with their data-dependent
+constants fitted to training images before the first step (an NNX module's
+own ``prepare(images)``, e.g. a whitening filter; else as they are);
+``trainable(params)``, a pytree prefix of booleans that says which leaves the
+optimizer moves; and ``with_stats(params, stats, average=...)``,
 the params with their statistics replaced by ``stats`` (the generator's view
 of a batch) or averaged with them (BatchNorm's running update, at each
 layer's momentum). Its ``record`` is the ``ModelConfig`` that rebuilds it
@@ -131,6 +134,8 @@ class Model(Protocol):
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array: ...
 
+    def prepare(self, params, images: jax.Array) -> Any: ...
+
     def trainable(self, params) -> Any: ...
 
     def with_stats(self, params, stats, *, average: bool = False) -> Any: ...
@@ -214,7 +219,7 @@ def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
         made = make(**record.keywords)
     if isinstance(made, linen.Module):
         return _linen_model(made, record)
-    if all(hasattr(made, name) for name in ("init", "forward", "features", "trainable", "with_stats", "record")):
+    if all(hasattr(made, name) for name in ("init", "forward", "features", "prepare", "trainable", "with_stats", "record")):
         return made if made.record == record else dataclasses.replace(made, record=record)
     raise InputError(
         f"{record.factory} returned a {type(made).__name__}, not a model; return a nets.Net or a flax.linen module, "
@@ -291,6 +296,12 @@ class NnxModel:
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
         return self.module(params).features(x, layer)
 
+    def prepare(self, params, images: jax.Array) -> nnx.State:
+        module = self.module(params)
+        if hasattr(module, "prepare"):
+            module.prepare(images)
+        return nnx.state(module, CARRIED)
+
     def trainable(self, params) -> nnx.State:
         return jax.tree.map(lambda v: isinstance(v, nnx.Param), params, is_leaf=_is_variable)
 
@@ -303,12 +314,18 @@ class NnxModel:
         return nnx.merge_state(params, stats)
 
 
+class Constant(nnx.Variable):
+    """A module's value fitted to data before training and then held, e.g. a whitening filter from the training
+    images' patch covariance (``NnxModel.prepare``): carried in params, saved and resumed, never moved by the
+    optimizer (a ``Param`` behind ``stop_gradient`` would still shrink under weight decay)."""
+
+
 def holds_stats(model: Model) -> bool:
     """Whether ``model`` carries batch statistics (an NNX module with BatchNorm)."""
     return isinstance(model, NnxModel) and model.momenta is not None
 
 
-CARRIED = (nnx.Param, nnx.BatchStat)  # the NNX state a model's params hold
+CARRIED = (nnx.Param, nnx.BatchStat, Constant)  # the NNX state a model's params hold
 
 
 def _is_variable(value) -> bool:
@@ -350,7 +367,8 @@ def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxMode
     graphdef, params, streams, rest = nnx.split(module, CARRIED, nnx.RngState, ...)
     if jax.tree.leaves(rest):
         raise InputError(
-            f"model {record.factory} holds state other than nnx.Param, BatchNorm statistics and RNG streams "
+            f"model {record.factory} holds state other than nnx.Param, BatchNorm statistics, models.Constant and RNG "
+            "streams "
             f"({', '.join(sorted(map(str, rest.keys())))}); make it a parameter or a constant of the module."
         )
     return NnxModel(record, build, graphdef, streams, _momenta(module, params, record), *_shape_attributes(module))
@@ -414,6 +432,9 @@ class LinenModel:
 
     def features(self, params, x: jax.Array, layer: int) -> jax.Array:
         return self.module.apply({"params": params}, x, layer, method="features")
+
+    def prepare(self, params, images: jax.Array):
+        return params
 
     def trainable(self, params) -> bool:
         return True

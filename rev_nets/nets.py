@@ -62,6 +62,9 @@ class Net:
     def features(self, params: Params, x: jax.Array, layer: int) -> jax.Array:
         return features(self, params, x, layer)
 
+    def prepare(self, params: Params, images: jax.Array) -> Params:
+        return params  # Nothing fitted to data.
+
     def trainable(self, params: Params) -> bool:
         return True  # Every weight and bias; a Net holds no statistics.
 

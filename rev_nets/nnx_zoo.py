@@ -1,11 +1,19 @@
-"""Flax NNX models for ``--model=rev_nets.nnx_zoo:<factory>``: ReLU nets the generator can reverse."""
+"""Flax NNX models for ``--model=rev_nets.nnx_zoo:<factory>``: ReLU nets the generator can reverse.
+
+``residual_cnn``: stages of convolutions with identity skips, BatchNorm optional.
+``airbench_relu``: airbench94's CIFAR-10 net (Jordan, 2024) with ReLU for GELU.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+from jax import lax
+
+from rev_nets import models
 
 BATCH_NORM_MOMENTUM = 0.9  # Running averages over about the last 10 steps: a short run's evaluation still fits.
 
@@ -86,3 +94,125 @@ def residual_cnn(
     """The CIFAR residual CNN (32x32x3 inputs); ``channels`` per stage, ``dropout`` before the head, and
     ``batch_norm`` after every convolution."""
     return ResidualCNN(tuple(channels), num_classes, (32, 32, 3), dropout, batch_norm, rngs=rngs)
+
+
+WHITENING_EPS = 5e-4  # added to the patch covariance's eigenvalues before they divide (airbench94's)
+
+
+def patch_whitening(images: jax.Array, size: int, eps: float = WHITENING_EPS) -> jax.Array:
+    """An HWIO ``size x size`` filter bank that whitens the images' patches: each eigenvector of the patch
+    covariance (largest first) over the square root of its eigenvalue plus ``eps``, then their negatives, so that
+    a ReLU after it passes either sign."""
+    height, width, channels = images.shape[1:]
+    rows, cols = height - size + 1, width - size + 1
+    patches = jnp.stack(
+        [images[:, i : i + rows, j : j + cols, :] for i in range(size) for j in range(size)], axis=-2
+    ).reshape(-1, size * size * channels)
+    covariance = patches.T @ patches / patches.shape[0]
+    eigenvalues, eigenvectors = jnp.linalg.eigh(covariance)
+    scaled = (eigenvectors / jnp.sqrt(eigenvalues + eps))[:, ::-1]
+    return jnp.concatenate([scaled, -scaled], axis=1).reshape(size, size, channels, -1)
+
+
+def dirac_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """Flax's default (LeCun normal) HWIO kernel with its first ``min(in, out)`` filters made identities (a 1 at
+    the centre tap of their own channel): each convolution starts by passing its input on."""
+    kernel = nnx.initializers.lecun_normal()(key, shape, dtype)
+    height, width, c_in, c_out = shape
+    identities = min(c_in, c_out)
+    centre = jnp.zeros((height, width, c_in, identities), dtype).at[height // 2, width // 2].set(
+        jnp.eye(c_in, identities, dtype=dtype)
+    )
+    return kernel.at[..., :identities].set(centre)
+
+
+class Whitening(nnx.Module):
+    """A ``size x size`` valid convolution whose filters are fitted to the training images (``prepare``) and then
+    held (``models.Constant``), plus a trained bias: linear, so the generator reverses it like any convolution."""
+
+    def __init__(self, channels: int = 3, size: int = 2, *, rngs: nnx.Rngs):
+        width = 2 * channels * size * size
+        self.kernel = models.Constant(jnp.zeros((size, size, channels, width)))
+        self.bias = nnx.Param(jnp.zeros((width,)))
+        self.size = size
+
+    def prepare(self, images: jax.Array) -> None:
+        self.kernel[...] = patch_whitening(images, self.size)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return lax.conv_general_dilated(x, self.kernel[...], (1, 1), "VALID", dimension_numbers=CONV_LAYOUT) + self.bias
+
+
+CONV_LAYOUT = ("NHWC", "HWIO", "NHWC")
+
+
+class ConvGroup(nnx.Module):
+    """``conv -> 2x2 max pool -> BatchNorm -> ReLU -> conv -> BatchNorm -> ReLU``: bias-free identity-initialised
+    convolutions, BatchNorm with a shift and no scale."""
+
+    def __init__(self, c_in: int, c_out: int, *, momentum: float, epsilon: float, rngs: nnx.Rngs):
+        conv = lambda a, b: nnx.Conv(a, b, (3, 3), use_bias=False, kernel_init=dirac_init, rngs=rngs)
+        norm = lambda: nnx.BatchNorm(c_out, use_scale=False, momentum=momentum, epsilon=epsilon, rngs=rngs)
+        self.first, self.first_norm = conv(c_in, c_out), norm()
+        self.second, self.second_norm = conv(c_out, c_out), norm()
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        h = nnx.relu(self.first_norm(nnx.max_pool(self.first(h), (2, 2), strides=(2, 2))))
+        return nnx.relu(self.second_norm(self.second(h)))
+
+
+class AirbenchReLU(nnx.Module):
+    """airbench94's CIFAR-10 net with ReLU for GELU: an optional frozen 2x2 patch-whitening convolution and ReLU,
+    three ``ConvGroup``s, a 3x3 max pool and a bias-free linear head times a fixed ``scale``.
+
+    Source layer ``l`` is group ``l``'s output (32x32 inputs: 15, 7 and 3 pixels wide).
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 256, 256),
+        num_classes: int = 10,
+        whiten: bool = True,
+        batch_norm_momentum: float = 0.6,
+        batch_norm_epsilon: float = 1e-12,
+        scale: float = 1 / 9,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.whitening = Whitening(rngs=rngs) if whiten else None
+        c_in = 24 if whiten else 3
+        groups = []
+        for width in widths:
+            groups.append(ConvGroup(c_in, width, momentum=batch_norm_momentum, epsilon=batch_norm_epsilon, rngs=rngs))
+            c_in = width
+        self.groups = nnx.List(groups)
+        self.head = nnx.Linear(widths[-1], num_classes, use_bias=False, rngs=rngs)
+        self.scale = scale
+        self.depth, self.input_shape, self.num_classes = len(widths), (32, 32, 3), num_classes
+
+    def prepare(self, images: jax.Array) -> None:
+        if self.whitening is not None:
+            self.whitening.prepare(images)
+
+    def features(self, x: jax.Array, layer: int) -> jax.Array:
+        h = x if self.whitening is None else nnx.relu(self.whitening(x))
+        for group in self.groups[:layer]:
+            h = group(h)
+        return h
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nnx.max_pool(self.features(x, self.depth), (3, 3), strides=(3, 3))
+        return self.head(h.reshape(h.shape[0], -1)) * self.scale
+
+
+def airbench_relu(
+    *,
+    rngs: nnx.Rngs,
+    widths: Sequence[int] = (64, 256, 256),
+    num_classes: int = 10,
+    whiten: bool = True,
+    batch_norm_momentum: float = 0.6,
+) -> AirbenchReLU:
+    """The airbench94-like ReLU net for CIFAR (32x32x3): ``widths`` per group, the whitening convolution if
+    ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6)."""
+    return AirbenchReLU(tuple(widths), num_classes, whiten, batch_norm_momentum, rngs=rngs)

@@ -349,8 +349,8 @@ class _Context:
             dep = self.dep_positions(users[0])
             if user.name in ("add", "add_any", "sub") and len(dep) == 2:
                 undefined = "a residual sum (an add of two input-dependent values) comes before its ReLU"
-            elif user.name in ("add", "sub", "convert_element_type", "copy"):
-                pass
+            elif user.name in ("add", "sub", "convert_element_type", "copy", *MAX_POOLS):
+                pass  # A shift; or a max pool, which a per-channel scale (BatchNorm after pooling) commutes with.
             elif user.name in ("mul", "div") and len(dep) == 1 and (user.name == "mul" or dep == [0]):
                 scales.append((user.name, user.ins[1 - dep[0]]))
             else:

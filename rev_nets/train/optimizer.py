@@ -45,8 +45,13 @@ def make_optimizer(
     return optax.chain(*parts, descent)
 
 
-def create_state(model: models.Model, config: TrainConfig, steps_per_epoch: int) -> train_state.TrainState:
-    """A fresh TrainState with the run's seed."""
+def create_state(
+    model: models.Model, config: TrainConfig, steps_per_epoch: int, images: jax.Array | None = None
+) -> train_state.TrainState:
+    """A fresh TrainState with the run's seed, its data-dependent constants fitted to ``images`` (some of the
+    standardised training images) when given."""
     params = model.init(jax.random.key(config.seed))
+    if images is not None:
+        params = model.prepare(params, images)
     tx = make_optimizer(config, steps_per_epoch, model.trainable(params))
     return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)

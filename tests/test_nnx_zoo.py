@@ -1,0 +1,74 @@
+"""The zoo's airbench-like ReLU net: its whitening filter, identity initialisation, data-fitted constants held
+through training, and the generator's alphas through BatchNorm after max pooling."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rev_nets import generator, models, nnx_zoo, shadow, train
+
+
+def _images(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, 32, 32, 3))
+    return jnp.asarray(base + np.roll(base, 1, axis=1), jnp.float32)  # neighbouring pixels correlate
+
+
+def test_the_whitening_filter_whitens_the_patches_it_was_fitted_on():
+    images = _images()
+    kernel = nnx_zoo.patch_whitening(images, 2)
+    assert kernel.shape == (2, 2, 3, 24)
+    out = jax.lax.conv_general_dilated(images, kernel, (1, 1), "VALID", dimension_numbers=nnx_zoo.CONV_LAYOUT)
+    half = out[..., :12].reshape(-1, 12)
+    covariance = np.asarray(half.T @ half / half.shape[0])
+    np.testing.assert_allclose(covariance, np.eye(12), atol=2e-3)  # identity, up to eps / eigenvalue
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+
+
+def test_dirac_init_makes_the_first_filters_pass_their_input_on():
+    kernel = nnx_zoo.dirac_init(jax.random.key(0), (3, 3, 4, 6))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 5, 4))
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=nnx_zoo.CONV_LAYOUT)
+    np.testing.assert_allclose(y[..., :4], x, rtol=1e-6)
+    assert float(jnp.std(kernel[..., 4:])) > 0  # the other filters keep the default initialisation
+
+
+SMALL = {"widths": [4, 8, 8]}
+
+
+def test_the_whitening_filter_is_fitted_before_the_first_step_and_held_through_weight_decay():
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL)
+    x, y = _images(24), jnp.arange(24) % 10
+    config = train.TrainConfig(epochs=1, batch_size=8, weight_decay=0.5, learning_rate=0.1)
+    state, _ = train.fit_in_memory(model, config, (x, y), steps=3)
+    np.testing.assert_array_equal(state.params["whitening"]["kernel"][...], nnx_zoo.patch_whitening(x, 2))
+    fresh = model.init(jax.random.key(0))
+    assert not np.allclose(state.params["whitening"]["bias"][...], fresh["whitening"]["bias"][...])  # trained
+    assert not model.trainable(fresh)["whitening"]["kernel"]
+
+
+def test_calibrated_alphas_fold_batchnorm_after_max_pooling():
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL)
+    x = _images(8)
+    params = model.prepare(model.init(jax.random.key(0)), x)
+    params = model.with_stats(params, model.forward(params, x, key=jax.random.key(1)).stats)
+    alphas = generator.alphas(lambda v: model.features(params, v, 1), x)
+    group = params["groups"][0]
+    for alpha, (conv, norm), c in zip(alphas[1:], [("first", "first_norm"), ("second", "second_norm")], (2.0, 2.0)):
+        w = np.asarray(group[conv]["kernel"][...], np.float64)
+        scale = 1 / np.sqrt(np.asarray(group[norm]["var"][...], np.float64) + 1e-12)
+        expected = c / (9 * w.shape[2] * np.mean((w * scale) ** 2))
+        np.testing.assert_allclose(alpha, expected, rtol=1e-4)
+    assert generator.twins(model, params, x, 3).shape == x.shape
+
+
+def test_shadow_trains_the_net_from_its_last_two_groups():
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL)
+    x, y = _images(16), jnp.arange(16) % 10
+    for layer in (2, 3):
+        config = train.TrainConfig(epochs=1, batch_size=8, learning_rate=0.05, shadow=shadow.ShadowConfig(layer=layer))
+        state, history = train.fit_in_memory(model, config, (x, y), {"test": (x, y)})
+        assert np.isfinite(history[-1]["train_ce_synthetic"]) and 0 < history[-1]["train_norm_ratio"]
+    chex.assert_tree_all_finite(nnx.filter_state(state.params, nnx.BatchStat))
