@@ -133,15 +133,36 @@ TRAINING = (
     Flag("learning_rate", "train.learning_rate", "Peak learning rate."),
     Flag("optimizer", "train.optimizer", "SGD with momentum --momentum, or Adam.", choices=("sgd", "adam")),
     Flag("momentum", "train.momentum", "SGD momentum."),
-    Flag("schedule", "train.schedule", "Learning-rate schedule after warm-up.", choices=("cosine", "constant")),
+    Flag(
+        "schedule",
+        "train.schedule",
+        "Learning-rate schedule after warm-up: cosine or linear decay to --final_lr_fraction, or constant.",
+        choices=("cosine", "linear", "constant"),
+    ),
     Flag("warmup_epochs", "train.warmup_epochs", "Linear learning-rate warm-up, in epochs."),
+    Flag("warmup_from", "train.warmup_from", "The warm-up's first learning rate, as a fraction of the peak."),
+    Flag("final_lr_fraction", "train.final_lr_fraction", "The learning rate at the run's end, as a fraction of the peak."),
+    Flag("nesterov", "train.nesterov", "Nesterov momentum (SGD)."),
+    Flag(
+        "norm_lr_scale",
+        "train.norm_lr_scale",
+        "Learning rate of BatchNorm shifts and scales, as a multiple of --learning_rate (weight decay per step kept).",
+    ),
+    Flag("lookahead_every", "train.lookahead_every", "Every N steps, set the params to their slow average (0 = off)."),
+    Flag("label_smoothing", "train.label_smoothing", "Label smoothing of both loss terms' targets."),
+    Flag(
+        "test_time_augmentation",
+        "train.test_time_augmentation",
+        "Evaluation views averaged: 0 the image; 1 and its mirror; 2 and both shifted by one pixel.",
+    ),
     Flag("weight_decay", "train.weight_decay", "Decoupled L2 weight decay."),
     Flag("grad_clip", "train.grad_clip", "Clip gradients to this global norm (0 = off)."),
     Flag(
         "augment",
         "train.augment",
         "Augment each training image in the step, its own draw: flip (horizontal, p=1/2), translate (up to 2 "
-        "pixels each way, border reflected); e.g. --augment=flip,translate. Empty = off.",
+        "pixels each way, border reflected), alternating_flip (each image's fixed coin, inverted on odd epochs); "
+        "e.g. --augment=flip,translate. Empty = off.",
         parse=tuple,
     ),
     Flag("seed", "train.seed", "Seed of the initial weights, the batch order, dropout and sampling."),

@@ -11,8 +11,9 @@ x, layer) -> h_layer`` in evaluation mode, the function the generator runs
 backwards; ``prepare(params, images)``, the params with their data-dependent
 constants fitted to training images before the first step (an NNX module's
 own ``prepare(images)``, e.g. a whitening filter; else as they are);
-``trainable(params)``, a pytree prefix of booleans that says which leaves the
-optimizer moves; and ``with_stats(params, stats, average=...)``,
+``param_groups(params)``, a pytree prefix of labels that says how the optimizer
+treats each leaf (``GROUPS``: trained, a normalisation layer's own shift and
+scale, or fixed); and ``with_stats(params, stats, average=...)``,
 the params with their statistics replaced by ``stats`` (the generator's view
 of a batch) or averaged with them (BatchNorm's running update, at each
 layer's momentum). Its ``record`` is the ``ModelConfig`` that rebuilds it
@@ -136,7 +137,7 @@ class Model(Protocol):
 
     def prepare(self, params, images: jax.Array) -> Any: ...
 
-    def trainable(self, params) -> Any: ...
+    def param_groups(self, params) -> Any: ...
 
     def with_stats(self, params, stats, *, average: bool = False) -> Any: ...
 
@@ -219,7 +220,7 @@ def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
         made = make(**record.keywords)
     if isinstance(made, linen.Module):
         return _linen_model(made, record)
-    if all(hasattr(made, name) for name in ("init", "forward", "features", "prepare", "trainable", "with_stats", "record")):
+    if all(hasattr(made, name) for name in ("init", "forward", "features", "prepare", "param_groups", "with_stats", "record")):
         return made if made.record == record else dataclasses.replace(made, record=record)
     raise InputError(
         f"{record.factory} returned a {type(made).__name__}, not a model; return a nets.Net or a flax.linen module, "
@@ -262,6 +263,7 @@ class NnxModel:
     graphdef: Any = dataclasses.field(compare=False, repr=False)
     streams: Any = dataclasses.field(compare=False, repr=False)  # abstract nnx.RngState of the dropout layers
     momenta: Any = dataclasses.field(compare=False, repr=False)  # each BatchStat's layer momentum (floats), or None
+    norms: frozenset = dataclasses.field(compare=False, repr=False)  # the paths of its nnx.BatchNorm layers
     depth: int
     input_shape: tuple[int, ...]
     num_classes: int
@@ -302,8 +304,13 @@ class NnxModel:
             module.prepare(images)
         return nnx.state(module, CARRIED)
 
-    def trainable(self, params) -> nnx.State:
-        return jax.tree.map(lambda v: isinstance(v, nnx.Param), params, is_leaf=_is_variable)
+    def param_groups(self, params) -> nnx.State:
+        def group(path, leaf):
+            if not isinstance(leaf, nnx.Param):
+                return "fixed"
+            return "norm" if tuple(key.key for key in path[:-1]) in self.norms else "trained"
+
+        return jax.tree_util.tree_map_with_path(group, params, is_leaf=_is_variable)
 
     def with_stats(self, params, stats, *, average: bool = False) -> nnx.State:
         if stats is None:
@@ -318,6 +325,9 @@ class Constant(nnx.Variable):
     """A module's value fitted to data before training and then held, e.g. a whitening filter from the training
     images' patch covariance (``NnxModel.prepare``): carried in params, saved and resumed, never moved by the
     optimizer (a ``Param`` behind ``stop_gradient`` would still shrink under weight decay)."""
+
+
+GROUPS = ("trained", "norm", "fixed")  # how the optimizer treats a leaf: moved; moved at the norm rate; held
 
 
 def holds_stats(model: Model) -> bool:
@@ -371,7 +381,9 @@ def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxMode
             "streams "
             f"({', '.join(sorted(map(str, rest.keys())))}); make it a parameter or a constant of the module."
         )
-    return NnxModel(record, build, graphdef, streams, _momenta(module, params, record), *_shape_attributes(module))
+    norms = frozenset(tuple(path) for path, layer in nnx.iter_modules(module) if isinstance(layer, nnx.BatchNorm))
+    momenta = _momenta(module, params, record)
+    return NnxModel(record, build, graphdef, streams, momenta, norms, *_shape_attributes(module))
 
 
 def _momenta(module: nnx.Module, params: nnx.State, record: ModelConfig) -> nnx.State | None:
@@ -436,8 +448,8 @@ class LinenModel:
     def prepare(self, params, images: jax.Array):
         return params
 
-    def trainable(self, params) -> bool:
-        return True
+    def param_groups(self, params) -> str:
+        return "trained"
 
     def with_stats(self, params, stats, *, average: bool = False):
         return params

@@ -65,8 +65,8 @@ class Net:
     def prepare(self, params: Params, images: jax.Array) -> Params:
         return params  # Nothing fitted to data.
 
-    def trainable(self, params: Params) -> bool:
-        return True  # Every weight and bias; a Net holds no statistics.
+    def param_groups(self, params: Params) -> str:
+        return "trained"  # Every weight and bias; a Net holds no statistics.
 
     def with_stats(self, params: Params, stats, *, average: bool = False) -> Params:
         return params

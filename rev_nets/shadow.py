@@ -86,9 +86,12 @@ def weight_at(config: ShadowConfig, step: jax.Array, steps_per_epoch: int) -> ja
     return jnp.where(step >= start, config.weight, 0.0)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy against integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy against integer labels, their one-hot targets smoothed by ``smoothing``."""
+    if not smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def error_rate(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -150,12 +153,14 @@ def loss(
     dropout: float = 0.0,
     weight: jax.Array | float | None = None,
     alpha: tuple[jax.Array, ...] | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, LossAux]:
     """The SHADOW loss of a real batch (plain cross-entropy when SHADOW is off), in training mode.
 
     ``weight`` overrides ``config.weight`` (a traced value, so that a schedule
     such as ``weight_at`` changes it without a new trace), and ``alpha`` the
-    generator's alphas (``twins``). On a net with BatchNorm the generator runs
+    generator's alphas (``twins``); ``label_smoothing`` smooths both terms'
+    targets. On a net with BatchNorm the generator runs
     backwards through each layer's scale on the real batch's statistics, and
     the twins' forward is a forward of their own whose statistics are
     discarded, so that the real term and the running statistics are plain
@@ -166,7 +171,7 @@ def loss(
     """
     real_key, syn_key, gen_key = jax.random.split(key, 3)
     real = model.forward(params, x, key=real_key, dropout=dropout)
-    ce_real = cross_entropy(real.logits, y)
+    ce_real = cross_entropy(real.logits, y, label_smoothing)
     metrics = {"ce_real": ce_real, "error_real": error_rate(real.logits, y)}
     if not config.enabled:
         return ce_real, LossAux(metrics, real.stats)
@@ -174,7 +179,7 @@ def loss(
     at_batch = model.with_stats(params, jax.lax.stop_gradient(real.stats))
     x_syn = twins(model, at_batch, x, config, gen_key, h, alpha)
     logits_syn = model.forward(params, x_syn, key=syn_key, dropout=dropout).logits
-    ce_syn = cross_entropy(logits_syn, y)
+    ce_syn = cross_entropy(logits_syn, y, label_smoothing)
     metrics |= {
         "ce_synthetic": ce_syn,
         "error_synthetic": error_rate(logits_syn, y),

@@ -46,7 +46,9 @@ def test_the_whitening_filter_is_fitted_before_the_first_step_and_held_through_w
     np.testing.assert_array_equal(state.params["whitening"]["kernel"][...], nnx_zoo.patch_whitening(x, 2))
     fresh = model.init(jax.random.key(0))
     assert not np.allclose(state.params["whitening"]["bias"][...], fresh["whitening"]["bias"][...])  # trained
-    assert not model.trainable(fresh)["whitening"]["kernel"]
+    groups = model.param_groups(fresh)
+    assert groups["whitening"]["kernel"] == "fixed" and groups["whitening"]["bias"] == "trained"
+    assert groups["groups"][0]["first_norm"]["bias"] == "norm" and groups["groups"][0]["first_norm"]["mean"] == "fixed"
 
 
 def test_calibrated_alphas_fold_batchnorm_after_max_pooling():

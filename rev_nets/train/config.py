@@ -27,6 +27,9 @@ class DivergedError(TrainingError):
         self.record = record or {}
 
 
+SCHEDULES = ("cosine", "linear", "constant")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run's numbers (saved as ``config.json``); SHADOW is off by default."""
@@ -37,8 +40,15 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # "cosine" (after linear warm-up) or "constant"
+    schedule: str = "cosine"  # after the warm-up: "cosine", "linear" (both to final_lr_fraction) or "constant"
     warmup_epochs: float = 0.0
+    warmup_from: float = 0.0  # the warm-up's first learning rate, as a fraction of learning_rate
+    final_lr_fraction: float = 0.0  # the learning rate at the run's end (cosine, linear), as a fraction
+    nesterov: bool = False
+    norm_lr_scale: float = 1.0  # BatchNorm shifts and scales: learning rate times this, same decay per step
+    lookahead_every: int = 0  # every N steps, params <- their slow average (0 = off); see optimizer.lookahead
+    label_smoothing: float = 0.0  # on both SHADOW terms
+    test_time_augmentation: int = 0  # evaluation views: 0 the image; 1 and its mirror; 2 and both 1-pixel shifts
     grad_clip: float = 0.0  # global-norm clipping; 0 = off
     dropout: float = 0.0
     seed: int = 0
@@ -48,7 +58,7 @@ class TrainConfig:
     num_labels: int = 0  # 0: every training label; N: few-label training on a balanced N-label subset
     steps: int = 0  # few-label runs: total steps, in `epochs` evaluation rounds; 0: as many as full-data epochs
     consistency: consistency.ConsistencyConfig = dataclasses.field(default_factory=consistency.ConsistencyConfig)
-    augment: tuple[str, ...] = ()  # of data.augmentation.KINDS ("flip", "translate"), drawn per example in the step
+    augment: tuple[str, ...] = ()  # of data.augmentation.KINDS, drawn per example in the train step
 
     def __post_init__(self):
         if isinstance(self.augment, (list, str)):  # A JSON list, or one kind: a tuple, so the record stays hashable.
@@ -66,8 +76,21 @@ class TrainConfig:
             raise SettingError("learning_rate", f"must be positive and finite, got {self.learning_rate}.")
         if self.optimizer not in ("sgd", "adam"):
             raise SettingError("optimizer", f"must be 'sgd' or 'adam', got {self.optimizer!r}.")
-        if self.schedule not in ("cosine", "constant"):
-            raise SettingError("schedule", f"must be 'cosine' or 'constant', got {self.schedule!r}.")
+        if self.schedule not in SCHEDULES:
+            raise SettingError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
+        for name in ("warmup_from", "final_lr_fraction", "label_smoothing"):
+            if not (math.isfinite(getattr(self, name)) and 0 <= getattr(self, name) < 1):
+                raise SettingError(name, f"must be in [0, 1), got {getattr(self, name)}.")
+        if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale > 0):
+            raise SettingError("norm_lr_scale", f"must be positive and finite (1 = the learning rate), got {self.norm_lr_scale}.")
+        if not isinstance(self.nesterov, bool) or (self.nesterov and self.optimizer != "sgd"):
+            raise SettingError("nesterov", f"must be True or False, and True only with optimizer='sgd', got {self.nesterov!r}.")
+        if not _whole(self.lookahead_every):
+            raise SettingError("lookahead_every", f"must be a whole number >= 0 (0 = off), got {self.lookahead_every}.")
+        if self.test_time_augmentation not in (0, 1, 2):
+            raise SettingError(
+                "test_time_augmentation", f"must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {self.test_time_augmentation}."
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise SettingError("dropout", f"must be in [0, 1), got {self.dropout}.")
         for name in ("grad_clip", "weight_decay", "warmup_epochs", "momentum"):
@@ -75,7 +98,7 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise SettingError(name, f"must be >= 0 and finite (0 = off), got {value}.")
         self._check_labels(model)
-        augmentation.check(self.augment, model.input_shape)
+        augmentation.check(self.augment, model.input_shape, self.test_time_augmentation)
         if self.dropout and isinstance(model, models.ModuleModel):
             raise SettingError(
                 "dropout",

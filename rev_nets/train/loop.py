@@ -196,7 +196,13 @@ def _train(
     fits_alpha = config.shadow.enabled and config.shadow.generator.alpha == "data"
     alpha_fit = make_alpha_fit(model, config, mesh) if fits_alpha else None
     eval_fn = jax.jit(
-        functools.partial(eval_step, model, config.synthetic_config(model), batch_sharding=batch_sharding(mesh))
+        functools.partial(
+            eval_step,
+            model,
+            config.synthetic_config(model),
+            batch_sharding=batch_sharding(mesh),
+            views=config.test_time_augmentation,
+        )
     )
     batch = min(config.batch_size, num_train) if config.num_labels else config.batch_size  # labelled per step
     if batch < config.batch_size:  # Kept: the few-label grids give one batch size for every label count.
@@ -435,8 +441,9 @@ def _resume(
     for newer in [saved for saved in manager.all_steps() if saved > step]:
         manager.delete(newer)
     note = f", its newest intact checkpoint; skipped and removed: {'; '.join(skipped)}" if skipped else ""
-    # The optimizer's own state is the chain's last part; clipping and weight decay hold none.
-    opt_state = (*fresh.opt_state[:-1], restored.opt_state[-1])
+    # A restart that turned clipping on or off adds or drops the chain's first part, which holds no state.
+    extra = len(restored.opt_state) - len(fresh.opt_state)
+    opt_state = (*fresh.opt_state[: max(0, -extra)], *restored.opt_state[max(0, extra) :])
     return fresh.replace(step=restored.step, params=restored.params, opt_state=opt_state), note
 
 

@@ -1,10 +1,12 @@
-"""The optimizer: SGD with momentum or Adam on a warm-up + cosine schedule, and a run's fresh TrainState."""
+"""The optimizer: SGD with momentum (Nesterov optional) or Adam on a warm-up then decay schedule, per parameter
+group, with optional lookahead; and a run's fresh TrainState."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -13,36 +15,71 @@ from rev_nets.train.config import TrainConfig
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warm-up from 0, then cosine decay to 0 (or constant) over the run."""
+    """Linear warm-up from ``warmup_from`` of the rate, then cosine or linear decay to ``final_lr_fraction`` of it
+    at the run's end (or constant)."""
     total = config.epochs * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
+    peak, rest = config.learning_rate, max(total - warmup, 1)
     if config.schedule == "cosine":
-        after = optax.cosine_decay_schedule(config.learning_rate, max(total - warmup, 1))
+        after = optax.cosine_decay_schedule(peak, rest, alpha=config.final_lr_fraction)
+    elif config.schedule == "linear":
+        after = optax.linear_schedule(peak, peak * config.final_lr_fraction, rest)
     else:
-        after = optax.constant_schedule(config.learning_rate)
+        after = optax.constant_schedule(peak)
     if not warmup:
         return after
-    return optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), after], [warmup])
+    return optax.join_schedules([optax.linear_schedule(peak * config.warmup_from, peak, warmup), after], [warmup])
 
 
-def make_optimizer(
-    config: TrainConfig, steps_per_epoch: int, trainable: Any = True
-) -> optax.GradientTransformation:
-    """SGD with momentum or Adam on the schedule, with optional clipping and weight decay, moving only the leaves
-    ``trainable`` (a model's ``trainable(params)``) marks: BatchNorm statistics and constants get no update, no
-    optimizer state and no weight decay. The optimizer proper is the chain's last part, whatever the clipping."""
+def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
+    """airbench94's lookahead: every ``every`` steps, a slow average ``slow += (1 - decay) * (params - slow)`` with
+    ``decay = 0.95 ** every * (step / total_steps) ** 3`` (no averaging at first, more and more later), and the
+    params set to it; at the run's last step the params become the slow average. Its state is the average."""
+
+    def init(params):
+        return {"slow": params, "count": jnp.zeros((), jnp.int32)}
+
+    def update(updates, state, params):
+        count = state["count"] + 1
+        fresh = optax.apply_updates(params, updates)
+        decay = jnp.where(count >= total_steps, 1.0, 0.95**every * (count / total_steps) ** 3)
+        syncs = (count % every == 0) | (count >= total_steps)
+        slow = jax.tree.map(lambda s, p: jnp.where(syncs, s + (1 - decay) * (p - s), s), state["slow"], fresh)
+        moved = jax.tree.map(lambda s, p, u: jnp.where(syncs, s - p, u), slow, params, updates)
+        return moved, {"slow": slow, "count": count}
+
+    return optax.GradientTransformation(init, update)
+
+
+def _descent(config: TrainConfig, lr: optax.Schedule, scale: float) -> list[optax.GradientTransformation]:
+    """Weight decay, then SGD (Nesterov optional) or Adam at ``scale`` times the schedule: the decay is divided by
+    ``scale``, so that every group decays by the same amount per step."""
+    parts = [optax.add_decayed_weights(config.weight_decay / scale)] if config.weight_decay else []
+    scaled = lambda step: scale * lr(step)
+    if config.optimizer == "sgd":
+        parts.append(optax.sgd(scaled, momentum=config.momentum, nesterov=config.nesterov))
+    else:
+        parts.append(optax.adam(scaled))
+    return parts
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, groups: Any = "trained") -> optax.GradientTransformation:
+    """The run's optimizer: global-norm clipping if set (always the chain's first part), then each of the model's
+    ``param_groups`` (``models.GROUPS``) its own descent: BatchNorm shifts and scales at ``norm_lr_scale`` times
+    the rate, statistics and constants held (no update, no state, no decay); then lookahead if set."""
     lr = learning_rate_schedule(config, steps_per_epoch)
-    moves = all(jax.tree.leaves(trainable))  # Every leaf moves: the plain chain (and its optimizer state).
-    parts = []
-    if config.grad_clip:
-        parts.append(optax.clip_by_global_norm(config.grad_clip))
-    if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay, mask=None if moves else trainable))
-    descent = optax.sgd(lr, momentum=config.momentum) if config.optimizer == "sgd" else optax.adam(lr)
-    if not moves:
-        labels = jax.tree.map(lambda leaf_moves: "trained" if leaf_moves else "fixed", trainable)
-        descent = optax.multi_transform({"trained": descent, "fixed": optax.set_to_zero()}, labels)
-    return optax.chain(*parts, descent)
+    labels = jax.tree.leaves(groups)
+    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
+    if set(labels) == {"trained"}:  # A model without BatchNorm or constants: one descent (and its state).
+        parts += _descent(config, lr, 1.0)
+    else:
+        scales = {"trained": 1.0, "norm": config.norm_lr_scale}
+        descents = {name: optax.chain(*_descent(config, lr, scale)) for name, scale in scales.items()}
+        parts.append(optax.multi_transform(descents | {"fixed": optax.set_to_zero()}, groups))
+    if config.lookahead_every:
+        moving = jax.tree.map(lambda label: label != "fixed", groups)
+        parts.append(optax.masked(lookahead(config.lookahead_every, config.epochs * steps_per_epoch), moving))
+    return optax.chain(*parts)
 
 
 def create_state(
@@ -53,5 +90,5 @@ def create_state(
     params = model.init(jax.random.key(config.seed))
     if images is not None:
         params = model.prepare(params, images)
-    tx = make_optimizer(config, steps_per_epoch, model.trainable(params))
+    tx = make_optimizer(config, steps_per_epoch, model.param_groups(params))
     return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)

@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rev_nets import consistency, data, dispatch, generator, models, shadow
+from rev_nets.data import augmentation
 from rev_nets.errors import InputError
 from rev_nets.train.config import TrainConfig
 from rev_nets.train.mesh import batch_sharding, shard_batch
@@ -70,7 +71,10 @@ def train_step(
     batch's statistics (over the whole batch, all devices) into its params.
     """
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
-    x = data.augment(jax.random.fold_in(key, AUGMENT_STREAM), x, config.augment)
+    epoch = state.step // steps_per_epoch
+    x = data.augment(
+        jax.random.fold_in(key, AUGMENT_STREAM), x, config.augment, indices=indices, epoch=epoch, seed=config.seed
+    )
     weight = shadow.weight_at(config.shadow, state.step, steps_per_epoch)
     if config.consistency.enabled:
         u = shard_batch(jnp.take(unlabelled, unlabelled_indices, axis=0), batch_sharding)
@@ -78,7 +82,16 @@ def train_step(
 
     def objective(params):
         value, (metrics, stats) = shadow.loss(
-            model, params, x, y, config.shadow, key, dropout=config.dropout, weight=weight, alpha=alpha
+            model,
+            params,
+            x,
+            y,
+            config.shadow,
+            key,
+            dropout=config.dropout,
+            weight=weight,
+            alpha=alpha,
+            label_smoothing=config.label_smoothing,
         )
         if config.consistency.enabled:
             u_key = jax.random.fold_in(key, CONSISTENCY_STREAM)
@@ -204,11 +217,14 @@ def eval_step(
     mask: jax.Array,
     *,
     batch_sharding: NamedSharding | None = None,
+    views: int = 0,
 ) -> Metrics:
     """Summed real/synthetic errors and real cross-entropy over the unmasked examples (``synthetic_config``: the
-    synthetic test data's generator, ``TrainConfig.synthetic_config``)."""
+    synthetic test data's generator, ``TrainConfig.synthetic_config``). The real logits average the test-time
+    views of level ``views`` (``data.augmentation.test_views``); the twins are made from, and judged on, the
+    images as they are. BatchNorm uses the running statistics throughout."""
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
-    logits = model.forward(params, x).logits
+    logits = sum(weight * model.forward(params, view).logits for weight, view in augmentation.test_views(x, views))
     x_syn = shadow.twins(model, params, x, synthetic_config, None)
     logits_syn = model.forward(params, x_syn).logits
     wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)

@@ -1,0 +1,136 @@
+"""The training recipe's parts, each a setting: the schedule's shape, per-group learning rates, Nesterov momentum,
+lookahead, label smoothing, alternating flips and test-time augmentation, against numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from rev_nets import models, shadow, train
+from rev_nets.data import augmentation
+from rev_nets.errors import SettingError
+from rev_nets.train import optimizer
+
+
+def test_a_linear_schedule_warms_up_from_its_fraction_then_decays_to_its_final_fraction():
+    config = train.TrainConfig(
+        epochs=10, learning_rate=2.0, schedule="linear", warmup_epochs=2.0, warmup_from=0.2, final_lr_fraction=0.07
+    )
+    lr = optimizer.learning_rate_schedule(config, steps_per_epoch=10)
+    np.testing.assert_allclose([lr(0), lr(10), lr(20), lr(60), lr(100)], [0.4, 1.2, 2.0, 2.0 - 1.86 / 2, 0.14], rtol=1e-6)
+
+
+def test_cosine_ends_at_its_final_fraction():
+    config = train.TrainConfig(epochs=2, learning_rate=1.0, final_lr_fraction=0.1)
+    assert float(optimizer.learning_rate_schedule(config, 5)(10)) == pytest.approx(0.1)
+
+
+class Normed(nnx.Module):
+    def __init__(self, *, rngs):
+        self.linear = nnx.Linear(3, 4, rngs=rngs)
+        self.norm = nnx.BatchNorm(4, rngs=rngs)
+        self.depth, self.input_shape, self.num_classes = 1, (3,), 4
+
+    def features(self, x, layer):
+        return nnx.relu(self.norm(self.linear(x)))
+
+    def __call__(self, x):
+        return self.features(x, 1)
+
+
+def test_norm_parameters_move_at_their_scaled_rate_and_decay_as_much_as_the_others():
+    model = models.nnx_model(Normed)
+    params = model.init(jax.random.key(0))
+    config = train.TrainConfig(learning_rate=0.1, momentum=0.0, weight_decay=0.01, norm_lr_scale=64.0, schedule="constant")
+    tx = optimizer.make_optimizer(config, 10, model.param_groups(params))
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    value = lambda tree, *path: np.asarray(tree[path[0]][path[1]][...])
+    np.testing.assert_allclose(value(updates, "linear", "kernel"), -0.1 * (1 + 0.01 * value(params, "linear", "kernel")))
+    norm_bias = value(params, "norm", "bias")
+    np.testing.assert_allclose(value(updates, "norm", "bias"), -6.4 * (1 + 0.01 / 64 * norm_bias), rtol=1e-6)
+    np.testing.assert_array_equal(value(updates, "norm", "mean"), 0.0)  # statistics are held
+
+
+def test_nesterov_momentum_matches_its_numpy_recurrence():
+    config = train.TrainConfig(learning_rate=0.1, momentum=0.85, nesterov=True, schedule="constant")
+    tx = optimizer.make_optimizer(config, 10)
+    params, state, buffer = jnp.zeros(3), None, np.zeros(3)
+    state = tx.init(params)
+    for g in np.random.default_rng(0).standard_normal((4, 3)):
+        updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+        buffer = 0.85 * buffer + g
+        np.testing.assert_allclose(updates, -0.1 * (g + 0.85 * buffer), rtol=1e-5)
+
+
+def test_lookahead_averages_every_n_steps_on_its_schedule_and_ends_on_the_slow_average():
+    every, total = 2, 6
+    tx = optax.chain(optax.sgd(0.5), optimizer.lookahead(every, total))
+    params, state = jnp.asarray([1.0, -2.0]), None
+    state = tx.init(params)
+    slow, fast = np.array([1.0, -2.0]), np.array([1.0, -2.0])
+    grads = np.random.default_rng(1).standard_normal((total, 2))
+    for step, g in enumerate(grads, start=1):
+        updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+        params = optax.apply_updates(params, updates)
+        fast = fast - 0.5 * g
+        if step % every == 0 or step == total:
+            decay = 1.0 if step == total else 0.95**every * (step / total) ** 3
+            slow = slow + (1 - decay) * (fast - slow)
+            fast = slow.copy()
+        np.testing.assert_allclose(params, fast, rtol=1e-5)
+    np.testing.assert_allclose(params, slow, rtol=1e-5)
+
+
+def test_label_smoothing_matches_the_smoothed_one_hot_cross_entropy():
+    logits = jax.random.normal(jax.random.key(0), (5, 4))
+    labels = jnp.asarray([0, 1, 2, 3, 1])
+    targets = np.full((5, 4), 0.2 / 4) + 0.8 * np.eye(4)[np.asarray(labels)]
+    log_p = np.asarray(jax.nn.log_softmax(logits))
+    expected = -(targets * log_p).sum(-1).mean()
+    assert float(shadow.cross_entropy(logits, labels, 0.2)) == pytest.approx(expected, rel=1e-5)
+    assert float(shadow.cross_entropy(logits, labels, 0.0)) == pytest.approx(-log_p[range(5), labels].mean(), rel=1e-5)
+
+
+def test_alternating_flips_show_each_image_both_ways_every_two_epochs_on_a_fixed_coin():
+    images = jnp.asarray(np.random.default_rng(2).standard_normal((32, 4, 4, 1)), jnp.float32)
+    indices = jnp.arange(100, 132)
+    draw = lambda epoch, key=0: np.asarray(
+        augmentation.augment(jax.random.key(key), images, ("alternating_flip",), indices=indices, epoch=epoch, seed=3)
+    )
+    mirrored = lambda out: np.array([np.array_equal(b, a[:, ::-1]) for a, b in zip(np.asarray(images), out)])
+    even, odd = mirrored(draw(0)), mirrored(draw(1))
+    assert (even != odd).all() and 8 < even.sum() < 24
+    np.testing.assert_array_equal(mirrored(draw(2, key=5)), even)  # the coin is the image's, not the step key's
+    np.testing.assert_array_equal(augmentation.alternating_flips(3, indices[:4], 0), even[:4])
+
+
+def test_test_time_views_weigh_the_mirror_and_both_one_pixel_shifts():
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 5, 5, 1)), jnp.float32)
+    for level, count in ((0, 1), (1, 2), (2, 6)):
+        views = augmentation.test_views(x, level)
+        assert len(views) == count and sum(w for w, _ in views) == pytest.approx(1.0)
+    weights, views = zip(*augmentation.test_views(x, 2))
+    padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(views[1], np.asarray(x)[:, :, ::-1])
+    np.testing.assert_array_equal(views[2], padded[:, :5, :5])
+    np.testing.assert_array_equal(views[5], padded[:, 2:7, 2:7][:, :, ::-1])
+    assert weights == (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [("schedule", "step", "schedule must be one of cosine, linear, constant"),
+     ("warmup_from", 1.5, r"warmup_from must be in \[0, 1\)"),
+     ("label_smoothing", float("nan"), r"label_smoothing must be in \[0, 1\)"),
+     ("norm_lr_scale", 0.0, "norm_lr_scale must be positive"),
+     ("lookahead_every", -1, "lookahead_every must be a whole number"),
+     ("test_time_augmentation", 3, "test_time_augmentation must be 0"),
+     ("nesterov", True, "True only with optimizer='sgd'")],
+)  # fmt: skip
+def test_bad_recipe_settings_are_one_sentence_naming_the_field(field, value, message):
+    overrides = {field: value} | ({"optimizer": "adam"} if field == "nesterov" else {})
+    with pytest.raises(SettingError, match=message):
+        train.TrainConfig(**overrides).check(models.nnx_model(Normed))
