@@ -372,7 +372,8 @@ def nnx_model(factory: str | Callable[..., nnx.Module], **arguments) -> NnxModel
 
 def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxModel:
     _check_arguments(build, record, given=("rngs",))
-    module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **record.keywords))
+    with setting_scope("arguments"):  # A factory's own check of an argument, e.g. "widths must be ...".
+        module = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0), **record.keywords))
     _check_attributes(module, record)
     graphdef, params, streams, rest = nnx.split(module, CARRIED, nnx.RngState, ...)
     if jax.tree.leaves(rest):

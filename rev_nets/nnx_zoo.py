@@ -14,6 +14,7 @@ from flax import nnx
 from jax import lax
 
 from rev_nets import models
+from rev_nets.errors import SettingError
 
 BATCH_NORM_MOMENTUM = 0.9  # Running averages over about the last 10 steps: a short run's evaluation still fits.
 
@@ -215,4 +216,8 @@ def airbench_relu(
 ) -> AirbenchReLU:
     """The airbench94-like ReLU net for CIFAR (32x32x3): ``widths`` per group, the whitening convolution if
     ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6)."""
+    if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise SettingError("widths", f"must be three whole numbers >= 1 (one per group), got {list(widths)}.")
+    if not 0 <= batch_norm_momentum < 1:
+        raise SettingError("batch_norm_momentum", f"must be in [0, 1), got {batch_norm_momentum}.")
     return AirbenchReLU(tuple(widths), num_classes, whiten, batch_norm_momentum, rngs=rngs)

@@ -35,7 +35,7 @@ ENTRY_POINTS = sorted(
     for path in (ROOT / "experiments").glob("*.py")
     if path.stem not in ("__init__", "cli", "runner", "settings")
 )
-TRAINING = ("mnist", "cifar10", "cifar100")
+TRAINING = ("mnist", "cifar10", "cifar100", "cifar10_airbench")
 WORK = {  # What each entry point starts once its flags pass (and report_files.write): replaced by a tripwire.
     **{name: [(train, "train_and_evaluate")] for name in TRAINING},
     "theory": [(theory_sweeps, "sweep_report")],
@@ -55,6 +55,7 @@ BAD_TEXT = {  # Bad values of flags whose type says nothing about them ({name}: 
     "model_args": ["[1]", "{{bad", '{{"nosuch": 1}}'],
     "alpha": ["big", "nan", "inf", "-1"],
     "channels": ["8,x", "0", "8,-8", ""],
+    "widths": ["8,x", "0", "8,-8", ""],
     "augment": ["blur", "flip,flip", "flip,blur"],
     "run": ["{missing}", "{file}", "{empty}"],
     "weights": ["{missing}", "{nan_npz}"],

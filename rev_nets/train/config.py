@@ -78,6 +78,10 @@ class TrainConfig:
             raise SettingError("optimizer", f"must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if self.schedule not in SCHEDULES:
             raise SettingError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
+        if self.warmup_epochs > self.epochs:
+            raise SettingError(
+                "warmup_epochs", f"must be at most the run's {self.epochs} epochs, got {self.warmup_epochs}; shorten it."
+            )
         for name in ("warmup_from", "final_lr_fraction", "label_smoothing"):
             if not (math.isfinite(getattr(self, name)) and 0 <= getattr(self, name) < 1):
                 raise SettingError(name, f"must be in [0, 1), got {getattr(self, name)}.")

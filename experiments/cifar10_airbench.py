@@ -1,0 +1,14 @@
+"""CIFAR-10 at practical scale: the airbench94-like ReLU net with BatchNorm and its recipe.
+
+    python -m experiments.cifar10_airbench --shadow_layer=0 --data_dir=../shared/datasets
+
+Its settings, their expected time: ``experiments/configs/cifar10_airbench.py``.
+"""
+
+from experiments import runner
+from experiments.configs import cifar10_airbench
+
+ENTRY = runner.define(cifar10_airbench.get_config, cifar10_airbench.ROWS)  # At import, so --help and the docs' commands see the flags.
+
+if __name__ == "__main__":
+    runner.run(ENTRY)

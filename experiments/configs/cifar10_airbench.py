@@ -1,0 +1,64 @@
+"""CIFAR-10 at practical scale: the airbench94-like ReLU net (``rev_nets.nnx_zoo:airbench_relu``) and its recipe.
+
+    python -m experiments.cifar10_airbench --shadow_layer=0 --data_dir=../shared/datasets   # backprop
+    python -m experiments.cifar10_airbench --shadow_layer=3 --data_dir=../shared/datasets   # SHADOW from group 3
+
+Every part of airbench94's recipe (Jordan, 2024; legacy/airbench94.py) is a
+setting here: the frozen patch-whitening convolution, identity-initialised
+convolutions and BatchNorm without scale (momentum 0.6, eps 1e-12, the net's
+arguments); batch 1024, 10 epochs, Nesterov momentum 0.85, a linear warm-up
+from 0.2 of the rate over 23% of the steps then linear decay to 0.07 of it,
+BatchNorm shifts at 64 times the rate, lookahead every 5 steps, label
+smoothing 0.2, alternating flips and 2-pixel reflected translations, and
+test-time flips and 1-pixel shifts. Its rates are airbench94's on a summed
+loss, written for this project's mean loss: lr 11.5 per 1,024 examples with
+Nesterov's step scale divided out is 1.5, and its decay 0.0153 per 1,024
+examples is 0.00133 per unit of lr. Not carried over: GELU (ReLU here; the
+theory is about ReLU nets), the whitening bias frozen after 3 epochs (trained
+throughout here), BatchNorm statistics in the lookahead average (they keep
+their own running average), half precision, and PyTorch's default
+initialisation of the non-identity filters (flax's LeCun normal here).
+"""
+
+import dataclasses
+
+from experiments import cli, settings
+from experiments.configs import base
+from rev_nets import models, train
+
+ROWS = (  # The flags of this net's own arguments, beside the training flags.
+    cli.Flag(
+        "widths",
+        "model.arguments.widths",
+        "Channels of the three conv groups.",
+        parse=settings.whole_numbers("model.arguments.widths"),
+    ),
+    cli.Flag("whiten", "model.arguments.whiten", "Start with the frozen 2x2 patch-whitening convolution."),
+)
+
+EPOCHS = 10
+
+
+def get_config() -> train.RunConfig:
+    model = models.ModelConfig("rev_nets.nnx_zoo:airbench_relu", {"widths": [64, 256, 256], "whiten": True})
+    config = base.get_config(
+        "cifar10",
+        model,
+        epochs=EPOCHS,
+        batch_size=1024,
+        learning_rate=1.5,
+        momentum=0.85,
+        nesterov=True,
+        weight_decay=0.00133,
+        norm_lr_scale=64.0,
+        schedule="linear",
+        warmup_epochs=0.23 * EPOCHS,
+        warmup_from=0.2,
+        final_lr_fraction=0.07,
+        lookahead_every=5,
+        label_smoothing=0.2,
+        augment=("alternating_flip", "translate"),
+        test_time_augmentation=2,
+        log_every=10,
+    )
+    return dataclasses.replace(config, cpu_devices=8)
