@@ -77,8 +77,10 @@ def tripwire(*args, **kwargs):
 def _module(name: str):
     """``experiments.<name>`` imported afresh, its shared flags defined as it defines them when run alone (the
     first module to define one sets its type and bounds; random_like and reversibility define --run and --weights
-    differently)."""
-    for flag in (*cli.SHARED_FLAGS, "run", "weights"):
+    differently). Its own flags go too: absl accepts a second definition only from a module object of another
+    id, and the freed module's id can be reused, so a re-import would otherwise fail at random."""
+    own = [flag.name for flag in flags.FLAGS.flags_by_module_dict().get(f"experiments.{name}", [])]
+    for flag in {*cli.SHARED_FLAGS, "run", "weights", *own}:
         if flag in flags.FLAGS:
             delattr(flags.FLAGS, flag)
     for module in (name, "runner"):
