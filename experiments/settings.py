@@ -92,6 +92,14 @@ TRAINING = (
         "noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise of the synthetic input's energy."
     ),
     Flag(
+        "twin_statistics",
+        "train.shadow.twin_statistics",
+        "BatchNorm nets: the twins' forward normalises by their own statistics, discarded (separate), by those of "
+        "real and twins together (joint, used by both terms and the running averages), or by their own, averaged "
+        "into the running statistics after the real batch's (twin_updated).",
+        choices=("separate", "joint", "twin_updated"),
+    ),
+    Flag(
         "num_labels",
         "train.num_labels",
         "Few-label training: keep this many training labels, balanced per class and drawn with --seed from the "

@@ -28,6 +28,7 @@ from rev_nets.errors import SettingError
 from rev_nets.generator import GeneratorConfig
 
 
+TWIN_STATISTICS = ("separate", "joint", "twin_updated")
 PAPER_LAYER = 3  # The paper's source layer: the experiments' default, and the synthetic test data's when SHADOW is off.
 
 
@@ -45,6 +46,13 @@ class ShadowConfig:
         so the synthetic metrics stay comparable, and a non-finite synthetic
         loss still stops the run).
       generator: the generator's options (sampling, alpha, smoothing, switches).
+      twin_statistics: on a net with BatchNorm, whose statistics the twins'
+        forward uses and the running averages take in (``TWIN_STATISTICS``):
+        ``separate``, the twins' own, discarded (the real term and the running
+        statistics stay backprop's); ``joint``, one forward of real and twins
+        together ("add them to the training set"), whose statistics both terms
+        use and the running averages take; ``twin_updated``, the twins' own,
+        averaged into the running statistics after the real batch's.
     """
 
     layer: int = 0
@@ -52,6 +60,7 @@ class ShadowConfig:
     noise_twin: bool = False
     start_epoch: float = 0.0
     generator: GeneratorConfig = GeneratorConfig()
+    twin_statistics: str = "separate"
 
     @property
     def enabled(self) -> bool:
@@ -66,6 +75,10 @@ class ShadowConfig:
             raise SettingError("layer", f"must be 0 (off) or 1..{model.depth} for this model, got {self.layer}.")
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise SettingError("weight", f"must be >= 0 and finite, got {self.weight}.")
+        if self.twin_statistics not in TWIN_STATISTICS:
+            raise SettingError(
+                "twin_statistics", f"must be one of {', '.join(TWIN_STATISTICS)}, got {self.twin_statistics!r}."
+            )
         if not (math.isfinite(self.start_epoch) and self.start_epoch >= 0):
             raise SettingError(
                 "start_epoch", f"must be >= 0 and finite (0 = SHADOW from the first step), got {self.start_epoch}."
@@ -136,10 +149,11 @@ def twins(
 
 
 class LossAux(NamedTuple):
-    """What ``loss`` returns beside its value: the step's metrics, and the real batch's statistics (or ``None``)."""
+    """What ``loss`` returns beside its value: the step's metrics, and the batch statistics the running averages
+    take in, in order (``None`` without BatchNorm)."""
 
     metrics: dict[str, jax.Array]
-    stats: Any = None
+    stats: tuple[Any, ...] | None = None
 
 
 def loss(
@@ -160,25 +174,35 @@ def loss(
     ``weight`` overrides ``config.weight`` (a traced value, so that a schedule
     such as ``weight_at`` changes it without a new trace), and ``alpha`` the
     generator's alphas (``twins``); ``label_smoothing`` smooths both terms'
-    targets. On a net with BatchNorm the generator runs
-    backwards through each layer's scale on the real batch's statistics, and
-    the twins' forward is a forward of their own whose statistics are
-    discarded, so that the real term and the running statistics are plain
-    backprop's. Returns the loss and a ``LossAux`` (``jax.value_and_grad``'s
-    ``has_aux`` form): metrics (real and synthetic cross-entropy and error, the
-    synthetic-to-real input norm ratio) and the real batch's statistics
-    (``None`` without BatchNorm), for the running update.
+    targets. On a net with BatchNorm the generator runs backwards through
+    each layer's scale on the real batch's statistics, and the twins'
+    forward uses the statistics ``config.twin_statistics`` says (by default
+    their own, discarded, so that the real term and the running statistics
+    are plain backprop's). Returns the loss and a ``LossAux``
+    (``jax.value_and_grad``'s ``has_aux`` form): metrics (real and synthetic
+    cross-entropy and error, the synthetic-to-real input norm ratio) and the
+    batch statistics for the running update.
     """
     real_key, syn_key, gen_key = jax.random.split(key, 3)
     real = model.forward(params, x, key=real_key, dropout=dropout)
+    taken = lambda *states: None if real.stats is None else states
     ce_real = cross_entropy(real.logits, y, label_smoothing)
     metrics = {"ce_real": ce_real, "error_real": error_rate(real.logits, y)}
     if not config.enabled:
-        return ce_real, LossAux(metrics, real.stats)
+        return ce_real, LossAux(metrics, taken(real.stats))
     h = real.hiddens[config.layer - 1].h if dropout and real.hiddens is not None else None
     at_batch = model.with_stats(params, jax.lax.stop_gradient(real.stats))
     x_syn = twins(model, at_batch, x, config, gen_key, h, alpha)
-    logits_syn = model.forward(params, x_syn, key=syn_key, dropout=dropout).logits
+    if config.twin_statistics == "joint":
+        both = model.forward(params, jnp.concatenate([x, x_syn]), key=syn_key, dropout=dropout)
+        logits_real, logits_syn = jnp.split(both.logits, 2)
+        ce_real = cross_entropy(logits_real, y, label_smoothing)
+        metrics = {"ce_real": ce_real, "error_real": error_rate(logits_real, y)}
+        stats = taken(both.stats)
+    else:
+        syn = model.forward(params, x_syn, key=syn_key, dropout=dropout)
+        logits_syn = syn.logits
+        stats = taken(real.stats, syn.stats) if config.twin_statistics == "twin_updated" else taken(real.stats)
     ce_syn = cross_entropy(logits_syn, y, label_smoothing)
     metrics |= {
         "ce_synthetic": ce_syn,
@@ -186,4 +210,4 @@ def loss(
         "norm_ratio": jnp.linalg.norm(x_syn) / jnp.linalg.norm(x),
     }
     w = config.weight if weight is None else weight
-    return (ce_real + w * ce_syn) / (1.0 + w), LossAux(metrics, real.stats)
+    return (ce_real + w * ce_syn) / (1.0 + w), LossAux(metrics, stats)

@@ -147,9 +147,9 @@ def test_shadows_gradient_is_backprops_plus_the_fixed_twins_own_and_its_statisti
     params, (x, y) = _params(), _batch()
     x, y, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(3)
     config = shadow.ShadowConfig(layer=2)
-    value, (metrics, stats) = shadow.loss(MODEL, params, x, y, config, key)
+    value, (metrics, (stats,)) = shadow.loss(MODEL, params, x, y, config, key)
     real_key, syn_key, gen_key = jax.random.split(key, 3)
-    backprop_value, (_, backprop_stats) = shadow.loss(MODEL, params, x, y, shadow.ShadowConfig(), key)
+    backprop_value, (_, (backprop_stats,)) = shadow.loss(MODEL, params, x, y, shadow.ShadowConfig(), key)
     chex.assert_trees_all_equal(stats, backprop_stats)
     at_batch = MODEL.with_stats(params, stats)
     x_syn = generator.twins(MODEL, at_batch, x, 2, key=gen_key)
@@ -270,3 +270,22 @@ def test_reversing_a_module_in_a_state_the_generator_cannot_hold_is_one_sentence
         generator.reverse(dropped, jnp.ones((2, 4)))
     dropped.eval()
     assert generator.reverse(dropped, jnp.ones((2, 4))).shape == (2, 4)
+
+
+def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
+    params, (x, y) = _params(), _batch()
+    x, y, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(3)
+    gen_key, syn_key = jax.random.split(key, 3)[2], jax.random.split(key, 3)[1]
+    run = lambda kind: shadow.loss(MODEL, params, x, y, shadow.ShadowConfig(layer=2, twin_statistics=kind), key)
+    (_, (_, (separate,))), (_, (_, (real, twin))), (joint_value, (metrics, (joint,))) = map(
+        run, ("separate", "twin_updated", "joint")
+    )
+    chex.assert_trees_all_equal(separate, real)
+    x_syn = generator.twins(MODEL, MODEL.with_stats(params, real), x, 2, key=gen_key)
+    chex.assert_trees_all_close(twin, MODEL.forward(params, x_syn, key=syn_key).stats, rtol=1e-5, atol=1e-6)
+    both = MODEL.forward(params, jnp.concatenate([x, x_syn]), key=syn_key)
+    chex.assert_trees_all_close(joint, both.stats, rtol=1e-5, atol=1e-6)
+    logits_real = both.logits[: len(x)]
+    np.testing.assert_allclose(metrics["ce_real"], shadow.cross_entropy(logits_real, y), rtol=1e-5)
+    with pytest.raises(SettingError, match="twin_statistics must be one of separate, joint, twin_updated"):
+        shadow.ShadowConfig(layer=2, twin_statistics="mixed").check(MODEL)

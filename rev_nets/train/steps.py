@@ -101,7 +101,8 @@ def train_step(
 
     (loss, (metrics, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
-    state = state.replace(params=model.with_stats(state.params, stats, average=True))
+    for batch_stats in stats or ():  # BatchNorm's running update, in the order the loss gives
+        state = state.replace(params=model.with_stats(state.params, batch_stats, average=True))
     metrics |= gradient_metrics(grads, config.grad_clip)
     sums = {name: acc[name] + value for name, value in (metrics | {"loss": loss}).items()}
     return state, sums | {"steps": acc["steps"] + 1, "finite": acc["finite"] & jnp.isfinite(loss)}
