@@ -330,6 +330,23 @@ class Constant(nnx.Variable):
 GROUPS = ("trained", "norm", "fixed")  # how the optimizer treats a leaf: moved; moved at the norm rate; held
 
 
+def check_training_forward(model: Model) -> None:
+    """Traces a training forward abstractly (nothing computed), so that a module that cannot run one (a dropout
+    layer built without an RNG stream) stops before any work with one sentence."""
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((2, *model.input_shape), jnp.float32)
+    try:
+        jax.eval_shape(lambda p, v, k: model.forward(p, v, key=k).logits, params, x, jax.random.key(0))
+    except ValueError as error:
+        if "rngs" not in str(error):
+            raise
+        name = model.record.factory if model.record else type(model).__name__
+        raise InputError(
+            f"model {name} draws random numbers in training from a stream it was not given "
+            f"({str(error).splitlines()[0].strip()}); build its nnx.Dropout layers with rngs=rngs."
+        ) from None
+
+
 def holds_stats(model: Model) -> bool:
     """Whether ``model`` carries batch statistics (an NNX module with BatchNorm)."""
     return isinstance(model, NnxModel) and model.momenta is not None

@@ -209,7 +209,7 @@ def test_an_nnx_model_with_dropout_trains_with_shadow_and_dropout_changes_the_ru
 
 
 def test_nnx_models_with_state_other_than_params_and_batchnorm_statistics_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"holds state other than nnx.Param, BatchNorm statistics .*\(calls\)"):
+    with pytest.raises(ValueError, match=r"holds state other than nnx.Param, BatchNorm statistics, models.Constant .*\(calls\)"):
         models.nnx_model(WithCounter)
     with pytest.raises(ValueError, match="batch statistics at mean outside an nnx.BatchNorm"):
         models.nnx_model(LooseStatistics)
@@ -409,3 +409,21 @@ def test_an_nnx_model_trains_from_few_labels_with_shadow_consistency():
     _, history = train.fit_in_memory(model, config, labelled, {"test": (x, y)}, unlabelled=x[8:])
     assert [line["step"] for line in history] == [2, 4]
     assert all(np.isfinite(line["train_consistency"]) and line["train_consistency"] > 0 for line in history)
+
+
+class DropoutWithoutStream(nnx.Module):
+    def __init__(self, *, rngs):
+        self.linear, self.dropout = nnx.Linear(4, 3, rngs=rngs), nnx.Dropout(0.5)  # no rngs: nothing to draw from
+        self.depth, self.input_shape, self.num_classes = 1, (4,), 3
+
+    def features(self, x, layer):
+        return nnx.relu(self.linear(x))
+
+    def __call__(self, x):
+        return self.dropout(self.linear(x))
+
+
+def test_a_module_whose_dropout_has_no_stream_is_refused_before_training_in_one_sentence():
+    model = models.nnx_model(DropoutWithoutStream)
+    with pytest.raises(InputError, match=r"^model .*DropoutWithoutStream draws random numbers in training .*rngs=rngs\.$"):
+        train.TrainConfig(epochs=1).check(model)

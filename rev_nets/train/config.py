@@ -109,6 +109,7 @@ class TrainConfig:
                 "must be 0 for an NNX or linen model, which drops out with its own dropout layers at the rates it was "
                 f"built with (set them through its factory's arguments), got {self.dropout}.",
             )
+        models.check_training_forward(model)
         with setting_scope("shadow"):
             self.shadow.check(model)
         with setting_scope("shadow.generator"):  # An undefined calibrated alpha, too many per-map alphas.
