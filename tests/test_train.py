@@ -353,7 +353,7 @@ def test_every_archived_run_config_reads_and_round_trips():
             assert getattr(options, name) == saved["shadow"].get(name, getattr(GeneratorConfig(), name)), path
         assert config.shadow.layer == saved["shadow"]["layer"] and config.shadow.weight == saved["shadow"]["weight"]
         written = json.loads(json.dumps(config.to_json()))
-        assert set(written["shadow"]) == {"layer", "weight", "noise_twin", "start_epoch", "generator"}
+        assert set(written["shadow"]) == {"layer", "weight", "noise_twin", "start_epoch", "generator", "twin_statistics"}
         assert train.TrainConfig.from_json(written) == config, path
 
 
