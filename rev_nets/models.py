@@ -399,21 +399,21 @@ def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxMode
             "streams "
             f"({', '.join(sorted(map(str, rest.keys())))}); make it a parameter or a constant of the module."
         )
-    norms = frozenset(tuple(path) for path, layer in nnx.iter_modules(module) if isinstance(layer, nnx.BatchNorm))
-    momenta = _momenta(module, params, record)
-    return NnxModel(record, build, graphdef, streams, momenta, norms, *_shape_attributes(module))
+    norms = {tuple(path): layer for path, layer in nnx.iter_modules(module) if isinstance(layer, nnx.BatchNorm)}
+    momenta = _momenta(norms, params, record)
+    return NnxModel(record, build, graphdef, streams, momenta, frozenset(norms), *_shape_attributes(module))
 
 
-def _momenta(module: nnx.Module, params: nnx.State, record: ModelConfig) -> nnx.State | None:
-    """Each ``nnx.BatchStat``'s layer momentum, shaped like the statistics (``None`` without any); statistics
-    outside an ``nnx.BatchNorm`` are refused by name, since their update rule is not known."""
+def _momenta(norms: dict[tuple, nnx.BatchNorm], params: nnx.State, record: ModelConfig) -> nnx.State | None:
+    """Each ``nnx.BatchStat``'s layer momentum (``norms``: the module's BatchNorm layers by path), shaped like the
+    statistics (``None`` without any); statistics outside an ``nnx.BatchNorm`` are refused by name, since their
+    update rule is not known."""
     stats = nnx.filter_state(params, nnx.BatchStat)
     if not jax.tree.leaves(stats):
         return None
-    layers = {tuple(path): layer for path, layer in nnx.iter_modules(module)}
 
     def momentum(path, _):
-        owner = layers.get(tuple(key.key for key in path[:-1]))
+        owner = norms.get(tuple(key.key for key in path[:-1]))
         if not isinstance(owner, nnx.BatchNorm):
             where = ".".join(str(key.key) for key in path)
             raise InputError(

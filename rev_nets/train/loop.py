@@ -51,7 +51,6 @@ from rev_nets.train.steps import (
     zero_metrics,
 )
 
-PREPARE_IMAGES = 5000  # training images a model's data-dependent constants (a whitening filter) are fitted on
 EpochCallback = Callable[[train_state.TrainState, dict[str, Any], list[dict[str, Any]]], None]
 
 
@@ -188,7 +187,7 @@ def _train(
     train, replicated, unlabelled = replicate((train, evals, unlabelled), mesh)
     evals = {name: replicated[name] for name in evals}  # Keep the caller's order (pytrees sort dict keys).
     if state is None:
-        state = replicate(create_state(model, config, per_epoch, train.images[:PREPARE_IMAGES]), mesh)
+        state = replicate(create_state(model, config, per_epoch, train.images), mesh)
     history = [] if history is None else history
 
     step_fn = make_train_step(model, config, mesh, per_epoch)
@@ -333,7 +332,7 @@ def fit(
     config_record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
     mark = rundir.diverged(workdir)
     changed = rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()}, mark)
-    state = replicate(create_state(model, config, per_epoch, train.images[:PREPARE_IMAGES]), mesh)
+    state = replicate(create_state(model, config, per_epoch, train.images), mesh)
     manager = rundir.checkpoint_manager(workdir)
     level, _ = rundir.read_checks(workdir)
     watch = guard.Guard(level)

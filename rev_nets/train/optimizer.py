@@ -82,13 +82,16 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, groups: Any = "tra
     return optax.chain(*parts)
 
 
+PREPARE_IMAGES = 5000  # training images a model's data-dependent constants (a whitening filter) are fitted on
+
+
 def create_state(
     model: models.Model, config: TrainConfig, steps_per_epoch: int, images: jax.Array | None = None
 ) -> train_state.TrainState:
-    """A fresh TrainState with the run's seed, its data-dependent constants fitted to ``images`` (some of the
-    standardised training images) when given."""
+    """A fresh TrainState with the run's seed, its data-dependent constants fitted to the first ``PREPARE_IMAGES``
+    of ``images`` (the standardised training images) when given."""
     params = model.init(jax.random.key(config.seed))
     if images is not None:
-        params = model.prepare(params, images)
+        params = model.prepare(params, images[:PREPARE_IMAGES])
     tx = make_optimizer(config, steps_per_epoch, model.param_groups(params))
     return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
