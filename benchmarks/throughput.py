@@ -48,7 +48,8 @@ _NETS = flags.DEFINE_list(
     "nets",
     ["mlp", "cnn", "cnn_grid", "airbench"],
     "Which nets: mlp, cnn (64-128-256, impl auto), cnn_grid (32-64-128, the CIFAR entry points' default), "
-    "cnn_matmul, cnn_lax (64-128-256 with that convolution), airbench (nnx_zoo.airbench_relu, 64/256/256).",
+    "cnn_matmul, cnn_lax (64-128-256 with that convolution), airbench (nnx_zoo.airbench_relu, 64/256/256), "
+    "airbench_bf16 (the same computing in bfloat16).",
 )
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
 _SHADOW_LAYER = flags.DEFINE_integer("shadow_layer", 3, "SHADOW's source layer in the SHADOW rows.")
@@ -83,17 +84,18 @@ def benchmark_models() -> dict[str, models.Model]:
         "cnn_matmul": with_impl("matmul"),
         "cnn_lax": with_impl("lax"),
         "airbench": models.build_model(AIRBENCH),
+        "airbench_bf16": models.build_model(AIRBENCH.factory, **AIRBENCH.keywords, compute_dtype="bfloat16"),
     }
 
 
 def torch_builder(name: str) -> str:
     """Which ``torch_twins`` builder makes the PyTorch twin of net ``name``."""
-    return "mlp" if name == "mlp" else "airbench" if name == "airbench" else "cnn"
+    return "mlp" if name == "mlp" else "airbench" if name.startswith("airbench") else "cnn"
 
 
 def train_config(name: str, batch: int, shadow_layer: int) -> train.TrainConfig:
     """The settings net ``name`` is timed with: its recipe's for airbench (augmentation aside), else the defaults."""
-    if name != "airbench":
+    if not name.startswith("airbench"):
         return train.TrainConfig(batch_size=batch, shadow=shadow.ShadowConfig(layer=shadow_layer))
     from experiments.configs import cifar10_airbench
 
@@ -150,9 +152,7 @@ def _fake_split(model: models.Model, n: int) -> data.DeviceSplit:
     return data.DeviceSplit(images, jax.random.randint(jax.random.key(2), (n,), 0, model.num_classes))
 
 
-def jax_images_per_s(
-    model: models.Model, config: train.TrainConfig, batch: int, steps: int, repeats: int
-) -> float:
+def jax_images_per_s(model: models.Model, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
     split = _fake_split(model, 4 * batch)
     mesh = internals.data_mesh()
     state = internals.create_state(model, config, 4, split.images)
@@ -248,7 +248,7 @@ def print_rows(rows: list[dict], precisions: list[str], peak: float) -> None:
     """One table row per JAX row, with its PyTorch twin's rates (timed once per net, batch, arm and precision)."""
     all_models, torch_rates = benchmark_models(), {}
     rate_of = {(r["net"], r["batch"], r["arm"], r["devices"]): r["rate"] for r in rows}
-    layer_of = dict((arm, layer) for arm, layer in arms(_SHADOW_LAYER.value))
+    layer_of = dict(arms(_SHADOW_LAYER.value))
     floors = {}
     for r in rows:
         model, layer = all_models[r["net"]], layer_of[r["arm"]]

@@ -88,7 +88,9 @@ def airbench_relu(widths: tuple[int, ...]):
     whitening.weight.requires_grad_(False)
     convs, norms, c_in = nn.ModuleList(), nn.ModuleList(), 24
     for width in widths:
-        convs.extend([nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.Conv2d(width, width, 3, padding=1, bias=False)])
+        convs.extend(
+            [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.Conv2d(width, width, 3, padding=1, bias=False)]
+        )
         norms.extend([_batch_norm(width), _batch_norm(width)])
         c_in = width
     head = nn.Linear(widths[-1], 10, bias=False)
@@ -124,7 +126,9 @@ BUILDERS = {
 }
 
 
-def train_step(builder: str, model, shadow_layer: int, batch: int, precision: str = "float32", label_smoothing: float = 0.0):
+def train_step(
+    builder: str, model, shadow_layer: int, batch: int, precision: str = "float32", label_smoothing: float = 0.0
+):
     """One PyTorch train step (SGD, Nesterov momentum; SHADOW's loss the mean of the real and twin
     cross-entropies) of the twin of ``model`` on a fixed random batch, as a function of no arguments:
     ``precision`` "float32" (NCHW) or "bf16" (autocast, channels-last)."""

@@ -121,8 +121,10 @@ def dirac_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.A
     kernel = nnx.initializers.lecun_normal()(key, shape, dtype)
     height, width, c_in, c_out = shape
     identities = min(c_in, c_out)
-    centre = jnp.zeros((height, width, c_in, identities), dtype).at[height // 2, width // 2].set(
-        jnp.eye(c_in, identities, dtype=dtype)
+    centre = (
+        jnp.zeros((height, width, c_in, identities), dtype)
+        .at[height // 2, width // 2]
+        .set(jnp.eye(c_in, identities, dtype=dtype))
     )
     return kernel.at[..., :identities].set(centre)
 
@@ -131,17 +133,18 @@ class Whitening(nnx.Module):
     """A ``size x size`` valid convolution whose filters are fitted to the training images (``prepare``) and then
     held (``models.Constant``), plus a trained bias: linear, so the generator reverses it like any convolution."""
 
-    def __init__(self, channels: int = 3, size: int = 2, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int = 3, size: int = 2, dtype=jnp.float32, *, rngs: nnx.Rngs):
         width = 2 * channels * size * size
         self.kernel = models.Constant(jnp.zeros((size, size, channels, width)))
         self.bias = nnx.Param(jnp.zeros((width,)))
-        self.size = size
+        self.size, self.dtype = size, dtype
 
     def prepare(self, images: jax.Array) -> None:
         self.kernel[...] = patch_whitening(images, self.size)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return lax.conv_general_dilated(x, self.kernel[...], (1, 1), "VALID", dimension_numbers=CONV_LAYOUT) + self.bias
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, self.kernel[...], self.bias[...]))
+        return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=CONV_LAYOUT) + bias
 
 
 CONV_LAYOUT = ("NHWC", "HWIO", "NHWC")
@@ -149,11 +152,12 @@ CONV_LAYOUT = ("NHWC", "HWIO", "NHWC")
 
 class ConvGroup(nnx.Module):
     """``conv -> 2x2 max pool -> BatchNorm -> ReLU -> conv -> BatchNorm -> ReLU``: bias-free identity-initialised
-    convolutions, BatchNorm with a shift and no scale."""
+    convolutions, BatchNorm with a shift and no scale; both compute in ``dtype``, their params and statistics
+    stay float32."""
 
-    def __init__(self, c_in: int, c_out: int, *, momentum: float, epsilon: float, rngs: nnx.Rngs):
-        conv = lambda a, b: nnx.Conv(a, b, (3, 3), use_bias=False, kernel_init=dirac_init, rngs=rngs)
-        norm = lambda: nnx.BatchNorm(c_out, use_scale=False, momentum=momentum, epsilon=epsilon, rngs=rngs)
+    def __init__(self, c_in: int, c_out: int, *, momentum: float, epsilon: float, dtype, rngs: nnx.Rngs):
+        conv = lambda a, b: nnx.Conv(a, b, (3, 3), use_bias=False, kernel_init=dirac_init, dtype=dtype, rngs=rngs)
+        norm = lambda: nnx.BatchNorm(c_out, use_scale=False, momentum=momentum, epsilon=epsilon, dtype=dtype, rngs=rngs)
         self.first, self.first_norm = conv(c_in, c_out), norm()
         self.second, self.second_norm = conv(c_out, c_out), norm()
 
@@ -164,7 +168,8 @@ class ConvGroup(nnx.Module):
 
 class AirbenchReLU(nnx.Module):
     """airbench94's CIFAR-10 net with ReLU for GELU: an optional frozen 2x2 patch-whitening convolution and ReLU,
-    three ``ConvGroup``s, a 3x3 max pool and a bias-free linear head times a fixed ``scale``.
+    three ``ConvGroup``s, a 3x3 max pool and a bias-free linear head times a fixed ``scale``. Its convolutions
+    and BatchNorm compute in ``compute_dtype`` (float32 params and statistics either way); the head in float32.
 
     Source layer ``l`` is group ``l``'s output (32x32 inputs: 15, 7 and 3 pixels wide).
     """
@@ -177,14 +182,24 @@ class AirbenchReLU(nnx.Module):
         batch_norm_momentum: float = 0.6,
         batch_norm_epsilon: float = 1e-12,
         scale: float = 1 / 9,
+        compute_dtype=jnp.float32,
         *,
         rngs: nnx.Rngs,
     ):
-        self.whitening = Whitening(rngs=rngs) if whiten else None
+        self.whitening = Whitening(dtype=compute_dtype, rngs=rngs) if whiten else None
         c_in = 24 if whiten else 3
         groups = []
         for width in widths:
-            groups.append(ConvGroup(c_in, width, momentum=batch_norm_momentum, epsilon=batch_norm_epsilon, rngs=rngs))
+            groups.append(
+                ConvGroup(
+                    c_in,
+                    width,
+                    momentum=batch_norm_momentum,
+                    epsilon=batch_norm_epsilon,
+                    dtype=compute_dtype,
+                    rngs=rngs,
+                )
+            )
             c_in = width
         self.groups = nnx.List(groups)
         self.head = nnx.Linear(widths[-1], num_classes, use_bias=False, rngs=rngs)
@@ -203,7 +218,7 @@ class AirbenchReLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nnx.max_pool(self.features(x, self.depth), (3, 3), strides=(3, 3))
-        return self.head(h.reshape(h.shape[0], -1)) * self.scale
+        return self.head(h.reshape(h.shape[0], -1).astype(jnp.float32)) * self.scale
 
 
 def airbench_relu(
@@ -213,11 +228,21 @@ def airbench_relu(
     num_classes: int = 10,
     whiten: bool = True,
     batch_norm_momentum: float = 0.6,
+    compute_dtype: str = "float32",
 ) -> AirbenchReLU:
     """The airbench94-like ReLU net for CIFAR (32x32x3): ``widths`` per group, the whitening convolution if
-    ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6)."""
+    ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6), convolutions and
+    BatchNorm computed in ``compute_dtype`` ("float32" or "bfloat16": mixed precision, float32 params, statistics,
+    head and loss)."""
     if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
         raise SettingError("widths", f"must be three whole numbers >= 1 (one per group), got {list(widths)}.")
     if not 0 <= batch_norm_momentum < 1:
         raise SettingError("batch_norm_momentum", f"must be in [0, 1), got {batch_norm_momentum}.")
-    return AirbenchReLU(tuple(widths), num_classes, whiten, batch_norm_momentum, rngs=rngs)
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise SettingError("compute_dtype", f"must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}.")
+    return AirbenchReLU(
+        tuple(widths), num_classes, whiten, batch_norm_momentum, compute_dtype=COMPUTE_DTYPES[compute_dtype], rngs=rngs
+    )
+
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -6,7 +6,8 @@ import jax
 import pytest
 
 from benchmarks import throughput
-from rev_nets import generator, layers as L, models, nets
+from rev_nets import generator, models, nets
+from rev_nets import layers as L
 
 
 def _layer_flops(net: nets.Net) -> list[int]:
@@ -43,9 +44,12 @@ def test_forward_flops_of_the_airbench_net_match_its_convolutions():
     # 2x2 whitening (32 -> 31), then per group: conv at the input side, pool, conv at the pooled side.
     counted = (
         conv(31, 3, 24, 2)
-        + conv(31, 24, 8) + conv(15, 8, 8)
-        + conv(15, 8, 16) + conv(7, 16, 16)
-        + conv(7, 16, 16) + conv(3, 16, 16)
+        + conv(31, 24, 8)
+        + conv(15, 8, 8)
+        + conv(15, 8, 16)
+        + conv(7, 16, 16)
+        + conv(7, 16, 16)
+        + conv(3, 16, 16)
         + 2 * 16 * 10
     )
     assert throughput.forward_flops(model) == pytest.approx(counted, rel=0.05)

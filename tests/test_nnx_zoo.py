@@ -5,9 +5,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from rev_nets import generator, models, nnx_zoo, shadow, train
+from rev_nets.errors import SettingError
 
 
 def _images(n=16, seed=0):
@@ -74,3 +76,25 @@ def test_shadow_trains_the_net_from_its_last_two_groups():
         state, history = train.fit_in_memory(model, config, (x, y), {"test": (x, y)})
         assert np.isfinite(history[-1]["train_ce_synthetic"]) and 0 < history[-1]["train_norm_ratio"]
     chex.assert_tree_all_finite(nnx.filter_state(state.params, nnx.BatchStat))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_statistics_and_agrees_with_float32():
+    x, y = _images(16), jnp.arange(16) % 10
+    mixed, full = (
+        models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, compute_dtype=d) for d in ("bfloat16", "float32")
+    )
+    params = mixed.prepare(mixed.init(jax.random.key(0)), x)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    assert mixed.features(params, x, 3).dtype == jnp.bfloat16
+    logits, reference = (m.forward(params, x, key=jax.random.key(1)).logits for m in (mixed, full))
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, reference, atol=0.03 * float(jnp.abs(reference).max()))
+    config = train.TrainConfig(epochs=1, batch_size=8, learning_rate=0.05, shadow=shadow.ShadowConfig(layer=3))
+    state, history = train.fit_in_memory(mixed, config, (x, y), {"test": (x, y)})
+    assert np.isfinite(history[-1]["train_ce_synthetic"])
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+
+
+def test_an_unknown_compute_dtype_is_one_sentence():
+    with pytest.raises(SettingError, match="compute_dtype.*float32, bfloat16.*'float16'"):
+        models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, compute_dtype="float16")
