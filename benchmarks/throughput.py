@@ -48,8 +48,8 @@ _NETS = flags.DEFINE_list(
     "nets",
     ["mlp", "cnn", "cnn_grid", "airbench"],
     "Which nets: mlp, cnn (64-128-256, impl auto), cnn_grid (32-64-128, the CIFAR entry points' default), "
-    "cnn_matmul, cnn_lax (64-128-256 with that convolution), airbench (nnx_zoo.airbench_relu, 64/256/256), "
-    "airbench_bf16 (the same computing in bfloat16).",
+    "cnn_matmul, cnn_lax (64-128-256 with that convolution), airbench (nnx_zoo.airbench_relu, 64/256/256, conv "
+    "impl auto), airbench_bf16 (computing in bfloat16), airbench_matmul, airbench_lax (with that convolution).",
 )
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
 _SHADOW_LAYER = flags.DEFINE_integer("shadow_layer", 3, "SHADOW's source layer in the SHADOW rows.")
@@ -84,8 +84,15 @@ def benchmark_models() -> dict[str, models.Model]:
         "cnn_matmul": with_impl("matmul"),
         "cnn_lax": with_impl("lax"),
         "airbench": models.build_model(AIRBENCH),
-        "airbench_bf16": models.build_model(AIRBENCH.factory, **AIRBENCH.keywords, compute_dtype="bfloat16"),
+        "airbench_bf16": airbench(compute_dtype="bfloat16"),
+        "airbench_matmul": airbench(conv_impl="matmul"),
+        "airbench_lax": airbench(conv_impl="lax"),
     }
+
+
+def airbench(**arguments) -> models.Model:
+    """The benchmark's airbench net with ``arguments`` changed."""
+    return models.build_model(AIRBENCH.factory, **{**AIRBENCH.keywords, **arguments})
 
 
 def torch_builder(name: str) -> str:

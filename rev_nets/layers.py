@@ -41,6 +41,9 @@ class Dense:
             raise InputError("Dense layers cannot pool; use pool=None, or pool in a Conv layer.")
 
 
+CONV_IMPLS = ("auto", "matmul", "lax")  # a convolution's formulations: "auto" picks by device (auto_conv_impl)
+
+
 @dataclasses.dataclass(frozen=True)
 class Conv:
     """A 2-D convolution on NHWC inputs, optionally followed by 2-D pooling.
@@ -64,7 +67,7 @@ class Conv:
             raise InputError(f"Conv pool must be 'max', 'avg' or None, got {self.pool!r}.")
         if self.pool_size < 1:
             raise InputError(f"Conv pool_size must be positive, got {self.pool_size}.")
-        if self.impl not in ("auto", "matmul", "lax"):
+        if self.impl not in CONV_IMPLS:
             raise InputError(f"Conv impl must be 'auto', 'matmul' or 'lax', got {self.impl!r}.")
 
 
@@ -168,29 +171,39 @@ def linear(layer: Layer, w: jax.Array, h: jax.Array) -> jax.Array:
 
 
 def conv_impl(layer: Conv) -> str:
-    """The convolution's formulation: ``impl``, or for "auto" the faster one measured here.
+    """The convolution's formulation: ``impl``, or for "auto" the faster one measured here (``auto_conv_impl``)."""
+    return auto_conv_impl() if layer.impl == "auto" else layer.impl
+
+
+def auto_conv_impl() -> str:
+    """The faster convolution formulation for the current devices.
 
     On a single CPU device one matmul over shifted slices beats XLA's
     convolution (which runs on one core). Split into several CPU devices
     (``jax_num_cpu_devices``), each device's convolution gets its own core and
     ``lax.conv_general_dilated`` wins, as it does on GPU (cuDNN) and TPU.
     """
-    if layer.impl != "auto":
-        return layer.impl
     return "matmul" if jax.default_backend() == "cpu" and jax.device_count() == 1 else "lax"
 
 
 def _conv_as_matmul(layer: Conv, w: jax.Array, h: jax.Array) -> jax.Array:
-    """The same convolution as one matmul over the kh*kw shifted slices stacked on channels.
+    return conv_as_matmul(h, w, layer.strides, _lax_padding(layer, h.shape[1:]))
+
+
+def conv_as_matmul(h: jax.Array, w: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+    """An NHWC x HWIO convolution (``padding`` "SAME", "VALID" or pairs) as one matmul over the kh*kw shifted
+    slices stacked on channels.
 
     Faster than ``lax.conv_general_dilated`` on CPU (XLA's CPU convolution
     uses one core; a matmul uses all of them). Exact: the same sums, and the
     generator reverses it through the VJPs of its pad, slices and matmul.
     """
-    (top, bottom), (left, right) = _lax_padding(layer, h.shape[1:])
+    kh, kw = w.shape[:2]
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(h.shape[1:3], (kh, kw), strides, padding)
+    (top, bottom), (left, right) = padding
     padded = jnp.pad(h, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    kh, kw = layer.kernel_size
-    sh, sw = layer.strides
+    sh, sw = strides
     out_h = (padded.shape[1] - kh) // sh + 1
     out_w = (padded.shape[2] - kw) // sw + 1
     slices = [
@@ -200,6 +213,30 @@ def _conv_as_matmul(layer: Conv, w: jax.Array, h: jax.Array) -> jax.Array:
     ]
     patches = jnp.concatenate(slices, axis=-1) if len(slices) > 1 else slices[0]
     return patches @ w.reshape(-1, w.shape[-1])
+
+
+def nnx_conv_function(impl: str):
+    """``nnx.Conv``'s ``conv_general_dilated`` for ``impl`` ("lax", "matmul", or "auto": ``auto_conv_impl``'s
+    choice when traced), so an NNX net's convolutions take the formulation this project's nets take; dilated or
+    grouped convolutions stay ``lax``'s."""
+
+    def convolve(lhs, rhs, window_strides, padding, *, lhs_dilation, rhs_dilation, dimension_numbers, **rest):
+        undilated = set(lhs_dilation or (1,)) | set(rhs_dilation or (1,)) == {1}
+        plain = undilated and rest.get("feature_group_count", 1) == 1 and lhs.ndim == 4
+        if plain and (auto_conv_impl() if impl == "auto" else impl) == "matmul":
+            return conv_as_matmul(lhs, rhs, window_strides, padding)
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            **rest,
+        )
+
+    return convolve
 
 
 def _windows(layer: Conv, z: jax.Array) -> jax.Array:

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from rev_nets import models
+from rev_nets import layers, models
 from rev_nets.errors import SettingError
 
 BATCH_NORM_MOMENTUM = 0.9  # Running averages over about the last 10 steps: a short run's evaluation still fits.
@@ -133,18 +132,21 @@ class Whitening(nnx.Module):
     """A ``size x size`` valid convolution whose filters are fitted to the training images (``prepare``) and then
     held (``models.Constant``), plus a trained bias: linear, so the generator reverses it like any convolution."""
 
-    def __init__(self, channels: int = 3, size: int = 2, dtype=jnp.float32, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int = 3, size: int = 2, dtype=jnp.float32, conv_impl: str = "lax", *, rngs: nnx.Rngs):
         width = 2 * channels * size * size
         self.kernel = models.Constant(jnp.zeros((size, size, channels, width)))
         self.bias = nnx.Param(jnp.zeros((width,)))
-        self.size, self.dtype = size, dtype
+        self.size, self.dtype, self.convolve = size, dtype, layers.nnx_conv_function(conv_impl)
 
     def prepare(self, images: jax.Array) -> None:
         self.kernel[...] = patch_whitening(images, self.size)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x, kernel, bias = (a.astype(self.dtype) for a in (x, self.kernel[...], self.bias[...]))
-        return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=CONV_LAYOUT) + bias
+        y = self.convolve(
+            x, kernel, (1, 1), "VALID", lhs_dilation=None, rhs_dilation=None, dimension_numbers=CONV_LAYOUT
+        )
+        return y + bias
 
 
 CONV_LAYOUT = ("NHWC", "HWIO", "NHWC")
@@ -155,8 +157,13 @@ class ConvGroup(nnx.Module):
     convolutions, BatchNorm with a shift and no scale; both compute in ``dtype``, their params and statistics
     stay float32."""
 
-    def __init__(self, c_in: int, c_out: int, *, momentum: float, epsilon: float, dtype, rngs: nnx.Rngs):
-        conv = lambda a, b: nnx.Conv(a, b, (3, 3), use_bias=False, kernel_init=dirac_init, dtype=dtype, rngs=rngs)
+    def __init__(
+        self, c_in: int, c_out: int, *, momentum: float, epsilon: float, dtype, conv_impl: str, rngs: nnx.Rngs
+    ):
+        convolve = layers.nnx_conv_function(conv_impl)
+        conv = lambda a, b: nnx.Conv(
+            a, b, (3, 3), use_bias=False, kernel_init=dirac_init, dtype=dtype, conv_general_dilated=convolve, rngs=rngs
+        )
         norm = lambda: nnx.BatchNorm(c_out, use_scale=False, momentum=momentum, epsilon=epsilon, dtype=dtype, rngs=rngs)
         self.first, self.first_norm = conv(c_in, c_out), norm()
         self.second, self.second_norm = conv(c_out, c_out), norm()
@@ -183,10 +190,11 @@ class AirbenchReLU(nnx.Module):
         batch_norm_epsilon: float = 1e-12,
         scale: float = 1 / 9,
         compute_dtype=jnp.float32,
+        conv_impl: str = "auto",
         *,
         rngs: nnx.Rngs,
     ):
-        self.whitening = Whitening(dtype=compute_dtype, rngs=rngs) if whiten else None
+        self.whitening = Whitening(dtype=compute_dtype, conv_impl=conv_impl, rngs=rngs) if whiten else None
         c_in = 24 if whiten else 3
         groups = []
         for width in widths:
@@ -197,6 +205,7 @@ class AirbenchReLU(nnx.Module):
                     momentum=batch_norm_momentum,
                     epsilon=batch_norm_epsilon,
                     dtype=compute_dtype,
+                    conv_impl=conv_impl,
                     rngs=rngs,
                 )
             )
@@ -229,19 +238,28 @@ def airbench_relu(
     whiten: bool = True,
     batch_norm_momentum: float = 0.6,
     compute_dtype: str = "float32",
+    conv_impl: str = "auto",
 ) -> AirbenchReLU:
     """The airbench94-like ReLU net for CIFAR (32x32x3): ``widths`` per group, the whitening convolution if
     ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6), convolutions and
     BatchNorm computed in ``compute_dtype`` ("float32" or "bfloat16": mixed precision, float32 params, statistics,
-    head and loss)."""
+    head and loss), and convolutions as ``conv_impl`` says (``layers.Conv.impl``'s choices)."""
     if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
         raise SettingError("widths", f"must be three whole numbers >= 1 (one per group), got {list(widths)}.")
     if not 0 <= batch_norm_momentum < 1:
         raise SettingError("batch_norm_momentum", f"must be in [0, 1), got {batch_norm_momentum}.")
     if compute_dtype not in COMPUTE_DTYPES:
         raise SettingError("compute_dtype", f"must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}.")
+    if conv_impl not in layers.CONV_IMPLS:
+        raise SettingError("conv_impl", f"must be one of {', '.join(layers.CONV_IMPLS)}, got {conv_impl!r}.")
     return AirbenchReLU(
-        tuple(widths), num_classes, whiten, batch_norm_momentum, compute_dtype=COMPUTE_DTYPES[compute_dtype], rngs=rngs
+        tuple(widths),
+        num_classes,
+        whiten,
+        batch_norm_momentum,
+        compute_dtype=COMPUTE_DTYPES[compute_dtype],
+        conv_impl=conv_impl,
+        rngs=rngs,
     )
 
 

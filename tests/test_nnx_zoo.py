@@ -1,6 +1,8 @@
 """The zoo's airbench-like ReLU net: its whitening filter, identity initialisation, data-fitted constants held
 through training, and the generator's alphas through BatchNorm after max pooling."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -98,3 +100,19 @@ def test_bfloat16_compute_keeps_float32_params_and_statistics_and_agrees_with_fl
 def test_an_unknown_compute_dtype_is_one_sentence():
     with pytest.raises(SettingError, match="compute_dtype.*float32, bfloat16.*'float16'"):
         models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, compute_dtype="float16")
+
+
+def test_the_matmul_convolution_gives_the_lax_nets_logits_twins_and_alphas():
+    x = _images(8)
+    results = []
+    for impl in ("lax", "matmul"):
+        model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, conv_impl=impl)
+        params = model.prepare(model.init(jax.random.key(0)), x)
+        forward = model.forward(params, x, key=jax.random.key(1))
+        params = model.with_stats(params, forward.stats)
+        alphas = generator.alphas(functools.partial(model.features, params, layer=3), x)
+        results.append((forward.logits, generator.twins(model, params, x, 3), np.array(alphas)))
+    for lax_result, matmul_result in zip(*results):
+        np.testing.assert_allclose(matmul_result, lax_result, rtol=1e-4, atol=1e-5 * float(np.abs(lax_result).max()))
+    with pytest.raises(SettingError, match="conv_impl.*auto, matmul, lax"):
+        models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, conv_impl="fft")
