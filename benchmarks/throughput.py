@@ -1,7 +1,7 @@
 """Train-step throughput: rev_nets (backprop and SHADOW) against a PyTorch reference of the same nets.
 
     python -m benchmarks.throughput                # the default nets, 1 device and the CIFAR split into 8
-    python -m benchmarks.throughput --nets=airbench --batch_sizes=512 --shadow_layer=3
+    python -m benchmarks.throughput --nets=airbench --batch_sizes=512 --source_layer=3
     python -m benchmarks.throughput --nets=cnn_grid --device_counts=8 --torch_precisions=
     python -m benchmarks.throughput --nets=airbench --xla_flags=--xla_cpu_use_onednn=true
 
@@ -52,7 +52,9 @@ _NETS = flags.DEFINE_list(
     "impl auto), airbench_bf16 (computing in bfloat16), airbench_matmul, airbench_lax (with that convolution).",
 )
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["128", "256"], "Batch sizes.")
-_SHADOW_LAYER = flags.DEFINE_integer("shadow_layer", 3, "SHADOW's source layer in the SHADOW rows.")
+_SOURCE_LAYER = flags.DEFINE_integer(  # Not --shadow_layer: the entry points' flag, imported beside this.
+    "source_layer", 3, "SHADOW's source layer in the SHADOW rows."
+)
 _STEPS = flags.DEFINE_integer("timed_steps", 10, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
 _TORCH_PRECISIONS = flags.DEFINE_list(
@@ -211,7 +213,7 @@ def worker_rows(devices: int) -> tuple[list[dict], float]:
     """Runs this module as a worker on ``devices`` CPU devices; returns its rows and JAX's matmul peak there."""
     flag_values = [
         f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
-        for name, value in ((f.name, f.value) for f in (_NETS, _BATCH_SIZES, _SHADOW_LAYER, _STEPS, _REPEATS))
+        for name, value in ((f.name, f.value) for f in (_NETS, _BATCH_SIZES, _SOURCE_LAYER, _STEPS, _REPEATS))
     ]
     command = [sys.executable, "-m", "benchmarks.throughput", "--worker", f"--device_counts={devices}", *flag_values]
     environment = {**os.environ, "XLA_FLAGS": _XLA_FLAGS.value} if _XLA_FLAGS.value else None
@@ -225,7 +227,7 @@ def main(argv) -> None:
     if _WORKER.value:
         jax.config.update("jax_num_cpu_devices", int(_CPU_DEVICES.value[0]))
         batches = [int(b) for b in _BATCH_SIZES.value]
-        rows = jax_rows(_NETS.value, batches, _SHADOW_LAYER.value, _STEPS.value, _REPEATS.value)
+        rows = jax_rows(_NETS.value, batches, _SOURCE_LAYER.value, _STEPS.value, _REPEATS.value)
         print(json.dumps({"rows": rows, "jax_peak": matmul_peak_gflops("jax", _REPEATS.value)}))
         return
     rows, jax_peaks = [], {}
@@ -255,12 +257,12 @@ def print_rows(rows: list[dict], precisions: list[str], peak: float) -> None:
     """One table row per JAX row, with its PyTorch twin's rates (timed once per net, batch, arm and precision)."""
     all_models, torch_rates = benchmark_models(), {}
     rate_of = {(r["net"], r["batch"], r["arm"], r["devices"]): r["rate"] for r in rows}
-    layer_of = dict(arms(_SHADOW_LAYER.value))
+    layer_of = dict(arms(_SOURCE_LAYER.value))
     floors = {}
     for r in rows:
         model, layer = all_models[r["net"]], layer_of[r["arm"]]
         if r["net"] not in floors:
-            floors[r["net"]] = (3 * forward_flops(model), shadow_flop_floor(model, _SHADOW_LAYER.value))
+            floors[r["net"]] = (3 * forward_flops(model), shadow_flop_floor(model, _SOURCE_LAYER.value))
         step_flops = floors[r["net"]][0] * (1 if layer == 0 else floors[r["net"]][1])
         cells = []
         for precision in precisions:
