@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -159,15 +160,26 @@ def main(argv) -> None:
             print(json.dumps(result), flush=True)
     outcomes = read_lines(record)
     commits = sorted({line.get("commit", "unrecorded") for line in outcomes})
+    diverged = [r["cell"] for r in outcomes if r["diverged"]]
     text = (
+        f"# python -m benchmarks.stability  ({cpu_name()}, {os.cpu_count()} cores, {_PARALLEL.value} runs at a time)\n"
         f"{len(outcomes)} of {sum(map(len, cells().values()))} cells, code {', '.join(commits)}; extra flags: "
-        f"{' '.join(_EXTRA.value) or 'none'}.\n\n{table(outcomes)}"
+        f"{' '.join(_EXTRA.value) or 'none'}; "
+        f"{len(diverged)} of {len(outcomes)} runs diverged{': ' + ', '.join(diverged) if diverged else ''}.\n\n"
+        f"{table(outcomes)}"
     )
     print(text)
     if _TABLE.value:
         Path(_TABLE.value).write_text(text)
-    diverged = [r["cell"] for r in outcomes if r["diverged"]]
-    print(f"{len(diverged)} of {len(outcomes)} runs diverged" + (f": {', '.join(diverged)}" if diverged else "."))
+
+
+def cpu_name() -> str:
+    """This machine's CPU model, from /proc/cpuinfo (Linux), else the platform's word for it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
