@@ -255,6 +255,8 @@ def main(argv) -> None:
 
 def print_rows(rows: list[dict], precisions: list[str], peak: float) -> None:
     """One table row per JAX row, with its PyTorch twin's rates (timed once per net, batch, arm and precision)."""
+    if precisions:
+        from benchmarks import torch_twins  # PyTorch only where its columns are asked for and it is installed.
     all_models, torch_rates = benchmark_models(), {}
     rate_of = {(r["net"], r["batch"], r["arm"], r["devices"]): r["rate"] for r in rows}
     layer_of = dict(arms(_SOURCE_LAYER.value))
@@ -268,8 +270,6 @@ def print_rows(rows: list[dict], precisions: list[str], peak: float) -> None:
         for precision in precisions:
             key = (r["net"], r["batch"], r["arm"], precision)
             if key not in torch_rates:
-                from benchmarks import torch_twins
-
                 smoothing = train_config(r["net"], r["batch"], layer).label_smoothing
                 torch_rates[key] = torch_images_per_s(
                     torch_twins.train_step(torch_builder(r["net"]), model, layer, r["batch"], precision, smoothing),

@@ -132,7 +132,7 @@ class Whitening(nnx.Module):
     """A ``size x size`` valid convolution whose filters are fitted to the training images (``prepare``) and then
     held (``models.Constant``), plus a trained bias: linear, so the generator reverses it like any convolution."""
 
-    def __init__(self, channels: int = 3, size: int = 2, dtype=jnp.float32, conv_impl: str = "lax", *, rngs: nnx.Rngs):
+    def __init__(self, channels: int = 3, size: int = 2, dtype=jnp.float32, conv_impl: str = "auto", *, rngs: nnx.Rngs):
         width = 2 * channels * size * size
         self.kernel = models.Constant(jnp.zeros((size, size, channels, width)))
         self.bias = nnx.Param(jnp.zeros((width,)))
