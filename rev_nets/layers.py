@@ -239,6 +239,22 @@ def nnx_conv_function(impl: str):
     return convolve
 
 
+def max_pool(h: jax.Array, size: int) -> jax.Array:
+    """Non-overlapping ``size x size`` max pooling of NHWC ``h`` (a partial last window dropped, like a "VALID"
+    ``nnx.max_pool``), as a reshape and a max.
+
+    The same values as ``lax.reduce_window``; its derivative is an elementwise
+    mask, where the window form's derivative on XLA's CPU backend builds four
+    int32 index arrays the size of the input (on the airbench net's 31x31
+    layer, a quarter of the train step). The generator reverses either form
+    through the same switches (each window's first winner).
+    """
+    b, height, width, c = h.shape
+    rows, cols = height // size, width // size
+    h = h[:, : rows * size, : cols * size]
+    return h.reshape(b, rows, size, cols, size, c).max(axis=(2, 4))
+
+
 def _windows(layer: Conv, z: jax.Array) -> jax.Array:
     """(B, H, W, C) -> (B, H/p, W/p, C, p*p): each pooling window on the last axis."""
     b, height, width, c = z.shape

@@ -75,7 +75,7 @@ class ResidualCNN(nnx.Module):
     def features(self, x: jax.Array, layer: int) -> jax.Array:
         h = x
         for stem, norm, block in zip(self.stems[:layer], self.stem_norms[:layer], self.blocks[:layer]):
-            h = nnx.max_pool(block(nnx.relu(_conv_norm(stem, norm, h))), (2, 2), strides=(2, 2))
+            h = layers.max_pool(block(nnx.relu(_conv_norm(stem, norm, h))), 2)
         return h
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -169,7 +169,7 @@ class ConvGroup(nnx.Module):
         self.second, self.second_norm = conv(c_out, c_out), norm()
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        h = nnx.relu(self.first_norm(nnx.max_pool(self.first(h), (2, 2), strides=(2, 2))))
+        h = nnx.relu(self.first_norm(layers.max_pool(self.first(h), 2)))
         return nnx.relu(self.second_norm(self.second(h)))
 
 
@@ -226,7 +226,7 @@ class AirbenchReLU(nnx.Module):
         return h
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nnx.max_pool(self.features(x, self.depth), (3, 3), strides=(3, 3))
+        h = layers.max_pool(self.features(x, self.depth), 3)
         return self.head(h.reshape(h.shape[0], -1).astype(jnp.float32)) * self.scale
 
 

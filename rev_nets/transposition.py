@@ -334,6 +334,11 @@ class _Context:
                 return frontier.pop()
             frontier = back
 
+    def _keeps_channels(self, before: int, after: int) -> bool:
+        """Whether an op from value ``before`` to ``after`` keeps the last (channel) axis whole and in place."""
+        shape_in, shape_out = self.b.avals[before].shape, self.b.avals[after].shape
+        return len(shape_in) > 1 and len(shape_out) > 1 and shape_in[-1] == shape_out[-1]
+
     def linear_map(self, k: int, after_relu: dict[int, bool]) -> LinearMap:
         op = self.b.ops[k]
         (position,) = self.dep_positions(k)
@@ -351,6 +356,8 @@ class _Context:
                 undefined = "a residual sum (an add of two input-dependent values) comes before its ReLU"
             elif user.name in ("add", "sub", "convert_element_type", "copy", *MAX_POOLS):
                 pass  # A shift; or a max pool, which a per-channel scale (BatchNorm after pooling) commutes with.
+            elif user.name in ("slice", "reshape") and self._keeps_channels(node, user.outs[0]):
+                pass  # Cropping or regrouping pixels (a max pool's windows), channels untouched.
             elif user.name in ("mul", "div") and len(dep) == 1 and (user.name == "mul" or dep == [0]):
                 scales.append((user.name, user.ins[1 - dep[0]]))
             else:

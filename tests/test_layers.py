@@ -164,3 +164,19 @@ def test_init_is_he_normal():
     params = L.init(jax.random.key(0), L.Dense(512), (1024,))
     np.testing.assert_allclose(np.std(params["w"]), np.sqrt(2 / 1024), rtol=0.02)
     assert params["w"].dtype == jnp.float32 and not np.any(params["b"])
+
+
+@given(size=st.sampled_from([2, 3]), height=st.sampled_from([6, 7]), seed=st.integers(0, 2**16))
+def test_max_pool_is_flaxs_valid_max_pool_in_value_gradient_and_reverse(size, height, seed):
+    from flax import nnx
+
+    from rev_nets import generator
+
+    (z, g) = _draw(seed, (2, height, height + 1, 3), (2, height // size, (height + 1) // size, 3))
+    flax_pool = lambda v: nnx.max_pool(v, (size, size), strides=(size, size))
+    np.testing.assert_array_equal(L.max_pool(z, size), flax_pool(z))
+    np.testing.assert_array_equal(jax.jit(L.max_pool, static_argnums=1)(z, size), flax_pool(z))
+    ours, theirs = (jax.vjp(f, z)[1](g)[0] for f in (lambda v: L.max_pool(v, size), flax_pool))
+    np.testing.assert_array_equal(ours, theirs)  # Normal draws: no ties, so both route to the same winners.
+    reversed_ours = generator.reverse(lambda v: L.max_pool(v, size), z, h=jnp.abs(g))
+    np.testing.assert_array_equal(reversed_ours, generator.reverse(flax_pool, z, h=jnp.abs(g)))

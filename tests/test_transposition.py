@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from rev_nets import generator, transposition
+from rev_nets import generator, layers, transposition
 from rev_nets.nnx_zoo import ResidualCNN
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -200,6 +200,10 @@ def test_per_channel_scales_fold_into_the_calibrated_alpha():
     (alpha,) = generator.alphas(lambda v: nnx.relu(norm(conv(v))), x)
     s = norm.scale[...] / jnp.sqrt(norm.var[...] + norm.epsilon)
     np.testing.assert_allclose(alpha, 1.0 / (27 * jnp.mean((conv.kernel[...] * s) ** 2)), rtol=1e-5)
+    (pooled,) = generator.alphas(lambda v: nnx.relu(norm(layers.max_pool(conv(v), 2))), x)
+    np.testing.assert_allclose(pooled, alpha, rtol=1e-6)  # A crop and reshape of pixels keep the channels.
+    mixed = lambda v: nnx.relu(norm(conv(v).reshape(2, 6, 3, 8)[..., :4]))  # Channels regrouped: not folded.
+    assert not np.isclose(generator.alphas(mixed, x)[0], alpha, rtol=1e-3)
 
 
 def test_the_data_alpha_gives_back_the_signal_on_its_support_on_average():
@@ -225,7 +229,10 @@ class JitTest(chex.TestCase):
 
         out = twins(state, x, jax.random.key(2))
         reference = generator.reverse(lambda v: model.features(v, 2), x, alpha="data", rho=0.7, key=jax.random.key(2))
-        chex.assert_trees_all_close(out, reference, rtol=1e-5, atol=1e-6)
+        # float32 rounding at the output's scale (up to ~180 here, through fitted alphas up to ~37): jit fuses and
+        # orders the sums differently, and values near zero come from cancelling terms of that size.
+        scale = float(jnp.abs(reference).max())
+        chex.assert_trees_all_close(out, reference, rtol=1e-5, atol=2e-6 * scale)
 
 
 def test_one_trace_and_batching_over_a_leading_axis():
