@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
-from rev_nets import models, shadow, train
+from rev_nets import data, models, nets, shadow, train
 from rev_nets.data import augmentation
 from rev_nets.errors import SettingError
 from rev_nets.train import optimizer
@@ -118,6 +118,24 @@ def test_test_time_views_weigh_the_mirror_and_both_one_pixel_shifts():
     np.testing.assert_array_equal(views[2], padded[:, :5, :5])
     np.testing.assert_array_equal(views[5], padded[:, 2:7, 2:7][:, :, ::-1])
     assert weights == (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
+
+
+def test_test_time_augmentation_is_judged_once_at_the_last_step_on_the_averaged_views(tmp_path):
+    net = nets.cifar_cnn(channels=(4, 4, 4))
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.standard_normal((56, 32, 32, 3)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 10, 56), jnp.int32)
+    test = data.DeviceSplit(images[32:], labels[32:])
+    config = train.TrainConfig(epochs=2, batch_size=16, learning_rate=0.05, test_time_augmentation=1)
+    state, history = train.fit(
+        net, config, data.DeviceSplit(images[:32], labels[:32]), {"test": test}, str(tmp_path), figures=False
+    )
+    assert "test_tta_error" not in history[0] and history[0]["evaluation_time_s"] > 0
+    logits = lambda v: net.forward(state.params, v).logits
+    error = lambda lg: float(jnp.mean(jnp.argmax(lg, -1) != test.labels))
+    mirrored = (logits(test.images) + logits(test.images[:, :, ::-1])) / 2
+    assert history[1]["test_tta_error"] == pytest.approx(error(mirrored))
+    assert history[1]["test_error"] == pytest.approx(error(logits(test.images)))  # Every epoch: the images alone.
 
 
 @pytest.mark.parametrize(

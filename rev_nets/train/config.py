@@ -48,7 +48,9 @@ class TrainConfig:
     norm_lr_scale: float = 1.0  # BatchNorm shifts and scales: learning rate times this, same decay per step
     lookahead_every: int = 0  # every N steps, params <- their slow average (0 = off); see optimizer.lookahead
     label_smoothing: float = 0.0  # on both SHADOW terms
-    test_time_augmentation: int = 0  # evaluation views: 0 the image; 1 and its mirror; 2 and both 1-pixel shifts
+    # Test-time views: 0 the image; 1 and its mirror; 2 and both 1-pixel shifts. Judged once, at the run's last
+    # step (``<split>_tta_error``); every epoch's ``<split>_error`` is on the images as they are.
+    test_time_augmentation: int = 0
     grad_clip: float = 0.0  # global-norm clipping; 0 = off
     dropout: float = 0.0
     seed: int = 0

@@ -219,18 +219,21 @@ def eval_step(
     *,
     batch_sharding: NamedSharding | None = None,
     views: int = 0,
+    synthetic: bool = True,
 ) -> Metrics:
-    """Summed real/synthetic errors and real cross-entropy over the unmasked examples (``synthetic_config``: the
-    synthetic test data's generator, ``TrainConfig.synthetic_config``). The real logits average the test-time
-    views of level ``views`` (``data.augmentation.test_views``); the twins are made from, and judged on, the
-    images as they are. BatchNorm uses the running statistics throughout."""
+    """Summed real errors and cross-entropy over the unmasked examples, and (``synthetic``) the synthetic errors
+    (``synthetic_config``: the synthetic test data's generator, ``TrainConfig.synthetic_config``). The real
+    logits average the test-time views of level ``views`` (``data.augmentation.test_views``); the twins are
+    made from, and judged on, the images as they are. BatchNorm uses the running statistics throughout."""
     x, y = shard_batch(data.batch_at(split, indices), batch_sharding)
     logits = sum(weight * model.forward(params, view).logits for weight, view in augmentation.test_views(x, views))
-    x_syn = shadow.twins(model, params, x, synthetic_config, None)
-    logits_syn = model.forward(params, x_syn).logits
     wrong = lambda lg: jnp.sum((jnp.argmax(lg, -1) != y) * mask)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return {"errors": wrong(logits), "synthetic_errors": wrong(logits_syn), "ce": jnp.sum(ce * mask)}
+    sums = {"errors": wrong(logits), "ce": jnp.sum(ce * mask)}
+    if synthetic:
+        x_syn = shadow.twins(model, params, x, synthetic_config, None)
+        sums["synthetic_errors"] = wrong(model.forward(params, x_syn).logits)
+    return sums
 
 
 def evaluate(
@@ -241,7 +244,8 @@ def evaluate(
     multiple: int = 1,
     window: dispatch.DispatchWindow | None = None,
 ) -> dict[str, float]:
-    """Error, synthetic error and loss over a whole split, in padded fixed-size batches.
+    """Error, loss and (where ``eval_fn`` gives it) synthetic error over a whole split, in padded fixed-size
+    batches.
 
     The batch shrinks for small splits, staying a multiple of ``multiple`` (the device count).
     Batches are dispatched through ``window`` (the caller's, so that its
@@ -259,8 +263,5 @@ def evaluate(
         for start in range(0, padded, batch_size)
     ]
     totals = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), jax.device_get(sums))
-    return {
-        "error": float(totals["errors"]) / n,
-        "synthetic_error": float(totals["synthetic_errors"]) / n,
-        "loss": float(totals["ce"]) / n,
-    }
+    names = {"errors": "error", "synthetic_errors": "synthetic_error", "ce": "loss"}
+    return {names[key]: float(total) / n for key, total in totals.items()}
