@@ -10,6 +10,10 @@ Stage 2 runs the remaining seeds of the main arms at their chosen rate, and
 the ablations, each of which changes one setting of the default SHADOW cell
 and inherits its rate, then the probes (one seed each, same rate).
 
+``--dataset=cifar10_airbench`` (``rev_nets.analysis.scale_grid``): the verdict at practical scale, hours per
+run: backprop's rate, then SHADOW's source layer and rate, on validation; then the final runs (backprop,
+SHADOW, the placebo) on all 50,000 training images.
+
 ``--few_labels`` (plans in ``experiments/configs/few_label_plans.py``): every
 arm trains for the same number of steps (MNIST 6,435, CIFAR-10 4,212) from N
 labels (balanced, drawn by the seed outside the 1,000 validation images).

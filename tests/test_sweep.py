@@ -224,6 +224,31 @@ def test_run_names_abbreviate_the_tuned_settings_in_a_fixed_order():
                                      "dropout": 0.3}  # fmt: skip
 
 
+def test_the_scale_plan_tunes_backprop_then_shadows_layer_and_rate_and_trains_its_finals_on_every_image():
+    from experiments.configs import grid_plans
+
+    grid = grid_plans.PLANS["cifar10_airbench"].to_sweep()
+    # Validation error by (source layer, rate): backprop is best at 1.0, SHADOW from h2 at 1.5.
+    error = {(0, 1.5): 0.08, (0, 1.0): 0.07, (0, 2.25): 0.09, (3, 1.0): 0.075, (2, 1.0): 0.072, (2, 1.5): 0.071}
+    layer = lambda key, settings: settings.get("train.shadow.layer", grid.overrides(key, {}).get("train.shadow.layer"))
+    tuning = sweep.Tuning(grid, lambda key, settings, seed: error[(layer(key, settings), settings[LR])])
+    assert tuning.settings("backprop") == {LR: 1.0}
+    assert tuning.settings("shadow") == {LR: 1.5, "train.shadow.layer": 2}
+    final = grid.overrides("shadow_final", tuning.settings("shadow_final"), 1)
+    assert final["num_validation"] == 0 and final["train.shadow.layer"] == 2 and final[LR] == 1.5
+    placebo = grid.overrides("noise_twin_final", tuning.settings("noise_twin_final"), 0)
+    assert placebo["train.shadow.noise_twin"] and placebo["num_validation"] == 0
+    assert grid.overrides("backprop_final", tuning.settings("backprop_final"), 2)["train.shadow.layer"] == 0
+    assert sweep.run_name("shadow_final", tuning.settings("shadow_final"), 1) == "shadow_final_h2_lr1.5_seed1"
+    assert [step for step, _ in grid.order[:4]] == ["tune", "run", "tune", "run"]
+
+
+def test_a_finished_run_without_a_validation_split_has_no_validation_error(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_error": 0.1}) + "\n")
+    assert sweep.outcome(str(tmp_path), 1) != sweep.outcome(str(tmp_path), 1)  # NaN: finished, nothing to tune on
+    assert sweep.outcome(str(tmp_path), 2) is None
+
+
 def test_overrides_become_the_entry_points_flags_in_their_order():
     overrides = {
         "train.epochs": 12,

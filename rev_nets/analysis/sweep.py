@@ -98,11 +98,16 @@ class EntryPoint:
         return [self.module, *self.flags(overrides), *self.placement(workdir)]
 
 
-ABBREVIATIONS = {"train.learning_rate": "lr", "train.consistency.weight": "w", "train.consistency.sigma": "sigma"}
+ABBREVIATIONS = {
+    "train.shadow.layer": "h",
+    "train.learning_rate": "lr",
+    "train.consistency.weight": "w",
+    "train.consistency.sigma": "sigma",
+}
 
 
 def run_name(key: str, settings: Overrides, seed: int) -> str:
-    """``labels100/consistency_shadow_lr0.05_w10_seed0``: the cell's key, its abbreviated settings in a fixed
+    """``labels100/consistency_shadow_lr0.05_w10_seed0``, ``shadow_final_h3_lr1.5_seed1``: the cell's key, its abbreviated settings in a fixed
     order, the seed."""
     tags = [f"{short}{settings[path]:g}" for path, short in ABBREVIATIONS.items() if path in settings]
     return "_".join([key, *tags, f"seed{seed}"])
@@ -130,12 +135,13 @@ def finished(workdir: str, epochs: int) -> bool:
 
 
 def outcome(workdir: str, epochs: int) -> float | None:
-    """The run's final validation error (inf if it diverged), or None while it is not finished."""
+    """The run's final validation error (inf if it diverged; NaN for a run without a validation split), or None
+    while it is not finished."""
     if not finished(workdir, epochs):
         return None
     if os.path.exists(os.path.join(workdir, DIVERGED)):
         return float("inf")
-    return read_metrics(workdir)[-1]["validation_error"]
+    return read_metrics(workdir)[-1].get("validation_error", float("nan"))
 
 
 def finished_runs(root: str, sweep: Sweep, key: str, settings: Overrides) -> dict[int, list[dict]]:
