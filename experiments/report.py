@@ -17,7 +17,12 @@ only beyond 2 SE), synthetic test error, training minutes per run, the twin's no
 and agreement, the validation errors behind every choice, the probes, and
 each row's command.
 
-Both write ``<workdir>/<dataset>.md`` (the tables) and ``<workdir>/<dataset>.json``
+``--dataset=cifar10_airbench`` (``rev_nets.analysis.scale_grid``): the choices
+made on validation, then per final arm (trained on every training image) test
+error with and without test-time augmentation, the paired difference to
+backprop, synthetic test error and its tracking, and training and evaluation
+minutes.
+All write ``<workdir>/<dataset>.md`` (the tables) and ``<workdir>/<dataset>.json``
 (their numbers), figures, and a copy of every finished run's ``config.json`` and
 ``metrics.jsonl``, so that the tables can be rebuilt from the repository alone.
 """
@@ -28,7 +33,13 @@ from absl import flags
 
 from experiments import cli, configs
 from experiments.configs import grid_plans
-from rev_nets.analysis import few_label_grid, full_label_grid, report_files
+from rev_nets.analysis import few_label_grid, full_label_grid, report_files, scale_grid
+
+SUMMARISE = {  # Each plan's shape has its report.
+    full_label_grid.Plan: full_label_grid.summarise,
+    few_label_grid.LabelPlan: few_label_grid.summarise,
+    scale_grid.ScalePlan: scale_grid.summarise,
+}
 
 _DATASET = cli.shared_flag(flags.DEFINE_enum, "dataset", "mnist", "Which grid.", enum_values=list(grid_plans.PLANS))
 _FEW_LABELS = cli.shared_flag(
@@ -45,9 +56,9 @@ _WORKDIR = cli.shared_flag(
 def main(argv) -> None:
     del argv
     dataset, few_labels, out = _DATASET.value, _FEW_LABELS.value, cli.workdir(_WORKDIR.value)
-    summarise = few_label_grid.summarise if few_labels else full_label_grid.summarise
+    plan = configs.plan(dataset, few_labels)
     root = configs.grid_root(_GRID.value, dataset, few_labels)
-    report = summarise(dataset, configs.plan(dataset, few_labels), root, out, configs.entry_point(dataset))
+    report = SUMMARISE[type(plan)](dataset, plan, root, out, configs.entry_point(dataset))
     report_files.write(report, out)
     print(report.markdown)
 

@@ -14,8 +14,9 @@ import pytest
 from scipy import stats
 
 from experiments import configs
-from rev_nets.analysis import few_label_grid, full_label_grid, report_files, sweep, sweep_stats
+from rev_nets.analysis import few_label_grid, full_label_grid, report_files, scale_grid, sweep, sweep_stats
 from rev_nets.analysis.full_label_grid import Plan
+from rev_nets.analysis.scale_grid import ScalePlan
 from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,20 +92,24 @@ def test_tracking_correlates_changes_not_levels():
     assert abs(corr_wiggle) < 0.5  # a flat, wiggling curve does not track a falling one
 
 
-def _write_run(root, name, epochs, val, test, syn=None):
+def _write_run(root, name, epochs, val, test, syn=None, tta=None):
+    """A finished run's records; ``val`` None: no validation split; ``tta``: its last line's error with test-time
+    augmentation."""
     run = root / name
     run.mkdir(parents=True)
+    validation = lambda: {} if val is None else {"validation_error": val, "validation_synthetic_error": syn or val}
     lines = [
-        {
+        validation()
+        | {
             "epoch": e,
             "step": 10 * e,
-            "validation_error": val,
-            "validation_synthetic_error": syn or val,
             "test_error": test + 0.01 * (epochs - e),
             "test_synthetic_error": (syn or test) + 0.01 * (epochs - e),
             "epoch_time_s": 1.0,
+            "evaluation_time_s": 0.5,
             "wall_time_s": float(e),
         }
+        | ({"test_tta_error": tta} if tta is not None and e == epochs else {})
         for e in range(1, epochs + 1)
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
@@ -152,6 +157,37 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert numbers["test_error"]["shadow"] == {0: 0.030, 1: 0.034}
     assert numbers["versus_twin"]["shadow"]["mean"] == pytest.approx(0.032 - 0.021)
     assert numbers["learning_rate_search"]["shadow"] == [[0.01, 0.06], [0.1, float("inf")]]
+
+
+def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tmp_path):
+    plan = ScalePlan(
+        common={"train.epochs": 2, "num_validation": 5000},
+        final={"num_validation": 0},
+        learning_rates=(1.0, 2.0),
+        shadow_layers=(3, 2),
+        shadow_learning_rates=(1.0,),
+        seeds=(0, 1),
+        variants={"shadow_joint": {"train.shadow.twin_statistics": "joint"}},
+    )
+    write = lambda name, val, test, tta: _write_run(tmp_path, name, 2, val, test, tta=tta)
+    write("backprop_lr1_seed0", 0.07, 0.08, None)
+    write("backprop_lr2_seed0", 0.09, 0.10, None)
+    write("shadow_h3_lr1_seed0", 0.075, 0.08, None)
+    write("shadow_h2_lr1_seed0", 0.08, 0.08, None)
+    for seed, (backprop, shadow) in enumerate(((0.070, 0.075), (0.066, 0.072))):
+        write(f"backprop_final_lr1_seed{seed}", None, backprop + 0.004, backprop)
+        write(f"shadow_final_h3_lr1_seed{seed}", None, shadow + 0.004, shadow)
+    report = scale_grid.summarise(
+        "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
+    )
+    row = lambda arm: next(line for line in report.markdown.splitlines() if line.startswith(f"| {arm} | learning"))
+    assert "| 6.80 ± 0.28 | 7.20 ± 0.28 |" in row("backprop")  # with and without test-time augmentation
+    assert "+0.55 ± 0.05 over 2 (effect" in row("SHADOW")  # paired: +0.5 and +0.6 points
+    assert "| 0 | not run yet |" in row("noise twin (placebo)")
+    assert report.numbers["chosen"]["shadow_final"] == {"shadow_layer": 3, "learning_rate": 1.0}
+    assert "| shadow_joint | learning_rate 1, shadow_layer 3 | not run yet |" in report.markdown
+    assert "--num_validation=0 --learning_rate=1 --shadow_layer=3 --seed=<seed>`" in report.markdown
+    assert (tmp_path / "out" / "figures" / "cifar10_airbench_curves.png").exists()
 
 
 ARCHIVED = [("mnist", False), ("cifar10", False), ("mnist", True), ("cifar10", True)]

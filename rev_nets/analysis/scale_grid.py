@@ -8,14 +8,37 @@ The final runs then train on every training image (``final`` overrides,
 e.g. no validation split) at the chosen settings: backprop and SHADOW for
 every seed, the matched-energy noise twin (placebo) at SHADOW's settings for
 fewer.
+
+The report gives the choices (every validation error they were made from),
+then per final arm: test error with test-time augmentation and without
+(mean ± std over seeds), the paired difference to backprop of the same seed
+(mean ± SE of the per-seed differences; "effect" only beyond 2 SE), the
+synthetic test error and whether it tracks the real one, and training and
+evaluation minutes; then the variants beside SHADOW on validation, and every
+row's command.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 
+import numpy as np
+
+from rev_nets import plots
 from rev_nets.analysis import sweep
+from rev_nets.analysis.full_label_grid import tracking
+from rev_nets.analysis.report_files import Report
+from rev_nets.analysis.sweep_stats import (
+    difference_text,
+    mean_std_text,
+    p_text,
+    paired_difference,
+    paired_p,
+    pct,
+    verdict,
+)
 
 LEARNING_RATE = "train.learning_rate"
 SHADOW_LAYER = "train.shadow.layer"
@@ -56,3 +79,123 @@ class ScalePlan:
         order = [("tune", "backprop"), ("run", "backprop_final"), ("tune", "shadow"), ("run", "shadow_final")]
         order += [("run", "noise_twin_final"), *(("run", name) for name in self.variants)]
         return sweep.Sweep(self.common, cells, tuple(order))
+
+
+FINALS = {"backprop_final": "backprop", "shadow_final": "SHADOW", "noise_twin_final": "noise twin (placebo)"}
+BASELINE = "backprop_final"
+
+
+def _final_error(line: dict) -> float:
+    """The run's headline test error: with test-time augmentation where the run judged it, else without."""
+    return line.get("test_tta_error", line["test_error"])
+
+
+def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.EntryPoint) -> Report:
+    """The ``Report`` named ``dataset``; draws the learning curves and archives the runs' records under ``out``.
+    Stops, writing nothing, unless ``root`` holds a finished run."""
+    grid = plan.to_sweep()
+    sweep.check_reportable(root, grid.epochs)
+    tuning = sweep.read_tuning(grid, root)
+    chosen = {key: tuning.settings(key) for key in grid.cells}
+    runs = {key: sweep.finished_runs(root, grid, key, chosen[key]) for key in FINALS if chosen[key] is not None}
+    finals = {key: {seed: _final_error(lines[-1]) for seed, lines in by_seed.items()} for key, by_seed in runs.items()}
+
+    rows = [
+        (
+            "| arm | settings | seeds | test error % (test-time aug.) | without | vs backprop, paired (± SE) | "
+            "synthetic test error % | synthetic - real gap | corr. of epoch-to-epoch changes | training min | "
+            "evaluation min |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    versus = {}
+    for key, name in FINALS.items():
+        by_seed = runs.get(key)
+        if not by_seed:
+            rows.append(f"| {name} | {_settings_text(chosen[key])} | 0 | not run yet | | | | | | | |")
+            continue
+        last = [lines[-1] for lines in by_seed.values()]
+        difference = ""
+        if key != BASELINE and finals.get(BASELINE):
+            mean, se, n = paired_difference(finals[key], finals[BASELINE])
+            p = paired_p(finals[key], finals[BASELINE])
+            versus[key] = {"mean": mean, "se": se, "seeds": n, "verdict": verdict(mean, se), "p": p}
+            difference = f"{difference_text(mean, se)} over {n} ({verdict(mean, se)}{p_text(p)})"
+        gap, corr = tracking(by_seed)
+        rows.append(
+            f"| {name} | {_settings_text(chosen[key])} | {len(by_seed)} | {mean_std_text(list(finals[key].values()))} | "
+            f"{mean_std_text([m['test_error'] for m in last])} | {difference} | "
+            f"{mean_std_text([m['test_synthetic_error'] for m in last])} | {100 * gap:+.2f} | {corr:.2f} | "
+            f"{_minutes(by_seed, 'epoch_time_s'):.0f} | {_minutes(by_seed, 'evaluation_time_s'):.0f} |"
+        )
+
+    search = ["| cell | settings | validation error % (seed 0) |", "|---|---|---|"]
+    for key in ("backprop", "shadow", *plan.variants):
+        for settings, error in tuning.trials.get(key, []):
+            shown = "not finished" if error is None else "diverged" if error == float("inf") else pct(error)
+            search.append(f"| {key} | {_settings_text(settings)} | {shown} |")
+        if key in plan.variants and chosen[key] is not None:
+            error = sweep.outcome(sweep.run_dir(root, key, chosen[key], 0), grid.epochs)
+            search.append(
+                f"| {key} | {_settings_text(chosen[key])} | {'not run yet' if error is None else pct(error)} |"
+            )
+
+    commands = [
+        f"- `{key}`: `python -m {' '.join([entry.module, *entry.flags(grid.overrides(key, settings, '<seed>'))])}`"
+        for key, settings in chosen.items()
+        if settings is not None
+    ]
+    _curves(dataset, runs, out)
+    sweep.copy_finished_records(root, os.path.join(out, dataset), grid.epochs, replace=True)
+    markdown = [
+        f"## {dataset}: final runs on every training image, {grid.epochs} epochs, seeds {list(plan.seeds)}",
+        "",
+        *rows,
+        "",
+        "Choices on the validation split (seed 0; lowest final validation error, one setting at a time):",
+        "",
+        *search,
+        "",
+        "Commands:",
+        "",
+        *commands,
+    ]
+    numbers = {
+        "chosen": {key: sweep.named(settings) for key, settings in chosen.items()},
+        "test_error": {key: {str(seed): e for seed, e in by_seed.items()} for key, by_seed in finals.items()},
+        "versus_backprop": versus,
+        "validation": {key: [[sweep.named(s), e] for s, e in trials] for key, trials in tuning.trials.items()},
+    }
+    return Report(dataset, numbers, "\n".join(markdown) + "\n")
+
+
+def _minutes(by_seed: dict[int, list[dict]], field: str) -> float:
+    """The median over seeds of a run's summed ``field`` (seconds per epoch), in minutes."""
+    return float(np.median([sum(m.get(field, np.nan) for m in lines) / 60 for lines in by_seed.values()]))
+
+
+def _settings_text(settings: sweep.Overrides | None) -> str:
+    if settings is None:
+        return "not chosen yet"
+    return ", ".join(f"{sweep.setting_name(path)} {value:g}" for path, value in settings.items())
+
+
+def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> None:
+    """Mean test error per epoch of each final arm, real (solid) and synthetic (dashed)."""
+    series = {}
+    for key, by_seed in runs.items():
+        lines = list(by_seed.values())
+        if not lines:
+            continue
+        n = min(len(r) for r in lines)
+        for kind, field in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
+            values = 100 * np.array([[m[field] for m in r[:n]] for r in lines])
+            spread = values.std(0, ddof=1) if len(lines) > 1 else np.zeros(n)
+            series[f"{FINALS[key]} {kind}"] = (list(range(1, n + 1)), values.mean(0), spread)
+    if series:
+        plots.learning_curves(
+            series,
+            os.path.join(out, "figures", f"{dataset}_curves.png"),
+            ylabel="test error % (each epoch, no test-time augmentation)",
+            title=f"{dataset}: test error, mean over seeds (shaded: +- 1 std)",
+        )
