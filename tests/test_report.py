@@ -168,6 +168,7 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
         shadow_learning_rates=(1.0,),
         seeds=(0, 1),
         variants={"shadow_joint": {"train.shadow.twin_statistics": "joint"}},
+        backprop_variants={"backprop_no_whitening": {"model.arguments.whiten": False}},
     )
     write = lambda name, val, test, tta: _write_run(tmp_path, name, 2, val, test, tta=tta)
     write("backprop_lr1_seed0", 0.07, 0.08, None)
@@ -177,6 +178,7 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     for seed, (backprop, shadow) in enumerate(((0.070, 0.075), (0.066, 0.072))):
         write(f"backprop_final_lr1_seed{seed}", None, backprop + 0.004, backprop)
         write(f"shadow_final_h3_lr1_seed{seed}", None, shadow + 0.004, shadow)
+    write("backprop_no_whitening_lr1_seed0", None, 0.084, 0.080)
     report = scale_grid.summarise(
         "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
     )
@@ -184,6 +186,7 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     assert "| 6.80 ± 0.28 | 7.20 ± 0.28 |" in row("backprop")  # with and without test-time augmentation
     assert "+0.55 ± 0.05 over 2 (effect" in row("SHADOW")  # paired: +0.5 and +0.6 points
     assert "| 0 | not run yet |" in row("noise twin (placebo)")
+    assert "+1.00 ± n/a over 1 (one seed)" in row("backprop_no_whitening")
     assert report.numbers["chosen"]["shadow_final"] == {"shadow_layer": 3, "learning_rate": 1.0}
     assert "| shadow_joint | learning_rate 1, shadow_layer 3 | not run yet |" in report.markdown
     assert "--num_validation=0 --learning_rate=1 --shadow_layer=3 --seed=<seed>`" in report.markdown

@@ -88,4 +88,7 @@ PLANS["cifar10_airbench"] = ScalePlan(
         "shadow_joint_statistics": {"train.shadow.twin_statistics": "joint"},
         "shadow_twin_updated_statistics": {"train.shadow.twin_statistics": "twin_updated"},
     },
+    # The frozen whitening convolution: its accuracy, and twins without its transpose (which multiplies
+    # low-variance patch directions by up to ~45x).
+    backprop_variants={"backprop_final_no_whitening": {"model.arguments.whiten": False}},
 )

@@ -48,7 +48,8 @@ SHADOW_LAYER = "train.shadow.layer"
 class ScalePlan:
     """Shared overrides (the tuning runs' validation split among them), what the final runs change, the
     candidates of backprop's rate, of SHADOW's source layer and of SHADOW's rate, the seeds of the final
-    runs, and the one-seed variants of SHADOW judged on validation (name -> overrides)."""
+    runs, the one-seed variants of SHADOW judged on validation (name -> overrides), and one-seed final runs of
+    backprop's variants (a part of the net or recipe left out: what it is worth)."""
 
     common: sweep.Overrides
     final: sweep.Overrides
@@ -58,9 +59,11 @@ class ScalePlan:
     seeds: tuple[int, ...] = (0, 1, 2)
     placebo_seeds: tuple[int, ...] = (0,)
     variants: Mapping[str, sweep.Overrides] = dataclasses.field(default_factory=dict)
+    backprop_variants: Mapping[str, sweep.Overrides] = dataclasses.field(default_factory=dict)
 
     def to_sweep(self) -> sweep.Sweep:
-        """Tune backprop, run its finals, tune SHADOW, run its finals, the placebo, then the variants."""
+        """Tune backprop, run its finals and its variants, tune SHADOW, run its finals, the placebo, then
+        SHADOW's variants."""
         backprop, shadow = {SHADOW_LAYER: 0}, {}
         shadow_axes = (
             sweep.Axis(SHADOW_LAYER, self.shadow_layers),
@@ -76,7 +79,12 @@ class ScalePlan:
             ),
         }
         cells |= {name: sweep.Cell(dict(o), inherits=("shadow",)) for name, o in self.variants.items()}
-        order = [("tune", "backprop"), ("run", "backprop_final"), ("tune", "shadow"), ("run", "shadow_final")]
+        cells |= {
+            name: sweep.Cell({**backprop, **self.final, **o}, inherits=("backprop",), seeds=self.seeds[:1])
+            for name, o in self.backprop_variants.items()
+        }
+        order = [("tune", "backprop"), ("run", "backprop_final"), *(("run", name) for name in self.backprop_variants)]
+        order += [("tune", "shadow"), ("run", "shadow_final")]
         order += [("run", "noise_twin_final"), *(("run", name) for name in self.variants)]
         return sweep.Sweep(self.common, cells, tuple(order))
 
@@ -97,7 +105,8 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
     sweep.check_reportable(root, grid.epochs)
     tuning = sweep.read_tuning(grid, root)
     chosen = {key: tuning.settings(key) for key in grid.cells}
-    runs = {key: sweep.finished_runs(root, grid, key, chosen[key]) for key in FINALS if chosen[key] is not None}
+    arms = FINALS | {name: name for name in plan.backprop_variants}
+    runs = {key: sweep.finished_runs(root, grid, key, chosen[key]) for key in arms if chosen[key] is not None}
     finals = {key: {seed: _final_error(lines[-1]) for seed, lines in by_seed.items()} for key, by_seed in runs.items()}
 
     rows = [
@@ -109,7 +118,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     versus = {}
-    for key, name in FINALS.items():
+    for key, name in arms.items():
         by_seed = runs.get(key)
         if not by_seed:
             rows.append(f"| {name} | {_settings_text(chosen[key])} | 0 | not run yet | | | | | | | |")
@@ -119,8 +128,9 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         if key != BASELINE and finals.get(BASELINE):
             mean, se, n = paired_difference(finals[key], finals[BASELINE])
             p = paired_p(finals[key], finals[BASELINE])
-            versus[key] = {"mean": mean, "se": se, "seeds": n, "verdict": verdict(mean, se), "p": p}
-            difference = f"{difference_text(mean, se)} over {n} ({verdict(mean, se)}{p_text(p)})"
+            judged = verdict(mean, se, without_se="one seed")
+            versus[key] = {"mean": mean, "se": se, "seeds": n, "verdict": judged, "p": p}
+            difference = f"{difference_text(mean, se)} over {n} ({judged}{p_text(p)})"
         gap, corr = tracking(by_seed)
         rows.append(
             f"| {name} | {_settings_text(chosen[key])} | {len(by_seed)} | {mean_std_text(list(finals[key].values()))} | "
@@ -145,7 +155,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         for key, settings in chosen.items()
         if settings is not None
     ]
-    _curves(dataset, runs, out)
+    _curves(dataset, {key: runs[key] for key in FINALS if key in runs}, out)
     sweep.copy_finished_records(root, os.path.join(out, dataset), grid.epochs, replace=True)
     markdown = [
         f"## {dataset}: final runs on every training image, {grid.epochs} epochs, seeds {list(plan.seeds)}",
