@@ -550,8 +550,9 @@ def chance_warning(history: list[dict[str, Any]], num_classes: int, split: str |
 def _summary(line: dict[str, Any], evals) -> str:
     parts = [f"epoch {line['epoch']}:"]
     for name in evals:
-        parts.append(f"{name} error {line[f'{name}_error']:.2%} (synthetic {line[f'{name}_synthetic_error']:.2%})")
-        if f"{name}_tta_error" in line:
-            parts.append(f"with test-time augmentation {line[f'{name}_tta_error']:.2%}")
+        views = f"{line[f'{name}_tta_error']:.2%} with test-time augmentation; " if f"{name}_tta_error" in line else ""
+        parts.append(
+            f"{name} error {line[f'{name}_error']:.2%} ({views}synthetic {line[f'{name}_synthetic_error']:.2%})"
+        )
     parts.append(f"{line['epoch_time_s']:.0f}s (evaluation {line['evaluation_time_s']:.0f}s)")
     return " ".join(parts)
