@@ -134,11 +134,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryP
     for cell in plan.main_cells:
         search.append(f"| {cell} | " + " | ".join(pct(error) for _, error in tuning.trials[cell]) + " |")
 
-    commands = [
-        f"- `{key}`: `python -m {' '.join([entry.module, *entry.flags(grid.overrides(key, settings, '<seed>'))])}`"
-        for key, settings in chosen.items()
-        if settings is not None
-    ]
+    commands = sweep.commands(grid, entry, chosen)
     _figures(dataset, runs_by_cell, out)
     sweep.copy_finished_records(root, os.path.join(out, dataset), grid.epochs, replace=True)
     markdown = [

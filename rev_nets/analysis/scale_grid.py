@@ -150,11 +150,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
                 f"| {key} | {_settings_text(chosen[key])} | {'not run yet' if error is None else pct(error)} |"
             )
 
-    commands = [
-        f"- `{key}`: `python -m {' '.join([entry.module, *entry.flags(grid.overrides(key, settings, '<seed>'))])}`"
-        for key, settings in chosen.items()
-        if settings is not None
-    ]
+    commands = sweep.commands(grid, entry, chosen)
     _curves(dataset, {key: runs[key] for key in FINALS if key in runs}, out)
     sweep.copy_finished_records(root, os.path.join(out, dataset), grid.epochs, replace=True)
     markdown = [

@@ -106,6 +106,16 @@ ABBREVIATIONS = {
 }
 
 
+def commands(sweep: Sweep, entry: EntryPoint, chosen: Mapping[str, Overrides | None]) -> list[str]:
+    """Each chosen cell's command as a markdown list item, its seed left as ``<seed>``; cells not chosen yet are
+    left out."""
+    return [
+        f"- `{key}`: `python -m {' '.join([entry.module, *entry.flags(sweep.overrides(key, settings, '<seed>'))])}`"
+        for key, settings in chosen.items()
+        if settings is not None
+    ]
+
+
 def run_name(key: str, settings: Overrides, seed: int) -> str:
     """``labels100/consistency_shadow_lr0.05_w10_seed0``, ``shadow_final_h3_lr1.5_seed1``: the cell's key, its abbreviated settings in a fixed
     order, the seed."""
