@@ -141,14 +141,10 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
 
     search = ["| cell | settings | validation error % (seed 0) |", "|---|---|---|"]
     for key in ("backprop", "shadow", *plan.variants):
-        for settings, error in tuning.trials.get(key, []):
-            shown = "not finished" if error is None else "diverged" if error == float("inf") else pct(error)
-            search.append(f"| {key} | {_settings_text(settings)} | {shown} |")
+        tried = list(tuning.trials.get(key, []))
         if key in plan.variants and chosen[key] is not None:
-            error = sweep.outcome(sweep.run_dir(root, key, chosen[key], 0), grid.epochs)
-            search.append(
-                f"| {key} | {_settings_text(chosen[key])} | {'not run yet' if error is None else pct(error)} |"
-            )
+            tried.append((chosen[key], sweep.outcome(sweep.run_dir(root, key, chosen[key], 0), grid.epochs)))
+        search += [f"| {key} | {_settings_text(settings)} | {_outcome_text(error)} |" for settings, error in tried]
 
     commands = sweep.commands(grid, entry, chosen)
     _curves(dataset, {key: runs[key] for key in FINALS if key in runs}, out)
@@ -178,6 +174,11 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
 def _minutes(by_seed: dict[int, list[dict]], field: str) -> float:
     """The median over seeds of a run's summed ``field`` (seconds per epoch), in minutes."""
     return float(np.median([sum(m.get(field, np.nan) for m in lines) / 60 for lines in by_seed.values()]))
+
+
+def _outcome_text(error: float | None) -> str:
+    """A validation run's final error in a table: a percentage, "diverged", or "not run yet" while unfinished."""
+    return "not run yet" if error is None else "diverged" if error == float("inf") else pct(error)
 
 
 def _settings_text(settings: sweep.Overrides | None) -> str:

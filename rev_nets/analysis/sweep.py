@@ -117,8 +117,8 @@ def commands(sweep: Sweep, entry: EntryPoint, chosen: Mapping[str, Overrides | N
 
 
 def run_name(key: str, settings: Overrides, seed: int) -> str:
-    """``labels100/consistency_shadow_lr0.05_w10_seed0``, ``shadow_final_h3_lr1.5_seed1``: the cell's key, its abbreviated settings in a fixed
-    order, the seed."""
+    """``labels100/consistency_shadow_lr0.05_w10_seed0``, ``shadow_final_h3_lr1.5_seed1``: the cell's key, its
+    abbreviated settings in a fixed order, the seed."""
     tags = [f"{short}{settings[path]:g}" for path, short in ABBREVIATIONS.items() if path in settings]
     return "_".join([key, *tags, f"seed{seed}"])
 
