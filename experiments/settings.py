@@ -84,6 +84,14 @@ TRAINING = (
         "Multiplies every layer's alpha; synthetic inputs scale by alpha_scale**layer.",
     ),
     Flag(
+        "plain_vjp",
+        "train.shadow.generator.plain_vjp",
+        "Primitives the generator reverses by their plain VJP (Jacobian transpose) instead of refusing them, for "
+        "a net that is not only linear maps, ReLU and pooling: e.g. --plain_vjp=erfc,mul for exact GELU. "
+        "Empty = refuse.",
+        parse=tuple,
+    ),
+    Flag(
         "shadow_start_epoch",
         "train.shadow.start_epoch",
         "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start).",

@@ -151,7 +151,9 @@ def _check_config(config: GeneratorConfig) -> None:
     for name in ("use_switches", "input_relu"):
         if not isinstance(getattr(config, name), (bool, np.bool_)):
             raise SettingError(name, f"must be True or False, got {getattr(config, name)!r}.")
-    if not (isinstance(config.plain_vjp, tuple) and all(isinstance(p, str) for p in config.plain_vjp)):
+    if not (
+        isinstance(config.plain_vjp, tuple) and all(isinstance(p, str) and p.isidentifier() for p in config.plain_vjp)
+    ):
         raise SettingError("plain_vjp", f"must be a tuple of primitive names ('tanh', ...), got {config.plain_vjp!r}.")
 
 

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -153,12 +154,21 @@ CONV_LAYOUT = ("NHWC", "HWIO", "NHWC")
 
 
 class ConvGroup(nnx.Module):
-    """``conv -> 2x2 max pool -> BatchNorm -> ReLU -> conv -> BatchNorm -> ReLU``: bias-free identity-initialised
-    convolutions, BatchNorm with a shift and no scale; both compute in ``dtype``, their params and statistics
-    stay float32."""
+    """``conv -> 2x2 max pool -> BatchNorm -> activation -> conv -> BatchNorm -> activation``: bias-free
+    identity-initialised convolutions, BatchNorm with a shift and no scale; both compute in ``dtype``, their params
+    and statistics stay float32."""
 
     def __init__(
-        self, c_in: int, c_out: int, *, momentum: float, epsilon: float, dtype, conv_impl: str, rngs: nnx.Rngs
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        momentum: float,
+        epsilon: float,
+        dtype,
+        conv_impl: str,
+        activation: Callable[[jax.Array], jax.Array] = nnx.relu,
+        rngs: nnx.Rngs,
     ):
         convolve = layers.nnx_conv_function(conv_impl)
         conv = lambda a, b: nnx.Conv(
@@ -167,16 +177,18 @@ class ConvGroup(nnx.Module):
         norm = lambda: nnx.BatchNorm(c_out, use_scale=False, momentum=momentum, epsilon=epsilon, dtype=dtype, rngs=rngs)
         self.first, self.first_norm = conv(c_in, c_out), norm()
         self.second, self.second_norm = conv(c_out, c_out), norm()
+        self.activation = activation
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        h = nnx.relu(self.first_norm(layers.max_pool(self.first(h), 2)))
-        return nnx.relu(self.second_norm(self.second(h)))
+        h = self.activation(self.first_norm(layers.max_pool(self.first(h), 2)))
+        return self.activation(self.second_norm(self.second(h)))
 
 
 class AirbenchReLU(nnx.Module):
     """airbench94's CIFAR-10 net with ReLU for GELU: an optional frozen 2x2 patch-whitening convolution and ReLU,
     three ``ConvGroup``s, a 3x3 max pool and a bias-free linear head times a fixed ``scale``. Its convolutions
     and BatchNorm compute in ``compute_dtype`` (float32 params and statistics either way); the head in float32.
+    ``activation`` replaces ReLU everywhere (GELU, to measure what the swap costs).
 
     Source layer ``l`` is group ``l``'s output (32x32 inputs: 15, 7 and 3 pixels wide).
     """
@@ -191,10 +203,12 @@ class AirbenchReLU(nnx.Module):
         scale: float = 1 / 9,
         compute_dtype=jnp.float32,
         conv_impl: str = "auto",
+        activation: Callable[[jax.Array], jax.Array] = nnx.relu,
         *,
         rngs: nnx.Rngs,
     ):
         self.whitening = Whitening(dtype=compute_dtype, conv_impl=conv_impl, rngs=rngs) if whiten else None
+        self.activation = activation
         c_in = 24 if whiten else 3
         groups = []
         for width in widths:
@@ -206,6 +220,7 @@ class AirbenchReLU(nnx.Module):
                     epsilon=batch_norm_epsilon,
                     dtype=compute_dtype,
                     conv_impl=conv_impl,
+                    activation=activation,
                     rngs=rngs,
                 )
             )
@@ -220,7 +235,7 @@ class AirbenchReLU(nnx.Module):
             self.whitening.prepare(images)
 
     def features(self, x: jax.Array, layer: int) -> jax.Array:
-        h = x if self.whitening is None else nnx.relu(self.whitening(x))
+        h = x if self.whitening is None else self.activation(self.whitening(x))
         for group in self.groups[:layer]:
             h = group(h)
         return h
@@ -239,11 +254,14 @@ def airbench_relu(
     batch_norm_momentum: float = 0.6,
     compute_dtype: str = "float32",
     conv_impl: str = "auto",
+    activation: str = "relu",
 ) -> AirbenchReLU:
     """The airbench94-like ReLU net for CIFAR (32x32x3): ``widths`` per group, the whitening convolution if
     ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6), convolutions and
     BatchNorm computed in ``compute_dtype`` ("float32" or "bfloat16": mixed precision, float32 params, statistics,
-    head and loss), and convolutions as ``conv_impl`` says (``layers.Conv.impl``'s choices)."""
+    head and loss), convolutions as ``conv_impl`` says (``layers.Conv.impl``'s choices), and ``activation``
+    "relu", or airbench94's "gelu" (exact, erf-based, as PyTorch's default) to measure the swap: the generator
+    reverses GELU only with ``plain_vjp=GELU_PRIMITIVES``, its Jacobian-transpose in place of ReLU's switches."""
     if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
         raise SettingError("widths", f"must be three whole numbers >= 1 (one per group), got {list(widths)}.")
     if not 0 <= batch_norm_momentum < 1:
@@ -252,6 +270,8 @@ def airbench_relu(
         raise SettingError("compute_dtype", f"must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}.")
     if conv_impl not in layers.CONV_IMPLS:
         raise SettingError("conv_impl", f"must be one of {', '.join(layers.CONV_IMPLS)}, got {conv_impl!r}.")
+    if activation not in ACTIVATIONS:
+        raise SettingError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {activation!r}.")
     return AirbenchReLU(
         tuple(widths),
         num_classes,
@@ -259,8 +279,11 @@ def airbench_relu(
         batch_norm_momentum,
         compute_dtype=COMPUTE_DTYPES[compute_dtype],
         conv_impl=conv_impl,
+        activation=ACTIVATIONS[activation],
         rngs=rngs,
     )
 
 
+ACTIVATIONS = {"relu": nnx.relu, "gelu": functools.partial(jax.nn.gelu, approximate=False)}
+GELU_PRIMITIVES = ("erfc", "mul")  # What exact GELU traces to beyond linear maps: x * erfc(-x / sqrt(2)) / 2.
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

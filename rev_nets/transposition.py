@@ -210,11 +210,17 @@ def _analyse(b: _Builder, input_id: int, output_id: int, plain_vjp: set[str]) ->
     if output_id not in dep:
         raise InputError("features' output does not depend on its input; return the source hidden layer of x.")
     ctx = _Context(b, dep, producer, live)
-    kinds, relu_operand = {}, {}
+    kinds, relu_operand, refused = {}, {}, {}
     for k in path:
-        kinds[k], operand = ctx.classify(k, plain_vjp)
+        try:
+            kinds[k], operand = ctx.classify(k, plain_vjp)
+        except _Refused as refusal:  # Gathered, so that one sentence names every primitive plain_vjp needs.
+            refused.setdefault(refusal.name, refusal.why)
+            continue
         if operand is not None:
             relu_operand[k] = operand
+    if refused:
+        raise _refusal(refused)
     after_relu = _after_relu(b, input_id, path, kinds)
     maps = tuple(ctx.linear_map(k, after_relu) for k in path if kinds[k] == "map")
     anchors = sorted({m.anchor for m in maps}, key=lambda a: -1 if a == input_id else producer[a])
@@ -261,7 +267,7 @@ class _Context:
         return [p for p, i in enumerate(self.b.ops[k].ins) if i in self.dep]
 
     def classify(self, k: int, plain_vjp: set[str]) -> tuple[str, int | None]:
-        """The rule op ``k`` takes, or an ``InputError`` naming why it has none."""
+        """The rule op ``k`` takes, or ``_Refused`` naming why it has none."""
         op = self.b.ops[k]
         name, dep = op.name, self.dep_positions(k)
         if name in plain_vjp:
@@ -272,7 +278,7 @@ class _Context:
             return "relu", 2
         if name in MAPS:
             if len(dep) != 1 or (name == "conv_general_dilated" and dep != [0]):
-                raise _refusal(name, f"{name} with both operands depending on the input is not a linear map")
+                raise _Refused(name, f"{name} with both operands depending on the input is not a linear map")
             return "map", None
         if name in MAX_POOLS:
             return "max_pool", None
@@ -283,8 +289,8 @@ class _Context:
         if name in LINEAR or (name in ONE_SIDED and self._one_sided(op, dep)):
             return "plain", None
         if name in ONE_SIDED or name == "max":
-            raise _refusal(name, f"{name} of input-dependent values is not linear, ReLU or pooling")
-        raise _refusal(name, f"{name} has no reverse rule here (linear maps, ReLU and pooling do)")
+            raise _Refused(name, f"{name} of input-dependent values is not linear, ReLU or pooling")
+        raise _Refused(name, f"{name} has no reverse rule here (linear maps, ReLU and pooling do)")
 
     def _one_sided(self, op: Op, dep: list[int]) -> bool:
         return {"mul": len(dep) == 1, "div": dep == [0], "select_n": 0 not in dep, "dynamic_slice": dep == [0]}[op.name]
@@ -330,7 +336,7 @@ class _Context:
                     back.update(j for j in op.ins if j in self.dep)
             if back == frontier:
                 if len(frontier) != 1:
-                    raise _refusal(self.b.ops[k].name, "a linear map whose input joins several layers")
+                    raise _refusal({self.b.ops[k].name: "a linear map whose input joins several layers"})
                 return frontier.pop()
             frontier = back
 
@@ -367,11 +373,24 @@ class _Context:
         return LinearMap(k, 1 - position, anchor, after_relu.get(anchor, False), tuple(scales), undefined)
 
 
-def _refusal(name: str, why: str) -> InputError:
-    hint = " Control flow is not reversed; unroll it." if name in ("scan", "while", "cond") else ""
+class _Refused(Exception):
+    """A primitive on the path without a reverse rule: its name and why."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(name, why)
+        self.name, self.why = name, why
+
+
+def _refusal(refused: dict[str, str]) -> InputError:
+    """One sentence naming every refused primitive (name -> why) and the ``plain_vjp`` that lets them pass."""
+    control = [name for name in refused if name in ("scan", "while", "cond")]
+    hint = " Control flow is not reversed; unroll it." if control else ""
+    whys = "; ".join(refused.values())
+    names = ", ".join(f"'{name}'" for name in refused)
+    tuple_text = f"({names},)" if len(refused) == 1 else f"({names})"
     return InputError(
-        f"Cannot run the net backwards through '{name}' on the path from the input to the source layer: {why}.{hint} "
-        f"Pass plain_vjp=('{name}',) to use its plain VJP there."
+        f"Cannot run the net backwards through {names} on the path from the input to the source layer: {whys}.{hint} "
+        f"Pass plain_vjp={tuple_text} to use {'its' if len(refused) == 1 else 'their'} plain VJP there."
     )
 
 

@@ -57,6 +57,7 @@ BAD_TEXT = {  # Bad values of flags whose type says nothing about them ({name}: 
     "channels": ["8,x", "0", "8,-8", ""],
     "widths": ["8,x", "0", "8,-8", ""],
     "augment": ["blur", "flip,flip", "flip,blur"],
+    "plain_vjp": ["erfc,", "tanh x"],
     "run": ["{missing}", "{file}", "{empty}"],
     "weights": ["{missing}", "{nan_npz}"],
     "control": ["1,2", "784,64:0:1", "784,64:10:nan"],

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from scipy.special import erf
 
 from rev_nets import generator, models, nnx_zoo, shadow, train
-from rev_nets.errors import SettingError
+from rev_nets.errors import InputError, SettingError
 
 
 def _images(n=16, seed=0):
@@ -116,3 +117,30 @@ def test_the_matmul_convolution_gives_the_lax_nets_logits_twins_and_alphas():
         np.testing.assert_allclose(matmul_result, lax_result, rtol=1e-4, atol=1e-5 * float(np.abs(lax_result).max()))
     with pytest.raises(SettingError, match="conv_impl.*auto, matmul, lax"):
         models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, conv_impl="fft")
+
+
+def test_the_gelu_nets_reverse_is_its_features_vjp_and_needs_plain_vjp():
+    # No ReLU left: with unit alphas in evaluation mode, every map reverses by its transpose (max pooling through
+    # its switches, BatchNorm by its scale) and GELU by its Jacobian, which is the VJP of the features.
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, activation="gelu")
+    x = _images(4)
+    params = model.prepare(model.init(jax.random.key(0)), x)
+    params = model.with_stats(params, model.forward(params, x, key=jax.random.key(1)).stats)
+    features = functools.partial(model.features, params, layer=2)
+    h, vjp = jax.vjp(features, x)
+    reverse = generator.reverse(features, x, h=h, alpha=1.0, plain_vjp=nnx_zoo.GELU_PRIMITIVES)
+    (expected,) = vjp(h)
+    np.testing.assert_allclose(reverse, expected, rtol=1e-4, atol=1e-5 * float(jnp.abs(expected).max()))
+    with pytest.raises(InputError, match=r"through 'erfc', 'mul' on .*Pass plain_vjp=\('erfc', 'mul'\) to use their"):
+        generator.reverse(features, x, alpha=1.0)
+
+
+def test_gelu_is_airbench94s_exact_gelu_and_an_unknown_activation_is_one_sentence():
+    relu, gelu = (models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, activation=a) for a in ("relu", "gelu"))
+    x = _images(4)
+    params = relu.prepare(relu.init(jax.random.key(0)), x)
+    v = jnp.linspace(-3, 3, 7)
+    np.testing.assert_allclose(nnx_zoo.ACTIVATIONS["gelu"](v), v * (1 + erf(v / np.sqrt(2))) / 2, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(relu.features(params, x, 1), gelu.features(params, x, 1))
+    with pytest.raises(SettingError, match="activation must be one of relu, gelu, got 'tanh'"):
+        models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, activation="tanh")

@@ -85,6 +85,7 @@ def test_typed_flags_override_their_fields_and_nothing_else():
             "train.consistency.weight": 0.3,
         },
         {"train.shadow.generator.alpha": None, "train.shadow.noise_twin": False, "num_validation": 1000},
+        {"model.arguments": {"activation": "gelu", "widths": [8, 8, 8]}, "train.shadow.generator.plain_vjp": ("erfc",)},
     ],
 )
 def test_a_sweep_cell_as_flags_reads_back_as_the_same_overrides(overrides):

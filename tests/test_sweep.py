@@ -240,10 +240,13 @@ def test_the_scale_plan_tunes_backprop_then_shadows_layer_and_rate_and_trains_it
     assert placebo["train.shadow.noise_twin"] and placebo["num_validation"] == 0
     assert grid.overrides("backprop_final", tuning.settings("backprop_final"), 2)["train.shadow.layer"] == 0
     assert sweep.run_name("shadow_final", tuning.settings("shadow_final"), 1) == "shadow_final_h2_lr1.5_seed1"
-    assert grid.order[:4] == (("tune", "backprop"), ("run", "backprop_final"), ("run", "backprop_final_no_whitening"),
-                              ("tune", "shadow"))  # fmt: skip
+    assert grid.order[:5] == (("tune", "backprop"), ("run", "backprop_final"), ("run", "backprop_final_no_whitening"),
+                              ("run", "backprop_final_gelu"), ("tune", "shadow"))  # fmt: skip
     no_whitening = tuning.settings("backprop_final_no_whitening")
     assert grid.overrides("backprop_final_no_whitening", no_whitening, 0)["model.arguments.whiten"] is False
+    gelu = grid.overrides("backprop_final_gelu", tuning.settings("backprop_final_gelu"), 0)
+    assert gelu["model.arguments"]["activation"] == "gelu" and gelu[LR] == 1.0 and gelu["num_validation"] == 0
+    assert "--plain_vjp=erfc,mul" in configs.entry_point("cifar10_airbench").argv(gelu, "/grid/run")
 
 
 def test_a_finished_run_without_a_validation_split_has_no_validation_error(tmp_path):

@@ -1,5 +1,8 @@
 """``generator.reverse`` on any traced JAX function: rules against jax.vjp, linear_transpose and numpy, refusals."""
 
+import ast
+import re
+
 import chex
 import flax.linen as nn
 import jax
@@ -270,9 +273,18 @@ REFUSED = {
 def test_unknown_primitives_on_the_path_are_refused_at_trace_time(name):
     features, primitive = REFUSED[name]
     spec = jax.ShapeDtypeStruct(X.shape, X.dtype)
-    with pytest.raises(ValueError, match=rf"through '({primitive})' on the path from the input.*plain_vjp=") as error:
+    with pytest.raises(ValueError, match=rf"through '({primitive})'(, '\w+')* on the path from the input.*plain_vjp=") as error:
         jax.eval_shape(lambda x: generator.reverse(features, x), spec)  # Abstract: nothing is computed.
     assert str(error.value).count(". ") <= 2
+
+
+def test_one_refusal_names_every_primitive_on_the_path_and_the_plain_vjp_it_offers_runs():
+    features = lambda x: jax.nn.relu(jax.nn.gelu(x @ W1, approximate=True) @ W2)
+    with pytest.raises(ValueError, match=r"through ('\w+'(, )?){3} on the path") as error:
+        generator.reverse(features, X)
+    offered = ast.literal_eval(re.search(r"plain_vjp=(\(.*?\)) to use their", str(error.value)).group(1))
+    assert set(offered) == {"integer_pow", "mul", "tanh"}
+    assert generator.reverse(features, X, plain_vjp=offered).shape == X.shape
 
 
 def test_primitives_off_the_path_are_not_refused():

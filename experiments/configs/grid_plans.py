@@ -6,6 +6,8 @@ flags are written.
 
 import dataclasses
 
+from experiments.configs import cifar10_airbench
+from rev_nets import nnx_zoo
 from rev_nets.analysis.full_label_grid import Plan
 from rev_nets.analysis.scale_grid import ScalePlan
 
@@ -90,5 +92,12 @@ PLANS["cifar10_airbench"] = ScalePlan(
     },
     # The frozen whitening convolution: its accuracy, and twins without its transpose (which multiplies
     # low-variance patch directions by up to ~45x).
-    backprop_variants={"backprop_final_no_whitening": {"model.arguments.whiten": False}},
+    # And airbench94's GELU in place of ReLU: what the swap costs (its twins by GELU's Jacobian transpose).
+    backprop_variants={
+        "backprop_final_no_whitening": {"model.arguments.whiten": False},
+        "backprop_final_gelu": {
+            "model.arguments": {**cifar10_airbench.get_config().model.arguments, "activation": "gelu"},
+            "train.shadow.generator.plain_vjp": nnx_zoo.GELU_PRIMITIVES,
+        },
+    },
 )

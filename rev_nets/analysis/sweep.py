@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -107,13 +108,17 @@ ABBREVIATIONS = {
 
 
 def commands(sweep: Sweep, entry: EntryPoint, chosen: Mapping[str, Overrides | None]) -> list[str]:
-    """Each chosen cell's command as a markdown list item, its seed left as ``<seed>``; cells not chosen yet are
-    left out."""
+    """Each chosen cell's command as a markdown list item, quoted for a shell, its seed left as ``<seed>``; cells
+    not chosen yet are left out."""
+    line = lambda key, settings: [entry.module, *entry.flags(sweep.overrides(key, settings, SEED))]
     return [
-        f"- `{key}`: `python -m {' '.join([entry.module, *entry.flags(sweep.overrides(key, settings, '<seed>'))])}`"
+        f"- `{key}`: `python -m {' '.join(a if a.endswith(SEED) else shlex.quote(a) for a in line(key, settings))}`"
         for key, settings in chosen.items()
         if settings is not None
     ]
+
+
+SEED = "<seed>"  # The seed's place in a listed command.
 
 
 def run_name(key: str, settings: Overrides, seed: int) -> str:
