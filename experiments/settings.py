@@ -156,6 +156,11 @@ TRAINING = (
         choices=("cosine", "linear", "constant"),
     ),
     Flag("warmup_epochs", "train.warmup_epochs", "Linear learning-rate warm-up, in epochs."),
+    Flag(
+        "warmup_fraction",
+        "train.warmup_fraction",
+        "Or the warm-up as a fraction of the run's steps, the same share at any --epochs (set one of the two).",
+    ),
     Flag("warmup_from", "train.warmup_from", "The warm-up's first learning rate, as a fraction of the peak."),
     Flag("final_lr_fraction", "train.final_lr_fraction", "The learning rate at the run's end, as a fraction of the peak."),
     Flag("nesterov", "train.nesterov", "Nesterov momentum (SGD)."),

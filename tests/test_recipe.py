@@ -1,6 +1,8 @@
 """The training recipe's parts, each a setting: the schedule's shape, per-group learning rates, Nesterov momentum,
 lookahead, label smoothing, alternating flips and test-time augmentation, against numpy."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,19 @@ def test_a_linear_schedule_warms_up_from_its_fraction_then_decays_to_its_final_f
     )
     lr = optimizer.learning_rate_schedule(config, steps_per_epoch=10)
     np.testing.assert_allclose([lr(0), lr(10), lr(20), lr(60), lr(100)], [0.4, 1.2, 2.0, 2.0 - 1.86 / 2, 0.14], rtol=1e-6)
+
+
+def test_a_warm_up_fraction_is_the_same_share_of_any_run_and_excludes_warm_up_epochs():
+    by_fraction = train.TrainConfig(epochs=10, learning_rate=2.0, schedule="linear", warmup_fraction=0.23, warmup_from=0.2)
+    by_epochs = train.TrainConfig(epochs=10, learning_rate=2.0, schedule="linear", warmup_epochs=2.3, warmup_from=0.2)
+    lr, reference = (optimizer.learning_rate_schedule(c, steps_per_epoch=43) for c in (by_fraction, by_epochs))
+    np.testing.assert_allclose([lr(s) for s in range(430)], [reference(s) for s in range(430)], rtol=1e-6)
+    for epochs in (1, 5, 20):  # The peak comes after 23% of the steps, however long the run.
+        rates = np.array([optimizer.learning_rate_schedule(dataclasses.replace(by_fraction, epochs=epochs), 43)(s)
+                          for s in range(43 * epochs)])  # fmt: skip
+        assert int(np.argmax(rates)) == round(0.23 * 43 * epochs)
+    with pytest.raises(SettingError, match="warmup_fraction and warmup_epochs both set the warm-up's length"):
+        dataclasses.replace(by_fraction, warmup_epochs=1.0).check(models.nnx_model(Normed))
 
 
 def test_cosine_ends_at_its_final_fraction():
@@ -142,6 +157,7 @@ def test_test_time_augmentation_is_judged_once_at_the_last_step_on_the_averaged_
     "field,value,message",
     [("schedule", "step", "schedule must be one of cosine, linear, constant"),
      ("warmup_from", 1.5, r"warmup_from must be in \[0, 1\)"),
+     ("warmup_fraction", 1.0, r"warmup_fraction must be in \[0, 1\)"),
      ("label_smoothing", float("nan"), r"label_smoothing must be in \[0, 1\)"),
      ("norm_lr_scale", 0.0, "norm_lr_scale must be positive"),
      ("lookahead_every", -1, "lookahead_every must be a whole number"),

@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # after the warm-up: "cosine", "linear" (both to final_lr_fraction) or "constant"
     warmup_epochs: float = 0.0
+    warmup_fraction: float = 0.0  # or the warm-up as a fraction of the run's steps, kept when epochs change
     warmup_from: float = 0.0  # the warm-up's first learning rate, as a fraction of learning_rate
     final_lr_fraction: float = 0.0  # the learning rate at the run's end (cosine, linear), as a fraction
     nesterov: bool = False
@@ -84,7 +85,7 @@ class TrainConfig:
             raise SettingError(
                 "warmup_epochs", f"must be at most the run's {self.epochs} epochs, got {self.warmup_epochs}; shorten it."
             )
-        for name in ("warmup_from", "final_lr_fraction", "label_smoothing"):
+        for name in ("warmup_from", "warmup_fraction", "final_lr_fraction", "label_smoothing"):
             if not (math.isfinite(getattr(self, name)) and 0 <= getattr(self, name) < 1):
                 raise SettingError(name, f"must be in [0, 1), got {getattr(self, name)}.")
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale > 0):
@@ -103,6 +104,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise SettingError(name, f"must be >= 0 and finite (0 = off), got {value}.")
+        if self.warmup_epochs and self.warmup_fraction:
+            raise SettingError(
+                "warmup_fraction", "and warmup_epochs both set the warm-up's length; set one of them, the other 0."
+            )
         self._check_labels(model)
         augmentation.check(self.augment, model.input_shape, self.test_time_augmentation)
         if self.dropout and isinstance(model, models.ModuleModel):

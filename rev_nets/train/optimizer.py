@@ -15,10 +15,10 @@ from rev_nets.train.config import TrainConfig
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warm-up from ``warmup_from`` of the rate, then cosine or linear decay to ``final_lr_fraction`` of it
-    at the run's end (or constant)."""
+    """Linear warm-up from ``warmup_from`` of the rate (``warmup_epochs`` long, or ``warmup_fraction`` of the
+    run), then cosine or linear decay to ``final_lr_fraction`` of it at the run's end (or constant)."""
     total = config.epochs * steps_per_epoch
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    warmup = round(config.warmup_epochs * steps_per_epoch) or round(config.warmup_fraction * total)
     peak, rest = config.learning_rate, max(total - warmup, 1)
     if config.schedule == "cosine":
         after = optax.cosine_decay_schedule(peak, rest, alpha=config.final_lr_fraction)
