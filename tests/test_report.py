@@ -92,9 +92,9 @@ def test_tracking_correlates_changes_not_levels():
     assert abs(corr_wiggle) < 0.5  # a flat, wiggling curve does not track a falling one
 
 
-def _write_run(root, name, epochs, val, test, syn=None, tta=None):
-    """A finished run's records; ``val`` None: no validation split; ``tta``: its last line's error with test-time
-    augmentation."""
+def _write_run(root, name, epochs, val, test, syn=None, tta=None, val_tta=None):
+    """A finished run's records; ``val`` None: no validation split; ``tta``, ``val_tta``: its last line's test and
+    validation error with test-time augmentation."""
     run = root / name
     run.mkdir(parents=True)
     validation = lambda: {} if val is None else {"validation_error": val, "validation_synthetic_error": syn or val}
@@ -110,6 +110,7 @@ def _write_run(root, name, epochs, val, test, syn=None, tta=None):
             "wall_time_s": float(e),
         }
         | ({"test_tta_error": tta} if tta is not None and e == epochs else {})
+        | ({"validation_tta_error": val_tta} if val_tta is not None and e == epochs else {})
         for e in range(1, epochs + 1)
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
@@ -171,7 +172,7 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
         backprop_variants={"backprop_no_whitening": {"model.arguments.whiten": False}},
     )
     write = lambda name, val, test, tta: _write_run(tmp_path, name, 2, val, test, tta=tta)
-    write("backprop_lr1_seed0", 0.07, 0.08, None)
+    _write_run(tmp_path, "backprop_lr1_seed0", 2, 0.07, 0.08, val_tta=0.065)
     write("backprop_lr2_seed0", 0.09, 0.10, None)
     write("shadow_h3_lr1_seed0", 0.075, 0.08, None)
     write("shadow_h2_lr1_seed0", 0.08, 0.08, None)
@@ -188,7 +189,9 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     assert "| 0 | not run yet |" in row("noise twin (placebo)")
     assert "+1.00 ± n/a over 1 (one seed)" in row("backprop_no_whitening")
     assert report.numbers["chosen"]["shadow_final"] == {"shadow_layer": 3, "learning_rate": 1.0}
-    assert "| shadow_joint | learning_rate 1, shadow_layer 3 | not run yet |" in report.markdown
+    assert "| shadow_joint | learning_rate 1, shadow_layer 3 | not run yet |  |" in report.markdown
+    assert "| backprop | learning_rate 1 | 7.00 | 6.50 |" in report.markdown  # the choice's error, then with views
+    assert "| backprop | learning_rate 2 | 9.00 |  |" in report.markdown
     assert "--num_validation=0 --learning_rate=1 --shadow_layer=3 --seed=<seed>`" in report.markdown
     assert (tmp_path / "out" / "figures" / "cifar10_airbench_curves.png").exists()
 

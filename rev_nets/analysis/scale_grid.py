@@ -139,12 +139,15 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
             f"{_minutes(by_seed, 'epoch_time_s'):.0f} | {_minutes(by_seed, 'evaluation_time_s'):.0f} |"
         )
 
-    search = ["| cell | settings | validation error % (seed 0) |", "|---|---|---|"]
+    search = ["| cell | settings | validation error % (seed 0) | with test-time aug. |", "|---|---|---|---|"]
     for key in ("backprop", "shadow", *plan.variants):
         tried = list(tuning.trials.get(key, []))
         if key in plan.variants and chosen[key] is not None:
             tried.append((chosen[key], sweep.outcome(sweep.run_dir(root, key, chosen[key], 0), grid.epochs)))
-        search += [f"| {key} | {_settings_text(settings)} | {_outcome_text(error)} |" for settings, error in tried]
+        search += [
+            f"| {key} | {_settings_text(settings)} | {_outcome_text(error)} | {_validation_tta_text(root, key, settings)} |"
+            for settings, error in tried
+        ]
 
     commands = sweep.commands(grid, entry, chosen)
     _curves(dataset, {key: runs[key] for key in FINALS if key in runs}, out)
@@ -179,6 +182,14 @@ def _minutes(by_seed: dict[int, list[dict]], field: str) -> float:
 def _outcome_text(error: float | None) -> str:
     """A validation run's final error in a table: a percentage, "diverged", or "not run yet" while unfinished."""
     return "not run yet" if error is None else "diverged" if error == float("inf") else pct(error)
+
+
+def _validation_tta_text(root: str, key: str, settings: sweep.Overrides) -> str:
+    """A validation run's last validation error with test-time augmentation (judged at its last step only), or
+    nothing while it runs or where it judged none."""
+    lines = sweep.read_metrics(sweep.run_dir(root, key, settings, 0))
+    error = lines[-1].get("validation_tta_error") if lines else None
+    return "" if error is None else pct(error)
 
 
 def _settings_text(settings: sweep.Overrides | None) -> str:
