@@ -4,6 +4,7 @@ the flags a run's overrides become."""
 import functools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -247,6 +248,10 @@ def test_the_scale_plan_tunes_backprop_then_shadows_layer_and_rate_and_trains_it
     gelu = grid.overrides("backprop_final_gelu", tuning.settings("backprop_final_gelu"), 0)
     assert gelu["model.arguments"]["activation"] == "gelu" and gelu[LR] == 1.0 and gelu["num_validation"] == 0
     assert "--plain_vjp=erfc,mul" in configs.entry_point("cifar10_airbench").argv(gelu, "/grid/run")
+    entry = configs.entry_point("cifar10_airbench")
+    (listed,) = sweep.commands(grid, entry, {"backprop_final_gelu": {LR: 1.0}})
+    argv = shlex.split(listed.partition(": `python -m ")[2].rstrip("`"))  # The JSON argument survives a shell.
+    assert argv == [entry.module, *entry.flags(grid.overrides("backprop_final_gelu", {LR: 1.0}, "<seed>"))]
 
 
 def test_a_finished_run_without_a_validation_split_has_no_validation_error(tmp_path):

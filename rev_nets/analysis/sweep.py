@@ -107,18 +107,21 @@ ABBREVIATIONS = {
 }
 
 
+SEED = "<seed>"  # The seed's place in a listed command, left unquoted for the reader to fill in.
+
+
 def commands(sweep: Sweep, entry: EntryPoint, chosen: Mapping[str, Overrides | None]) -> list[str]:
     """Each chosen cell's command as a markdown list item, quoted for a shell, its seed left as ``<seed>``; cells
     not chosen yet are left out."""
-    line = lambda key, settings: [entry.module, *entry.flags(sweep.overrides(key, settings, SEED))]
     return [
-        f"- `{key}`: `python -m {' '.join(a if a.endswith(SEED) else shlex.quote(a) for a in line(key, settings))}`"
+        f"- `{key}`: `python -m {_shell_line([entry.module, *entry.flags(sweep.overrides(key, settings, SEED))])}`"
         for key, settings in chosen.items()
         if settings is not None
     ]
 
 
-SEED = "<seed>"  # The seed's place in a listed command.
+def _shell_line(argv: list[str]) -> str:
+    return " ".join(arg if arg.endswith(SEED) else shlex.quote(arg) for arg in argv)
 
 
 def run_name(key: str, settings: Overrides, seed: int) -> str:
