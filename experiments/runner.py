@@ -5,7 +5,8 @@ of its own model arguments; the flags the user typed override that record,
 which is checked before any work, then ``rev_nets.train.train_and_evaluate``
 trains (or resumes) the run. SIGTERM or SIGINT saves the run at its next
 step boundary and exits with ``errors.EXIT_STOPPED``; the same command
-resumes it. ``--model=package.module:factory`` (with
+resumes it, as it does a run killed without warning from its last save
+(every ``--save_every_minutes`` within an epoch). ``--model=package.module:factory`` (with
 ``--model_args``) trains another model, e.g. a Flax NNX module.
 """
 
@@ -33,6 +34,13 @@ cli.shared_flag(
     "workdir",
     None,
     "Run directory (config.json, metrics.jsonl, checkpoints/, figures/); resumed if it exists.",
+)
+
+_SAVE_EVERY_MINUTES = flags.DEFINE_float(
+    "save_every_minutes",
+    train.SAVE_EVERY_MINUTES,
+    "Minutes between saves within an epoch (each epoch's end saves too): what a run killed without warning loses.",
+    lower_bound=0.0,
 )
 
 
@@ -78,7 +86,13 @@ def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
         f"{config.dataset}: {train.arm_name(config.train)}, {models.param_count(model):,} params -> {workdir}",
         flush=True,
     )
-    train.train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir, stop=cli.stop_on_signals())
+    train.train_and_evaluate(
+        config,
+        workdir,
+        data_dir=FLAGS.data_dir,
+        stop=cli.stop_on_signals(),
+        save_every_minutes=_SAVE_EVERY_MINUTES.value,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

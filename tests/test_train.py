@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from rev_nets import consistency, data, models, nets, shadow, train
-from rev_nets.errors import SettingError, Stopped
+from rev_nets.errors import InputError, SettingError, Stopped
 from rev_nets.generator import GeneratorConfig
 from rev_nets.train import internals
 from rev_nets.train import steps as train_steps
@@ -101,6 +101,45 @@ def test_a_run_stopped_at_any_step_resumes_to_the_numbers_of_an_uninterrupted_ru
     _, resumed = train.fit(NET, config, train_split, evals, workdir, figures=False)
     assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
     assert _learning_metrics(train.read_metrics(workdir)) == _learning_metrics(uninterrupted)
+
+
+class _Killed(Exception):
+    """A process killed without warning: nothing after it runs, so no save of its own."""
+
+
+def _kill_before(step: int):
+    polls = itertools.count()
+
+    def poll():
+        if next(polls) == step:
+            raise _Killed
+
+    return poll
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"shadow": shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))}],
+    ids=["shadow", "alphas_fitted_per_epoch"],
+)
+def test_a_run_killed_without_warning_resumes_from_its_last_save_within_the_epoch(tmp_path, overrides):
+    train_split, evals = _splits()
+    config = _config(epochs=3, **overrides)
+    _, uninterrupted = train.fit(NET, config, train_split, evals, str(tmp_path / "ref"), figures=False)
+    workdir = str(tmp_path / "run")
+    # Saves between every two steps; killed before step 9, the fourth of epoch 2's six.
+    with pytest.raises(_Killed):
+        train.fit(NET, config, train_split, evals, workdir, figures=False, stop=_kill_before(9), save_every_minutes=0)
+    assert internals.checkpoint_manager(workdir).latest_step() == 8
+    assert len(train.read_metrics(workdir)) == 1
+    _, resumed = train.fit(NET, config, train_split, evals, workdir, figures=False)
+    assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
+
+
+def test_a_negative_save_interval_is_refused_with_a_sentence(tmp_path):
+    train_split, evals = _splits()
+    with pytest.raises(InputError, match=r"^save_every_minutes=-1 is not a duration; give minutes >= 0"):
+        train.fit(NET, _config(), train_split, evals, str(tmp_path), figures=False, save_every_minutes=-1)
 
 
 def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):
@@ -353,7 +392,14 @@ def test_every_archived_run_config_reads_and_round_trips():
             assert getattr(options, name) == saved["shadow"].get(name, getattr(GeneratorConfig(), name)), path
         assert config.shadow.layer == saved["shadow"]["layer"] and config.shadow.weight == saved["shadow"]["weight"]
         written = json.loads(json.dumps(config.to_json()))
-        assert set(written["shadow"]) == {"layer", "weight", "noise_twin", "start_epoch", "generator", "twin_statistics"}
+        assert set(written["shadow"]) == {
+            "layer",
+            "weight",
+            "noise_twin",
+            "start_epoch",
+            "generator",
+            "twin_statistics",
+        }
         assert train.TrainConfig.from_json(written) == config, path
 
 

@@ -11,11 +11,12 @@ tests, are in ``rev_nets.train.internals``.
 
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError, config_field, override
 from rev_nets.train.figures import arm_name
-from rev_nets.train.loop import fit, fit_in_memory, train_and_evaluate
+from rev_nets.train.loop import SAVE_EVERY_MINUTES, fit, fit_in_memory, train_and_evaluate
 from rev_nets.train.mesh import use_cpu_devices
 from rev_nets.train.rundir import Run, load_run, read_metrics
 
 __all__ = [
+    "SAVE_EVERY_MINUTES",
     "DivergedError",
     "Run",
     "RunConfig",

@@ -14,7 +14,9 @@ checkpoint of a state found sane and redraws the figures; a restarted
 with the same numbers as an uninterrupted one. ``fit``'s ``stop``, polled
 before each step, saves a checkpoint mid-epoch with the epoch so far
 (``preemption``) and raises ``errors.Stopped``: the entry points connect
-SIGTERM and SIGINT to it; a notebook keeps its own signals.
+SIGTERM and SIGINT to it; a notebook keeps its own signals. The same save
+is made every ``save_every_minutes`` within an epoch, for a kill that
+gives no warning.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from rev_nets.train.steps import (
     make_train_step,
     zero_metrics,
 )
+
+SAVE_EVERY_MINUTES = 10.0  # A run's save within an epoch: a run killed without warning loses at most this much.
 
 EpochCallback = Callable[[train_state.TrainState, dict[str, Any], list[dict[str, Any]]], None]
 
@@ -161,15 +165,17 @@ def _train(
     watch,
     so_far=None,
     stop=None,
-    on_stop=None,
+    save_every_s=None,
+    on_save=None,
 ):
     """``fit_in_memory`` for a config already checked (``fit`` checks it before touching the run directory);
     ``watch`` stops it with a ``DivergedError`` at a check that finds a blow-up.
 
-    ``fit``'s stopping: ``so_far`` (a ``preemption.EpochSoFar`` at ``state``'s
-    step) continues its epoch's sums, seconds and alphas; once ``stop()``
-    returns a reason, ``on_stop(state, so_far)`` saves and ``Stopped`` is
-    raised.
+    ``fit``'s saves within an epoch: ``so_far`` (a ``preemption.EpochSoFar``
+    at ``state``'s step) continues its epoch's sums, seconds and alphas;
+    ``on_save(state, so_far)`` saves the epoch so far once ``stop()`` returns
+    a reason (then ``Stopped`` is raised) and, between two steps of an epoch,
+    once ``save_every_s`` seconds have passed since the last save.
     """
     train = as_split(train)
     evals = {name: as_split(split) for name, split in (evals or {}).items()}
@@ -219,16 +225,20 @@ def _train(
         else:
             alpha, acc = _continued(so_far, config, mesh)
             before, so_far = so_far.train_time_s, None
-        start = time.perf_counter()
+        start = last_save = time.perf_counter()  # The epoch's start follows its checkpoint (``fit``'s).
         for i in range(first_row, rows):
             reason = stop() if stop else None
-            if reason:
+            due = save_every_s is not None and i > first_row and time.perf_counter() - last_save >= save_every_s
+            if reason or due:
+                saving = time.perf_counter()
                 if watch.level is not None:  # Else no step has run since the run or its resume began.
                     _checked_means(watch, acc, state.params, epoch, step)
                 host_alpha = None if alpha is None else tuple(jax.device_get(alpha))
-                seconds = before + time.perf_counter() - start
-                on_stop(state, preemption.EpochSoFar(step, jax.device_get(acc), seconds, host_alpha))
-                raise Stopped(reason, f"at step {step}")
+                on_save(state, preemption.EpochSoFar(step, jax.device_get(acc), before + saving - start, host_alpha))
+                if reason:
+                    raise Stopped(reason, f"at step {step}")
+                last_save = time.perf_counter()
+                start += last_save - saving  # The save's seconds are not the epoch's training time.
             state, acc = step_fn(state, acc, train, order, epoch_key, alpha, unlabelled, unlabelled_order)
             window(acc)
             step = (epoch - 1) * per_epoch + i + 1
@@ -306,6 +316,7 @@ def fit(
     figures: bool = True,
     unlabelled: Any = None,
     stop: Callable[[], Any] | None = None,
+    save_every_minutes: float | None = SAVE_EVERY_MINUTES,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit_in_memory`` for ``config.epochs`` epochs, in (or resumed from) the run directory ``workdir``.
 
@@ -317,7 +328,10 @@ def fit(
     ``stop`` is polled before each step; once it returns a reason (e.g. the
     ``signal.Signals`` an entry point received), the run saves a checkpoint
     and its epoch so far, and raises ``errors.Stopped``: the same call
-    resumes it to the numbers of an uninterrupted run.
+    resumes it to the numbers of an uninterrupted run. The same save is
+    made within an epoch every ``save_every_minutes`` (None: only at epoch
+    ends), so that a run killed without warning (SIGKILL, a lost machine)
+    loses at most those minutes of training.
 
     A checkpoint is saved only once its state passed the divergence guard,
     with its checksum in ``checkpoints.json``; a resume takes the newest
@@ -327,6 +341,11 @@ def fit(
     recorded in config.json's ``restarts``.
     """
     config.check(model)
+    if save_every_minutes is not None and not save_every_minutes >= 0:
+        raise InputError(
+            f"save_every_minutes={save_every_minutes} is not a duration; give minutes >= 0, or None to save only "
+            "at the end of each epoch."
+        )
     mesh = data_mesh()
     num_unlabelled = 0 if unlabelled is None else int(np.shape(unlabelled)[0])
     per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh, num_unlabelled)
@@ -362,7 +381,7 @@ def fit(
         if figures:
             write_figures(model, config, state.params, evals, history, workdir)
 
-    def save_stopped(state, so_far):
+    def save_so_far(state, so_far):
         if manager.latest_step() != so_far.step:  # Else nothing was trained since the last save.
             host = _sane_on_host(state, epoch=so_far.step // per_epoch + 1)
             preemption.save(workdir, so_far, manager.all_steps())
@@ -382,7 +401,8 @@ def fit(
             watch=watch,
             so_far=so_far,
             stop=stop,
-            on_stop=save_stopped,
+            save_every_s=None if save_every_minutes is None else 60.0 * save_every_minutes,
+            on_save=save_so_far,
         )
     except DivergedError as error:
         mark = error.record | {"last_sane_step": manager.latest_step()}
@@ -466,6 +486,7 @@ def train_and_evaluate(
     data_dir: str | None = None,
     figures: bool = True,
     stop: Callable[[], Any] | None = None,
+    save_every_minutes: float | None = SAVE_EVERY_MINUTES,
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit`` of the model ``config.model`` builds on the dataset ``config.dataset``: its training portion, and
     its validation (``config.num_validation`` images held out of train; 0: none) and test splits, standardised
@@ -475,7 +496,8 @@ def train_and_evaluate(
     balanced labelled subset drawn with the seed (its indices into the
     training portion go into ``config.json``) and the unlabelled rest.
     ``config.json`` records the splits' fingerprint (``data.fingerprint``):
-    a resume on other data is refused. ``stop`` is ``fit``'s.
+    a resume on other data is refused. ``stop`` and ``save_every_minutes``
+    are ``fit``'s.
     """
     model, settings = models.build_model(config.model), config.train
     splits, (mean, std) = data.experiment_splits(config.dataset, config.num_validation, data.resolve_data_dir(data_dir))
@@ -492,7 +514,16 @@ def train_and_evaluate(
     device = {name: data.to_device(split, mean, std) for name, split in splits.items()}
     train, evals = device.pop("train"), device
     return fit(
-        model, settings, train, evals, workdir, extra_config=extra, figures=figures, unlabelled=unlabelled, stop=stop
+        model,
+        settings,
+        train,
+        evals,
+        workdir,
+        extra_config=extra,
+        figures=figures,
+        unlabelled=unlabelled,
+        stop=stop,
+        save_every_minutes=save_every_minutes,
     )
 
 
