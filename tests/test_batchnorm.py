@@ -10,7 +10,8 @@ import oracles
 import pytest
 from flax import nnx
 
-from rev_nets import data, generator, models, shadow, train
+from rev_nets import data, generator, models, nets, shadow, train
+from rev_nets.analysis import reversibility
 from rev_nets.consistency import ConsistencyConfig
 from rev_nets.errors import SettingError, Stopped
 from rev_nets.train import rundir
@@ -170,7 +171,13 @@ def _splits(n_train=48, n_eval=20):
 
 
 def _config(**overrides):
-    base = {"epochs": 2, "batch_size": 12, "learning_rate": 0.05, "log_every": 2, "shadow": shadow.ShadowConfig(layer=2)}
+    base = {
+        "epochs": 2,
+        "batch_size": 12,
+        "learning_rate": 0.05,
+        "log_every": 2,
+        "shadow": shadow.ShadowConfig(layer=2),
+    }
     return train.TrainConfig(**(base | overrides))
 
 
@@ -186,7 +193,9 @@ def test_one_step_of_shadow_and_of_backprop_leave_the_same_running_statistics():
     }
     chex.assert_trees_all_equal(_stats_of(states["shadow"].params), _stats_of(states["backprop"].params))
     initial = _stats_of(MODEL.init(jax.random.key(0)))
-    assert not np.allclose(_stats_of(states["shadow"].params)["norms"][0]["mean"][...], initial["norms"][0]["mean"][...])
+    assert not np.allclose(
+        _stats_of(states["shadow"].params)["norms"][0]["mean"][...], initial["norms"][0]["mean"][...]
+    )
 
 
 def test_the_optimizer_moves_parameters_only_so_weight_decay_leaves_the_statistics_to_their_update():
@@ -263,7 +272,9 @@ class DroppedHidden(nnx.Module):
 
 def test_reversing_a_module_in_a_state_the_generator_cannot_hold_is_one_sentence():
     module = _module_with(_params())
-    with pytest.raises(ValueError, match="^features calls an NNX module in training mode .* under a JAX transformation"):
+    with pytest.raises(
+        ValueError, match="^features calls an NNX module in training mode .* under a JAX transformation"
+    ):
         jax.jit(lambda v: generator.reverse(lambda u: module.features(u, 2), v))(jnp.asarray(_batch()[0]))
     dropped = DroppedHidden(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"^features changes a Flax NNX module's state .*\(module.eval\(\)\)"):
@@ -289,3 +300,30 @@ def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
     np.testing.assert_allclose(metrics["ce_real"], shadow.cross_entropy(logits_real, y), rtol=1e-5)
     with pytest.raises(SettingError, match="twin_statistics must be one of separate, joint, twin_updated"):
         shadow.ShadowConfig(layer=2, twin_statistics="mixed").check(MODEL)
+
+
+def _numpy_logits(params, x, training):
+    pooled = _numpy_layers(params, x, training)[-1]["pooled"]
+    head = params["head"]
+    return pooled.reshape(len(x), -1) @ np.asarray(head["kernel"][...], np.float64) + head["bias"][...]
+
+
+def test_the_synthetic_test_judges_the_twins_by_the_running_averages_and_by_their_own_batch():
+    params, (x, y) = _params(), _batch(n=16)
+    first = params["norms"][0]["mean"]
+    first[...] = first[...] - 3.0  # Running means far off the twins' own (the reverse takes scales only).
+    config = shadow.ShadowConfig(layer=2)
+    logits = reversibility.synthetic_logits(MODEL, params, jnp.asarray(x), config=config)
+    twins = _numpy_twins(params, x, 2, training=False)  # The evaluation's twins: the running averages' scales.
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4)
+    close(logits["real"], _numpy_logits(params, x, training=False))
+    close(logits["synthetic, running averages"], _numpy_logits(params, twins, training=False))
+    close(logits["synthetic, own batch statistics"], _numpy_logits(params, twins, training=True))
+    with pytest.raises(AssertionError):  # The choice of statistics matters here.
+        close(logits["synthetic, running averages"], logits["synthetic, own batch statistics"])
+    errors = reversibility.synthetic_errors(MODEL, params, jnp.asarray(x), y, config=config)
+    assert errors["real"] == np.mean(np.argmax(logits["real"], -1) != y)
+    mlp = nets.mnist_mlp(width=8)
+    assert (
+        reversibility.synthetic_logits(mlp, mlp.init(jax.random.key(0)), jnp.zeros((2, 28, 28, 1)), config=config) == {}
+    )

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rev_nets import data, dispatch, generator, models, nets, plots, theory
+from rev_nets import data, dispatch, generator, models, nets, plots, shadow, theory
 from rev_nets import layers as L
 from rev_nets.analysis.report_files import Report
 from rev_nets.errors import InputError
@@ -145,6 +145,33 @@ def net_round_trips(model: models.Model, params, x: jax.Array, cs: jax.Array, al
             metrics |= real_spectra | {"spectrum_syn": radial_power(x_syn), "band_power_syn": band_power(x_syn)}
         results.append(metrics)
     return results
+
+
+def synthetic_logits(model: models.Model, params, x: jax.Array, *, config: shadow.ShadowConfig) -> dict[str, jax.Array]:
+    """The logits of the images ``x`` and of their twins (``config``: the run's synthetic test generator), the
+    twins judged with BatchNorm's running averages (as each epoch's evaluation does) and with their own batch's
+    statistics (as SHADOW's training forward does). Empty for a model without BatchNorm.
+
+    The running averages are the real images'; twins of another scale and mean are normalised off centre by
+    them, which the two judgments tell apart."""
+    if model.forward(params, x, key=jax.random.key(0)).stats is None:  # A training forward: its batch's statistics.
+        return {}
+    x_syn = shadow.twins(model, params, x, config, None)
+    return {
+        "real": model.forward(params, x).logits,
+        "synthetic, running averages": model.forward(params, x_syn).logits,
+        "synthetic, own batch statistics": model.forward(params, x_syn, key=jax.random.key(0)).logits,
+    }
+
+
+def synthetic_errors(
+    model: models.Model, params, x: jax.Array, y: jax.Array, *, config: shadow.ShadowConfig
+) -> dict[str, jax.Array]:
+    """The error rates of ``synthetic_logits`` against the labels ``y``."""
+    return {
+        name: jnp.mean(jnp.argmax(logits, -1) != y)
+        for name, logits in synthetic_logits(model, params, x, config=config).items()
+    }
 
 
 def one_layer_round_trip(net: nets.Net, params: nets.Params, x: jax.Array, l: int) -> tuple[jax.Array, int]:
@@ -265,7 +292,30 @@ def markdown(report: dict) -> str:
             f"{r['one_step_error']:.3f} | {r['predicted_no_bias']:.3f} | "
             f"{r['predicted_best']:.3f} ({r['predicted_best_c']:g}) | {at_c} | {direct} |"
         )
-    return "\n".join(lines + spectrum_lines(report["rows"])) + "\n"
+    return "\n".join(lines + spectrum_lines(report["rows"]) + synthetic_lines(report.get("synthetic"))) + "\n"
+
+
+def synthetic_lines(synthetic: dict | None) -> list[str]:
+    """The BatchNorm net's synthetic test error under each choice of statistics (``synthetic_errors``)."""
+    if not synthetic:
+        return []
+    return [
+        "",
+        f"## Synthetic test error by BatchNorm statistics (trained net, twins from layer {synthetic['layer']})",
+        "",
+        (
+            "Twins as each epoch's evaluation makes them (running averages); judged by the same net with its "
+            "running averages (what `metrics.jsonl` reports) and with the twins' own batch statistics (the "
+            "statistics SHADOW's training forward of twins uses; one batch of all the images here)."
+        ),
+        "",
+        "| real | synthetic, running averages | synthetic, own batch statistics |",
+        "|---|---|---|",
+        (
+            f"| {synthetic['real']:.2%} | {synthetic['synthetic, running averages']:.2%} | "
+            f"{synthetic['synthetic, own batch statistics']:.2%} |"
+        ),
+    ]
 
 
 def spectrum_lines(rows: list[dict]) -> list[str]:
@@ -363,7 +413,8 @@ def variant_rows(
 def run_nets(
     run: str, data_dir: str | None, num_images: int, seed: int, out: str, cs, factory: str | None = None
 ) -> tuple[list, dict]:
-    """Rows for the run's initial, trained and shuffled nets; writes their image grids and spectra.
+    """Rows for the run's initial, trained and shuffled nets, their steps, and the trained net's
+    ``synthetic_errors``; writes their image grids and spectra.
 
     A run of a model whose factory is not built in is read only when ``factory`` names it (``train.load_run``)."""
     opened = load_run(run, factory=factory)
@@ -371,14 +422,18 @@ def run_nets(
     first = opened.steps[0]
     initial = opened.params(first)
     dataset = opened.config["dataset"]
-    x, _ = load_test_images(dataset, opened.config.get("num_validation", 0), data_dir, num_images)
+    x, y = load_test_images(dataset, opened.config.get("num_validation", 0), data_dir, num_images)
+    config = opened.config["train"].synthetic_config(opened.model)
+    errors = jax.jit(functools.partial(synthetic_errors, opened.model, config=config))(trained, x, y)
+    synthetic = {name: float(rate) for name, rate in errors.items()} | {"layer": config.layer} if errors else {}
     variants = {
         f"init (step {first})": initial,
         f"trained (step {last})": trained,
         "shuffled trained": shuffled(jax.random.key(seed), trained),
     }
     alpha = opened.config["train"].shadow.generator.alpha  # The run's own generator: calibrated, or fitted ("data").
-    return variant_rows(opened.model, variants, x, dataset, out, cs, alpha), {"init": first, "trained": last}
+    rows = variant_rows(opened.model, variants, x, dataset, out, cs, alpha)
+    return rows, {"init": first, "trained": last}, synthetic
 
 
 def onnx_nets(path: str, dataset: str, data_dir: str | None, num_images: int, seed: int, out: str, cs) -> list:
@@ -434,9 +489,9 @@ def analyse(
         raise InputError(f"{weights} needs the dataset whose test images it reads; pass dataset='mnist' or 'cifar10'.")
     start = time.perf_counter()
     cs = jnp.asarray(PREDICTION_CS, jnp.float32)
-    rows, steps = [], {}
+    rows, steps, synthetic = [], {}, {}
     if run:
-        rows, steps = run_nets(run, data.resolve_data_dir(data_dir), num_images, seed, out, cs, model)
+        rows, steps, synthetic = run_nets(run, data.resolve_data_dir(data_dir), num_images, seed, out, cs, model)
     elif weights:
         rows = onnx_nets(weights, dataset, data.resolve_data_dir(data_dir), num_images, seed, out, cs)
     rows += run_controls(controls, control_trials, seed, cs)
@@ -446,6 +501,7 @@ def analyse(
         "num_images": num_images if run or weights else 0,
         "wall_time_s": time.perf_counter() - start,
         "rows": rows,
+        "synthetic": synthetic,
     }
     reversibility_figure(rows, os.path.join(out, "figures", "reversibility.png"))
     return Report("reversibility", numbers, markdown(numbers))
