@@ -157,6 +157,12 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "",
         *rows,
         "",
+        (
+            "Synthetic test error: the twins of each epoch's evaluation, judged with BatchNorm's running averages "
+            "(the real images'); `experiments.reversibility --run=<final run>` also judges them with their own "
+            "batch statistics, as SHADOW's training forward does."
+        ),
+        "",
         "Choices on the validation split (seed 0; lowest final validation error, one setting at a time):",
         "",
         *search,
@@ -214,6 +220,6 @@ def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> N
         plots.learning_curves(
             series,
             os.path.join(out, "figures", f"{dataset}_curves.png"),
-            ylabel="test error % (each epoch, no test-time augmentation)",
-            title=f"{dataset}: test error, mean over seeds (shaded: +- 1 std)",
+            ylabel="test error %, no test-time aug.",
+            title=f"{dataset}: test error by epoch, mean over seeds (shaded: +- 1 std)",
         )
