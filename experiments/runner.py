@@ -39,7 +39,8 @@ cli.shared_flag(
 _SAVE_EVERY_MINUTES = flags.DEFINE_float(
     "save_every_minutes",
     train.SAVE_EVERY_MINUTES,
-    "Minutes between saves within an epoch (each epoch's end saves too): what a run killed without warning loses.",
+    "Minutes between saves within an epoch (each epoch's end saves too): what a run killed without warning loses; "
+    "0: only at epoch ends.",
     lower_bound=0.0,
 )
 
@@ -91,7 +92,7 @@ def main(default: train.RunConfig, rows: Sequence[cli.Flag]) -> None:
         workdir,
         data_dir=FLAGS.data_dir,
         stop=cli.stop_on_signals(),
-        save_every_minutes=_SAVE_EVERY_MINUTES.value,
+        save_every_minutes=_SAVE_EVERY_MINUTES.value or None,
     )
 
 

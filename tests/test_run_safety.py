@@ -120,6 +120,19 @@ def test_a_diverged_run_resumes_with_clipping_from_its_last_sane_step_and_record
     assert train.load_run(str(diverged)).steps == (0, 18, 24)
 
 
+def test_a_run_that_diverged_after_saves_within_an_epoch_restarts_at_its_end_with_clipping(tmp_path, capsys):
+    train_split, evals = _splits()
+    fit = lambda config, **saves: train.fit(NET, config, train_split, evals, str(tmp_path), figures=False, **saves)
+    with pytest.raises(train.DivergedError):
+        fit(EXPLODING, save_every_minutes=1e-9)  # Saved between every two steps while sane.
+    # The saves of the epoch that blew up are dropped: from them, clipping did not save the run.
+    assert json.loads((tmp_path / rundir.DIVERGED).read_text())["last_sane_step"] == 6
+    assert internals.checkpoint_manager(str(tmp_path)).all_steps() == [0, 6]
+    _, history = fit(dataclasses.replace(EXPLODING, grad_clip=0.05), save_every_minutes=1e-9)
+    assert f"resumed {tmp_path} at step 6 (epoch 1)" in capsys.readouterr().out
+    assert [line["epoch"] for line in history] == [1, 2, 3, 4] and np.isfinite(history[-1]["train_loss"])
+
+
 def test_a_mark_left_by_a_kill_after_its_restart_was_recorded_is_stale(diverged):
     mark = json.loads((diverged / rundir.DIVERGED).read_text())
     config = json.loads((diverged / "config.json").read_text())

@@ -129,17 +129,21 @@ def test_a_run_killed_without_warning_resumes_from_its_last_save_within_the_epoc
     workdir = str(tmp_path / "run")
     # Saves between every two steps; killed before step 9, the fourth of epoch 2's six.
     with pytest.raises(_Killed):
-        train.fit(NET, config, train_split, evals, workdir, figures=False, stop=_kill_before(9), save_every_minutes=0)
-    assert internals.checkpoint_manager(workdir).latest_step() == 8
+        train.fit(
+            NET, config, train_split, evals, workdir, figures=False, stop=_kill_before(9), save_every_minutes=1e-9
+        )
+    # The two latest saves, the last epoch's end (kept through the saves within the next) and step 0.
+    assert internals.checkpoint_manager(workdir).all_steps() == [0, 6, 7, 8]
     assert len(train.read_metrics(workdir)) == 1
     _, resumed = train.fit(NET, config, train_split, evals, workdir, figures=False)
     assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
 
 
-def test_a_negative_save_interval_is_refused_with_a_sentence(tmp_path):
+def test_a_save_interval_of_no_time_is_refused_with_a_sentence(tmp_path):
     train_split, evals = _splits()
-    with pytest.raises(InputError, match=r"^save_every_minutes=-1 is not a duration; give minutes >= 0"):
-        train.fit(NET, _config(), train_split, evals, str(tmp_path), figures=False, save_every_minutes=-1)
+    for minutes in (0, -1):
+        with pytest.raises(InputError, match=rf"^save_every_minutes={minutes} is not a duration; give minutes > 0"):
+            train.fit(NET, _config(), train_split, evals, str(tmp_path), figures=False, save_every_minutes=minutes)
 
 
 def test_fit_traces_the_train_step_once(tmp_path, monkeypatch):

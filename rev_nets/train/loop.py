@@ -230,6 +230,7 @@ def _train(
             reason = stop() if stop else None
             due = save_every_s is not None and i > first_row and time.perf_counter() - last_save >= save_every_s
             if reason or due:
+                window.wait()  # The steps dispatched so far are training time, not the save's.
                 saving = time.perf_counter()
                 if watch.level is not None:  # Else no step has run since the run or its resume began.
                     _checked_means(watch, acc, state.params, epoch, step)
@@ -286,7 +287,8 @@ def _train(
 def _continued(so_far: preemption.EpochSoFar, config: TrainConfig, mesh: Mesh):
     """The alphas and the accumulator of the epoch stopped at ``so_far``, on the mesh, in the dtypes the step uses."""
     zero = zero_metrics(config)
-    acc = replicate({name: np.asarray(so_far.sums[name], value.dtype) for name, value in zero.items()}, mesh)
+    # A restart that turned clipping on counts clipped steps from there: the saved sums have none.
+    acc = replicate({name: np.asarray(so_far.sums.get(name, 0), value.dtype) for name, value in zero.items()}, mesh)
     alpha = None if so_far.alpha is None else replicate(tuple(np.asarray(a, np.float32) for a in so_far.alpha), mesh)
     return alpha, acc
 
@@ -331,7 +333,8 @@ def fit(
     resumes it to the numbers of an uninterrupted run. The same save is
     made within an epoch every ``save_every_minutes`` (None: only at epoch
     ends), so that a run killed without warning (SIGKILL, a lost machine)
-    loses at most those minutes of training.
+    loses at most those minutes of training (and the epoch-end evaluation
+    under way).
 
     A checkpoint is saved only once its state passed the divergence guard,
     with its checksum in ``checkpoints.json``; a resume takes the newest
@@ -341,9 +344,9 @@ def fit(
     recorded in config.json's ``restarts``.
     """
     config.check(model)
-    if save_every_minutes is not None and not save_every_minutes >= 0:
+    if save_every_minutes is not None and not save_every_minutes > 0:
         raise InputError(
-            f"save_every_minutes={save_every_minutes} is not a duration; give minutes >= 0, or None to save only "
+            f"save_every_minutes={save_every_minutes} is not a duration; give minutes > 0, or None to save only "
             "at the end of each epoch."
         )
     mesh = data_mesh()
@@ -353,7 +356,7 @@ def fit(
     mark = rundir.diverged(workdir)
     changed = rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()}, mark)
     state = replicate(create_state(model, config, per_epoch, train.images), mesh)
-    manager = rundir.checkpoint_manager(workdir)
+    manager = rundir.checkpoint_manager(workdir, per_epoch)
     level, _ = rundir.read_checks(workdir)
     watch = guard.Guard(level)
     history: list[dict[str, Any]] = []
@@ -405,7 +408,7 @@ def fit(
             on_save=save_so_far,
         )
     except DivergedError as error:
-        mark = error.record | {"last_sane_step": manager.latest_step()}
+        mark = error.record | {"last_sane_step": _drop_saves_within_the_epoch(manager, per_epoch)}
         rundir.mark_diverged(workdir, mark)
         raise DivergedError(
             f"by step {mark['step']} (epoch {mark['epoch']}) {mark['cause']}; {workdir} keeps its last sane "
@@ -419,6 +422,17 @@ def fit(
         if writer:
             writer.close()
     return state, history
+
+
+def _drop_saves_within_the_epoch(manager: ocp.CheckpointManager, per_epoch: int) -> int:
+    """Deletes the checkpoints saved since the latest epoch's end and returns that end's step: the guard catches a
+    blow-up late, so the states of the epoch that blew up are suspect (a restart from one of them with clipping
+    still diverged, ``tests/test_run_safety.py``), and a diverged run restarts where an epoch ended."""
+    last_end = max(step for step in manager.all_steps() if step % per_epoch == 0)  # Step 0 is always kept.
+    for step in manager.all_steps():
+        if step > last_end:
+            manager.delete(step)
+    return last_end
 
 
 def _sane_on_host(state: train_state.TrainState, epoch: int) -> train_state.TrainState:

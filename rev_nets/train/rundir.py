@@ -347,11 +347,14 @@ def write_scalars(writer, line: dict[str, Any]) -> None:
     writer.flush()
 
 
-def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
-    """Keeps the two latest checkpoints and always the one of step 0 (initial weights)."""
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
-        [ocp.checkpoint_managers.LatestN(2), ocp.checkpoint_managers.CustomSteps([0])]
-    )
+def checkpoint_manager(workdir: str, steps_per_epoch: int | None = None) -> ocp.CheckpointManager:
+    """Keeps the two latest checkpoints, always the one of step 0 (initial weights) and, given
+    ``steps_per_epoch``, the latest at an epoch's end (where a diverged run restarts, saves within the epoch
+    that blew up being suspect)."""
+    policies = [ocp.checkpoint_managers.LatestN(2), ocp.checkpoint_managers.CustomSteps([0])]
+    if steps_per_epoch:
+        policies.append(ocp.checkpoint_managers.EveryNSteps(steps_per_epoch, max_to_keep=1))
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(policies)
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
