@@ -33,11 +33,12 @@ to the running run, which saves; the grid then stops with one line and
 ``experiments.report`` with the same ``--grid`` folder (and
 ``--few_labels``) turns the runs into tables and figures, and archives the
 finished runs' records (config and metrics, a few KB each) under its
-``--workdir``. ``--restore_from=<that folder>`` copies them back into a
-grid, which then goes on from a fresh clone on another machine, where only
-the repository survived:
+``--workdir``. ``--archive=<that folder>`` makes the grid do the same as
+each run finishes, and copy the archived runs back before it starts: commit
+the folder, and the grid goes on from a fresh clone on another machine,
+where only the repository survived:
 
-    python -m experiments.grid --few_labels --dataset=cifar10 --restore_from=results/few_labels \
+    python -m experiments.grid --few_labels --dataset=cifar10 --archive=results/few_labels \
         --data_dir=../shared/datasets --workdir=~/rev_nets_grid
 """
 
@@ -66,11 +67,12 @@ _WORKDIR = cli.shared_flag(
     "outside the repository.",
 )
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the runs and their state without running anything.")
-_RESTORE_FROM = flags.DEFINE_string(
-    "restore_from",
+_ARCHIVE = flags.DEFINE_string(
+    "archive",
     None,
     "A report's --workdir in the repository (results, results/few_labels): its archived finished runs are copied "
-    "into the grid first and skipped, so the grid goes on from a fresh clone on a new machine.",
+    "into the grid first and skipped, and each run's records are copied there as it finishes; committed, they let "
+    "the grid go on from a fresh clone on a new machine.",
 )
 _RETRIES = flags.DEFINE_integer(
     "retries",
@@ -84,18 +86,14 @@ def main(argv) -> None:
     del argv
     dataset, few_labels = _DATASET.value, _FEW_LABELS.value
     plan = configs.plan(dataset, few_labels)
-    restore_from = os.path.join(os.path.expanduser(_RESTORE_FROM.value), dataset) if _RESTORE_FROM.value else None
-    if restore_from and not os.path.isdir(restore_from):
-        raise cli.UsageError(
-            f"--restore_from has no folder {restore_from}: give the --workdir that experiments.report wrote."
-        )
+    archive = _ARCHIVE.value and cli.existing(_ARCHIVE.value, "archive")
     sweep.run_sweep(
         plan.to_sweep(),
         configs.grid_root(cli.workdir(_WORKDIR.value), dataset, few_labels),
         configs.entry_point(dataset, _DATA_DIR.value and cli.existing(_DATA_DIR.value, "data_dir")),
         retries=_RETRIES.value,
         dry_run=_DRY_RUN.value,
-        restore_from=restore_from,
+        archive=archive and os.path.join(archive, dataset),
         stop=cli.stop_on_signals(),
     )
 

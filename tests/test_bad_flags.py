@@ -63,7 +63,7 @@ BAD_TEXT = {  # Bad values of flags whose type says nothing about them ({name}: 
     "control": ["1,2", "784,64:0:1", "784,64:10:nan"],
     "dataset": ["nosuch"],
     "grid": ["{missing}"],
-    "restore_from": ["{missing}"],
+    "archive": ["{missing}"],
 }
 
 

@@ -334,11 +334,15 @@ def test_the_grid_entry_point_restores_before_it_runs(tmp_path):
     os.makedirs(archived)
     Path(archived, "metrics.jsonl").write_text(json.dumps({"epoch": 12, "validation_error": 0.4}) + "\n")
     flags = ("grid", "--few_labels", "--dataset=cifar10", "--dry_run", f"--workdir={tmp_path / 'grid'}")
-    listed = run_entry_point(*flags, f"--restore_from={tmp_path / 'results'}")
+    listed = run_entry_point(*flags, f"--archive={tmp_path / 'results'}")
     assert listed.returncode == 0, listed.stderr[-2000:]
     lines = listed.stdout.splitlines()
     assert lines[0] == f"restored  1 finished runs from {tmp_path / 'results' / 'cifar10'}"
     assert lines[1] == f"done      {tmp_path / 'grid' / 'cifar10_labels' / 'labels1000' / 'backprop_lr0.02_seed0'}"
     assert lines[2].startswith("would run") and "--learning_rate=0.05" in lines[2]
-    missing = run_entry_point(*flags, f"--restore_from={tmp_path / 'nowhere'}")
-    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: --restore_from has no folder")
+    missing = run_entry_point(*flags, f"--archive={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip()
+        == f"error: --archive {tmp_path / 'nowhere'} does not exist or is not a folder; give an existing folder."
+    )

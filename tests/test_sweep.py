@@ -112,14 +112,39 @@ def test_a_finished_run_is_skipped_and_an_unfinished_one_runs_again(tmp_path, en
     assert out.splitlines()[-1] == f"grid complete: {root}"
 
 
+def test_each_run_is_archived_as_it_finishes_so_a_lost_machine_costs_only_the_run_in_flight(tmp_path, entry, capsys):
+    root, archive = tmp_path / "grid", tmp_path / "results" / "fake"
+    three_archived = lambda: archive.is_dir() and len(os.listdir(archive)) >= 3 and signal.SIGTERM
+    with pytest.raises(Stopped):
+        sweep.run_sweep(SWEEP, str(root), entry, archive=str(archive), stop=three_archived)
+    assert sorted(os.listdir(archive)) == ["base_lr0.05_seed0", "base_lr0.1_seed0", "base_lr1_seed0"]
+    for run in os.listdir(archive):  # the records, not the log
+        assert sorted(os.listdir(archive / run)) == sorted(set(os.listdir(root / run)) & set(sweep.RECORDS))
+        for name in os.listdir(archive / run):
+            assert (archive / run / name).read_bytes() == (root / run / name).read_bytes()
+
+    capsys.readouterr()
+    fresh = tmp_path / "new_machine"  # the old machine's grid folder is gone; the committed archive is not
+    sweep.run_sweep(SWEEP, str(fresh), entry, archive=str(archive))
+    listed = _listed(capsys.readouterr().out, str(fresh))
+    assert [run for state, run in listed if state == "done"] == [
+        "base_lr0.05_seed0",
+        "base_lr0.1_seed0",
+        "base_lr1_seed0",
+    ]
+    assert [state for state, _ in listed].count("running") == 4  # the other 4 of the sweep's 7
+    assert sorted(os.listdir(archive)) == sorted(name for name in os.listdir(fresh) if name != "chosen_settings.json")
+
+
 def test_a_dry_run_lists_what_would_run_and_claims_nothing(tmp_path, entry, capsys):
     root = str(tmp_path / "grid")
-    driver = sweep.run_sweep(SWEEP, root, entry, dry_run=True)
+    driver = sweep.run_sweep(SWEEP, root, entry, dry_run=True, archive=str(tmp_path / "archive"))
     out = capsys.readouterr().out
     assert [run for _, run in _listed(out, root)] == ["base_lr0.05_seed0", "base_lr0.1_seed0", "base_lr1_seed0"]
     first = "would run fake_entry --epochs=2 --shadow_layer=0 --learning_rate=0.05 --seed=0 --workdir="
     assert out.splitlines()[0] == first + os.path.join(root, "base_lr0.05_seed0")
     assert driver.tuning.choices == {"base": None, "variant": None, "probe": None} and not os.path.exists(root)
+    assert not os.path.exists(tmp_path / "archive")
 
 
 def test_a_stop_before_a_run_starts_none(tmp_path, entry, capsys):

@@ -14,9 +14,10 @@ is marked ``DIVERGED`` (by the run, with its step and cause; by the sweep
 where the run did not) and loses every comparison. Given a ``stop`` poll,
 the driver forwards the signal it names to the running run, which saves and
 exits with ``EXIT_STOPPED``, and the sweep stops (``Stopped``) until it is
-started again. A report archives the finished runs' records
-(``copy_finished_records``) and ``restore`` copies them back, so a sweep
-goes on from a fresh clone.
+started again. Given an archive folder in the repository, each run's
+records are copied there the moment it finishes (``copy_finished_records``),
+and a sweep started on a fresh clone restores them first (``restore``), so
+a machine lost between sessions costs at most the run in flight.
 """
 
 from __future__ import annotations
@@ -353,7 +354,8 @@ def read_tuning(sweep: Sweep, root: str) -> Tuning:
 @dataclasses.dataclass
 class Driver:
     """Runs (or, with ``dry_run``, lists) a sweep's runs under ``root`` in its order, each once; once ``stop``
-    gives a reason, the running run is signalled to save and stop, and ``Stopped`` is raised."""
+    gives a reason, the running run is signalled to save and stop, and ``Stopped`` is raised. Each finished run's
+    records are copied to the same place under ``archive``, if given."""
 
     sweep: Sweep
     root: str
@@ -361,6 +363,7 @@ class Driver:
     retries: int = 2
     dry_run: bool = False
     stop: Stop | None = None
+    archive: str | None = None
 
     def __post_init__(self):
         self.tuning = Tuning(self.sweep, self.run)
@@ -371,7 +374,15 @@ class Driver:
         workdir = run_dir(self.root, key, settings, seed)
         if workdir not in self.outcomes:
             self.outcomes[workdir] = self._run(workdir, self.sweep.overrides(key, settings, seed))
+            self._archive(workdir)
         return self.outcomes[workdir]
+
+    def _archive(self, workdir: str) -> None:
+        """Copies a finished run's records into the archive, where they outlive this machine."""
+        if self.archive and not self.dry_run and finished(workdir, self.sweep.epochs):
+            target = os.path.join(self.archive, os.path.relpath(workdir, self.root))
+            copy_finished_records(workdir, target, self.sweep.epochs, replace=True)
+            print(f"archived  {target}", flush=True)
 
     def _run(self, workdir: str, overrides: Overrides) -> float | None:
         if finished(workdir, self.sweep.epochs):
@@ -419,16 +430,17 @@ def run_sweep(
     *,
     retries: int = 2,
     dry_run: bool = False,
-    restore_from: str | None = None,
+    archive: str | None = None,
     stop: Stop | None = None,
 ) -> Driver:
-    """Runs ``sweep`` into ``root``, first restoring the finished runs archived in ``restore_from``; once every run
-    is finished, writes the chosen settings to ``root/chosen_settings.json`` (not in a dry run). Returns the driver.
-    ``stop`` is ``Driver``'s: once it gives a reason, the running run saves and ``Stopped`` is raised.
+    """Runs ``sweep`` into ``root``, first restoring the finished runs in ``archive`` (a folder it makes if new) and
+    copying each run's records there as it finishes; once every run is finished, writes the chosen settings to
+    ``root/chosen_settings.json`` (not in a dry run). Returns the driver. ``stop`` is ``Driver``'s: once it gives a
+    reason, the running run saves and ``Stopped`` is raised.
     """
-    if restore_from:
-        restore(restore_from, root, sweep.epochs)
-    driver = Driver(sweep, root, entry, retries, dry_run, stop)
+    if archive and os.path.isdir(archive):
+        restore(archive, root, sweep.epochs)
+    driver = Driver(sweep, root, entry, retries, dry_run, stop, archive)
     if driver.run_all():
         if not dry_run:
             write_choices(root, sweep, driver.tuning.choices)
