@@ -209,7 +209,9 @@ def test_an_nnx_model_with_dropout_trains_with_shadow_and_dropout_changes_the_ru
 
 
 def test_nnx_models_with_state_other_than_params_and_batchnorm_statistics_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"holds state other than nnx.Param, BatchNorm statistics, models.Constant .*\(calls\)"):
+    with pytest.raises(
+        ValueError, match=r"holds state other than nnx.Param, BatchNorm statistics, models.Constant .*\(calls\)"
+    ):
         models.nnx_model(WithCounter)
     with pytest.raises(ValueError, match="batch statistics at mean outside an nnx.BatchNorm"):
         models.nnx_model(LooseStatistics)
@@ -360,6 +362,31 @@ def test_the_cifar10_entry_point_trains_an_nnx_model_and_reversibility_reads_it(
     assert {row["layer"] for row in rows if row["net"].startswith("trained")} == {1, 2, 3}
 
 
+def test_a_researchers_own_resnet_with_batchnorm_trains_with_shadow_through_the_entry_point(
+    data_dir, tmp_path, monkeypatch
+):
+    """docs/examples/resnet_bn.py, plain Flax NNX on PYTHONPATH (strided convolutions, projection shortcuts,
+    BatchNorm after each, global average pooling): SHADOW from its last stage trains it through --model, and the
+    run's checkpoint carries its trained running statistics beside the params."""
+    examples = str(ROOT / "docs" / "examples")
+    monkeypatch.setenv("PYTHONPATH", examples)
+    monkeypatch.syspath_prepend(examples)
+    run = tmp_path / "run"
+    flags = [f"--data_dir={data_dir}", f"--workdir={run}", "--epochs=1", "--batch_size=8", "--num_validation=10"]
+    model_flags = ["--model=resnet_bn:resnet", '--model_args={"widths": [4, 8, 8], "blocks": 2}', "--alpha=formula"]
+    result = run_entry_point("cifar10", *flags, *model_flags, "--shadow_layer=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = train.load_run(str(run), factory="resnet_bn:resnet")
+    line = loaded.metrics[-1]
+    assert np.isfinite([line["test_error"], line["test_synthetic_error"], line["train_ce_synthetic"]]).all()
+    assert line["train_norm_ratio"] > 0  # the twins are made and trained on
+    stats = [nnx.filter_state(loaded.params(step), nnx.BatchStat) for step in (0, loaded.steps[-1])]
+    trained, initial = jax.tree.leaves(stats[1]), jax.tree.leaves(stats[0])
+    assert len(trained) == 2 * (1 + 2 * 6 + 2)  # means and variances: the stem, 2 per block, 2 projections
+    assert all(np.isfinite(t).all() for t in trained)
+    assert all(not np.allclose(t, i) for t, i in zip(trained, initial))
+
+
 @pytest.mark.parametrize(
     "flag,message",
     [("--alpha=big", "--alpha must be 'calibrated', 'formula', 'data' or a positive number"), ("--model_args=[1]", "--model_args must be a JSON object, got '[1]'"),
@@ -382,7 +409,9 @@ def test_calibrated_alpha_of_the_residual_model_is_refused_with_the_fix():
 
 def test_dropout_on_an_nnx_model_is_refused_when_checked():
     formula = shadow.ShadowConfig(layer=3, generator=GeneratorConfig(alpha="formula"))
-    with pytest.raises(SettingError, match="^dropout must be 0 for an NNX or linen model, which drops out with its own"):
+    with pytest.raises(
+        SettingError, match="^dropout must be 0 for an NNX or linen model, which drops out with its own"
+    ):
         train.TrainConfig(dropout=0.3, shadow=formula).check(models.nnx_model(tiny_residual))
 
 
@@ -425,5 +454,7 @@ class DropoutWithoutStream(nnx.Module):
 
 def test_a_module_whose_dropout_has_no_stream_is_refused_before_training_in_one_sentence():
     model = models.nnx_model(DropoutWithoutStream)
-    with pytest.raises(InputError, match=r"^model .*DropoutWithoutStream draws random numbers in training .*rngs=rngs\.$"):
+    with pytest.raises(
+        InputError, match=r"^model .*DropoutWithoutStream draws random numbers in training .*rngs=rngs\.$"
+    ):
         train.TrainConfig(epochs=1).check(model)
