@@ -167,7 +167,7 @@ TRAINING = (
     Flag(
         "norm_lr_scale",
         "train.norm_lr_scale",
-        "Learning rate of BatchNorm shifts and scales, as a multiple of --learning_rate (weight decay per step kept).",
+        "Learning rate of BatchNorm shifts and scales, as a multiple of --learning_rate (SGD's decay per step kept).",
     ),
     Flag("lookahead_every", "train.lookahead_every", "Every N steps, set the params to their slow average (0 = off)."),
     Flag("label_smoothing", "train.label_smoothing", "Label smoothing of both loss terms' targets."),
@@ -176,7 +176,17 @@ TRAINING = (
         "train.test_time_augmentation",
         "Evaluation views averaged: 0 the image; 1 and its mirror; 2 and both shifted by one pixel.",
     ),
-    Flag("weight_decay", "train.weight_decay", "Decoupled L2 weight decay."),
+    Flag(
+        "weight_decay",
+        "train.weight_decay",
+        "L2 weight decay added to the gradient: each step removes learning rate x this of each weight, or with "
+        "--decoupled_weight_decay this at the schedule's peak whatever the learning rate.",
+    ),
+    Flag(
+        "decoupled_weight_decay",
+        "train.decoupled_weight_decay",
+        "Keep the decay per step fixed when --learning_rate changes (airbench94's; SGD only).",
+    ),
     Flag("grad_clip", "train.grad_clip", "Clip gradients to this global norm (0 = off)."),
     Flag(
         "augment",

@@ -13,7 +13,7 @@ constants fitted to training images before the first step (an NNX module's
 own ``prepare(images)``, e.g. a whitening filter; else as they are);
 ``param_groups(params)``, a pytree prefix of labels that says how the optimizer
 treats each leaf (``GROUPS``: trained, a normalisation layer's own shift and
-scale, or fixed); and ``with_stats(params, stats, average=...)``,
+scale, or fixed: no update, and no gradient in the step); and ``with_stats(params, stats, average=...)``,
 the params with their statistics replaced by ``stats`` (the generator's view
 of a batch) or averaged with them (BatchNorm's running update, at each
 layer's momentum). Its ``record`` is the ``ModelConfig`` that rebuilds it
@@ -328,6 +328,28 @@ class Constant(nnx.Variable):
 
 
 GROUPS = ("trained", "norm", "fixed")  # how the optimizer treats a leaf: moved; moved at the norm rate; held
+
+
+def checked_param_groups(model: Model, params) -> Any:
+    """``model.param_groups(params)``, every label checked to be one of ``GROUPS`` (a model of one's own names
+    its own), so that a wrong one stops with one sentence, not optax's."""
+    labels = model.param_groups(params)
+    unknown = sorted({repr(label) for label in jax.tree.leaves(labels) if label not in GROUPS})
+    if unknown:
+        name = model.record.factory if model.record else type(model).__name__
+        raise InputError(
+            f"model {name}'s param_groups gives the labels {', '.join(unknown)}, which the optimizer does not know; "
+            f"label each leaf one of {', '.join(GROUPS)}."
+        )
+    return labels
+
+
+def hold_fixed(model: Model, params) -> Any:
+    """``params`` with the ``fixed`` group (statistics, constants) behind ``stop_gradient``: a step's gradient is
+    zero there, so gradient clipping and the gradient norm count only what the optimizer moves, and no gradient
+    of a constant (the whitening filter) is computed."""
+    hold = lambda label, leaf: jax.lax.stop_gradient(leaf) if label == "fixed" else leaf
+    return jax.tree.map(hold, model.param_groups(params), params)
 
 
 def check_training_forward(model: Model) -> None:

@@ -44,7 +44,8 @@ class ShadowConfig:
       start_epoch: epochs of plain backprop before the synthetic examples
         enter the loss (until then their weight is 0; they are still made,
         so the synthetic metrics stay comparable, and a non-finite synthetic
-        loss still stops the run).
+        loss still stops the run); with ``twin_statistics="separate"`` only,
+        the one that keeps the twins out of the batch statistics.
       generator: the generator's options (sampling, alpha, smoothing, switches).
       twin_statistics: on a net with BatchNorm, whose statistics the twins'
         forward uses and the running averages take in (``TWIN_STATISTICS``):
@@ -82,6 +83,12 @@ class ShadowConfig:
         if not (math.isfinite(self.start_epoch) and self.start_epoch >= 0):
             raise SettingError(
                 "start_epoch", f"must be >= 0 and finite (0 = SHADOW from the first step), got {self.start_epoch}."
+            )
+        if self.start_epoch and self.twin_statistics != "separate":
+            raise SettingError(
+                "twin_statistics",
+                f"{self.twin_statistics!r} puts the twins into the batch statistics from the first step, so it cannot "
+                f"wait for start_epoch={self.start_epoch}; use 'separate', or start_epoch=0.",
             )
 
 

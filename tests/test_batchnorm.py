@@ -300,6 +300,10 @@ def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
     np.testing.assert_allclose(metrics["ce_real"], shadow.cross_entropy(logits_real, y), rtol=1e-5)
     with pytest.raises(SettingError, match="twin_statistics must be one of separate, joint, twin_updated"):
         shadow.ShadowConfig(layer=2, twin_statistics="mixed").check(MODEL)
+    for kind in ("joint", "twin_updated"):  # Twins in the statistics from step 0: no plain backprop before a start.
+        with pytest.raises(SettingError, match=f"'{kind}' puts the twins into the batch statistics from the first"):
+            shadow.ShadowConfig(layer=2, twin_statistics=kind, start_epoch=1.0).check(MODEL)
+    shadow.ShadowConfig(layer=2, twin_statistics="separate", start_epoch=1.0).check(MODEL)
 
 
 def _numpy_logits(params, x, training):

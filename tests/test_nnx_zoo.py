@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from scipy.special import erf
@@ -144,3 +145,30 @@ def test_gelu_is_airbench94s_exact_gelu_and_an_unknown_activation_is_one_sentenc
     assert not np.allclose(relu.features(params, x, 1), gelu.features(params, x, 1))
     with pytest.raises(SettingError, match="activation must be one of relu, gelu, got 'tanh'"):
         models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, activation="tanh")
+
+
+def test_the_fixed_whitening_filter_gets_no_gradient_so_the_clip_counts_only_what_moves():
+    """The step holds the ``fixed`` group behind stop_gradient: with a clip between the moving params' gradient
+    norm and the norm with the whitening filter's gradient counted, one step is not clipped and records the
+    moving params' norm."""
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL)
+    x, y = _images(24), jnp.arange(24) % 10
+    params = model.prepare(model.init(jax.random.key(0)), x)
+    loss = lambda p: shadow.loss(model, p, x, y, shadow.ShadowConfig(), jax.random.key(1))[0]
+    grads = jax.grad(loss)(params)
+    held = jax.grad(lambda p: loss(models.hold_fixed(model, p)))(params)
+    np.testing.assert_array_equal(held["whitening"]["kernel"][...], 0.0)
+    assert float(jnp.linalg.norm(grads["whitening"]["kernel"][...])) > 1e-3  # a real gradient, held
+    np.testing.assert_allclose(held["groups"][0]["first"]["kernel"][...], grads["groups"][0]["first"]["kernel"][...])
+    moving, full = float(optax.tree.norm(held)), float(optax.tree.norm(grads))
+    config = train.TrainConfig(epochs=1, batch_size=24, learning_rate=1e-3, grad_clip=(moving + full) / 2)
+    _, history = train.fit_in_memory(model, config, (x, y), steps=1)
+    assert history[0]["train_clipped"] == 0.0
+    assert history[0]["train_grad_norm"] == pytest.approx(moving, rel=1e-4)
+
+
+def test_a_param_group_label_the_optimizer_does_not_know_is_one_sentence():
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL)
+    object.__setattr__(model, "param_groups", lambda params: jax.tree.map(lambda _: "frozen", params))
+    with pytest.raises(InputError, match=r"param_groups gives the labels 'frozen'.*one of trained, norm, fixed"):
+        train.fit_in_memory(model, train.TrainConfig(epochs=1, batch_size=8), (_images(8), jnp.arange(8)), steps=1)

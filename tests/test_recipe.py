@@ -69,6 +69,25 @@ def test_norm_parameters_move_at_their_scaled_rate_and_decay_as_much_as_the_othe
     np.testing.assert_array_equal(value(updates, "norm", "mean"), 0.0)  # statistics are held
 
 
+@pytest.mark.parametrize("learning_rate", [0.5, 2.0])
+def test_decoupled_weight_decay_removes_the_same_share_per_step_at_any_learning_rate(learning_rate):
+    """airbench94's decay: at the schedule's peak, with no gradient, every group (norm shifts at 64x the rate
+    included) loses ``weight_decay`` of each weight per step, whatever the learning rate; coupled, it scales."""
+    model = models.nnx_model(Normed)
+    params = jax.tree.map(lambda p: p + 0.5, model.init(jax.random.key(0)))  # BatchNorm's shift starts at 0
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for decoupled, share in ((True, 0.002), (False, learning_rate * 0.002)):
+        config = train.TrainConfig(
+            learning_rate=learning_rate, momentum=0.0, weight_decay=0.002, decoupled_weight_decay=decoupled,
+            norm_lr_scale=64.0, schedule="constant",
+        )  # fmt: skip
+        tx = optimizer.make_optimizer(config, 10, model.param_groups(params))
+        updates, _ = tx.update(zeros, tx.init(params), params)
+        for layer, name in (("linear", "kernel"), ("norm", "bias")):
+            decayed, weight = np.asarray(updates[layer][name][...]), np.asarray(params[layer][name][...])
+            np.testing.assert_allclose(decayed, -share * weight, rtol=1e-5, atol=1e-9)
+
+
 def test_nesterov_momentum_matches_its_numpy_recurrence():
     config = train.TrainConfig(learning_rate=0.1, momentum=0.85, nesterov=True, schedule="constant")
     tx = optimizer.make_optimizer(config, 10)
@@ -80,8 +99,11 @@ def test_nesterov_momentum_matches_its_numpy_recurrence():
         np.testing.assert_allclose(updates, -0.1 * (g + 0.85 * buffer), rtol=1e-5)
 
 
-def test_lookahead_averages_every_n_steps_on_its_schedule_and_ends_on_the_slow_average():
-    every, total = 2, 6
+@pytest.mark.parametrize("total", [6, 7])  # The last step averages (6), or only copies the average (7).
+def test_lookahead_follows_airbench94_every_n_steps_and_ends_on_the_slow_average(total):
+    """Against airbench94's loop: at steps divisible by ``every`` blend the slow average towards the params and
+    copy it back; at the last step (after any blend) copy the slow average into the params."""
+    every = 2
     tx = optax.chain(optax.sgd(0.5), optimizer.lookahead(every, total))
     params, state = jnp.asarray([1.0, -2.0]), None
     state = tx.init(params)
@@ -91,9 +113,10 @@ def test_lookahead_averages_every_n_steps_on_its_schedule_and_ends_on_the_slow_a
         updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
         params = optax.apply_updates(params, updates)
         fast = fast - 0.5 * g
-        if step % every == 0 or step == total:
-            decay = 1.0 if step == total else 0.95**every * (step / total) ** 3
-            slow = slow + (1 - decay) * (fast - slow)
+        if step % every == 0:
+            slow = slow + (1 - 0.95**every * (step / total) ** 3) * (fast - slow)
+            fast = slow.copy()
+        if step >= total:
             fast = slow.copy()
         np.testing.assert_allclose(params, fast, rtol=1e-5)
     np.testing.assert_allclose(params, slow, rtol=1e-5)
@@ -162,9 +185,10 @@ def test_test_time_augmentation_is_judged_once_at_the_last_step_on_the_averaged_
      ("norm_lr_scale", 0.0, "norm_lr_scale must be positive"),
      ("lookahead_every", -1, "lookahead_every must be a whole number"),
      ("test_time_augmentation", 3, "test_time_augmentation must be 0"),
-     ("nesterov", True, "True only with optimizer='sgd'")],
+     ("nesterov", True, "True only with optimizer='sgd'"),
+     ("decoupled_weight_decay", True, "True only with optimizer='sgd'")],
 )  # fmt: skip
 def test_bad_recipe_settings_are_one_sentence_naming_the_field(field, value, message):
-    overrides = {field: value} | ({"optimizer": "adam"} if field == "nesterov" else {})
+    overrides = {field: value} | ({"optimizer": "adam"} if field in ("nesterov", "decoupled_weight_decay") else {})
     with pytest.raises(SettingError, match=message):
         train.TrainConfig(**overrides).check(models.nnx_model(Normed))

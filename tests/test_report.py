@@ -166,7 +166,7 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
         final={"num_validation": 0},
         learning_rates=(1.0, 2.0),
         shadow_layers=(3, 2),
-        shadow_learning_rates=(1.0,),
+        shadow_rate_factors=(1.0,),
         seeds=(0, 1),
         variants={"shadow_joint": {"train.shadow.twin_statistics": "joint"}},
         backprop_variants={"backprop_no_whitening": {"model.arguments.whiten": False}},

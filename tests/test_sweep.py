@@ -226,6 +226,19 @@ def test_tuning_is_coordinate_descent_from_the_start_values():
     assert len(tuning.trials["c"]) == 3  # the start of sigma's axis is the weight's choice: recorded once
 
 
+def test_a_relative_axis_scales_whatever_value_was_chosen_before_it():
+    later = Axis(LR, (1.0, 1 / 1.5), relative=True)
+    cells = {"a": Cell({}, (Axis(LR, (1.0, 2.0)),)), "b": Cell({}, (later,), inherits=("a",))}
+    grid = Sweep({"train.epochs": 1}, cells, (("tune", "a"), ("tune", "b")))
+    error = {1.0: 0.3, 2.0: 0.2, 1.333: 0.1}
+    tuning = sweep.Tuning(grid, lambda key, settings, seed: error[settings[LR]])
+    assert tuning.settings("b") == {LR: 1.333}
+    assert [trial[LR] for trial, _ in tuning.trials["b"]] == [2.0, 1.333]  # a's choice, then one step lower
+    alone = Sweep({"train.epochs": 1}, {"c": Cell({}, (later,))}, (("tune", "c"),))
+    with pytest.raises(ValueError, match=f"the relative axis of {LR} has no value to scale"):
+        sweep.Tuning(alone, lambda key, settings, seed: 0.1).settings("c")
+
+
 def test_ties_pick_the_first_candidate_and_an_unfinished_one_leaves_the_choice_open():
     grid = Sweep({"train.epochs": 1}, {"c": Cell({}, (Axis(LR, (0.1, 0.2, 0.3)),))}, (("run", "c"),))
     tie = sweep.Tuning(grid, lambda key, settings, seed: 0.5)
@@ -254,11 +267,12 @@ def test_the_scale_plan_tunes_backprop_then_shadows_layer_and_rate_and_trains_it
     from experiments.configs import grid_plans
 
     grid = grid_plans.PLANS["cifar10_airbench"].to_sweep()
-    # Validation error by (source layer, rate): backprop is best at 1.0, SHADOW from h2 at 1.5.
-    error = {(0, 1.5): 0.08, (0, 1.0): 0.07, (0, 2.25): 0.09, (3, 1.0): 0.075, (2, 1.0): 0.072, (2, 1.5): 0.071}
+    # Validation error by (source layer, rate): backprop is best at 2.25; SHADOW's rates follow (2.25, then one
+    # step lower, 1.5), and from h2 it is best at 1.5.
+    error = {(0, 1.5): 0.08, (0, 1.0): 0.07, (0, 2.25): 0.06, (3, 2.25): 0.075, (2, 2.25): 0.072, (2, 1.5): 0.071}
     layer = lambda key, settings: settings.get("train.shadow.layer", grid.overrides(key, {}).get("train.shadow.layer"))
     tuning = sweep.Tuning(grid, lambda key, settings, seed: error[(layer(key, settings), settings[LR])])
-    assert tuning.settings("backprop") == {LR: 1.0}
+    assert tuning.settings("backprop") == {LR: 2.25}
     assert tuning.settings("shadow") == {LR: 1.5, "train.shadow.layer": 2}
     final = grid.overrides("shadow_final", tuning.settings("shadow_final"), 1)
     assert final["num_validation"] == 0 and final["train.shadow.layer"] == 2 and final[LR] == 1.5
@@ -271,7 +285,7 @@ def test_the_scale_plan_tunes_backprop_then_shadows_layer_and_rate_and_trains_it
     no_whitening = tuning.settings("backprop_final_no_whitening")
     assert grid.overrides("backprop_final_no_whitening", no_whitening, 0)["model.arguments.whiten"] is False
     gelu = grid.overrides("backprop_final_gelu", tuning.settings("backprop_final_gelu"), 0)
-    assert gelu["model.arguments"]["activation"] == "gelu" and gelu[LR] == 1.0 and gelu["num_validation"] == 0
+    assert gelu["model.arguments"]["activation"] == "gelu" and gelu[LR] == 2.25 and gelu["num_validation"] == 0
     assert "--plain_vjp=erfc,mul" in configs.entry_point("cifar10_airbench").argv(gelu, "/grid/run")
     entry = configs.entry_point("cifar10_airbench")
     (listed,) = sweep.commands(grid, entry, {"backprop_final_gelu": {LR: 1.0}})

@@ -542,12 +542,21 @@ def test_fit_in_memory_calls_back_once_per_epoch():
         (13, None, r"steps=13 is outside"),
         (None, (np.zeros((8, 28, 28, 1), np.float32), np.zeros(7, np.int32)), "one label per image"),
         (None, (np.zeros((8, 28, 28, 1), np.float32), np.zeros(8, np.float32)), "integer class indices"),
+        (None, (np.zeros((8, 28, 28, 1), np.float32), np.full(8, 10, np.int32)), "labels run from 10 to 10 but"),
     ],
 )
 def test_fit_in_memory_refuses_bad_inputs_in_one_sentence(steps, split, message):
     train_split, _ = _splits()
     with pytest.raises(ValueError, match=message):
         train.fit_in_memory(NET, _config(), split or train_split, steps=steps)
+
+
+def test_fit_refuses_labels_beyond_the_models_classes_before_writing_the_run(tmp_path):
+    train_split, evals = _splits()
+    evals = {"test": evals["test"]._replace(labels=evals["test"].labels.at[3].set(99))}
+    with pytest.raises(ValueError, match="the test labels run from 0 to 99 but the model has 10 classes"):
+        train.fit(NET, _config(), train_split, evals, str(tmp_path / "run"), figures=False)
+    assert not (tmp_path / "run" / "config.json").exists()  # so the same folder takes the corrected run
 
 
 def test_the_clip_records_where_it_acted_and_a_clip_never_reached_changes_nothing():

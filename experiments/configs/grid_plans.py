@@ -83,7 +83,8 @@ PLANS["cifar10_airbench"] = ScalePlan(
     final={"num_validation": 0},
     learning_rates=(1.5, 1.0, 2.25),
     shadow_layers=(3, 2),  # The last two groups' outputs.
-    shadow_learning_rates=(1.5, 1.0),  # Backprop's choice first, then one lower (SHADOW adds a second loss term).
+    # Backprop's choice, then one step lower on its ratio-1.5 grid (SHADOW adds a second loss term).
+    shadow_rate_factors=(1.0, 1 / 1.5),
     seeds=(0, 1, 2),
     placebo_seeds=(0,),
     variants={

@@ -41,11 +41,25 @@ Overrides = Mapping[str, Any]  # config path -> value, in the order the entry po
 
 @dataclasses.dataclass(frozen=True)
 class Axis:
-    """A setting tuned on validation: its config path, the candidate values, and its value before it is tuned."""
+    """A setting tuned on validation: its config path, the candidate values, and its value before it is tuned.
+    ``relative`` candidates are factors of the value it has before this axis (inherited, or chosen by an
+    earlier axis), so that "that rate and one step lower" follows whatever rate was chosen."""
 
     path: str
     candidates: tuple[float, ...]
     start: float | None = None
+    relative: bool = False
+
+    def values(self, settings: Mapping[str, Any]) -> tuple[float, ...]:
+        """The candidates for a cell at ``settings``: relative ones times its current value, to 4 digits."""
+        if not self.relative:
+            return self.candidates
+        if self.path not in settings:
+            raise InputError(
+                f"the relative axis of {self.path} has no value to scale; inherit it from a cell that chooses it, "
+                "or give absolute candidates."
+            )
+        return tuple(float(f"{settings[self.path] * factor:.4g}") for factor in self.candidates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,7 +348,7 @@ class Tuning:
         settings |= {axis.path: axis.start for axis in cell.axes if axis.start is not None}
         for axis in cell.axes:
             errors = {}
-            for value in axis.candidates:
+            for value in axis.values(settings):
                 trial = settings | {axis.path: value}
                 errors[value] = self.evaluate(key, trial, cell.seeds[0])
                 recorded = self.trials.setdefault(key, [])

@@ -39,14 +39,17 @@ class TrainConfig:
     learning_rate: float = 0.05
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
     momentum: float = 0.9
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 term added to the gradient, scaled by the learning rate each step
+    # True: weight_decay is the fraction of each weight removed per step at the schedule's peak (before momentum),
+    # whatever learning_rate is, as airbench94 sets it; False: that fraction is learning_rate * weight_decay.
+    decoupled_weight_decay: bool = False
     schedule: str = "cosine"  # after the warm-up: "cosine", "linear" (both to final_lr_fraction) or "constant"
     warmup_epochs: float = 0.0
     warmup_fraction: float = 0.0  # or the warm-up as a fraction of the run's steps, kept when epochs change
     warmup_from: float = 0.0  # the warm-up's first learning rate, as a fraction of learning_rate
     final_lr_fraction: float = 0.0  # the learning rate at the run's end (cosine, linear), as a fraction
     nesterov: bool = False
-    norm_lr_scale: float = 1.0  # BatchNorm shifts and scales: learning rate times this, same decay per step
+    norm_lr_scale: float = 1.0  # BatchNorm shifts and scales: learning rate times this, same decay per step (SGD)
     lookahead_every: int = 0  # every N steps, params <- their slow average (0 = off); see optimizer.lookahead
     label_smoothing: float = 0.0  # on both SHADOW terms
     # Test-time views: 0 the image; 1 and its mirror; 2 and both 1-pixel shifts. Judged once, at the run's last
@@ -92,6 +95,13 @@ class TrainConfig:
             raise SettingError("norm_lr_scale", f"must be positive and finite (1 = the learning rate), got {self.norm_lr_scale}.")
         if not isinstance(self.nesterov, bool) or (self.nesterov and self.optimizer != "sgd"):
             raise SettingError("nesterov", f"must be True or False, and True only with optimizer='sgd', got {self.nesterov!r}.")
+        decoupled = self.decoupled_weight_decay
+        if not isinstance(decoupled, bool) or (decoupled and self.optimizer != "sgd"):
+            raise SettingError(
+                "decoupled_weight_decay",
+                f"must be True or False, and True only with optimizer='sgd' (Adam rescales the decay it is given), "
+                f"got {decoupled!r}.",
+            )
         if not _whole(self.lookahead_every):
             raise SettingError("lookahead_every", f"must be a whole number >= 0 (0 = off), got {self.lookahead_every}.")
         if self.test_time_augmentation not in (0, 1, 2):

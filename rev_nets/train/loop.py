@@ -93,6 +93,19 @@ def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabel
     return config.steps // config.epochs if config.steps else max((num_train + num_unlabelled) // config.batch_size, 1)
 
 
+def check_labels(model: models.Model, splits: Mapping[str, Any]) -> None:
+    """Stops with one sentence when a split's labels fall outside the model's classes: the loss would be NaN (a
+    false divergence) or, with label smoothing, quietly train on all-zero targets."""
+    for name, split in splits.items():
+        labels = np.asarray(as_split(split).labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= model.num_classes):
+            raise InputError(
+                f"the {name} labels run from {labels.min()} to {labels.max()} but the model has {model.num_classes} "
+                f"classes; build it with num_classes={labels.max() + 1} (e.g. --model_args) or pass labels "
+                f"0..{model.num_classes - 1}."
+            )
+
+
 def as_split(split) -> data.DeviceSplit:
     """A ``DeviceSplit`` from one or an ``(images, labels)`` pair of arrays (host or device), checked."""
     images, labels = split
@@ -137,6 +150,7 @@ def fit_in_memory(
     replacement (``make_sampled_plan``).
     """
     config.check(model)
+    check_labels(model, {"train": train, **(evals or {})})
     return _train(
         model,
         config,
@@ -344,6 +358,7 @@ def fit(
     recorded in config.json's ``restarts``.
     """
     config.check(model)
+    check_labels(model, {"train": train, **evals})
     if save_every_minutes is not None and not save_every_minutes > 0:
         raise InputError(
             f"save_every_minutes={save_every_minutes} is not a duration; give minutes > 0, or None to save only "

@@ -34,7 +34,8 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.S
 def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
     """airbench94's lookahead: every ``every`` steps, a slow average ``slow += (1 - decay) * (params - slow)`` with
     ``decay = 0.95 ** every * (step / total_steps) ** 3`` (no averaging at first, more and more later), and the
-    params set to it; at the run's last step the params become the slow average. Its state is the average."""
+    params set to it; at the run's last step (after that step's averaging, if due) the params become the slow
+    average. Its state is the average."""
 
     def init(params):
         return {"slow": params, "count": jnp.zeros((), jnp.int32)}
@@ -42,9 +43,10 @@ def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
     def update(updates, state, params):
         count = state["count"] + 1
         fresh = optax.apply_updates(params, updates)
-        decay = jnp.where(count >= total_steps, 1.0, 0.95**every * (count / total_steps) ** 3)
-        syncs = (count % every == 0) | (count >= total_steps)
-        slow = jax.tree.map(lambda s, p: jnp.where(syncs, s + (1 - decay) * (p - s), s), state["slow"], fresh)
+        averages = count % every == 0
+        decay = 0.95**every * (count / total_steps) ** 3
+        slow = jax.tree.map(lambda s, p: jnp.where(averages, s + (1 - decay) * (p - s), s), state["slow"], fresh)
+        syncs = averages | (count >= total_steps)
         moved = jax.tree.map(lambda s, p, u: jnp.where(syncs, s - p, u), slow, params, updates)
         return moved, {"slow": slow, "count": count}
 
@@ -52,9 +54,11 @@ def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
 
 
 def _descent(config: TrainConfig, lr: optax.Schedule, scale: float) -> list[optax.GradientTransformation]:
-    """Weight decay, then SGD (Nesterov optional) or Adam at ``scale`` times the schedule: the decay is divided by
-    ``scale``, so that every group decays by the same amount per step."""
-    parts = [optax.add_decayed_weights(config.weight_decay / scale)] if config.weight_decay else []
+    """Weight decay, then SGD (Nesterov optional) or Adam at ``scale`` times the schedule. The decay is divided by
+    ``scale`` so that with SGD every group decays by the same amount per step, and, decoupled, by the peak rate so
+    that the amount does not change with ``learning_rate``."""
+    peak = config.learning_rate if config.decoupled_weight_decay else 1.0
+    parts = [optax.add_decayed_weights(config.weight_decay / (scale * peak))] if config.weight_decay else []
     scaled = lambda step: scale * lr(step)
     if config.optimizer == "sgd":
         parts.append(optax.sgd(scaled, momentum=config.momentum, nesterov=config.nesterov))
@@ -93,5 +97,5 @@ def create_state(
     params = model.init(jax.random.key(config.seed))
     if images is not None:
         params = model.prepare(params, images[:PREPARE_IMAGES])
-    tx = make_optimizer(config, steps_per_epoch, model.param_groups(params))
+    tx = make_optimizer(config, steps_per_epoch, models.checked_param_groups(model, params))
     return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)

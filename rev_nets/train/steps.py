@@ -81,6 +81,7 @@ def train_step(
         u_weight = consistency.weight_at(config.consistency, state.step, steps_per_epoch * config.epochs)
 
     def objective(params):
+        params = models.hold_fixed(model, params)
         value, (metrics, stats) = shadow.loss(
             model,
             params,
