@@ -187,8 +187,9 @@ def loss(
     their own, discarded, so that the real term and the running statistics
     are plain backprop's). Returns the loss and a ``LossAux``
     (``jax.value_and_grad``'s ``has_aux`` form): metrics (real and synthetic
-    cross-entropy and error, the synthetic-to-real input norm ratio) and the
-    batch statistics for the running update.
+    cross-entropy, against the smoothed targets, and error, the
+    synthetic-to-real input norm ratio) and the batch statistics for the
+    running update.
     """
     real_key, syn_key, gen_key = jax.random.split(key, 3)
     real = model.forward(params, x, key=real_key, dropout=dropout)

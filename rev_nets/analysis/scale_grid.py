@@ -3,7 +3,8 @@
 A lean plan, cheapest runs first. On the validation split (seed 0):
 backprop's learning rate is chosen among a few; SHADOW takes that rate,
 chooses its source layer, then tries its own rates, factors of backprop's
-(coordinate descent, one axis at a time); the twin-statistics variants run once at SHADOW's choice.
+(coordinate descent, one axis at a time); the twin-statistics variants run
+once at SHADOW's choice.
 The final runs then train on every training image (``final`` overrides,
 e.g. no validation split) at the chosen settings: backprop and SHADOW for
 every seed, the matched-energy noise twin (placebo) at SHADOW's settings for
@@ -48,8 +49,9 @@ SHADOW_LAYER = "train.shadow.layer"
 class ScalePlan:
     """Shared overrides (the tuning runs' validation split among them), what the final runs change, the
     candidates of backprop's rate and of SHADOW's source layer, SHADOW's rates as factors of backprop's chosen
-    one (1 first: its source layer is chosen at that rate), the seeds of the final runs, the one-seed variants of SHADOW judged on validation (name -> overrides), and one-seed final runs of
-    backprop's variants (a part of the net or recipe left out: what it is worth)."""
+    one (1 first: its source layer is chosen at that rate), the seeds of the final runs, the one-seed variants
+    of SHADOW judged on validation (name -> overrides), and one-seed final runs of backprop's variants (a part
+    of the net or recipe left out: what it is worth)."""
 
     common: sweep.Overrides
     final: sweep.Overrides
