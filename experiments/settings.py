@@ -179,8 +179,8 @@ TRAINING = (
     Flag(
         "weight_decay",
         "train.weight_decay",
-        "L2 weight decay added to the gradient: each step removes learning rate x this of each weight, or with "
-        "--decoupled_weight_decay this at the schedule's peak whatever the learning rate.",
+        "L2 weight decay added to the gradient: each step (before momentum) takes learning rate x this of each "
+        "weight, or with --decoupled_weight_decay this at the schedule's peak whatever the learning rate.",
     ),
     Flag(
         "decoupled_weight_decay",

@@ -11,13 +11,13 @@ x, layer) -> h_layer`` in evaluation mode, the function the generator runs
 backwards; ``prepare(params, images)``, the params with their data-dependent
 constants fitted to training images before the first step (an NNX module's
 own ``prepare(images)``, e.g. a whitening filter; else as they are);
-``param_groups(params)``, a pytree prefix of labels that says how the optimizer
-treats each leaf (``GROUPS``: trained, a normalisation layer's own shift and
-scale, or fixed: no update, and no gradient in the step); and
-``with_stats(params, stats, average=...)``,
-the params with their statistics replaced by ``stats`` (the generator's view
-of a batch) or averaged with them (BatchNorm's running update, at each
-layer's momentum). Its ``record`` is the ``ModelConfig`` that rebuilds it
+``param_groups(params)``, a pytree prefix of labels, read from the params'
+structure alone (the training step calls it under ``jit``), that says how
+the optimizer treats each leaf (``GROUPS``: trained, a normalisation layer's
+own shift and scale, or fixed: no update, and no gradient in the step); and
+``with_stats(params, stats, average=...)``, the params with their statistics
+replaced by ``stats`` (the generator's view of a batch) or averaged with
+them (BatchNorm's running update, at each layer's momentum). Its ``record`` is the ``ModelConfig`` that rebuilds it
 (``None`` for a model put together by hand, which training refuses:
 config.json could not say what it was).
 

@@ -84,7 +84,7 @@ class ShadowConfig:
             raise SettingError(
                 "start_epoch", f"must be >= 0 and finite (0 = SHADOW from the first step), got {self.start_epoch}."
             )
-        if self.start_epoch and self.twin_statistics != "separate":
+        if self.start_epoch and self.twin_statistics != "separate" and models.holds_stats(model):
             raise SettingError(
                 "twin_statistics",
                 f"{self.twin_statistics!r} puts the twins into the batch statistics from the first step, so it cannot "

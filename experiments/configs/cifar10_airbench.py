@@ -14,8 +14,9 @@ test-time flips and 1-pixel shifts. Its rates are airbench94's on a summed
 loss, written for this project's mean loss: lr 11.5 per 1,024 examples with
 Nesterov's step scale divided out is 1.5; its weight decay, 0.0153 per 1,024
 examples over the same scale, is decoupled from the rate as there (each step
-removes 0.2% of each weight at the schedule's peak, whatever
-``learning_rate``), so tuning the rate leaves the decay alone. Not carried
+adds 0.2% of each weight to the gradient's step at the schedule's peak,
+before momentum, whatever ``learning_rate``), so tuning the rate leaves the
+decay alone. Not carried
 over: GELU (ReLU here; the theory is about ReLU nets), the whitening bias
 frozen after 3 epochs (trained throughout here), BatchNorm statistics in the
 lookahead average (they keep their own running average), half precision,

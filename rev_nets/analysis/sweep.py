@@ -42,8 +42,9 @@ Overrides = Mapping[str, Any]  # config path -> value, in the order the entry po
 @dataclasses.dataclass(frozen=True)
 class Axis:
     """A setting tuned on validation: its config path, the candidate values, and its value before it is tuned.
-    ``relative`` candidates are factors of the value it has before this axis (inherited, or chosen by an
-    earlier axis), so that "that rate and one step lower" follows whatever rate was chosen."""
+    ``relative`` candidates are factors of the value it has before this axis (inherited, chosen by an earlier
+    axis, or its ``start``; not a cell's fixed overrides), so that "that rate and one step lower" follows
+    whatever rate was chosen."""
 
     path: str
     candidates: tuple[float, ...]

@@ -95,7 +95,7 @@ def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabel
 
 def check_labels(model: models.Model, splits: Mapping[str, Any]) -> None:
     """Stops with one sentence when a split's labels fall outside the model's classes: the loss would be NaN (a
-    false divergence) or, with label smoothing, quietly train on all-zero targets."""
+    false divergence) or, with label smoothing, quietly train on targets with no true class."""
     for name, split in splits.items():
         labels = np.asarray(as_split(split).labels)
         if labels.size and (labels.min() < 0 or labels.max() >= model.num_classes):
