@@ -331,15 +331,19 @@ class Constant(nnx.Variable):
 GROUPS = ("trained", "norm", "fixed")  # how the optimizer treats a leaf: moved; moved at the norm rate; held
 
 
+def display_name(model: Model) -> str:
+    """How a message names ``model``: its factory, or its class where it has no record."""
+    return model.record.factory if model.record else type(model).__name__
+
+
 def checked_param_groups(model: Model, params) -> Any:
     """``model.param_groups(params)``, every label checked to be one of ``GROUPS`` (a model of one's own names
     its own), so that a wrong one stops with one sentence, not optax's."""
     labels = model.param_groups(params)
     unknown = sorted({repr(label) for label in jax.tree.leaves(labels) if label not in GROUPS})
     if unknown:
-        name = model.record.factory if model.record else type(model).__name__
         raise InputError(
-            f"model {name}'s param_groups gives the labels {', '.join(unknown)}, which the optimizer does not know; "
+            f"model {display_name(model)}'s param_groups gives the labels {', '.join(unknown)}, which the optimizer does not know; "
             f"label each leaf one of {', '.join(GROUPS)}."
         )
     return labels
@@ -363,9 +367,8 @@ def check_training_forward(model: Model) -> None:
     except ValueError as error:
         if "rngs" not in str(error):
             raise
-        name = model.record.factory if model.record else type(model).__name__
         raise InputError(
-            f"model {name} draws random numbers in training from a stream it was not given "
+            f"model {display_name(model)} draws random numbers in training from a stream it was not given "
             f"({str(error).splitlines()[0].strip()}); build its nnx.Dropout layers with rngs=rngs."
         ) from None
 
