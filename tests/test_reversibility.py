@@ -12,7 +12,7 @@ import onnx_graphs
 import pytest
 from entry_points import run_entry_point
 
-from rev_nets import data, nets, train
+from rev_nets import data, models, nets, train
 from rev_nets import layers as L
 from rev_nets.analysis import reversibility as R
 from rev_nets.errors import InputError
@@ -97,6 +97,19 @@ def test_round_trips_of_a_conv_layer_with_max_pooling():
     chex.assert_tree_all_finite(metrics)
     chex.assert_shape(metrics["predicted"], (3, len(R.PREDICTION_CS)))
     np.testing.assert_allclose(metrics["rel_error"], metrics["one_step_error"], rtol=1e-5)
+
+
+def test_a_module_has_no_one_step_or_theory_and_says_nan_rather_than_a_number():
+    """The theory needs a ``Net``'s layer fan-in: a module's rows are NaN there, not a prediction for fan-in 1."""
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", widths=[4, 8, 8])
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    params = model.prepare(model.init(jax.random.key(0)), x)
+    per_layer = R.net_round_trips(model, params, x, CS)
+    for metrics in per_layer:
+        assert np.isnan(metrics["predicted"]).all() and np.isnan(metrics["one_step_error"]).all()
+        assert np.isfinite(metrics["rel_error"]).all()
+    for row in R.summarize("module", per_layer, np.asarray(CS)):
+        assert all(np.isnan(row[key]) for key in ("predicted_no_bias", "predicted_best", "predicted_best_c"))
 
 
 def _numpy_spectra(x):

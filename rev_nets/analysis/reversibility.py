@@ -67,17 +67,21 @@ def shuffled(key: jax.Array, params: nets.Params) -> nets.Params:
 
 
 def layer_metrics(
-    h: jax.Array, h_syn: jax.Array, h_step: jax.Array, fan_in: int, generation_relu: bool, cs: jax.Array
+    h: jax.Array, h_syn: jax.Array, h_step: jax.Array, fan_in: int | None, generation_relu: bool, cs: jax.Array
 ) -> dict[str, jax.Array]:
     """Per-example round-trip statistics of one layer (batch-first, any per-example shape).
 
     ``h_syn``: ``h`` after the full round trip; ``h_step``: after one layer down and back up.
-    ``predicted``: ``sqrt(theory.predicted_error_for(h))`` for each bias multiplier in ``cs``.
+    ``predicted``: ``sqrt(theory.predicted_error_for(h))`` for each bias multiplier in ``cs``; NaN where
+    ``fan_in`` is None (a layer whose fan-in the theory cannot read, e.g. a module's).
     """
     h, h_syn, h_step = (a.reshape(a.shape[0], -1) for a in (h, h_syn, h_step))
     norm, norm_syn = jnp.linalg.norm(h, axis=-1), jnp.linalg.norm(h_syn, axis=-1)
     tiny = jnp.finfo(h.dtype).tiny
     predict = lambda c: jnp.sqrt(theory.predicted_error_for(h, fan_in, 1.0, c, generation_relu=generation_relu))
+    predicted = (
+        jnp.full((h.shape[0], len(cs)), jnp.nan, h.dtype) if fan_in is None else jax.vmap(predict, out_axes=1)(cs)
+    )
     return {
         "rel_error": jnp.linalg.norm(h_syn - h, axis=-1) / jnp.maximum(norm, tiny),
         "cosine": jnp.sum(h * h_syn, -1) / jnp.maximum(norm * norm_syn, tiny),
@@ -85,7 +89,7 @@ def layer_metrics(
         "one_step_error": jnp.linalg.norm(h_step - h, axis=-1) / jnp.maximum(norm, tiny),
         "density": jnp.mean(h > 0, -1),
         "nonzeros": jnp.sum(h > 0, -1),
-        "predicted": jax.vmap(predict, out_axes=1)(cs),
+        "predicted": predicted,
     }
 
 
@@ -139,7 +143,7 @@ def net_round_trips(model: models.Model, params, x: jax.Array, cs: jax.Array, al
         if isinstance(model, nets.Net):
             h_step, fan_in = one_layer_round_trip(model, params, x, l)
         else:
-            h_step, fan_in = jnp.full_like(h, jnp.nan), 1
+            h_step, fan_in = jnp.full_like(h, jnp.nan), None
         metrics = layer_metrics(h, h_syn, h_step, fan_in, l > 1, cs)
         if real_spectra:
             metrics |= real_spectra | {"spectrum_syn": radial_power(x_syn), "band_power_syn": band_power(x_syn)}
@@ -225,8 +229,9 @@ def summarize(name: str, per_layer: Sequence[dict[str, np.ndarray]], cs: np.ndar
             row[key] = float(metrics[key].mean())
         row["rel_error_se"] = se(metrics["rel_error"])
         row["predicted_no_bias"] = float(predicted[0])
-        row["predicted_best"] = float(predicted.min())
-        row["predicted_best_c"] = float(cs[int(predicted.argmin())])
+        defined = not np.isnan(predicted).all()
+        row["predicted_best"] = float(predicted.min()) if defined else float("nan")
+        row["predicted_best_c"] = float(cs[int(predicted.argmin())]) if defined else float("nan")
         if "c" in extra:
             row["predicted_at_c"] = float(predicted[int(np.argmin(np.abs(cs - extra["c"])))])
         if "spectrum_syn" in metrics:
@@ -273,8 +278,9 @@ def markdown(report: dict) -> str:
             "`rel. error`: mean of `||h_syn - h_l|| / ||h_l||` (± s.e.); `one step`: the same for h_l one layer "
             "down and back up; `theory`: `sqrt(predicted_error_for(h_l))`, the random-net prediction for that "
             "one step given the measured h_l, with no bias, with the best bias c, and (controls) with the bias "
-            "f uses; `density`: fraction of nonzero units of h_l; `direct`: the control's "
-            "`||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (the quantity of the paper's section 1)."
+            "f uses (`one step` and `theory` are nan for a model that is not a `Net`: both need its layers); `density`: fraction of nonzero "
+            "units of h_l; `direct`: the control's `||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (the "
+            "quantity of the paper's section 1)."
         ),
         "",
         (
