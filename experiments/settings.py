@@ -97,7 +97,7 @@ TRAINING = (
         "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start).",
     ),
     Flag(
-        "noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise of the synthetic input's energy."
+        "noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise with the energy of (synthetic - real), per example."
     ),
     Flag(
         "twin_statistics",

@@ -2,7 +2,9 @@
 
 For a real batch, the generator runs the model's ``features`` backwards from
 hidden layer ``layer`` at that batch (``generator.reverse``; under jit its
-forward is the loss's own forward pass, computed once) into a synthetic
+forward and the loss's are one computation for a plain net, while a
+BatchNorm net's generator runs a forward of its own, with the batch's
+statistics held as constants) into a synthetic
 batch (data: no gradient flows through its generation), labelled like the
 real inputs they came from, and the loss is
 
@@ -219,3 +221,14 @@ def loss(
     }
     w = config.weight if weight is None else weight
     return (ce_real + w * ce_syn) / (1.0 + w), LossAux(metrics, stats)
+
+
+def term_gradients(
+    model: models.Model, params, x: jax.Array, y: jax.Array, config: ShadowConfig, key: jax.Array, **loss_options
+) -> tuple[Any, Any]:
+    """The gradients of ``loss``'s two cross-entropy terms apart, (real, synthetic), as a training step takes them
+    (``fixed`` parameters held): which parameters the twins push, and how hard beside the real images. The
+    loss's gradient is their weighted mean. ``loss_options``: ``loss``'s keywords (``label_smoothing``, ...)."""
+    held = lambda p: models.hold_fixed(model, p)
+    term = lambda name: jax.grad(lambda p: loss(model, held(p), x, y, config, key, **loss_options)[1].metrics[name])
+    return term("ce_real")(params), term("ce_synthetic")(params)

@@ -165,6 +165,24 @@ def test_shadows_gradient_is_backprops_plus_the_fixed_twins_own_and_its_statisti
     np.testing.assert_allclose(metrics["ce_real"], backprop_value, rtol=1e-6)
 
 
+def test_term_gradients_take_shadows_two_terms_apart_and_their_weighted_mean_is_the_losss_gradient():
+    params, (x, y) = _params(), _batch()
+    x, y, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(3)
+    config = shadow.ShadowConfig(layer=2, weight=0.25)
+    g_real, g_twin = shadow.term_gradients(MODEL, params, x, y, config, key, label_smoothing=0.1)
+    real_key, syn_key, _ = jax.random.split(key, 3)
+    x_syn = generator.twins(MODEL, MODEL.with_stats(params, MODEL.forward(params, x, key=real_key).stats), x, 2)
+    train_ce = lambda p, v, k: shadow.cross_entropy(MODEL.forward(p, v, key=k).logits, y, 0.1)
+    zero_fixed = lambda label, leaf: jax.tree.map(jnp.zeros_like, leaf) if label == "fixed" else leaf
+    held = lambda g: jax.tree.map(zero_fixed, MODEL.param_groups(g), g)  # the running statistics get none
+    chex.assert_trees_all_close(g_real, held(jax.grad(train_ce)(params, x, real_key)), rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(g_twin, held(jax.grad(train_ce)(params, x_syn, syn_key)), rtol=1e-4, atol=1e-6)
+    held_loss = lambda p: shadow.loss(MODEL, models.hold_fixed(MODEL, p), x, y, config, key, label_smoothing=0.1)[0]
+    mean = jax.tree.map(lambda a, b: (a + 0.25 * b) / 1.25, g_real, g_twin)
+    chex.assert_trees_all_close(jax.grad(held_loss)(params), mean, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(g_real["convs"][0]["kernel"][...], g_twin["convs"][0]["kernel"][...])
+
+
 def _splits(n_train=48, n_eval=20):
     (x, y), (u, v) = _batch(n_train, seed=4), _batch(n_eval, seed=5)
     return (x, y), {"test": (u, v)}

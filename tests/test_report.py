@@ -17,7 +17,7 @@ from experiments import configs
 from rev_nets.analysis import few_label_grid, full_label_grid, report_files, scale_grid, sweep, sweep_stats
 from rev_nets.analysis.full_label_grid import Plan
 from rev_nets.analysis.scale_grid import ScalePlan
-from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, UserError
+from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, InputError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 LR = "train.learning_rate"
@@ -160,6 +160,11 @@ def test_learning_rate_choice_and_report_table(tmp_path):
     assert numbers["learning_rate_search"]["shadow"] == [[0.01, 0.06], [0.1, float("inf")]]
 
 
+def test_a_shadow_final_variant_names_a_backprop_variant_or_the_plan_is_refused_in_one_sentence():
+    with pytest.raises(InputError, match=r"\['backprop_gelu'\], which are not backprop_variants"):
+        ScalePlan({}, {}, (1.0,), (3,), (1.0,), shadow_final_variants={"shadow_gelu": "backprop_gelu"})
+
+
 def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tmp_path):
     plan = ScalePlan(
         common={"train.epochs": 2, "num_validation": 5000},
@@ -170,6 +175,7 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
         seeds=(0, 1),
         variants={"shadow_joint": {"train.shadow.twin_statistics": "joint"}},
         backprop_variants={"backprop_no_whitening": {"model.arguments.whiten": False}},
+        shadow_final_variants={"shadow_no_whitening": "backprop_no_whitening"},
     )
     write = lambda name, val, test, tta: _write_run(tmp_path, name, 2, val, test, tta=tta)
     _write_run(tmp_path, "backprop_lr1_seed0", 2, 0.07, 0.08, val_tta=0.065)
@@ -180,6 +186,14 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
         write(f"backprop_final_lr1_seed{seed}", None, backprop + 0.004, backprop)
         write(f"shadow_final_h3_lr1_seed{seed}", None, shadow + 0.004, shadow)
     write("backprop_no_whitening_lr1_seed0", None, 0.084, 0.080)
+    write("shadow_no_whitening_h3_lr1_seed0", None, 0.094, 0.090)
+    for name in (
+        f"{arm}_final{h}_lr1_seed{seed}" for arm, h in (("backprop", ""), ("shadow", "_h3")) for seed in (0, 1)
+    ):
+        lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        clipped = [0.5 if name == "shadow_final_h3_lr1_seed0" and m["epoch"] == 1 else 0.0 for m in lines]
+        lines = [m | {"train_clipped": c} for m, c in zip(lines, clipped)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     report = scale_grid.summarise(
         "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
     )
@@ -188,6 +202,12 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     assert "+0.55 ± 0.05 over 2 (effect" in row("SHADOW")  # paired: +0.5 and +0.6 points
     assert "| 0 | not run yet |" in row("noise twin (placebo)")
     assert "+1.00 ± n/a over 1 (one seed)" in row("backprop_no_whitening")
+    # Paired with backprop without the filter, not with backprop: +1.0 points against +2.0.
+    assert "+1.00 ± n/a over 1 vs backprop_no_whitening (one seed)" in row("shadow_no_whitening")
+    assert report.numbers["versus_backprop"]["shadow_no_whitening"]["baseline"] == "backprop_no_whitening"
+    clipped_column = lambda arm: row(arm).split(" | ")[-3]
+    assert (clipped_column("SHADOW"), clipped_column("backprop")) == ("12.5", "0.0")  # half of 1 of 4 epochs
+    assert clipped_column("backprop_no_whitening") == ""  # the run did not record it
     assert report.numbers["chosen"]["shadow_final"] == {"shadow_layer": 3, "learning_rate": 1.0}
     assert "| shadow_joint | learning_rate 1, shadow_layer 3 | not run yet |  |" in report.markdown
     assert "| backprop | learning_rate 1 | 7.00 | 6.50 |" in report.markdown  # the choice's error, then with views

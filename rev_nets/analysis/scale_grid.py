@@ -8,14 +8,16 @@ once at SHADOW's choice.
 The final runs then train on every training image (``final`` overrides,
 e.g. no validation split) at the chosen settings: backprop and SHADOW for
 every seed, the matched-energy noise twin (placebo) at SHADOW's settings for
-fewer.
+fewer; backprop's variants (a part of the net left out) and SHADOW with the
+same change, one seed each.
 
 The report gives the choices (every validation error they were made from),
 then per final arm: test error with test-time augmentation and without
 (mean ± std over seeds), the paired difference to backprop of the same seed
-(mean ± SE of the per-seed differences; "effect" only beyond 2 SE), the
-synthetic test error and whether it tracks the real one, and training and
-evaluation minutes; then the variants beside SHADOW on validation, and every
+(a SHADOW variant: to the backprop variant with its change; mean ± SE of the
+per-seed differences; "effect" only beyond 2 SE), the synthetic test error
+and whether it tracks the real one, the share of steps the gradient clip
+acted on, and training and evaluation minutes; then the variants beside SHADOW on validation, and every
 row's command.
 """
 
@@ -40,6 +42,7 @@ from rev_nets.analysis.sweep_stats import (
     pct,
     verdict,
 )
+from rev_nets.errors import InputError
 
 LEARNING_RATE = "train.learning_rate"
 SHADOW_LAYER = "train.shadow.layer"
@@ -50,8 +53,9 @@ class ScalePlan:
     """Shared overrides (the tuning runs' validation split among them), what the final runs change, the
     candidates of backprop's rate and of SHADOW's source layer, SHADOW's rates as factors of backprop's chosen
     one (1 first: its source layer is chosen at that rate), the seeds of the final runs, the one-seed variants
-    of SHADOW judged on validation (name -> overrides), and one-seed final runs of backprop's variants (a part
-    of the net or recipe left out: what it is worth)."""
+    of SHADOW judged on validation (name -> overrides), one-seed final runs of backprop's variants (a part
+    of the net or recipe left out: what it is worth), and one-seed final runs of SHADOW with a backprop
+    variant's change (name -> that variant's name), each paired with that variant."""
 
     common: sweep.Overrides
     final: sweep.Overrides
@@ -62,10 +66,24 @@ class ScalePlan:
     placebo_seeds: tuple[int, ...] = (0,)
     variants: Mapping[str, sweep.Overrides] = dataclasses.field(default_factory=dict)
     backprop_variants: Mapping[str, sweep.Overrides] = dataclasses.field(default_factory=dict)
+    shadow_final_variants: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.shadow_final_variants.values()) - set(self.backprop_variants))
+        if unknown:
+            raise InputError(
+                f"shadow_final_variants name {unknown}, which are not backprop_variants "
+                f"({sorted(self.backprop_variants)}); each pairs SHADOW with one of those."
+            )
+
+    def baselines(self) -> dict[str, str]:
+        """Each final arm's paired baseline: backprop's final runs, or for a SHADOW variant its backprop variant."""
+        arms = [*FINALS, *self.backprop_variants, *self.shadow_final_variants]
+        return {key: self.shadow_final_variants.get(key, BASELINE) for key in arms if key != BASELINE}
 
     def to_sweep(self) -> sweep.Sweep:
-        """Tune backprop, run its finals and its variants, tune SHADOW, run its finals, the placebo, then
-        SHADOW's variants."""
+        """Tune backprop, run its finals and its variants, tune SHADOW, run its finals, the placebo, SHADOW's
+        validation variants, then its final variants."""
         backprop, shadow = {SHADOW_LAYER: 0}, {}
         shadow_axes = (
             sweep.Axis(SHADOW_LAYER, self.shadow_layers),
@@ -85,9 +103,14 @@ class ScalePlan:
             name: sweep.Cell({**backprop, **self.final, **o}, inherits=("backprop",), seeds=self.seeds[:1])
             for name, o in self.backprop_variants.items()
         }
+        cells |= {
+            name: sweep.Cell({**self.final, **self.backprop_variants[base]}, inherits=("shadow",), seeds=self.seeds[:1])
+            for name, base in self.shadow_final_variants.items()
+        }
         order = [("tune", "backprop"), ("run", "backprop_final"), *(("run", name) for name in self.backprop_variants)]
         order += [("tune", "shadow"), ("run", "shadow_final")]
         order += [("run", "noise_twin_final"), *(("run", name) for name in self.variants)]
+        order += [("run", name) for name in self.shadow_final_variants]
         return sweep.Sweep(self.common, cells, tuple(order))
 
 
@@ -107,38 +130,41 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
     sweep.check_reportable(root, grid.epochs)
     tuning = sweep.read_tuning(grid, root)
     chosen = {key: tuning.settings(key) for key in grid.cells}
-    arms = FINALS | {name: name for name in plan.backprop_variants}
+    arms = FINALS | {name: name for name in (*plan.backprop_variants, *plan.shadow_final_variants)}
+    baselines = plan.baselines()
     runs = {key: sweep.finished_runs(root, grid, key, chosen[key]) for key in arms if chosen[key] is not None}
     finals = {key: {seed: _final_error(lines[-1]) for seed, lines in by_seed.items()} for key, by_seed in runs.items()}
 
     rows = [
         (
-            "| arm | settings | seeds | test error % (test-time aug.) | without | vs backprop, paired (± SE) | "
-            "synthetic test error % | synthetic - real gap | corr. of epoch-to-epoch changes | training min | "
-            "evaluation min |"
+            "| arm | settings | seeds | test error % (test-time aug.) | without | vs its backprop, paired (± SE) | "
+            "synthetic test error % | synthetic - real gap | corr. of epoch-to-epoch changes | steps clipped % | "
+            "training min | evaluation min |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     versus = {}
     for key, name in arms.items():
         by_seed = runs.get(key)
         if not by_seed:
-            rows.append(f"| {name} | {_settings_text(chosen[key])} | 0 | not run yet | | | | | | | |")
+            rows.append(f"| {name} | {_settings_text(chosen[key])} | 0 | not run yet | | | | | | | | |")
             continue
         last = [lines[-1] for lines in by_seed.values()]
         difference = ""
-        if key != BASELINE and finals.get(BASELINE):
-            mean, se, n = paired_difference(finals[key], finals[BASELINE])
-            p = paired_p(finals[key], finals[BASELINE])
+        baseline = baselines.get(key)
+        if baseline and finals.get(baseline):
+            mean, se, n = paired_difference(finals[key], finals[baseline])
+            p = paired_p(finals[key], finals[baseline])
             judged = verdict(mean, se, without_se="one seed")
-            versus[key] = {"mean": mean, "se": se, "seeds": n, "verdict": judged, "p": p}
-            difference = f"{difference_text(mean, se)} over {n} ({judged}{p_text(p)})"
+            versus[key] = {"baseline": baseline, "mean": mean, "se": se, "seeds": n, "verdict": judged, "p": p}
+            against = "" if baseline == BASELINE else f" vs {baseline}"
+            difference = f"{difference_text(mean, se)} over {n}{against} ({judged}{p_text(p)})"
         gap, corr = tracking(by_seed)
         rows.append(
             f"| {name} | {_settings_text(chosen[key])} | {len(by_seed)} | {mean_std_text(list(finals[key].values()))} | "
             f"{mean_std_text([m['test_error'] for m in last])} | {difference} | "
             f"{mean_std_text([m['test_synthetic_error'] for m in last])} | {100 * gap:+.2f} | {corr:.2f} | "
-            f"{_minutes(by_seed, 'epoch_time_s'):.0f} | {_minutes(by_seed, 'evaluation_time_s'):.0f} |"
+            f"{_clipped_text(by_seed)} | {_minutes(by_seed, 'epoch_time_s'):.0f} | {_minutes(by_seed, 'evaluation_time_s'):.0f} |"
         )
 
     search = ["| cell | settings | validation error % (seed 0) | with test-time aug. |", "|---|---|---|---|"]
@@ -160,9 +186,11 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         *rows,
         "",
         (
-            "Synthetic test error: the twins of each epoch's evaluation, judged with BatchNorm's running averages "
-            "(the real images'); `experiments.reversibility --run=<final run>` also judges them with their own "
-            "batch statistics, as SHADOW's training forward does."
+            "Synthetic test error: the twins of each epoch's evaluation (from group 3 for backprop's arms, from the "
+            "source layer for SHADOW's and the placebo's), judged with BatchNorm's running averages (the real "
+            "images'); `experiments.reversibility --run=<final run>` also judges them with their own batch "
+            "statistics, as SHADOW's training forward does. Steps clipped: the share of training steps whose "
+            "gradient norm the clip (`grad_clip`) scaled down, mean over seeds."
         ),
         "",
         "Choices on the validation split (seed 0; lowest final validation error, one setting at a time):",
@@ -180,6 +208,13 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "validation": {key: [[sweep.named(s), e] for s, e in trials] for key, trials in tuning.trials.items()},
     }
     return Report(dataset, numbers, "\n".join(markdown) + "\n")
+
+
+def _clipped_text(by_seed: dict[int, list[dict]]) -> str:
+    """The share of an arm's training steps that the gradient clip scaled down, mean over seeds and epochs (every
+    epoch has as many steps); empty for runs that did not record it."""
+    shares = [m["train_clipped"] for lines in by_seed.values() for m in lines if "train_clipped" in m]
+    return f"{100 * np.mean(shares):.1f}" if shares else ""
 
 
 def _minutes(by_seed: dict[int, list[dict]], field: str) -> float:
