@@ -17,8 +17,8 @@ then per final arm: test error with test-time augmentation and without
 (a SHADOW variant: to the backprop variant with its change; mean ± SE of the
 per-seed differences; "effect" only beyond 2 SE), the synthetic test error
 and whether it tracks the real one, the share of steps the gradient clip
-acted on, and training and evaluation minutes; then the variants beside SHADOW on validation, and every
-row's command.
+acted on, and training and evaluation minutes; then the variants beside
+SHADOW on validation, and every row's command.
 """
 
 from __future__ import annotations
