@@ -85,7 +85,7 @@ PLANS["cifar10_airbench"] = ScalePlan(
     shadow_layers=(3, 2),  # The last two groups' outputs.
     # Backprop's choice, then one step either way on its ratio-1.5 grid: SHADOW's loss halves the real term's
     # gradient (the earlier grids chose a higher rate for SHADOW), while on this net its twin term's gradient
-    # at group 1's first convolution is ~50x the real one's at initialisation (BUILD_NOTES).
+    # at group 1's first convolution is 50-70x the real one's at initialisation (BUILD_NOTES).
     shadow_rate_factors=(1.0, 1.5, 1 / 1.5),
     seeds=(0, 1, 2),
     placebo_seeds=(0,),
