@@ -229,6 +229,10 @@ def term_gradients(
     """The gradients of ``loss``'s two cross-entropy terms apart, (real, synthetic), as a training step takes them
     (``fixed`` parameters held): which parameters the twins push, and how hard beside the real images. The
     loss's gradient is their weighted mean. ``loss_options``: ``loss``'s keywords (``label_smoothing``, ...)."""
-    held = lambda p: models.hold_fixed(model, p)
-    term = lambda name: jax.grad(lambda p: loss(model, held(p), x, y, config, key, **loss_options)[1].metrics[name])
-    return term("ce_real")(params), term("ce_synthetic")(params)
+
+    def terms(p):
+        metrics = loss(model, models.hold_fixed(model, p), x, y, config, key, **loss_options)[1].metrics
+        return jnp.stack([metrics["ce_real"], metrics["ce_synthetic"]])
+
+    stacked = jax.jacrev(terms)(params)  # One forward and one set of twins for both terms.
+    return jax.tree.map(lambda g: g[0], stacked), jax.tree.map(lambda g: g[1], stacked)
