@@ -11,6 +11,7 @@ import numpy as np
 import onnx_graphs
 import pytest
 from entry_points import run_entry_point
+from flax import nnx
 
 from rev_nets import data, models, nets, train
 from rev_nets import layers as L
@@ -164,6 +165,32 @@ def test_shuffled_keeps_the_entries_and_loses_their_order():
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mixed)):
         np.testing.assert_array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
     assert not np.array_equal(params["hidden"][1]["w"], mixed["hidden"][1]["w"])
+
+
+def test_a_batchnorm_nets_shuffle_moves_its_weights_and_keeps_its_data_fitted_state():
+    """Statistics and the whitening filter are the data's: kept by the shuffle; the shuffled weights then get
+    the statistics of the images they are measured on (a training forward's), not the trained ones'."""
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", widths=[4, 8, 8])
+    x = jax.random.normal(jax.random.key(2), (6, *model.input_shape))
+    params = model.prepare(model.init(jax.random.key(0)), x)
+    groups = model.param_groups(params)
+    assert set(jax.tree.leaves(groups)) == {"trained", "norm", "fixed"}
+    mixed = R.shuffled(jax.random.key(1), params, groups)
+    moved = []
+    for label, a, b in zip(jax.tree.leaves(groups), jax.tree.leaves(params), jax.tree.leaves(mixed)):
+        np.testing.assert_array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
+        if label == "fixed":
+            np.testing.assert_array_equal(a, b)
+        else:
+            moved.append(not np.array_equal(a, b))
+    assert sum(moved) >= 4, moved  # The convolutions' kernels and the head (BatchNorm shifts start at zero).
+    own = R.with_batch_statistics(model, mixed, x)
+    key = jax.random.key(5)
+    chex.assert_trees_all_close(nnx.filter_state(own, nnx.BatchStat), model.forward(mixed, x, key=key).stats, rtol=1e-6)
+    chex.assert_trees_all_equal(model.forward(own, x, key=key).logits, model.forward(mixed, x, key=key).logits)
+    net = nets.mnist_mlp(width=4)  # No BatchNorm: unchanged.
+    plain = nets.init(jax.random.key(0), net)
+    chex.assert_trees_all_equal(R.with_batch_statistics(net, plain, jnp.zeros((2, 28, 28, 1))), plain)
 
 
 def test_gaussian_control_reproduces_paper_section_1():

@@ -9,7 +9,9 @@ sparsity of ``h_l``, and the theory's predicted one-step error for that very ``h
 
 ``analyse`` measures a run's initial weights (checkpoint step 0), its trained weights
 (latest step), a random-weight net of the same shapes (the trained weights shuffled
-within each layer: same entry distribution, no structure), and, as a positive control,
+within each layer: same entry distribution, no structure; BatchNorm's statistics and data-fitted
+constants are kept, and the initial and shuffled nets normalise by the test images' statistics), and,
+as a positive control,
 Gaussian nets of ``rev_nets.theory`` (k-sparse top layer, f = thresholded feedforward
 recovery), whose one-layer direct error ``||f(x) - h||^2 / ||h||^2`` reproduces the
 paper's section 1. For image inputs, also the radial power spectra of ``x_syn`` and ``x``
@@ -55,12 +57,27 @@ def load_test_images(
     return data.standardize(test.images[:num_images], mean, std), np.asarray(test.labels[:num_images])
 
 
-def shuffled(key: jax.Array, params: nets.Params) -> nets.Params:
-    """Every array's entries permuted at random: the same entry distribution with no structure."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    leaves = [jax.random.permutation(k, a.reshape(-1)).reshape(a.shape) for k, a in zip(keys, leaves)]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+def shuffled(key: jax.Array, params: nets.Params, groups: Any = None) -> nets.Params:
+    """Every array's entries permuted at random: the same entry distribution with no structure.
+
+    With ``groups`` (the model's ``param_groups``), only what the optimizer moves: a ``fixed`` leaf (BatchNorm's
+    statistics, a whitening filter fitted to the data) is the data's, not a weight, and is kept."""
+    groups = jax.tree.map(lambda _: "trained", params) if groups is None else groups
+    labels, treedef = jax.tree_util.tree_flatten(groups)
+    keys = jax.random.split(key, len(labels))
+    permute = lambda k, a: jax.random.permutation(k, a.reshape(-1)).reshape(a.shape)
+    leaves = [
+        leaf if label == "fixed" else jax.tree.map(functools.partial(permute, k), leaf)
+        for k, leaf, label in zip(keys, treedef.flatten_up_to(params), labels)
+    ]
+    return treedef.unflatten(leaves)
+
+
+def with_batch_statistics(model: models.Model, params, x: jax.Array):
+    """``params`` with BatchNorm's statistics those of the images ``x`` (a training forward's): for weights the
+    running averages do not belong to (the initial ones, shuffled ones). Unchanged for a model without
+    BatchNorm."""
+    return model.with_stats(params, model.forward(params, x, key=jax.random.key(0)).stats)
 
 
 # --------------------------------------------------------------- metrics --
@@ -280,7 +297,9 @@ def markdown(report: dict) -> str:
             "one step given the measured h_l, with no bias, with the best bias c, and (controls) with the bias "
             "f uses (`one step` and `theory` are nan for a model that is not a `Net`: both need its layers); `density`: fraction of nonzero "
             "units of h_l; `direct`: the control's `||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (the "
-            "quantity of the paper's section 1)."
+            "quantity of the paper's section 1). With BatchNorm, the trained net uses its running averages; the "
+            "initial and the shuffled nets (statistics and data-fitted constants kept, weights shuffled) use the "
+            "statistics of these test images, since the running averages are not theirs."
         ),
         "",
         (
@@ -432,10 +451,13 @@ def run_nets(
     config = opened.config["train"].synthetic_config(opened.model)
     errors = jax.jit(functools.partial(synthetic_errors, opened.model, config=config))(trained, x, y)
     synthetic = {name: float(rate) for name, rate in errors.items()} | {"layer": config.layer} if errors else {}
+    own_statistics = jax.jit(functools.partial(with_batch_statistics, opened.model))
     variants = {
-        f"init (step {first})": initial,
+        f"init (step {first})": own_statistics(initial, x),
         f"trained (step {last})": trained,
-        "shuffled trained": shuffled(jax.random.key(seed), trained),
+        "shuffled trained": own_statistics(
+            shuffled(jax.random.key(seed), trained, opened.model.param_groups(trained)), x
+        ),
     }
     alpha = opened.config["train"].shadow.generator.alpha  # The run's own generator: calibrated, or fitted ("data").
     rows = variant_rows(opened.model, variants, x, dataset, out, cs, alpha)
