@@ -62,13 +62,13 @@ def shuffled(key: jax.Array, params: nets.Params, groups: Any = None) -> nets.Pa
 
     With ``groups`` (the model's ``param_groups``), only what the optimizer moves: a ``fixed`` leaf (BatchNorm's
     statistics, a whitening filter fitted to the data) is the data's, not a weight, and is kept."""
-    groups = jax.tree.map(lambda _: "trained", params) if groups is None else groups
-    labels, treedef = jax.tree_util.tree_flatten(groups)
-    keys = jax.random.split(key, len(labels))
-    permute = lambda k, a: jax.random.permutation(k, a.reshape(-1)).reshape(a.shape)
+    groups = "trained" if groups is None else groups
+    labels = jax.tree.leaves(jax.tree.map(lambda label, part: jax.tree.map(lambda _: label, part), groups, params))
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
     leaves = [
-        leaf if label == "fixed" else jax.tree.map(functools.partial(permute, k), leaf)
-        for k, leaf, label in zip(keys, treedef.flatten_up_to(params), labels)
+        leaf if label == "fixed" else jax.random.permutation(k, leaf.reshape(-1)).reshape(leaf.shape)
+        for k, leaf, label in zip(keys, leaves, labels)
     ]
     return treedef.unflatten(leaves)
 
