@@ -97,10 +97,7 @@ def residual_cnn(
     return ResidualCNN(tuple(channels), num_classes, (32, 32, 3), dropout, batch_norm, rngs=rngs)
 
 
-WHITENING_EPS = 5e-4  # added to the patch covariance's eigenvalues before they divide (airbench94's)
-
-
-def patch_whitening(images: jax.Array, size: int, eps: float = WHITENING_EPS) -> jax.Array:
+def patch_whitening(images: jax.Array, size: int, eps: float) -> jax.Array:
     """An HWIO ``size x size`` filter bank that whitens the images' patches: each eigenvector of the patch
     covariance (largest first) over the square root of its eigenvalue plus ``eps``, then their negatives, so that
     a ReLU after it passes either sign."""
@@ -133,14 +130,23 @@ class Whitening(nnx.Module):
     """A ``size x size`` valid convolution whose filters are fitted to the training images (``prepare``) and then
     held (``models.Constant``), plus a trained bias: linear, so the generator reverses it like any convolution."""
 
-    def __init__(self, channels: int = 3, size: int = 2, dtype=jnp.float32, conv_impl: str = "auto", *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        eps: float,
+        channels: int = 3,
+        size: int = 2,
+        dtype=jnp.float32,
+        conv_impl: str = "auto",
+        *,
+        rngs: nnx.Rngs,
+    ):
         width = 2 * channels * size * size
         self.kernel = models.Constant(jnp.zeros((size, size, channels, width)))
         self.bias = nnx.Param(jnp.zeros((width,)))
-        self.size, self.dtype, self.convolve = size, dtype, layers.nnx_conv_function(conv_impl)
+        self.eps, self.size, self.dtype, self.convolve = eps, size, dtype, layers.nnx_conv_function(conv_impl)
 
     def prepare(self, images: jax.Array) -> None:
-        self.kernel[...] = patch_whitening(images, self.size)
+        self.kernel[...] = patch_whitening(images, self.size, self.eps)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x, kernel, bias = (a.astype(self.dtype) for a in (x, self.kernel[...], self.bias[...]))
@@ -155,8 +161,8 @@ CONV_LAYOUT = ("NHWC", "HWIO", "NHWC")
 
 class ConvGroup(nnx.Module):
     """``conv -> 2x2 max pool -> BatchNorm -> activation -> conv -> BatchNorm -> activation``: bias-free
-    identity-initialised convolutions, BatchNorm with a shift and no scale; both compute in ``dtype``, their params
-    and statistics stay float32."""
+    convolutions (identity-initialised by ``dirac_init`` if ``identity_init``), BatchNorm with a shift and, if
+    ``scale``, a scale; both compute in ``dtype``, their params and statistics stay float32."""
 
     def __init__(
         self,
@@ -165,16 +171,19 @@ class ConvGroup(nnx.Module):
         *,
         momentum: float,
         epsilon: float,
+        scale: bool,
+        identity_init: bool,
         dtype,
         conv_impl: str,
         activation: Callable[[jax.Array], jax.Array] = nnx.relu,
         rngs: nnx.Rngs,
     ):
         convolve = layers.nnx_conv_function(conv_impl)
+        init = dirac_init if identity_init else nnx.initializers.lecun_normal()
         conv = lambda a, b: nnx.Conv(
-            a, b, (3, 3), use_bias=False, kernel_init=dirac_init, dtype=dtype, conv_general_dilated=convolve, rngs=rngs
+            a, b, (3, 3), use_bias=False, kernel_init=init, dtype=dtype, conv_general_dilated=convolve, rngs=rngs
         )
-        norm = lambda: nnx.BatchNorm(c_out, use_scale=False, momentum=momentum, epsilon=epsilon, dtype=dtype, rngs=rngs)
+        norm = lambda: nnx.BatchNorm(c_out, use_scale=scale, momentum=momentum, epsilon=epsilon, dtype=dtype, rngs=rngs)
         self.first, self.first_norm = conv(c_in, c_out), norm()
         self.second, self.second_norm = conv(c_out, c_out), norm()
         self.activation = activation
@@ -198,6 +207,9 @@ class AirbenchReLU(nnx.Module):
         widths: Sequence[int] = (64, 256, 256),
         num_classes: int = 10,
         whiten: bool = True,
+        whitening_eps: float = 5e-4,
+        identity_init: bool = True,
+        batch_norm_scale: bool = False,
         batch_norm_momentum: float = 0.6,
         batch_norm_epsilon: float = 1e-12,
         scale: float = 1 / 9,
@@ -207,7 +219,9 @@ class AirbenchReLU(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        self.whitening = Whitening(dtype=compute_dtype, conv_impl=conv_impl, rngs=rngs) if whiten else None
+        self.whitening = (
+            Whitening(whitening_eps, dtype=compute_dtype, conv_impl=conv_impl, rngs=rngs) if whiten else None
+        )
         self.activation = activation
         c_in = 24 if whiten else 3
         groups = []
@@ -218,6 +232,8 @@ class AirbenchReLU(nnx.Module):
                     width,
                     momentum=batch_norm_momentum,
                     epsilon=batch_norm_epsilon,
+                    scale=batch_norm_scale,
+                    identity_init=identity_init,
                     dtype=compute_dtype,
                     conv_impl=conv_impl,
                     activation=activation,
@@ -251,13 +267,20 @@ def airbench_relu(
     widths: Sequence[int] = (64, 256, 256),
     num_classes: int = 10,
     whiten: bool = True,
+    whitening_eps: float = 5e-4,
+    identity_init: bool = True,
+    batch_norm_scale: bool = False,
     batch_norm_momentum: float = 0.6,
+    batch_norm_epsilon: float = 1e-12,
     compute_dtype: str = "float32",
     conv_impl: str = "auto",
     activation: str = "relu",
 ) -> AirbenchReLU:
     """The airbench94-like ReLU net for CIFAR (32x32x3): ``widths`` per group, the whitening convolution if
-    ``whiten``, BatchNorm running averages at ``batch_norm_momentum`` (airbench94's 0.6), convolutions and
+    ``whiten`` (``whitening_eps`` added to the patch covariance's eigenvalues before they divide), convolutions
+    identity-initialised if ``identity_init`` (else LeCun normal), BatchNorm with a learned scale only if
+    ``batch_norm_scale``, running averages at ``batch_norm_momentum`` and ``batch_norm_epsilon`` in the variance
+    (airbench94's: 5e-4, identities, no scale, 0.6, 1e-12), convolutions and
     BatchNorm computed in ``compute_dtype`` ("float32" or "bfloat16": mixed precision, float32 params, statistics,
     head and loss), convolutions as ``conv_impl`` says (``layers.Conv.impl``'s choices), and ``activation``
     "relu", or airbench94's "gelu" (exact, erf-based, as PyTorch's default) to measure the swap: the generator
@@ -266,6 +289,9 @@ def airbench_relu(
         raise SettingError("widths", f"must be three whole numbers >= 1 (one per group), got {list(widths)}.")
     if not 0 <= batch_norm_momentum < 1:
         raise SettingError("batch_norm_momentum", f"must be in [0, 1), got {batch_norm_momentum}.")
+    for name, eps in (("whitening_eps", whitening_eps), ("batch_norm_epsilon", batch_norm_epsilon)):
+        if not eps > 0:
+            raise SettingError(name, f"must be > 0 (it keeps a division by a variance finite), got {eps}.")
     if compute_dtype not in COMPUTE_DTYPES:
         raise SettingError("compute_dtype", f"must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}.")
     if conv_impl not in layers.CONV_IMPLS:
@@ -276,7 +302,11 @@ def airbench_relu(
         tuple(widths),
         num_classes,
         whiten,
+        whitening_eps,
+        identity_init,
+        batch_norm_scale,
         batch_norm_momentum,
+        batch_norm_epsilon,
         compute_dtype=COMPUTE_DTYPES[compute_dtype],
         conv_impl=conv_impl,
         activation=ACTIVATIONS[activation],

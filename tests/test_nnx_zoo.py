@@ -24,7 +24,7 @@ def _images(n=16, seed=0):
 
 def test_the_whitening_filter_whitens_the_patches_it_was_fitted_on():
     images = _images()
-    kernel = nnx_zoo.patch_whitening(images, 2)
+    kernel = nnx_zoo.patch_whitening(images, 2, 5e-4)
     assert kernel.shape == (2, 2, 3, 24)
     out = jax.lax.conv_general_dilated(images, kernel, (1, 1), "VALID", dimension_numbers=nnx_zoo.CONV_LAYOUT)
     half = out[..., :12].reshape(-1, 12)
@@ -49,7 +49,7 @@ def test_the_whitening_filter_is_fitted_before_the_first_step_and_held_through_w
     x, y = _images(24), jnp.arange(24) % 10
     config = train.TrainConfig(epochs=1, batch_size=8, weight_decay=0.5, learning_rate=0.1)
     state, _ = train.fit_in_memory(model, config, (x, y), steps=3)
-    np.testing.assert_array_equal(state.params["whitening"]["kernel"][...], nnx_zoo.patch_whitening(x, 2))
+    np.testing.assert_array_equal(state.params["whitening"]["kernel"][...], nnx_zoo.patch_whitening(x, 2, 5e-4))
     fresh = model.init(jax.random.key(0))
     assert not np.allclose(state.params["whitening"]["bias"][...], fresh["whitening"]["bias"][...])  # trained
     groups = model.param_groups(fresh)
@@ -57,16 +57,22 @@ def test_the_whitening_filter_is_fitted_before_the_first_step_and_held_through_w
     assert groups["groups"][0]["first_norm"]["bias"] == "norm" and groups["groups"][0]["first_norm"]["mean"] == "fixed"
 
 
-def test_calibrated_alphas_fold_batchnorm_after_max_pooling():
-    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL)
+@pytest.mark.parametrize("batch_norm_scale", [False, True])
+def test_calibrated_alphas_fold_batchnorm_after_max_pooling(batch_norm_scale):
+    model = models.build_model("rev_nets.nnx_zoo:airbench_relu", **SMALL, batch_norm_scale=batch_norm_scale)
     x = _images(8)
     params = model.prepare(model.init(jax.random.key(0)), x)
     params = model.with_stats(params, model.forward(params, x, key=jax.random.key(1)).stats)
-    alphas = generator.alphas(lambda v: model.features(params, v, 1), x)
     group = params["groups"][0]
+    if batch_norm_scale:  # A learned scale folds in beside the statistics'; random, so that it shows.
+        for norm in ("first_norm", "second_norm"):
+            group[norm]["scale"][...] = jax.random.uniform(jax.random.key(2), group[norm]["scale"].shape) + 0.5
+    alphas = generator.alphas(lambda v: model.features(params, v, 1), x)
     for alpha, (conv, norm), c in zip(alphas[1:], [("first", "first_norm"), ("second", "second_norm")], (2.0, 2.0)):
         w = np.asarray(group[conv]["kernel"][...], np.float64)
         scale = 1 / np.sqrt(np.asarray(group[norm]["var"][...], np.float64) + 1e-12)
+        if batch_norm_scale:
+            scale = scale * np.asarray(group[norm]["scale"][...], np.float64)
         expected = c / (9 * w.shape[2] * np.mean((w * scale) ** 2))
         np.testing.assert_allclose(alpha, expected, rtol=1e-4)
     assert generator.twins(model, params, x, 3).shape == x.shape
@@ -97,6 +103,28 @@ def test_bfloat16_compute_keeps_float32_params_and_statistics_and_agrees_with_fl
     state, history = train.fit_in_memory(mixed, config, (x, y), {"test": (x, y)})
     assert np.isfinite(history[-1]["train_ce_synthetic"])
     assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+
+
+def test_each_part_of_the_recipe_is_an_argument_of_the_net():
+    x = _images(8)
+    build = functools.partial(models.build_model, "rev_nets.nnx_zoo:airbench_relu", **SMALL)
+    recipe, plain = (
+        build(),
+        build(whitening_eps=0.1, identity_init=False, batch_norm_scale=True, batch_norm_epsilon=1e-3),
+    )
+    params = plain.prepare(plain.init(jax.random.key(0)), x)
+    np.testing.assert_array_equal(params["whitening"]["kernel"][...], nnx_zoo.patch_whitening(x, 2, 0.1))
+    kernel = np.asarray(params["groups"][1]["first"]["kernel"][...])  # 4 -> 8 channels: identities, if any, first
+    assert not np.allclose(kernel[1, 1, :, :4], np.eye(4))
+    ours = recipe.init(jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(ours["groups"][1]["first"]["kernel"][...])[1, 1, :, :4], np.eye(4))
+    assert plain.param_groups(params)["groups"][0]["first_norm"]["scale"] == "norm"
+    assert "scale" not in ours["groups"][0]["first_norm"]
+    assert plain.module(params).groups[0].first_norm.epsilon == 1e-3
+    assert recipe.module(ours).groups[0].first_norm.epsilon == 1e-12
+    for name in ("whitening_eps", "batch_norm_epsilon"):
+        with pytest.raises(SettingError, match=f"{name}.*must be > 0.*got 0"):
+            build(**{name: 0.0})
 
 
 def test_an_unknown_compute_dtype_is_one_sentence():

@@ -4,9 +4,9 @@
     python -m experiments.cifar10_airbench --shadow_layer=3 --data_dir=../shared/datasets   # SHADOW from group 3
 
 Every part of airbench94's recipe (Jordan, 2024; legacy/airbench94.py) is a
-setting here: the frozen patch-whitening convolution, identity-initialised
-convolutions and BatchNorm without scale (momentum 0.6, eps 1e-12, the net's
-arguments); batch 1024, 10 epochs, Nesterov momentum 0.85, a linear warm-up
+setting here: the frozen patch-whitening convolution (eps 5e-4),
+identity-initialised convolutions and BatchNorm without scale (momentum 0.6,
+eps 1e-12): the net's arguments, each written out in ``RECIPE_NET``; batch 1024, 10 epochs, Nesterov momentum 0.85, a linear warm-up
 from 0.2 of the rate over 23% of the steps then linear decay to 0.07 of it,
 BatchNorm shifts at 64 times the rate, lookahead every 5 steps, label
 smoothing 0.2, alternating flips and 2-pixel reflected translations, and
@@ -42,13 +42,24 @@ ROWS = (  # The flags of this net's own arguments, beside the training flags.
         parse=settings.whole_numbers("model.arguments.widths"),
     ),
     cli.Flag("whiten", "model.arguments.whiten", "Start with the frozen 2x2 patch-whitening convolution."),
+    cli.Flag("identity_init", "model.arguments.identity_init", "Start each convolution's first filters as identities."),
 )
+# The net's part of the recipe, every argument written out so that a run's record holds it, not a default.
+RECIPE_NET = {
+    "widths": [64, 256, 256],
+    "whiten": True,
+    "whitening_eps": 5e-4,
+    "identity_init": True,
+    "batch_norm_scale": False,
+    "batch_norm_momentum": 0.6,
+    "batch_norm_epsilon": 1e-12,
+}
 
 EPOCHS = 10
 
 
 def get_config() -> train.RunConfig:
-    model = models.ModelConfig("rev_nets.nnx_zoo:airbench_relu", {"widths": [64, 256, 256], "whiten": True})
+    model = models.ModelConfig("rev_nets.nnx_zoo:airbench_relu", dict(RECIPE_NET))
     config = base.get_config(
         "cifar10",
         model,
