@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rev_nets import data
+from rev_nets import data, nets, shadow, train
 from rev_nets.data import augmentation
 from rev_nets.errors import SettingError
+from rev_nets.train import internals
+from rev_nets.train import steps as train_steps
 
 PIXELS = augmentation.TRANSLATE_PIXELS
 
@@ -67,3 +69,23 @@ def test_a_translation_is_one_of_the_shifts_of_the_image_with_its_border_reflect
 def test_bad_kinds_and_inputs_that_are_not_images_are_one_sentence(kinds, shape, message):
     with pytest.raises(SettingError, match=message):
         augmentation.check(kinds, shape)
+
+
+def test_shadows_twins_are_made_from_the_batch_as_augmented():
+    """One train step's real and synthetic cross-entropies are ``shadow.loss``'s on the augmented batch (its own
+    draw from the step key), not on the batch as stored: the twins come from what the net was shown."""
+    net = nets.mnist_mlp(width=16)
+    config = train.TrainConfig(batch_size=8, augment=("flip", "translate"), shadow=shadow.ShadowConfig(layer=2))
+    x, y = _images(8, size=28, channels=1), jnp.arange(8) % 10
+    indices, key = jnp.arange(8), jax.random.key(3)
+    state = internals.create_state(net, config, 1)
+    _, acc = internals.train_step(
+        net, config, state, internals.zero_metrics(config), data.DeviceSplit(x, y), indices, key, steps_per_epoch=1
+    )
+    augment_key = jax.random.fold_in(key, train_steps.AUGMENT_STREAM)
+    augmented = data.augment(augment_key, x, config.augment, indices=indices, epoch=0, seed=config.seed)
+    assert not np.allclose(augmented, x)
+    for images, shown in ((augmented, True), (x, False)):
+        _, (metrics, _) = shadow.loss(net, state.params, images, y, config.shadow, key)
+        for name in ("ce_real", "ce_synthetic"):
+            assert np.isclose(acc[name], metrics[name], rtol=1e-5) == shown, (name, shown)

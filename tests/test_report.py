@@ -214,6 +214,13 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     assert "| backprop | learning_rate 2 | 9.00 |  |" in report.markdown
     assert "--num_validation=0 --learning_rate=1 --shadow_layer=3 --seed=<seed>`" in report.markdown
     assert (tmp_path / "out" / "figures" / "cifar10_airbench_curves.png").exists()
+    assert "The placebo against SHADOW: not both run yet." in report.markdown
+    write("noise_twin_final_h3_lr1_seed0", None, 0.083, 0.079)  # SHADOW's seed 0: 0.075 with test-time aug.
+    report = scale_grid.summarise(
+        "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
+    )
+    assert "The placebo against SHADOW, paired: +0.40 ± n/a over 1 (one seed)" in report.markdown
+    assert report.numbers["placebo_versus_shadow"]["mean"] == pytest.approx(0.004)
 
 
 ARCHIVED = [("mnist", False), ("cifar10", False), ("mnist", True), ("cifar10", True)]

@@ -116,6 +116,7 @@ class ScalePlan:
 
 FINALS = {"backprop_final": "backprop", "shadow_final": "SHADOW", "noise_twin_final": "noise twin (placebo)"}
 BASELINE = "backprop_final"
+SHADOW, PLACEBO = "shadow_final", "noise_twin_final"
 
 
 def _final_error(line: dict) -> float:
@@ -153,12 +154,9 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         difference = ""
         baseline = baselines.get(key)
         if baseline and finals.get(baseline):
-            mean, se, n = paired_difference(finals[key], finals[baseline])
-            p = paired_p(finals[key], finals[baseline])
-            judged = verdict(mean, se, without_se="one seed")
-            versus[key] = {"baseline": baseline, "mean": mean, "se": se, "seeds": n, "verdict": judged, "p": p}
+            versus[key] = _compared(finals, key, baseline)
             against = "" if baseline == BASELINE else f" vs {baseline}"
-            difference = f"{difference_text(mean, se)} over {n}{against} ({judged}{p_text(p)})"
+            difference = _compared_text(versus[key], against)
         gap, corr = tracking(by_seed)
         rows.append(
             f"| {name} | {_settings_text(chosen[key])} | {len(by_seed)} | {mean_std_text(list(finals[key].values()))} | "
@@ -166,6 +164,14 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
             f"{mean_std_text([m['test_synthetic_error'] for m in last])} | {100 * gap:+.2f} | {corr:.2f} | "
             f"{_clipped_text(by_seed)} | {_minutes(by_seed, 'epoch_time_s'):.0f} | {_minutes(by_seed, 'evaluation_time_s'):.0f} |"
         )
+
+    placebo = _compared(finals, PLACEBO, SHADOW) if finals.get(PLACEBO) and finals.get(SHADOW) else None
+    placebo_text = (
+        f"The placebo against SHADOW, paired: {_compared_text(placebo, '')} (positive: the noise twin's error is "
+        "higher, so SHADOW's twins carry more than their energy)."
+        if placebo
+        else "The placebo against SHADOW: not both run yet."
+    )
 
     search = ["| cell | settings | validation error % (seed 0) | with test-time aug. |", "|---|---|---|---|"]
     for key in ("backprop", "shadow", *plan.variants):
@@ -184,6 +190,8 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         f"## {dataset}: final runs on every training image, {grid.epochs} epochs, seeds {list(plan.seeds)}",
         "",
         *rows,
+        "",
+        placebo_text,
         "",
         (
             "Synthetic test error: the twins of each epoch's evaluation (from group 3 for backprop's arms, from the "
@@ -205,9 +213,29 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "chosen": {key: sweep.named(settings) for key, settings in chosen.items()},
         "test_error": {key: {str(seed): e for seed, e in by_seed.items()} for key, by_seed in finals.items()},
         "versus_backprop": versus,
+        "placebo_versus_shadow": placebo,
         "validation": {key: [[sweep.named(s), e] for s, e in trials] for key, trials in tuning.trials.items()},
     }
     return Report(dataset, numbers, "\n".join(markdown) + "\n")
+
+
+def _compared(finals: dict[str, dict[int, float]], key: str, baseline: str) -> dict:
+    """Arm ``key``'s final test error against ``baseline``'s, paired over the seeds both have: mean ± SE of the
+    differences, its verdict ("effect" beyond 2 SE) and the paired t-test's p."""
+    mean, se, n = paired_difference(finals[key], finals[baseline])
+    p = paired_p(finals[key], finals[baseline])
+    return {
+        "baseline": baseline,
+        "mean": mean,
+        "se": se,
+        "seeds": n,
+        "verdict": verdict(mean, se, without_se="one seed"),
+        "p": p,
+    }
+
+
+def _compared_text(compared: dict, against: str) -> str:
+    return f"{difference_text(compared['mean'], compared['se'])} over {compared['seeds']}{against} ({compared['verdict']}{p_text(compared['p'])})"
 
 
 def _clipped_text(by_seed: dict[int, list[dict]]) -> str:
