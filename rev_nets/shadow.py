@@ -86,7 +86,14 @@ class ShadowConfig:
             raise SettingError(
                 "start_epoch", f"must be >= 0 and finite (0 = SHADOW from the first step), got {self.start_epoch}."
             )
-        if self.start_epoch and self.twin_statistics != "separate" and models.holds_stats(model):
+        if self.twin_statistics != "separate" and not (self.layer and models.holds_stats(model)):
+            absent = "SHADOW is off (layer 0)" if not self.layer else "this model has no BatchNorm"
+            raise SettingError(
+                "twin_statistics",
+                f"{self.twin_statistics!r} says which batch statistics the twins enter, but {absent}, so it would "
+                "do nothing; leave it 'separate'.",
+            )
+        if self.start_epoch and self.twin_statistics != "separate":
             raise SettingError(
                 "twin_statistics",
                 f"{self.twin_statistics!r} puts the twins into the batch statistics from the first step, so it cannot "

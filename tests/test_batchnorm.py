@@ -322,6 +322,12 @@ def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
         with pytest.raises(SettingError, match=f"'{kind}' puts the twins into the batch statistics from the first"):
             shadow.ShadowConfig(layer=2, twin_statistics=kind, start_epoch=1.0).check(MODEL)
     shadow.ShadowConfig(layer=2, twin_statistics="separate", start_epoch=1.0).check(MODEL)
+    for layer, model, absent in (
+        (0, MODEL, "SHADOW is off"),
+        (2, nets.mnist_mlp(width=4), "this model has no BatchNorm"),
+    ):
+        with pytest.raises(SettingError, match=f"'joint' says which batch statistics .* but {absent}.*'separate'"):
+            shadow.ShadowConfig(layer=layer, twin_statistics="joint").check(model)
 
 
 def _numpy_logits(params, x, training):

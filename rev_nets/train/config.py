@@ -68,7 +68,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if isinstance(self.augment, (list, str)):  # A JSON list, or one kind: a tuple, so the record stays hashable.
-            object.__setattr__(self, "augment", (self.augment,) if isinstance(self.augment, str) else tuple(self.augment))
+            object.__setattr__(
+                self, "augment", (self.augment,) if isinstance(self.augment, str) else tuple(self.augment)
+            )
 
     def check(self, model: models.Model) -> None:
         """Raises ``SettingError`` with one sentence for values that make no sense, naming the setting by its path
@@ -86,15 +88,20 @@ class TrainConfig:
             raise SettingError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
         if self.warmup_epochs > self.epochs:
             raise SettingError(
-                "warmup_epochs", f"must be at most the run's {self.epochs} epochs, got {self.warmup_epochs}; shorten it."
+                "warmup_epochs",
+                f"must be at most the run's {self.epochs} epochs, got {self.warmup_epochs}; shorten it.",
             )
         for name in ("warmup_from", "warmup_fraction", "final_lr_fraction", "label_smoothing"):
             if not (math.isfinite(getattr(self, name)) and 0 <= getattr(self, name) < 1):
                 raise SettingError(name, f"must be in [0, 1), got {getattr(self, name)}.")
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale > 0):
-            raise SettingError("norm_lr_scale", f"must be positive and finite (1 = the learning rate), got {self.norm_lr_scale}.")
+            raise SettingError(
+                "norm_lr_scale", f"must be positive and finite (1 = the learning rate), got {self.norm_lr_scale}."
+            )
         if not isinstance(self.nesterov, bool) or (self.nesterov and self.optimizer != "sgd"):
-            raise SettingError("nesterov", f"must be True or False, and True only with optimizer='sgd', got {self.nesterov!r}.")
+            raise SettingError(
+                "nesterov", f"must be True or False, and True only with optimizer='sgd', got {self.nesterov!r}."
+            )
         decoupled = self.decoupled_weight_decay
         if not isinstance(decoupled, bool) or (decoupled and self.optimizer != "sgd"):
             raise SettingError(
@@ -106,7 +113,8 @@ class TrainConfig:
             raise SettingError("lookahead_every", f"must be a whole number >= 0 (0 = off), got {self.lookahead_every}.")
         if self.test_time_augmentation not in (0, 1, 2):
             raise SettingError(
-                "test_time_augmentation", f"must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {self.test_time_augmentation}."
+                "test_time_augmentation",
+                f"must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {self.test_time_augmentation}.",
             )
         if not 0.0 <= self.dropout < 1.0:
             raise SettingError("dropout", f"must be in [0, 1), got {self.dropout}.")
@@ -163,13 +171,13 @@ class TrainConfig:
             raise SettingError(
                 "consistency.kind",
                 "needs unlabelled images: give num_labels=N (the other training images become the unlabelled set), "
-                "or consistency.kind='none'.",
+                "or turn the consistency term off (kind 'none').",
             )
         if self.consistency.enabled and models.holds_stats(model):
             raise SettingError(
                 "consistency.kind",
                 "is not defined for a net with BatchNorm (its consistency term runs in evaluation mode, on running "
-                "statistics that the term itself would train against); give consistency.kind='none'.",
+                "statistics that the term itself would train against); turn the consistency term off (kind 'none').",
             )
         if self.consistency.enabled and self.shadow.generator.alpha == "data":
             raise SettingError(
