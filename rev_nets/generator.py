@@ -30,6 +30,7 @@ import functools
 import inspect
 import math
 import numbers
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -197,10 +198,10 @@ def _check_call(x, key: jax.Array | None, config: GeneratorConfig) -> None:
 
 def _modules_called(function, depth: int = 0) -> list[nnx.Module]:
     """The NNX modules ``function`` reaches: a bound method's module, and those its closure, globals or partial
-    arguments hold (two levels of helper functions deep)."""
+    arguments hold, directly or in a dict, list, tuple or plain object's attributes (two levels deep)."""
     if isinstance(function, nnx.Module):
         return [function]
-    if depth > 2:
+    if depth > 2 or isinstance(function, (type, types.ModuleType)):
         return []
     if isinstance(function, functools.partial):
         inner = [function.func, *function.args, *function.keywords.values()]
@@ -209,6 +210,12 @@ def _modules_called(function, depth: int = 0) -> list[nnx.Module]:
     elif inspect.isfunction(function):
         held = inspect.getclosurevars(function)
         inner = [*held.nonlocals.values(), *held.globals.values()]
+    elif isinstance(function, dict):
+        inner = list(function.values())
+    elif isinstance(function, (list, tuple)):
+        inner = list(function)
+    elif hasattr(function, "__dict__") and not callable(function):
+        inner = list(vars(function).values())
     else:
         return []
     return [module for value in inner for module in _modules_called(value, depth + 1)]
@@ -218,10 +225,12 @@ def _modules_called(function, depth: int = 0) -> list[nnx.Module]:
 def _at_batch_statistics(features, x):
     """While the generator runs ``features``: every ``nnx.BatchNorm`` it calls in training mode normalises by x's
     batch statistics held constant (read exactly, by one forward at x with momentum 0), as the forward did; after,
-    each has its running statistics, momentum and mode back."""
+    each has its running statistics, momentum and mode back, and the modules their RNG streams (that forward's
+    dropout draws are undone)."""
+    modules = _modules_called(features)
     norms = [
         layer
-        for module in _modules_called(features)
+        for module in modules
         for _, layer in nnx.iter_modules(module)
         if isinstance(layer, nnx.BatchNorm) and layer.use_running_average is False
     ]
@@ -235,6 +244,7 @@ def _at_batch_statistics(features, x):
             "evaluation mode (module.eval()), or reverse a models.nnx_model, whose params carry the statistics."
         )
     saved = [(norm, norm.mean[...], norm.var[...], norm.momentum) for norm in norms]
+    streams = [(module, jax.tree.map(lambda a: a, nnx.state(module, nnx.RngState))) for module in modules]
     try:
         for norm in norms:
             norm.momentum = 0.0
@@ -246,6 +256,8 @@ def _at_batch_statistics(features, x):
         for norm, mean, var, momentum in saved:
             norm.mean[...], norm.var[...] = mean, var
             norm.momentum, norm.use_running_average = momentum, False
+        for module, state in streams:
+            nnx.update(module, state)
 
 
 def _reverse(features, x, h, key, config: GeneratorConfig):

@@ -120,7 +120,15 @@ def trace(features: Callable, x: jax.Array, plain_vjp: Sequence[str] = ()) -> Gr
     """``features`` at ``x`` as a checked flat graph; raises ``InputError`` naming any primitive it cannot reverse."""
     try:
         closed = jax.make_jaxpr(features)(x)
-    except flax.errors.TraceContextError:
+    except flax.errors.TraceContextError as error:
+        if "BatchStat" in str(error):
+            raise InputError(
+                "features runs an nnx.BatchNorm on batch statistics that reverse did not find in training mode (it "
+                "looks in a bound method's module and in the modules a closure, partial, dict, list or object "
+                "holds, two levels deep, and cannot see use_running_average=False passed in a call); pass the "
+                "module's bound method or a closure over the module, or put it in evaluation mode (module.eval()) "
+                "to reverse at its running averages."
+            ) from None
         raise InputError(
             "features changes a Flax NNX module's state as it runs (dropout drawing from its RNG streams, or "
             "statistics outside an nnx.BatchNorm), which cannot be traced; put the module in evaluation mode "
@@ -395,6 +403,7 @@ def _refusal(refused: dict[str, str]) -> InputError:
 
 
 # -------------------------------------------------------------------- run --
+
 
 class Options(Protocol):
     """The options the reverse pass reads: fields of ``generator.GeneratorConfig`` (which imports this module)."""

@@ -1,6 +1,7 @@
 """BatchNorm nets: statistics carried beside the params, trained, saved and resumed; the generator through them."""
 
 import itertools
+import types
 
 import chex
 import jax
@@ -275,6 +276,9 @@ def test_a_module_in_training_mode_reverses_with_its_batchs_statistics_and_keeps
     np.testing.assert_allclose(twins, _numpy_twins(params, x, 2, training=True), rtol=2e-4, atol=1e-5)
     chex.assert_trees_all_equal(jax.tree.map(np.array, nnx.state(module, nnx.BatchStat)), running)
     assert module.norms[0].use_running_average is False and module.norms[0].momentum == 0.9
+    holder, held = types.SimpleNamespace(module=module), {"net": module}  # A plain object and a dict, found alike.
+    for reached in (lambda v: holder.module.features(v, 2), lambda v: held["net"].features(v, 2)):
+        np.testing.assert_array_equal(generator.reverse(reached, jnp.asarray(x)), twins)
     module.eval()  # evaluation mode: the running statistics
     twins = generator.reverse(lambda v: module.features(v, 2), jnp.asarray(x))
     np.testing.assert_allclose(twins, _numpy_twins(params, x, 2, training=False), rtol=2e-4, atol=1e-5)
@@ -299,6 +303,32 @@ def test_reversing_a_module_in_a_state_the_generator_cannot_hold_is_one_sentence
         generator.reverse(dropped, jnp.ones((2, 4)))
     dropped.eval()
     assert generator.reverse(dropped, jnp.ones((2, 4))).shape == (2, 4)
+    both = NormedThenDropped(rngs=nnx.Rngs(0))  # Its statistics' forward draws dropout; the refusal undoes it.
+    streams = jax.tree.map(_key_data, nnx.state(nnx.clone(both), nnx.RngState))
+    with pytest.raises(ValueError, match=r"^features changes a Flax NNX module's state"):
+        generator.reverse(both, jnp.arange(8.0).reshape(2, 4))
+    chex.assert_trees_all_equal(jax.tree.map(_key_data, nnx.state(both, nnx.RngState)), streams)
+    asked = NormedThenDropped(rngs=nnx.Rngs(0), at_call=True)
+    asked.eval()
+    with pytest.raises(ValueError, match=r"^features runs an nnx.BatchNorm on batch statistics that reverse did not"):
+        generator.reverse(asked, jnp.arange(8.0).reshape(2, 4))
+
+
+def _key_data(a):
+    """An RNG stream's key or count as numbers, comparable."""
+    return np.asarray(jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a)
+
+
+class NormedThenDropped(nnx.Module):
+    """Linear, BatchNorm, dropout, ReLU; with ``at_call``, BatchNorm is asked for batch statistics in the call."""
+
+    def __init__(self, *, rngs, at_call=False):
+        self.linear, self.norm = nnx.Linear(4, 4, rngs=rngs), nnx.BatchNorm(4, rngs=rngs)
+        self.dropout, self.at_call = nnx.Dropout(0.5, rngs=rngs), at_call
+
+    def __call__(self, v):
+        h = self.norm(self.linear(v), use_running_average=False) if self.at_call else self.norm(self.linear(v))
+        return nnx.relu(self.dropout(h))
 
 
 def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
