@@ -221,7 +221,10 @@ def build_model(model: ModelConfig | str | Callable, /, **arguments) -> Model:
         made = make(**record.keywords)
     if isinstance(made, linen.Module):
         return _linen_model(made, record)
-    if all(hasattr(made, name) for name in ("init", "forward", "features", "prepare", "param_groups", "with_stats", "record")):
+    if all(
+        hasattr(made, name)
+        for name in ("init", "forward", "features", "prepare", "param_groups", "with_stats", "record")
+    ):
         return made if made.record == record else dataclasses.replace(made, record=record)
     raise InputError(
         f"{record.factory} returned a {type(made).__name__}, not a model; return a nets.Net or a flax.linen module, "
@@ -420,10 +423,11 @@ def _nnx_model(build: Callable[..., nnx.Module], record: ModelConfig) -> NnxMode
     _check_attributes(module, record)
     graphdef, params, streams, rest = nnx.split(module, CARRIED, nnx.RngState, ...)
     if jax.tree.leaves(rest):
+        held = jax.tree_util.tree_leaves_with_path(rest, is_leaf=_is_variable)
+        named = sorted(f"{'.'.join(str(key.key) for key in path)}: {type(value).__name__}" for path, value in held)
         raise InputError(
             f"model {record.factory} holds state other than nnx.Param, BatchNorm statistics, models.Constant and RNG "
-            "streams "
-            f"({', '.join(sorted(map(str, rest.keys())))}); make it a parameter or a constant of the module."
+            f"streams ({', '.join(named)}); make it a parameter or a constant of the module."
         )
     norms = {tuple(path): layer for path, layer in nnx.iter_modules(module) if isinstance(layer, nnx.BatchNorm)}
     momenta = _momenta(norms, params, record)

@@ -41,6 +41,15 @@ class Counter(nnx.Variable):
     """State that is neither a parameter nor a BatchNorm statistic: training would not know how to update it."""
 
 
+class NestedCounter(nnx.Module):
+    def __init__(self, *, rngs):
+        self.inner = WithCounter(rngs=rngs)
+        self.depth, self.input_shape, self.num_classes = 1, (8, 8, 3), 4
+
+    def features(self, x, layer):
+        return nnx.relu(x)
+
+
 class WithCounter(nnx.Module):
     def __init__(self, *, rngs):
         self.calls = Counter(jnp.zeros(()))
@@ -210,9 +219,12 @@ def test_an_nnx_model_with_dropout_trains_with_shadow_and_dropout_changes_the_ru
 
 def test_nnx_models_with_state_other_than_params_and_batchnorm_statistics_are_refused_by_name():
     with pytest.raises(
-        ValueError, match=r"holds state other than nnx.Param, BatchNorm statistics, models.Constant .*\(calls\)"
+        ValueError,
+        match=r"holds state other than nnx.Param, BatchNorm statistics, models.Constant .*\(calls: Counter\)",
     ):
         models.nnx_model(WithCounter)
+    with pytest.raises(ValueError, match=r"\(inner.calls: Counter\); make it a parameter or a constant"):
+        models.nnx_model(NestedCounter)
     with pytest.raises(ValueError, match="batch statistics at mean outside an nnx.BatchNorm"):
         models.nnx_model(LooseStatistics)
 
