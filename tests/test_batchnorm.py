@@ -15,7 +15,9 @@ from rev_nets import data, generator, models, nets, shadow, train
 from rev_nets.analysis import reversibility
 from rev_nets.consistency import ConsistencyConfig
 from rev_nets.errors import SettingError, Stopped
-from rev_nets.train import rundir
+from rev_nets.generator import GeneratorConfig
+from rev_nets.train import internals, rundir
+from rev_nets.train import steps as train_steps
 
 EPS = 1e-5  # nnx.BatchNorm's epsilon
 PADS = oracles.same_pads(8, 3, 1)
@@ -282,6 +284,24 @@ def test_a_module_in_training_mode_reverses_with_its_batchs_statistics_and_keeps
     module.eval()  # evaluation mode: the running statistics
     twins = generator.reverse(lambda v: module.features(v, 2), jnp.asarray(x))
     np.testing.assert_allclose(twins, _numpy_twins(params, x, 2, training=False), rtol=2e-4, atol=1e-5)
+
+
+def test_the_data_fitted_alpha_of_a_batchnorm_net_is_fitted_at_the_batchs_statistics():
+    """``make_alpha_fit`` (``alpha="data"``) on a BatchNorm net: the alphas of the module reversed directly in
+    training mode (checked against numpy above), not those at the running averages."""
+    params, (x, y) = _params(), _batch()
+    config = train.TrainConfig(
+        batch_size=12, shadow=shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="data"))
+    )
+    indices = jnp.arange(len(x))
+    fit = train_steps.make_alpha_fit(MODEL, config, internals.data_mesh())
+    fitted = fit(params, data.DeviceSplit(x, y), indices)
+    module = _module_with(params)
+    at_batch = generator.alphas(lambda v: module.features(v, 2), jnp.asarray(x), config.shadow.generator)
+    np.testing.assert_allclose(fitted, at_batch, rtol=1e-5)
+    module.eval()
+    at_running = generator.alphas(lambda v: module.features(v, 2), jnp.asarray(x), config.shadow.generator)
+    assert not np.allclose(fitted, at_running, rtol=1e-2)
 
 
 class DroppedHidden(nnx.Module):
