@@ -167,8 +167,8 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
 
     placebo = _compared(finals, PLACEBO, SHADOW) if finals.get(PLACEBO) and finals.get(SHADOW) else None
     placebo_text = (
-        f"The placebo against SHADOW, paired: {_compared_text(placebo, '')} (positive: the noise twin's error is "
-        "higher, so SHADOW's twins carry more than their energy)."
+        f"The placebo against SHADOW, paired: {_compared_text(placebo, '')} (positive: the noise twin of the same "
+        "energy has the higher error)."
         if placebo
         else "The placebo against SHADOW: not both run yet."
     )
@@ -235,6 +235,7 @@ def _compared(finals: dict[str, dict[int, float]], key: str, baseline: str) -> d
 
 
 def _compared_text(compared: dict, against: str) -> str:
+    """ "+0.40 ± 0.10 over 3 (no effect, p 0.1)": a comparison as the table writes it."""
     return f"{difference_text(compared['mean'], compared['se'])} over {compared['seeds']}{against} ({compared['verdict']}{p_text(compared['p'])})"
 
 
