@@ -178,6 +178,23 @@ def import_factory(spec: str) -> Callable:
     return factory
 
 
+def with_default_arguments(record: ModelConfig) -> ModelConfig:
+    """``record`` with each argument its factory gives a JSON default written out, so that a record saved before
+    the factory took an argument equals one that names its default (unchanged if the factory cannot be
+    imported)."""
+    try:
+        signature = factory_signature(import_factory(record.factory))
+    except SettingError:
+        return record
+    defaults = {}
+    for name, parameter in signature.parameters.items():
+        try:
+            defaults[name] = json.loads(json.dumps(parameter.default))
+        except TypeError:  # none (inspect's marker), or not a JSON value: no default a record could hold
+            pass
+    return ModelConfig(record.factory, defaults | record.keywords)
+
+
 def _check_arguments(factory: Callable, record: ModelConfig, given: tuple[str, ...] = ()) -> None:
     """Refuses ``record``'s arguments (a ``SettingError`` "arguments ...") when ``factory`` cannot take them: an
     unknown name, a missing one (``given``: those the builder passes itself, e.g. ``rngs``)."""

@@ -123,9 +123,10 @@ def trace(features: Callable, x: jax.Array, plain_vjp: Sequence[str] = ()) -> Gr
     except flax.errors.TraceContextError as error:
         if "BatchStat" in str(error):
             raise InputError(
-                "features runs an nnx.BatchNorm on batch statistics that reverse did not find in training mode (it "
-                "looks in a bound method's module and in the modules a closure, partial, dict, list or object "
-                "holds, two levels deep, and cannot see use_running_average=False passed in a call); pass the "
+                "features updates batch statistics as it runs: an nnx.BatchNorm in training mode that reverse did "
+                "not find (it looks in a bound method's module and in the modules a closure, global, partial, "
+                "dict, list or non-callable object holds, two levels deep, and cannot see "
+                "use_running_average=False passed in a call), or a BatchStat of a layer of its own; pass the "
                 "module's bound method or a closure over the module, or put it in evaluation mode (module.eval()) "
                 "to reverse at its running averages."
             ) from None

@@ -207,6 +207,26 @@ def test_a_run_saved_with_its_nets_repr_resumes_under_the_nets_factory_record(tm
         internals.check_config(str(tmp_path), other)
 
 
+def test_a_run_saved_before_its_factory_took_an_argument_resumes_where_the_argument_is_its_default(tmp_path):
+    """The airbench runs archived before the net's recipe became arguments hold only widths and whiten."""
+    from experiments.configs import cifar10_airbench
+
+    archived = ROOT / "results" / "cifar10_airbench" / "backprop_final_lr2.25_seed0" / "config.json"
+    (tmp_path / "config.json").write_text(archived.read_text())
+    saved = json.loads(archived.read_text())
+    assert set(saved["model"]["arguments"]) == {"widths", "whiten"}
+    today = saved | {"model": cifar10_airbench.get_config().model.to_json()}
+    assert set(today["model"]["arguments"]) > {"widths", "whiten", "identity_init", "batch_norm_epsilon"}
+    internals.check_config(str(tmp_path), today)
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == saved["model"]  # kept as it was saved
+    other = json.loads(json.dumps(today))
+    other["model"]["arguments"]["identity_init"] = False
+    with pytest.raises(
+        train.TrainingError, match=r"different settings \(model.arguments.identity_init: true -> false\)"
+    ):
+        internals.check_config(str(tmp_path), other)
+
+
 def test_changed_settings_stop_the_resume(tmp_path):
     train_split, evals = _splits()
     train.fit(NET, _config(epochs=1), train_split, evals, str(tmp_path), figures=False)

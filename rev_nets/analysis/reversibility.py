@@ -9,8 +9,8 @@ sparsity of ``h_l``, and the theory's predicted one-step error for that very ``h
 
 ``analyse`` measures a run's initial weights (checkpoint step 0), its trained weights
 (latest step), a random-weight net of the same shapes (the trained weights shuffled
-within each layer: same entry distribution, no structure; BatchNorm's statistics and data-fitted
-constants are kept, and the initial and shuffled nets normalise by the test images' statistics), and,
+within each layer: same entry distribution, no structure; data-fitted constants such as a whitening
+filter are kept, and the initial and shuffled nets normalise by the test images' statistics), and,
 as a positive control,
 Gaussian nets of ``rev_nets.theory`` (k-sparse top layer, f = thresholded feedforward
 recovery), whose one-layer direct error ``||f(x) - h||^2 / ||h||^2`` reproduces the
@@ -298,8 +298,8 @@ def markdown(report: dict) -> str:
             "f uses (`one step` and `theory` are nan for a model that is not a `Net`: both need its layers); `density`: fraction of nonzero "
             "units of h_l; `direct`: the control's `||f(x)_l - h_l||^2 / ||h_l||^2` against the true layer (the "
             "quantity of the paper's section 1). With BatchNorm, the trained net uses its running averages; the "
-            "initial and the shuffled nets (statistics and data-fitted constants kept, weights shuffled) use the "
-            "statistics of these test images, since the running averages are not theirs."
+            "initial and the shuffled nets (weights shuffled, data-fitted constants such as a whitening filter kept) "
+            "use the statistics of these test images, since the running averages are not theirs."
         ),
         "",
         (

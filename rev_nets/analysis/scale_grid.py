@@ -166,13 +166,6 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         )
 
     placebo = _compared(finals, PLACEBO, SHADOW) if finals.get(PLACEBO) and finals.get(SHADOW) else None
-    placebo_text = (
-        f"The placebo against SHADOW, paired: {_compared_text(placebo, '')} (positive: the noise twin of the same "
-        "energy has the higher error)."
-        if placebo
-        else "The placebo against SHADOW: not both run yet."
-    )
-
     search = ["| cell | settings | validation error % (seed 0) | with test-time aug. |", "|---|---|---|---|"]
     for key in ("backprop", "shadow", *plan.variants):
         tried = list(tuning.trials.get(key, []))
@@ -191,7 +184,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "",
         *rows,
         "",
-        placebo_text,
+        _placebo_text(placebo),
         "",
         (
             "Synthetic test error: the twins of each epoch's evaluation (from group 3 for backprop's arms, from the "
@@ -217,6 +210,18 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "validation": {key: [[sweep.named(s), e] for s, e in trials] for key, trials in tuning.trials.items()},
     }
     return Report(dataset, numbers, "\n".join(markdown) + "\n")
+
+
+def _placebo_text(placebo: dict | None) -> str:
+    """The line under the table: the placebo's final test error against SHADOW's, paired over seeds."""
+    if placebo is None:
+        return "The placebo against SHADOW: not both run yet."
+    if not placebo["seeds"]:
+        return "The placebo against SHADOW: no seed in common yet."
+    return (
+        f"The placebo against SHADOW, paired: {_compared_text(placebo, '')} (positive: the noise twin of the same "
+        "energy has the higher error)."
+    )
 
 
 def _compared(finals: dict[str, dict[int, float]], key: str, baseline: str) -> dict:

@@ -210,8 +210,9 @@ def _json_key(key: Any) -> str:
 
 
 def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_json: dict[str, Any]) -> None:
-    """Stops unless the saved record equals ``config_json`` once defaults are filled in and the code record and
-    the data fingerprint are set aside (tuples compared as lists); the refusal names the first differing fields."""
+    """Stops unless the saved record equals ``config_json`` once defaults are filled in (the train settings', and
+    the model factory's arguments') and the code record and the data fingerprint are set aside (tuples compared as
+    lists); the refusal names the first differing fields."""
     saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(config_json))
     if "train" in saved:
         try:
@@ -226,6 +227,9 @@ def _check_same_settings(workdir: str, path: str, saved: dict[str, Any], config_
         record.pop(DATA, None)
         record.pop(RESTARTS, None)
     saved = _with_model_record(saved, wanted.get("model"))
+    for record in (saved, wanted):  # An argument the factory took later reads as its default.
+        if "model" in record:
+            record["model"] = models.with_default_arguments(models.ModelConfig.from_json(record["model"])).to_json()
     if saved != wanted:
         changes = [f"{field}: {_shown(old)} -> {_shown(new)}" for field, old, new in _changed_fields(saved, wanted)]
         more = len(changes) - SHOWN_CHANGES
