@@ -161,24 +161,34 @@ def _fake_split(model: models.Model, n: int) -> data.DeviceSplit:
     return data.DeviceSplit(images, jax.random.randint(jax.random.key(2), (n,), 0, model.num_classes))
 
 
-def jax_images_per_s(model: models.Model, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
+def made_step(model: models.Model, config: train.TrainConfig, batch: int) -> tuple:
+    """The real jitted train step of ``model`` under ``config`` and its first arguments, on made data on the mesh."""
     split = _fake_split(model, 4 * batch)
     mesh = internals.data_mesh()
     state = internals.create_state(model, config, 4, split.images)
     split, state, acc = internals.replicate((split, state, internals.zero_metrics(config)), mesh)
     order, key = internals.make_epoch_plan(mesh, 4 * batch, batch)(jax.random.key(0), 1)
-    step = internals.make_train_step(model, config, mesh, steps_per_epoch=4)
-    carry = [state, acc]
+    return internals.make_train_step(model, config, mesh, steps_per_epoch=4), (state, acc, split, order, key)
 
-    def run():
+
+def step_runner(step, arguments: tuple):
+    """A function running ``steps`` train steps from ``arguments`` (the state donated, at most 16 in flight)."""
+    carry = list(arguments[:2])
+
+    def run(steps: int) -> None:
         window = dispatch.DispatchWindow()
         for _ in range(steps):
-            carry[0], carry[1] = step(carry[0], carry[1], split, order, key)
+            carry[0], carry[1] = step(carry[0], carry[1], *arguments[2:])
             window(carry[1])
         jax.block_until_ready(carry)
 
-    run()
-    return steps * batch / median_seconds(run, repeats)
+    return run
+
+
+def jax_images_per_s(model: models.Model, config: train.TrainConfig, batch: int, steps: int, repeats: int) -> float:
+    run = step_runner(*made_step(model, config, batch))
+    run(steps)
+    return steps * batch / median_seconds(lambda: run(steps), repeats)
 
 
 def torch_images_per_s(step, batch: int) -> float:

@@ -5,7 +5,7 @@ import math
 import jax
 import pytest
 
-from benchmarks import throughput
+from benchmarks import op_profile, throughput
 from rev_nets import generator, models, nets
 from rev_nets import layers as L
 
@@ -58,3 +58,24 @@ def test_forward_flops_of_the_airbench_net_match_its_convolutions():
 def test_shadow_flop_floor_of_the_default_nets():
     assert throughput.shadow_flop_floor(nets.mnist_mlp(), 3) == pytest.approx(2.33, abs=0.01)
     assert throughput.shadow_flop_floor(nets.cifar_cnn(), 3) == pytest.approx(2.33, abs=0.01)
+
+
+def test_op_profile_reads_each_instruction_of_the_compiled_text():
+    f = jax.jit(lambda w, x: jax.numpy.tanh(x @ w).sum())
+    text = jax.jit(jax.grad(f)).lower(jax.numpy.ones((5, 3)), jax.numpy.ones((4, 5))).compile().as_text()
+    table = op_profile.instructions(text)
+    dots = {name: i for name, i in table.items() if op_profile.kind(name) in ("dot", "dot_general")}
+    assert dots, f"no dot among {sorted(table)}"
+    assert all(i.shape.startswith("f32[") and "test_benchmarks.py:" in i.source for i in dots.values())
+    assert {op_profile.phase(i.op_name) for i in dots.values()} == {"forward", "transposed (backward, generator)"}
+
+
+def test_op_profile_times_the_instructions_of_a_real_train_step():
+    config = throughput.train_config("mlp", 16, 0)
+    step, arguments = throughput.made_step(nets.mnist_mlp(), config, 16)
+    seconds, table = op_profile.profile(step, arguments, steps=2)
+    assert set(seconds) <= set(table) and sum(seconds.values()) > 0
+    phases = {op_profile.phase(table[name].op_name) for name in seconds}
+    assert {"forward", "transposed (backward, generator)"} <= phases
+    report = op_profile.report(seconds, table, steps=2, top=3)
+    assert report.count("\n| ") >= 3 and "ms per step" in report

@@ -1,0 +1,153 @@
+"""Where a train step's time goes, op by op: XLA's CPU thunks, timed by ``jax.profiler``, summed by name.
+
+    python -m benchmarks.op_profile                                # airbench, backprop, batch 512, 1 device
+    python -m benchmarks.op_profile --devices=8 --arm=shadow --source_layer=3   # SHADOW on the 8-device split
+    python -m benchmarks.op_profile --net=cnn --batch=128 --top=10
+
+Runs ``--profiled_steps`` of the real jitted train step (``benchmarks.
+throughput``'s, on made data, after one warm-up step) inside
+``jax.profiler.trace``. XLA's CPU runtime records each thunk it runs (one
+per HLO instruction of the compiled step: a fusion, a convolution, a dot,
+an iota) under that instruction's name, so summing the trace's durations by
+name says which instructions take the time. Each is printed with its
+result shape, its ``op_name`` from the compiled HLO (the JAX primitive, and
+whether it is in the forward, ``jvp``, or in a transposed pass,
+``transpose(jvp)``: the backward pass and the generator) and the source
+line that made it (the module text's stack frames).
+Thunks of the devices of the split run on their own threads at once, so
+their sum is CPU time, not wall time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import gzip
+import json
+import re
+import tempfile
+
+import jax
+from absl import app, flags
+
+from benchmarks import throughput
+
+_NET = flags.DEFINE_string("net", "airbench", "A net of benchmarks.throughput.benchmark_models().")
+_BATCH = flags.DEFINE_integer("batch", 512, "Global batch size.")
+_DEVICES = flags.DEFINE_integer("devices", 1, "CPU devices the batch is split over.")
+_PROFILED_STEPS = flags.DEFINE_integer("profiled_steps", 3, "Train steps inside the trace.")
+_ARM = flags.DEFINE_enum("arm", "backprop", ["backprop", "shadow"], "Which step: SHADOW's from --source_layer.")
+_TOP = flags.DEFINE_integer("top", 20, "Instructions listed, the slowest first.")
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) (.*)$", re.MULTILINE)
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_STACK_FRAME = re.compile(r"stack_frame_id=(\d+)")
+_FIELDS = re.compile(r"(\w+)=(\d+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruction:
+    """An HLO instruction of the compiled step: its result shape, the JAX op it came from and the source line."""
+
+    shape: str
+    op_name: str
+    source: str
+
+
+def _numbered_rows(hlo_text: str, title: str) -> dict[str, str]:
+    """The ``<id> <value>`` rows of one of the module text's tables (``FileNames``, ``StackFrames``...)."""
+    rows = hlo_text.partition(f"\n{title}\n")[2].partition("\n\n")[0]
+    return dict(row.split(" ", 1) for row in rows.splitlines())
+
+
+def _sources(hlo_text: str) -> dict[str, str]:
+    """``file:line (function)`` of each stack frame id: the innermost frame JAX kept (user code, not JAX's)."""
+    files, functions = _numbered_rows(hlo_text, "FileNames"), _numbered_rows(hlo_text, "FunctionNames")
+    locations = {k: dict(_FIELDS.findall(v)) for k, v in _numbered_rows(hlo_text, "FileLocations").items()}
+    sources = {}
+    for frame, row in _numbered_rows(hlo_text, "StackFrames").items():
+        at = locations[dict(_FIELDS.findall(row))["file_location_id"]]
+        path = files[at["file_name_id"]].strip('"').split("/")
+        function = functions[at["function_name_id"]].strip('"')
+        sources[frame] = f"{'/'.join(path[-2:])}:{at['line']} ({function})"
+    return sources
+
+
+def instructions(hlo_text: str) -> dict[str, Instruction]:
+    """Every instruction of a compiled module's text by name (fused computations' bodies included)."""
+    sources, table = _sources(hlo_text), {}
+    for name, shape, rest in _INSTRUCTION.findall(hlo_text):
+        op_name, frame = _OP_NAME.search(rest), _STACK_FRAME.search(rest)
+        table[name] = Instruction(shape, op_name[1] if op_name else "", sources.get(frame[1], "") if frame else "")
+    return table
+
+
+def thunk_seconds(trace_dir: str, names: set[str]) -> collections.Counter:
+    """Seconds spent in each instruction of ``names``, summed over the perfetto trace written under ``trace_dir``."""
+    (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
+    with gzip.open(path) as f:
+        events = json.load(f)["traceEvents"]
+    seconds = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and event["name"] in names:
+            seconds[event["name"]] += event["dur"] / 1e6
+    return seconds
+
+
+def phase(op_name: str) -> str:
+    """Which pass an op belongs to, read from its ``op_name``."""
+    if "transpose(" in op_name:
+        return "transposed (backward, generator)"
+    return "forward" if "jvp(" in op_name else "rest (optimizer, metrics)"
+
+
+def kind(name: str) -> str:
+    """An instruction's kind: its name without XLA's numeric suffix (``convolution.12`` -> ``convolution``)."""
+    return re.sub(r"(\.\d+)+$", "", name)
+
+
+def profile(step, arguments: tuple, steps: int) -> tuple[collections.Counter, dict[str, Instruction]]:
+    """Seconds per instruction over ``steps`` traced train steps, and the compiled step's instructions."""
+    table = instructions(step.lower(*arguments).compile().as_text())
+    run = throughput.step_runner(step, arguments)
+    run(1)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            run(steps)
+        return thunk_seconds(trace_dir, set(table)), table
+
+
+def report(seconds: collections.Counter, table: dict[str, Instruction], steps: int, top: int) -> str:
+    """Totals by phase and by kind, then the ``top`` slowest instructions, each in ms per step and share."""
+    total = sum(seconds.values())
+    line = lambda label, s: f"| {label} | {1e3 * s / steps:.1f} | {100 * s / total:.1f}% |"
+    by_phase, by_kind = collections.Counter(), collections.Counter()
+    for name, s in seconds.items():
+        by_phase[phase(table[name].op_name)] += s
+        by_kind[kind(name)] += s
+    out = [f"summed thunk time {1e3 * total / steps:.1f} ms per step\n", "| phase | ms/step | share |", "|---|---|---|"]
+    out += [line(label, s) for label, s in by_phase.most_common()]
+    out += ["", "| kind | ms/step | share |", "|---|---|---|"]
+    out += [line(label, s) for label, s in by_kind.most_common(top)]
+    out += ["", "| instruction | ms/step | share | shape | op_name | source |", "|---|---|---|---|---|---|"]
+    for name, s in seconds.most_common(top):
+        i = table[name]
+        out.append(f"{line(name, s)} {i.shape} | {i.op_name} | {i.source} |")
+    return "\n".join(out)
+
+
+def main(argv) -> None:
+    del argv
+    jax.config.update("jax_num_cpu_devices", _DEVICES.value)
+    layer = throughput._SOURCE_LAYER.value if _ARM.value == "shadow" else 0
+    config = throughput.train_config(_NET.value, _BATCH.value, layer)
+    model = throughput.benchmark_models()[_NET.value]
+    seconds, table = profile(*throughput.made_step(model, config, _BATCH.value), _PROFILED_STEPS.value)
+    arm = f"SHADOW h{layer}" if layer else "backprop"
+    print(f"{_NET.value}, {arm}, batch {_BATCH.value}, {jax.device_count()} device(s), {_PROFILED_STEPS.value} steps")
+    print(report(seconds, table, _PROFILED_STEPS.value, _TOP.value))
+
+
+if __name__ == "__main__":
+    app.run(main)
