@@ -13,9 +13,12 @@ name says which instructions take the time. Each is printed with its
 result shape, its ``op_name`` from the compiled HLO (the JAX primitive, and
 whether it is in the forward, ``jvp``, or in a transposed pass,
 ``transpose(jvp)``: the backward pass and the generator) and the source
-line that made it (the module text's stack frames).
-Thunks of the devices of the split run on their own threads at once, so
-their sum is CPU time, not wall time.
+line that made it (the module text's stack frames). XLA's own rewrites
+(on the CPU split, the weight-gradient convolutions) carry no op_name;
+their opcode (a fusion's root) and shape still say what they are.
+The split's devices run their thunks on threads of their own at once (more
+threads than cores on a small CPU), so the summed time can exceed the wall
+time several times over: compare shares, not sums, across device counts.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import gzip
 import json
 import re
 import tempfile
+import time
 
 import jax
 from absl import app, flags
@@ -40,7 +44,9 @@ _PROFILED_STEPS = flags.DEFINE_integer("profiled_steps", 3, "Train steps inside 
 _ARM = flags.DEFINE_enum("arm", "backprop", ["backprop", "shadow"], "Which step: SHADOW's from --source_layer.")
 _TOP = flags.DEFINE_integer("top", 20, "Instructions listed, the slowest first.")
 
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) (.*)$", re.MULTILINE)
+_INSTRUCTION = re.compile(r"^\s*(ROOT )?%?([\w.\-]+) = (.*?) ([a-z][\w\-]*)\((.*)$", re.MULTILINE)
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{$", re.MULTILINE)
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _STACK_FRAME = re.compile(r"stack_frame_id=(\d+)")
 _FIELDS = re.compile(r"(\w+)=(\d+)")
@@ -48,9 +54,11 @@ _FIELDS = re.compile(r"(\w+)=(\d+)")
 
 @dataclasses.dataclass(frozen=True)
 class Instruction:
-    """An HLO instruction of the compiled step: its result shape, the JAX op it came from and the source line."""
+    """An HLO instruction of the compiled step: its result shape, its opcode (a fusion's: its root's), and the
+    JAX op and source line it came from (empty where XLA rewrote it without them)."""
 
     shape: str
+    opcode: str
     op_name: str
     source: str
 
@@ -76,10 +84,18 @@ def _sources(hlo_text: str) -> dict[str, str]:
 
 def instructions(hlo_text: str) -> dict[str, Instruction]:
     """Every instruction of a compiled module's text by name (fused computations' bodies included)."""
-    sources, table = _sources(hlo_text), {}
-    for name, shape, rest in _INSTRUCTION.findall(hlo_text):
-        op_name, frame = _OP_NAME.search(rest), _STACK_FRAME.search(rest)
-        table[name] = Instruction(shape, op_name[1] if op_name else "", sources.get(frame[1], "") if frame else "")
+    sources, roots, table = _sources(hlo_text), {}, {}
+    computations = [(m.start(), m[1]) for m in _COMPUTATION.finditer(hlo_text)]
+    for m in _INSTRUCTION.finditer(hlo_text):
+        if m[1]:
+            roots[max((c for c in computations if c[0] < m.start()), default=(0, ""))[1]] = m[4]
+    for m in _INSTRUCTION.finditer(hlo_text):
+        name, shape, opcode, rest = m[2], re.sub(r"\{[^}]*\}", "", m[3]), m[4], m[5]
+        calls, op_name, frame = _CALLS.search(rest), _OP_NAME.search(rest), _STACK_FRAME.search(rest)
+        if opcode == "fusion" and calls:
+            opcode = f"fusion: {roots.get(calls[1], '?')}"
+        source = sources.get(frame[1], "") if frame else ""
+        table[name] = Instruction(shape, opcode, op_name[1] if op_name else "", source)
     return table
 
 
@@ -97,6 +113,8 @@ def thunk_seconds(trace_dir: str, names: set[str]) -> collections.Counter:
 
 def phase(op_name: str) -> str:
     """Which pass an op belongs to, read from its ``op_name``."""
+    if not op_name:
+        return "unlabelled (rewritten by XLA)"
     if "transpose(" in op_name:
         return "transposed (backward, generator)"
     return "forward" if "jvp(" in op_name else "rest (optimizer, metrics)"
@@ -107,18 +125,21 @@ def kind(name: str) -> str:
     return re.sub(r"(\.\d+)+$", "", name)
 
 
-def profile(step, arguments: tuple, steps: int) -> tuple[collections.Counter, dict[str, Instruction]]:
-    """Seconds per instruction over ``steps`` traced train steps, and the compiled step's instructions."""
+def profile(step, arguments: tuple, steps: int) -> tuple[collections.Counter, dict[str, Instruction], float]:
+    """Seconds per instruction over ``steps`` traced train steps, the compiled step's instructions, and the
+    traced steps' wall time."""
     table = instructions(step.lower(*arguments).compile().as_text())
     run = throughput.step_runner(step, arguments)
     run(1)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            start = time.perf_counter()
             run(steps)
-        return thunk_seconds(trace_dir, set(table)), table
+            wall = time.perf_counter() - start
+        return thunk_seconds(trace_dir, set(table)), table, wall
 
 
-def report(seconds: collections.Counter, table: dict[str, Instruction], steps: int, top: int) -> str:
+def report(seconds: collections.Counter, table: dict[str, Instruction], wall: float, steps: int, top: int) -> str:
     """Totals by phase and by kind, then the ``top`` slowest instructions, each in ms per step and share."""
     total = sum(seconds.values())
     line = lambda label, s: f"| {label} | {1e3 * s / steps:.1f} | {100 * s / total:.1f}% |"
@@ -126,14 +147,18 @@ def report(seconds: collections.Counter, table: dict[str, Instruction], steps: i
     for name, s in seconds.items():
         by_phase[phase(table[name].op_name)] += s
         by_kind[kind(name)] += s
-    out = [f"summed thunk time {1e3 * total / steps:.1f} ms per step\n", "| phase | ms/step | share |", "|---|---|---|"]
+    out = [
+        f"wall {1e3 * wall / steps:.0f} ms, summed thunk time {1e3 * total / steps:.0f} ms per step\n",
+        "| phase | ms/step | share |",
+        "|---|---|---|",
+    ]
     out += [line(label, s) for label, s in by_phase.most_common()]
     out += ["", "| kind | ms/step | share |", "|---|---|---|"]
     out += [line(label, s) for label, s in by_kind.most_common(top)]
-    out += ["", "| instruction | ms/step | share | shape | op_name | source |", "|---|---|---|---|---|---|"]
+    out += ["", "| instruction | ms/step | share | shape | opcode | op_name | source |", "|---" * 7 + "|"]
     for name, s in seconds.most_common(top):
         i = table[name]
-        out.append(f"{line(name, s)} {i.shape} | {i.op_name} | {i.source} |")
+        out.append(f"{line(name, s)} {i.shape[:48]} | {i.opcode} | {i.op_name[-80:]} | {i.source} |")
     return "\n".join(out)
 
 
@@ -143,10 +168,10 @@ def main(argv) -> None:
     layer = throughput._SOURCE_LAYER.value if _ARM.value == "shadow" else 0
     config = throughput.train_config(_NET.value, _BATCH.value, layer)
     model = throughput.benchmark_models()[_NET.value]
-    seconds, table = profile(*throughput.made_step(model, config, _BATCH.value), _PROFILED_STEPS.value)
+    seconds, table, wall = profile(*throughput.made_step(model, config, _BATCH.value), _PROFILED_STEPS.value)
     arm = f"SHADOW h{layer}" if layer else "backprop"
     print(f"{_NET.value}, {arm}, batch {_BATCH.value}, {jax.device_count()} device(s), {_PROFILED_STEPS.value} steps")
-    print(report(seconds, table, _PROFILED_STEPS.value, _TOP.value))
+    print(report(seconds, table, wall, _PROFILED_STEPS.value, _TOP.value))
 
 
 if __name__ == "__main__":

@@ -66,16 +66,20 @@ def test_op_profile_reads_each_instruction_of_the_compiled_text():
     table = op_profile.instructions(text)
     dots = {name: i for name, i in table.items() if op_profile.kind(name) in ("dot", "dot_general")}
     assert dots, f"no dot among {sorted(table)}"
-    assert all(i.shape.startswith("f32[") and "test_benchmarks.py:" in i.source for i in dots.values())
+    assert all(i.opcode == "dot" and i.shape.startswith("f32[") for i in dots.values())
+    assert all("test_benchmarks.py:" in i.source for i in dots.values())
+    fusions = [i.opcode for i in table.values() if i.opcode.startswith("fusion")]
+    assert fusions and all(op.removeprefix("fusion: ") in ("add", "multiply", "subtract", "tanh") for op in fusions)
     assert {op_profile.phase(i.op_name) for i in dots.values()} == {"forward", "transposed (backward, generator)"}
 
 
 def test_op_profile_times_the_instructions_of_a_real_train_step():
     config = throughput.train_config("mlp", 16, 0)
     step, arguments = throughput.made_step(nets.mnist_mlp(), config, 16)
-    seconds, table = op_profile.profile(step, arguments, steps=2)
+    seconds, table, wall = op_profile.profile(step, arguments, steps=2)
     assert set(seconds) <= set(table) and sum(seconds.values()) > 0
     phases = {op_profile.phase(table[name].op_name) for name in seconds}
     assert {"forward", "transposed (backward, generator)"} <= phases
-    report = op_profile.report(seconds, table, steps=2, top=3)
+    assert wall > 0
+    report = op_profile.report(seconds, table, wall, steps=2, top=3)
     assert report.count("\n| ") >= 3 and "ms per step" in report
