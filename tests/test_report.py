@@ -213,7 +213,8 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     assert "| backprop | learning_rate 1 | 7.00 | 6.50 |" in report.markdown  # the choice's error, then with views
     assert "| backprop | learning_rate 2 | 9.00 |  |" in report.markdown
     assert "--num_validation=0 --learning_rate=1 --shadow_layer=3 --seed=<seed>`" in report.markdown
-    assert (tmp_path / "out" / "figures" / "cifar10_airbench_curves.png").exists()
+    assert all((tmp_path / "out" / "figures" / f"cifar10_airbench_curves{x}.png").exists() for x in ("", "_wall"))
+    assert "](figures/cifar10_airbench_curves_wall.png)" in report.markdown
     assert "The placebo against SHADOW: not both run yet." in report.markdown
     write("noise_twin_final_h3_lr1_seed0", None, 0.083, 0.079)  # SHADOW's seed 0: 0.075 with test-time aug.
     report = scale_grid.summarise(

@@ -194,6 +194,13 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
             "gradient norm the clip (`grad_clip`) scaled down, mean over seeds."
         ),
         "",
+        *(
+            f"![{dataset}: the final arms' test error (solid) and synthetic test error (dashed) by {x}, mean over "
+            f"seeds](figures/{dataset}_curves{name}.png)"
+            for name, x in (("", "epoch"), ("_wall", "training minutes"))
+            if runs
+        ),
+        "",
         "Choices on the validation split (seed 0; lowest final validation error, one setting at a time):",
         "",
         *search,
@@ -276,21 +283,27 @@ def _settings_text(settings: sweep.Overrides | None) -> str:
 
 
 def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> None:
-    """Mean test error per epoch of each final arm, real (solid) and synthetic (dashed)."""
-    series = {}
+    """Mean test error of each final arm, real (solid) and synthetic (dashed), by epoch and by training
+    minutes (what SHADOW's extra passes cost in time)."""
+    by_epoch, by_minute = {}, {}
     for key, by_seed in runs.items():
         lines = list(by_seed.values())
         if not lines:
             continue
         n = min(len(r) for r in lines)
+        minutes = list(np.mean([[m["wall_time_s"] / 60 for m in r[:n]] for r in lines], axis=0))
         for kind, field in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
             values = 100 * np.array([[m[field] for m in r[:n]] for r in lines])
             spread = values.std(0, ddof=1) if len(lines) > 1 else np.zeros(n)
-            series[f"{FINALS[key]} {kind}"] = (list(range(1, n + 1)), values.mean(0), spread)
-    if series:
-        plots.learning_curves(
-            series,
-            os.path.join(out, "figures", f"{dataset}_curves.png"),
-            ylabel="test error %, no test-time aug.",
-            title=f"{dataset}: test error by epoch, mean over seeds (shaded: +- 1 std)",
-        )
+            by_epoch[f"{FINALS[key]} {kind}"] = (list(range(1, n + 1)), values.mean(0), spread)
+            by_minute[f"{FINALS[key]} {kind}"] = (minutes, values.mean(0), spread)
+    title = f"{dataset}: test error, mean over seeds (shaded: +- 1 std)"
+    for series, name, xlabel in ((by_epoch, "", "epoch"), (by_minute, "_wall", "training minutes")):
+        if series:
+            plots.learning_curves(
+                series,
+                os.path.join(out, "figures", f"{dataset}_curves{name}.png"),
+                xlabel=xlabel,
+                ylabel="test error %, no test-time aug.",
+                title=title,
+            )
