@@ -165,6 +165,16 @@ def test_a_shadow_final_variant_names_a_backprop_variant_or_the_plan_is_refused_
         ScalePlan({}, {}, (1.0,), (3,), (1.0,), shadow_final_variants={"shadow_gelu": "backprop_gelu"})
 
 
+def test_the_scale_report_links_no_figure_before_a_final_run_has_finished(tmp_path):
+    plan = ScalePlan({"train.epochs": 2, "num_validation": 5000}, {"num_validation": 0}, (1.0,), (3,), (1.0,))
+    _write_run(tmp_path, "backprop_lr1_seed0", 2, 0.07, 0.08)  # Tuning only: the final arms have no runs.
+    report = scale_grid.summarise(
+        "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
+    )
+    assert "| backprop | learning_rate 1 | 7.00 |" in report.markdown
+    assert "](figures/" not in report.markdown and not (tmp_path / "out" / "figures").exists()
+
+
 def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tmp_path):
     plan = ScalePlan(
         common={"train.epochs": 2, "num_validation": 5000},

@@ -177,7 +177,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         ]
 
     commands = sweep.commands(grid, entry, chosen)
-    _curves(dataset, {key: runs[key] for key in FINALS if key in runs}, out)
+    figures = _curves(dataset, {key: runs[key] for key in FINALS if key in runs}, out)
     sweep.copy_finished_records(root, os.path.join(out, dataset), grid.epochs, replace=True)
     markdown = [
         f"## {dataset}: final runs on every training image, {grid.epochs} epochs, seeds {list(plan.seeds)}",
@@ -196,9 +196,8 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "",
         *(
             f"![{dataset}: the final arms' test error (solid) and synthetic test error (dashed) by {x}, mean over "
-            f"seeds](figures/{dataset}_curves{name}.png)"
-            for name, x in (("", "epoch"), ("_wall", "training minutes"))
-            if runs
+            f"seeds](figures/{name})"
+            for name, x in figures
         ),
         "",
         "Choices on the validation split (seed 0; lowest final validation error, one setting at a time):",
@@ -282,9 +281,9 @@ def _settings_text(settings: sweep.Overrides | None) -> str:
     return ", ".join(f"{sweep.setting_name(path)} {value:g}" for path, value in settings.items())
 
 
-def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> None:
+def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> list[tuple[str, str]]:
     """Mean test error of each final arm, real (solid) and synthetic (dashed), by epoch and by training
-    minutes (what SHADOW's extra passes cost in time)."""
+    minutes (what SHADOW's extra passes cost in time); returns each drawn figure's file name and x axis."""
     by_epoch, by_minute = {}, {}
     for key, by_seed in runs.items():
         lines = list(by_seed.values())
@@ -297,13 +296,16 @@ def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> N
             spread = values.std(0, ddof=1) if len(lines) > 1 else np.zeros(n)
             by_epoch[f"{FINALS[key]} {kind}"] = (list(range(1, n + 1)), values.mean(0), spread)
             by_minute[f"{FINALS[key]} {kind}"] = (minutes, values.mean(0), spread)
+    if not by_epoch:
+        return []
     title = f"{dataset}: test error, mean over seeds (shaded: +- 1 std)"
-    for series, name, xlabel in ((by_epoch, "", "epoch"), (by_minute, "_wall", "training minutes")):
-        if series:
-            plots.learning_curves(
-                series,
-                os.path.join(out, "figures", f"{dataset}_curves{name}.png"),
-                xlabel=xlabel,
-                ylabel="test error %, no test-time aug.",
-                title=title,
-            )
+    drawn = [(f"{dataset}_curves.png", "epoch"), (f"{dataset}_curves_wall.png", "training minutes")]
+    for series, (name, xlabel) in zip((by_epoch, by_minute), drawn):
+        plots.learning_curves(
+            series,
+            os.path.join(out, "figures", name),
+            xlabel=xlabel,
+            ylabel="test error %, no test-time aug.",
+            title=title,
+        )
+    return drawn
