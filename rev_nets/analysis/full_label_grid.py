@@ -188,22 +188,26 @@ def probe_rows(plan: Plan, grid: sweep.Sweep, root: str, chosen: dict) -> list[s
     return [*rows, ""]
 
 
+def add_mean_curves(by_epoch: dict, by_minute: dict, name: str, runs: list[list[dict]]) -> None:
+    """Adds ``name``'s mean test error over ``runs`` (real and synthetic, in %, ± std over runs) against epochs
+    to ``by_epoch`` and against training minutes to ``by_minute``; nothing without runs."""
+    if not runs:
+        return
+    n = min(len(r) for r in runs)
+    minutes = list(np.mean([[m["wall_time_s"] / 60 for m in r[:n]] for r in runs], axis=0))
+    for kind, key in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
+        values = 100 * np.array([[m[key] for m in r[:n]] for r in runs])
+        curve, spread = values.mean(0), values.std(0, ddof=1) if len(runs) > 1 else np.zeros(n)
+        by_epoch[f"{name} {kind}"] = (list(range(1, n + 1)), curve, spread)
+        by_minute[f"{name} {kind}"] = (minutes, curve, spread)
+
+
 def _figures(dataset: str, runs_by_cell: dict, out: str) -> None:
     """Mean test error curves (real solid, synthetic dashed) per main cell, against epochs and wall time."""
     for cells, name in ((("backprop", "shadow"), "nodropout"), (("backprop_dropout", "shadow_dropout"), "dropout")):
         series_epoch, series_wall = {}, {}
         for cell in cells:
-            runs = list(runs_by_cell.get(cell, {}).values())
-            if not runs:
-                continue
-            n = min(len(r) for r in runs)
-            epochs = list(range(1, n + 1))
-            wall = list(np.mean([[m["wall_time_s"] / 60 for m in r[:n]] for r in runs], axis=0))
-            for kind, key in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
-                values = 100 * np.array([[m[key] for m in r[:n]] for r in runs])
-                curve, spread = values.mean(0), values.std(0, ddof=1) if len(runs) > 1 else np.zeros(n)
-                series_epoch[f"{cell} {kind}"] = (epochs, curve, spread)
-                series_wall[f"{cell} {kind}"] = (wall, curve, spread)
+            add_mean_curves(series_epoch, series_wall, cell, list(runs_by_cell.get(cell, {}).values()))
         if series_epoch:
             title = f"{dataset}: test error, mean over seeds (shaded: +- 1 std)"
             plots.learning_curves(

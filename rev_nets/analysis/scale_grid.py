@@ -31,7 +31,7 @@ import numpy as np
 
 from rev_nets import plots
 from rev_nets.analysis import sweep
-from rev_nets.analysis.full_label_grid import tracking
+from rev_nets.analysis.full_label_grid import add_mean_curves, tracking
 from rev_nets.analysis.report_files import Report
 from rev_nets.analysis.sweep_stats import (
     difference_text,
@@ -286,16 +286,7 @@ def _curves(dataset: str, runs: dict[str, dict[int, list[dict]]], out: str) -> l
     minutes (what SHADOW's extra passes cost in time); returns each drawn figure's file name and x axis."""
     by_epoch, by_minute = {}, {}
     for key, by_seed in runs.items():
-        lines = list(by_seed.values())
-        if not lines:
-            continue
-        n = min(len(r) for r in lines)
-        minutes = list(np.mean([[m["wall_time_s"] / 60 for m in r[:n]] for r in lines], axis=0))
-        for kind, field in (("real", "test_error"), ("synthetic", "test_synthetic_error")):
-            values = 100 * np.array([[m[field] for m in r[:n]] for r in lines])
-            spread = values.std(0, ddof=1) if len(lines) > 1 else np.zeros(n)
-            by_epoch[f"{FINALS[key]} {kind}"] = (list(range(1, n + 1)), values.mean(0), spread)
-            by_minute[f"{FINALS[key]} {kind}"] = (minutes, values.mean(0), spread)
+        add_mean_curves(by_epoch, by_minute, FINALS[key], list(by_seed.values()))
     if not by_epoch:
         return []
     title = f"{dataset}: test error, mean over seeds (shaded: +- 1 std)"
