@@ -18,6 +18,7 @@ from rev_nets.analysis import few_label_grid, full_label_grid, report_files, sca
 from rev_nets.analysis.full_label_grid import Plan
 from rev_nets.analysis.scale_grid import ScalePlan
 from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, InputError, UserError
+from rev_nets.train.rundir import DIVERGED
 
 REPO = Path(__file__).resolve().parents[1]
 LR = "train.learning_rate"
@@ -232,6 +233,34 @@ def test_the_scale_report_pairs_each_final_arm_with_backprop_of_the_same_seed(tm
     )
     assert "The placebo against SHADOW, paired: +0.40 ± n/a over 1 (one seed)" in report.markdown
     assert report.numbers["placebo_versus_shadow"]["mean"] == pytest.approx(0.004)
+
+
+def test_the_scale_report_names_each_diverged_final_run_beside_the_means_it_leaves_out(tmp_path):
+    plan = ScalePlan(
+        {"train.epochs": 2, "num_validation": 5000}, {"num_validation": 0}, (1.0,), (3,), (1.0,), seeds=(0, 1)
+    )
+    _write_run(tmp_path, "backprop_lr1_seed0", 2, 0.07, 0.08)
+    _write_run(tmp_path, "shadow_h3_lr1_seed0", 2, 0.075, 0.08)
+    for seed in (0, 1):
+        _write_run(tmp_path, f"backprop_final_lr1_seed{seed}", 2, None, 0.07, tta=0.06)
+    _write_run(tmp_path, "shadow_final_h3_lr1_seed0", 2, None, 0.08, tta=0.07)
+    for name in ("shadow_final_h3_lr1_seed1", "noise_twin_final_h3_lr1_seed0"):  # blown up in epoch 2
+        (tmp_path / name).mkdir()
+        mark = {"step": 13, "epoch": 2, "cause": "the loss is nan", "last_sane_step": 10}
+        (tmp_path / name / DIVERGED).write_text(json.dumps(mark))
+    report = scale_grid.summarise(
+        "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
+    )
+    row = lambda arm: next(line for line in report.markdown.splitlines() if line.startswith(f"| {arm} | learning"))
+    assert "| 1 (+1 diverged) | 7.00 ± n/a |" in row("SHADOW")  # seed 0 alone, and the paired difference over 1
+    assert "+1.00 ± n/a over 1 (one seed)" in row("SHADOW")
+    assert "| 0 (+1 diverged) | diverged |" in row("noise twin (placebo)")
+    assert "- `shadow_final` seed 1: diverged at step 13 (epoch 2): the loss is nan" in report.markdown
+    assert "- `noise_twin_final` seed 0: diverged at step 13 (epoch 2): the loss is nan" in report.markdown
+    assert report.numbers["diverged"] == {
+        "shadow_final": {"1": "diverged at step 13 (epoch 2): the loss is nan"},
+        "noise_twin_final": {"0": "diverged at step 13 (epoch 2): the loss is nan"},
+    }
 
 
 ARCHIVED = [("mnist", False), ("cifar10", False), ("mnist", True), ("cifar10", True)]

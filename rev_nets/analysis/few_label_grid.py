@@ -177,7 +177,8 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.E
         f"Paired difference to {BASELINE} on the same seeds (label subsets), points of test error; effect beyond "
         "2 SE, p from the paired t-test:"
     )
-    lines += ["", paired_caption, ""]
+    lines += ["", *sweep.diverged_lines(root, grid, chosen, chosen)]
+    lines += [paired_caption, ""]
     lines += ["| labels | arm | seeds | difference (± SE) | verdict |", "|---|---|---|---|---|"]
     comparisons = {}
     for n, arm in _labelled_arms(plan):

@@ -142,6 +142,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryP
         "",
         *rows,
         "",
+        *sweep.diverged_lines(root, grid, chosen, cells),
         "Validation error % (seed 0) per learning rate, from which each main arm's rate was chosen:",
         "",
         *search,

@@ -134,6 +134,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
     arms = FINALS | {name: name for name in (*plan.backprop_variants, *plan.shadow_final_variants)}
     baselines = plan.baselines()
     runs = {key: sweep.finished_runs(root, grid, key, chosen[key]) for key in arms if chosen[key] is not None}
+    lost = {key: sweep.diverged_runs(root, grid, key, chosen[key]) for key in arms if chosen[key] is not None}
     finals = {key: {seed: _final_error(lines[-1]) for seed, lines in by_seed.items()} for key, by_seed in runs.items()}
 
     rows = [
@@ -147,8 +148,10 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
     versus = {}
     for key, name in arms.items():
         by_seed = runs.get(key)
+        seeds = _seeds_text(len(by_seed or ()), len(lost.get(key, ())))
         if not by_seed:
-            rows.append(f"| {name} | {_settings_text(chosen[key])} | 0 | not run yet | | | | | | | | |")
+            outcome = "diverged" if lost.get(key) else "not run yet"
+            rows.append(f"| {name} | {_settings_text(chosen[key])} | {seeds} | {outcome} | | | | | | | | |")
             continue
         last = [lines[-1] for lines in by_seed.values()]
         difference = ""
@@ -159,7 +162,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
             difference = _compared_text(versus[key], against)
         gap, corr = tracking(by_seed)
         rows.append(
-            f"| {name} | {_settings_text(chosen[key])} | {len(by_seed)} | {mean_std_text(list(finals[key].values()))} | "
+            f"| {name} | {_settings_text(chosen[key])} | {seeds} | {mean_std_text(list(finals[key].values()))} | "
             f"{mean_std_text([m['test_error'] for m in last])} | {difference} | "
             f"{mean_std_text([m['test_synthetic_error'] for m in last])} | {100 * gap:+.2f} | {corr:.2f} | "
             f"{_clipped_text(by_seed)} | {_minutes(by_seed, 'epoch_time_s'):.0f} | {_minutes(by_seed, 'evaluation_time_s'):.0f} |"
@@ -184,6 +187,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "",
         *rows,
         "",
+        *sweep.diverged_lines(root, grid, chosen, arms),
         _placebo_text(placebo),
         "",
         (
@@ -213,6 +217,9 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "test_error": {key: {str(seed): e for seed, e in by_seed.items()} for key, by_seed in finals.items()},
         "versus_backprop": versus,
         "placebo_versus_shadow": placebo,
+        "diverged": {
+            key: {str(seed): how for seed, how in by_seed.items()} for key, by_seed in lost.items() if by_seed
+        },
         "validation": {key: [[sweep.named(s), e] for s, e in trials] for key, trials in tuning.trials.items()},
     }
     return Report(dataset, numbers, "\n".join(markdown) + "\n")
@@ -248,6 +255,11 @@ def _compared(finals: dict[str, dict[int, float]], key: str, baseline: str) -> d
 def _compared_text(compared: dict, against: str) -> str:
     """ "+0.40 ± 0.10 over 3 (no effect, p 0.1)": a comparison as the table writes it."""
     return f"{difference_text(compared['mean'], compared['se'])} over {compared['seeds']}{against} ({compared['verdict']}{p_text(compared['p'])})"
+
+
+def _seeds_text(finished: int, diverged: int) -> str:
+    """An arm's seeds in the table: the finished ones, and those that diverged beside them ("2 (+1 diverged)")."""
+    return f"{finished} (+{diverged} diverged)" if diverged else str(finished)
 
 
 def _clipped_text(by_seed: dict[int, list[dict]]) -> str:

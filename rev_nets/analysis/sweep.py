@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rev_nets.errors import EXIT_DIVERGED, EXIT_STOPPED, EXIT_USER_ERROR, InputError, Stopped, UserError
-from rev_nets.train.rundir import DIVERGED, json_text, read_metrics, write_record
+from rev_nets.train.rundir import DIVERGED, describe_divergence, diverged, json_text, read_metrics, write_record
 
 Overrides = Mapping[str, Any]  # config path -> value, in the order the entry point's flags are written
 
@@ -186,6 +186,32 @@ def finished_runs(root: str, sweep: Sweep, key: str, settings: Overrides) -> dic
         if outcome(workdir, sweep.epochs) not in (None, float("inf")):
             runs[seed] = read_metrics(workdir)
     return runs
+
+
+def diverged_runs(root: str, sweep: Sweep, key: str, settings: Overrides) -> dict[int, str]:
+    """Seed -> how the cell's run at ``settings`` diverged (its step and cause where the run marked itself), for
+    the seeds whose run did: the runs ``finished_runs`` leaves out."""
+    runs = {}
+    for seed in sweep.cells[key].seeds:
+        workdir = run_dir(root, key, settings, seed)
+        if outcome(workdir, sweep.epochs) == float("inf"):
+            runs[seed] = describe_divergence(diverged(workdir) or {})
+    return runs
+
+
+def diverged_lines(root: str, sweep: Sweep, chosen: Mapping[str, Overrides | None], keys) -> list[str]:
+    """Markdown naming each diverged run of the cells ``keys`` at their ``chosen`` settings, which a report's
+    means and differences leave out (only finished runs enter them), so none is lost silently; nothing when none
+    diverged."""
+    found = [
+        f"- `{key}` seed {seed}: {how}"
+        for key in keys
+        if chosen.get(key) is not None
+        for seed, how in diverged_runs(root, sweep, key, chosen[key]).items()
+    ]
+    if not found:
+        return []
+    return ["Diverged runs, left out of the means and differences above:", "", *found, ""]
 
 
 def check_reportable(root: str, epochs: int) -> None:
