@@ -58,14 +58,16 @@ def configured(config: train.RunConfig, typed: dict) -> train.RunConfig:
 
 
 def default_workdir(config: train.RunConfig, default: train.RunConfig) -> str:
-    """``~/rev_nets_runs/<dataset>/<arm>_seed<seed>``, the arm prefixed by the model when it is not the default."""
+    """``~/rev_nets_runs/<dataset>/<arm>_seed<seed>``, the arm prefixed by the model when it is not the entry
+    point's default or not one of ``rev_nets.nets`` (the airbench net's runs and the small CNN's, both CIFAR-10,
+    keep apart)."""
     t = config.train
     arm = f"shadow_h{t.shadow.layer}" if t.shadow.enabled else "backprop"
     if t.consistency.enabled:
         arm += f"_consistency_{t.consistency.kind}"
     if t.num_labels:
         arm = f"labels{t.num_labels}_{arm}"
-    if config.model.factory != default.model.factory:
+    if config.model.factory != default.model.factory or not config.model.factory.startswith("rev_nets.nets:"):
         arm = f"{config.model.factory.rpartition(':')[2]}_{arm}"
     return os.path.join(os.path.expanduser("~"), "rev_nets_runs", config.dataset, f"{arm}_seed{t.seed}")
 

@@ -8,6 +8,7 @@ from absl import flags
 
 from experiments import cli, runner, settings
 from experiments.configs import cifar10 as cifar10_config
+from experiments.configs import cifar10_airbench as airbench_config
 from experiments.configs import cifar100 as cifar100_config
 from experiments.configs import mnist as mnist_config
 from rev_nets import errors, models, shadow, train
@@ -143,3 +144,7 @@ def test_the_default_run_folder_keeps_its_name():
     assert runner.default_workdir(few, config).endswith("mnist/labels100_backprop_consistency_shadow_seed0")
     other = train.override(config, {"model": models.ModelConfig("rev_nets.nnx_zoo:residual_cnn", {})})
     assert runner.default_workdir(other, config).endswith("mnist/residual_cnn_shadow_h3_seed0")
+    # The two CIFAR-10 entry points' default runs keep apart.
+    small, scale = cifar10_config.get_config(), airbench_config.get_config()
+    assert runner.default_workdir(small, small).endswith("rev_nets_runs/cifar10/shadow_h3_seed0")
+    assert runner.default_workdir(scale, scale).endswith("rev_nets_runs/cifar10/airbench_relu_shadow_h3_seed0")
