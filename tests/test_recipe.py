@@ -122,6 +122,13 @@ def test_lookahead_follows_airbench94_every_n_steps_and_ends_on_the_slow_average
     np.testing.assert_allclose(params, slow, rtol=1e-5)
 
 
+def test_a_lookahead_period_longer_than_the_run_is_refused_in_one_sentence():
+    """Such a run would take no average and end on its initial weights."""
+    with pytest.raises(SettingError, match="lookahead_every is 5, longer than the run's 4 steps"):
+        optimizer.lookahead(5, 4)
+    optimizer.lookahead(4, 4)  # one average, at the last step
+
+
 def test_label_smoothing_matches_the_smoothed_one_hot_cross_entropy():
     logits = jax.random.normal(jax.random.key(0), (5, 4))
     labels = jnp.asarray([0, 1, 2, 3, 1])

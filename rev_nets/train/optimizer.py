@@ -11,6 +11,7 @@ import optax
 from flax.training import train_state
 
 from rev_nets import models
+from rev_nets.errors import SettingError
 from rev_nets.train.config import TrainConfig
 
 
@@ -35,7 +36,14 @@ def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
     """airbench94's lookahead: every ``every`` steps, a slow average ``slow += (1 - decay) * (params - slow)`` with
     ``decay = 0.95 ** every * (step / total_steps) ** 3`` (no averaging at first, more and more later), and the
     params set to it; at the run's last step (after that step's averaging, if due) the params become the slow
-    average. Its state is the average."""
+    average. Its state is the average. A run shorter than ``every`` is refused: it would end on its initial
+    params, never averaged."""
+    if every > total_steps:
+        raise SettingError(
+            "lookahead_every",
+            f"is {every}, longer than the run's {total_steps} steps: no average would be taken and the run would end "
+            f"at its initial weights; give at most {total_steps}, or 0 for no lookahead.",
+        )
 
     def init(params):
         return {"slow": params, "count": jnp.zeros((), jnp.int32)}
