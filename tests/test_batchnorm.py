@@ -11,7 +11,7 @@ import oracles
 import pytest
 from flax import nnx
 
-from rev_nets import data, generator, models, nets, shadow, train
+from rev_nets import data, generator, models, nets, nnx_zoo, shadow, train
 from rev_nets.analysis import reversibility
 from rev_nets.consistency import ConsistencyConfig
 from rev_nets.errors import SettingError, Stopped
@@ -380,6 +380,17 @@ def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
     ):
         with pytest.raises(SettingError, match=f"'joint' says which batch statistics .* but {absent}.*'separate'"):
             shadow.ShadowConfig(layer=layer, twin_statistics="joint").check(model)
+
+
+def test_the_synthetic_test_judges_without_dropout():
+    """A net with BatchNorm and dropout: its twins are judged as the same net without dropout judges them."""
+    dropped, plain = (
+        models.nnx_model(nnx_zoo.residual_cnn, channels=(4, 8), batch_norm=True, dropout=d) for d in (0.9, 0.0)
+    )
+    params, x = plain.init(jax.random.key(0)), jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+    config = shadow.ShadowConfig(layer=2, generator=GeneratorConfig(alpha="formula"))  # residual sums: no calibration
+    judged = [reversibility.synthetic_logits(m, params, x, config=config) for m in (dropped, plain)]
+    chex.assert_trees_all_close(*judged, rtol=1e-6)
 
 
 def _numpy_logits(params, x, training):

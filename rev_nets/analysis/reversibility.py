@@ -174,14 +174,16 @@ def synthetic_logits(model: models.Model, params, x: jax.Array, *, config: shado
     statistics (as SHADOW's training forward does). Empty for a model without BatchNorm.
 
     The running averages are the real images'; twins of another scale and mean are normalised off centre by
-    them, which the two judgments tell apart."""
+    them, which the two judgments tell apart. Both are evaluation forwards (no dropout): the second with the
+    statistics a training forward of the twins measures."""
     if model.forward(params, x, key=jax.random.key(0)).stats is None:  # A training forward: its batch's statistics.
         return {}
     x_syn = shadow.twins(model, params, x, config, None)
+    own = model.forward(params, x_syn, key=jax.random.key(0)).stats
     return {
         "real": model.forward(params, x).logits,
         "synthetic, running averages": model.forward(params, x_syn).logits,
-        "synthetic, own batch statistics": model.forward(params, x_syn, key=jax.random.key(0)).logits,
+        "synthetic, own batch statistics": model.forward(model.with_stats(params, own), x_syn).logits,
     }
 
 
