@@ -221,15 +221,44 @@ def test_one_step_of_shadow_and_of_backprop_leave_the_same_running_statistics():
 
 def test_the_optimizer_moves_parameters_only_so_weight_decay_leaves_the_statistics_to_their_update():
     (x, y), _ = _splits()
-    config = _config(epochs=1, weight_decay=0.5, shadow=shadow.ShadowConfig())
-    state, _ = train.fit_in_memory(MODEL, config, (x, y), steps=1)
-    fresh = MODEL.init(jax.random.key(0))
-    forward = MODEL.forward(fresh, jnp.asarray(x[:12]), key=jax.random.key(0))  # the statistics of some batch
-    assert jax.tree.structure(forward.stats) == jax.tree.structure(_stats_of(state.params))
-    moved = jax.tree.leaves(state.opt_state)
+    states = {
+        decay: train.fit_in_memory(
+            MODEL, _config(epochs=1, weight_decay=decay, shadow=shadow.ShadowConfig()), (x, y), steps=1
+        )[0]
+        for decay in (0.0, 0.5)
+    }
+    chex.assert_trees_all_equal(_stats_of(states[0.5].params), _stats_of(states[0.0].params))
+    trained = {decay: nnx.filter_state(state.params, nnx.Param) for decay, state in states.items()}
+    with pytest.raises(AssertionError):  # The decay acts, on the parameters.
+        chex.assert_trees_all_close(trained[0.5], trained[0.0], rtol=1e-3)
+    moved = jax.tree.leaves(states[0.5].opt_state)
     assert sum(leaf.size for leaf in moved if leaf.ndim) == sum(
-        leaf.size for leaf in jax.tree.leaves(nnx.filter_state(fresh, nnx.Param))
+        leaf.size for leaf in jax.tree.leaves(trained[0.5])
     )  # momentum buffers for the parameters alone
+
+
+@pytest.mark.parametrize("kind", ["twin_updated", "joint"])
+def test_a_step_folds_each_statistics_the_loss_gives_into_the_running_averages_in_order(kind):
+    """``twin_updated``: the real batch's, then the twins'; ``joint``: the real and twin batch as one."""
+    (x, y), _ = _splits()
+    config = shadow.ShadowConfig(layer=2, twin_statistics=kind)
+    state, _ = train.fit_in_memory(MODEL, _config(epochs=1, batch_size=len(x), shadow=config), (x, y), steps=1)
+    params = MODEL.init(jax.random.key(0))
+    # One batch of every image: its statistics depend neither on the order the step drew them in nor (twins made
+    # without sampling) on the key.
+    given = [
+        shadow.loss(MODEL, params, jnp.asarray(x), jnp.asarray(y), config, jax.random.key(k))[1][1] for k in (0, 1)
+    ]
+    chex.assert_trees_all_close(*given, rtol=1e-5, atol=1e-6)
+    assert len(given[0]) == (2 if kind == "twin_updated" else 1)
+    expected = params
+    for stats in given[0]:
+        expected = MODEL.with_stats(expected, stats, average=True)
+    chex.assert_trees_all_close(_stats_of(state.params), _stats_of(expected), rtol=1e-4, atol=1e-6)
+    if kind == "twin_updated":  # The twins' statistics alone are not what the step keeps.
+        alone = MODEL.with_stats(params, given[0][-1], average=True)
+        with pytest.raises(AssertionError):
+            chex.assert_trees_all_close(_stats_of(state.params), _stats_of(alone), rtol=1e-4, atol=1e-6)
 
 
 def _device_splits():
