@@ -7,7 +7,7 @@ import pytest
 
 from rev_nets import data, nets, shadow, train
 from rev_nets.data import augmentation
-from rev_nets.errors import SettingError
+from rev_nets.errors import InputError, SettingError
 from rev_nets.train import internals
 from rev_nets.train import steps as train_steps
 
@@ -69,6 +69,15 @@ def test_a_translation_is_one_of_the_shifts_of_the_image_with_its_border_reflect
 def test_bad_kinds_and_inputs_that_are_not_images_are_one_sentence(kinds, shape, message):
     with pytest.raises(SettingError, match=message):
         augmentation.check(kinds, shape)
+    with pytest.raises(SettingError, match=message):  # Called directly, as from a notebook.
+        data.augment(jax.random.key(0), jnp.zeros((2, *shape)), kinds)
+
+
+def test_called_directly_an_alternating_flip_without_indices_and_an_unknown_test_time_level_are_one_sentence():
+    with pytest.raises(InputError, match="reads each image's index in its split; pass indices="):
+        data.augment(jax.random.key(0), jnp.zeros((2, 8, 8, 3)), ("alternating_flip",))
+    with pytest.raises(SettingError, match=r"test_time_augmentation must be 0 \(none\), 1 \(mirror\) or 2"):
+        augmentation.test_views(jnp.zeros((2, 8, 8, 3)), 3)
 
 
 def test_shadows_twins_are_made_from_the_batch_as_augmented():

@@ -15,7 +15,7 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
-from rev_nets.errors import SettingError
+from rev_nets.errors import InputError, SettingError
 
 # flip: horizontal, probability 1/2 per draw; translate: up to TRANSLATE_PIXELS each way; alternating_flip: each
 # image's own fixed coin (from the run's seed and its index), inverted on odd epochs (airbench94's), so that every
@@ -28,6 +28,7 @@ def test_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
     """Test-time augmentation's weighted views of the batch (airbench94's): level 0 the images; 1 them and their
     mirrors, half each; 2 that pair at half weight, and the pair shifted one pixel up-left and one down-right
     (border reflected) at a quarter each."""
+    check((), images.shape[1:], level)
     mirrored = lambda v, w: [(w / 2, v), (w / 2, v[:, :, ::-1])]
     if level == 0:
         return [(1.0, images)]
@@ -41,7 +42,11 @@ def test_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
 
 def check(kinds: Sequence[str], input_shape: Sequence[int], views: int = 0) -> None:
     """Raises ``SettingError`` ("augment ...", "test_time_augmentation ...") for an unknown or repeated kind, two
-    kinds of flip, or inputs that are not images."""
+    kinds of flip, a test-time level ``views`` other than 0, 1 or 2, or inputs that are not images."""
+    if views not in (0, 1, 2):
+        raise SettingError(
+            "test_time_augmentation", f"must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {views}."
+        )
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown or len(set(kinds)) != len(kinds) or {"flip", "alternating_flip"} <= set(kinds):
         raise SettingError(
@@ -50,7 +55,9 @@ def check(kinds: Sequence[str], input_shape: Sequence[int], views: int = 0) -> N
         )
     for name, used in (("augment", bool(kinds)), ("test_time_augmentation", bool(views))):
         if used and len(input_shape) != 3:
-            raise SettingError(name, f"acts on images (height, width, channels), but the inputs are {tuple(input_shape)}.")
+            raise SettingError(
+                name, f"acts on images (height, width, channels), but the inputs are {tuple(input_shape)}."
+            )
 
 
 def translate(key: jax.Array, image: jax.Array, pixels: int = TRANSLATE_PIXELS) -> jax.Array:
@@ -81,8 +88,11 @@ def augment(
 ) -> jax.Array:
     """The batch ``images`` (NHWC) flipped and/or translated as ``kinds`` asks, each image its own draw from
     ``key``; an alternating flip reads the images' ``indices`` in their split, the ``epoch`` and the run's ``seed``."""
+    check(kinds, images.shape[1:])
     if not kinds:
         return images
+    if "alternating_flip" in kinds and indices is None:
+        raise InputError("an alternating flip reads each image's index in its split; pass indices= (the batch's rows).")
     mirrored = alternating_flips(seed, indices, epoch) if "alternating_flip" in kinds else None
 
     def one(image_key, image, mirror):

@@ -111,11 +111,6 @@ class TrainConfig:
             )
         if not _whole(self.lookahead_every):
             raise SettingError("lookahead_every", f"must be a whole number >= 0 (0 = off), got {self.lookahead_every}.")
-        if self.test_time_augmentation not in (0, 1, 2):
-            raise SettingError(
-                "test_time_augmentation",
-                f"must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {self.test_time_augmentation}.",
-            )
         if not 0.0 <= self.dropout < 1.0:
             raise SettingError("dropout", f"must be in [0, 1), got {self.dropout}.")
         for name in ("grad_clip", "weight_decay", "warmup_epochs", "momentum"):
