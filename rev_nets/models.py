@@ -384,6 +384,13 @@ def check_training_forward(model: Model) -> None:
     x = jax.ShapeDtypeStruct((2, *model.input_shape), jnp.float32)
     try:
         jax.eval_shape(lambda p, v, k: model.forward(p, v, key=k).logits, params, x, jax.random.key(0))
+    except TypeError as error:  # e.g. ``__call__(self, x, *, rngs)``: streams passed at call time
+        if "rngs" not in str(error):
+            raise
+        raise InputError(
+            f"model {display_name(model)} asks for rngs when called ({str(error).splitlines()[0].strip()}), but a "
+            "model is called on its inputs alone; build its nnx.Dropout layers with rngs=rngs in __init__ instead."
+        ) from None
     except ValueError as error:
         if "rngs" not in str(error):
             raise

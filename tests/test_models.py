@@ -470,3 +470,14 @@ def test_a_module_whose_dropout_has_no_stream_is_refused_before_training_in_one_
         InputError, match=r"^model .*DropoutWithoutStream draws random numbers in training .*rngs=rngs\.$"
     ):
         train.TrainConfig(epochs=1).check(model)
+
+
+class StreamAtCall(DropoutWithoutStream):
+    def __call__(self, x, *, rngs):  # NNX's call-time idiom: streams passed in the call
+        return self.dropout(self.linear(x), rngs=rngs)
+
+
+def test_a_module_that_asks_for_rngs_when_called_is_refused_before_training_in_one_sentence():
+    model = models.nnx_model(StreamAtCall)
+    with pytest.raises(InputError, match=r"^model .*StreamAtCall asks for rngs when called .*rngs=rngs in __init__"):
+        train.TrainConfig(epochs=1).check(model)
