@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from experiments.cli import Flag
-from rev_nets import consistency, errors
+from rev_nets import consistency, errors, shadow
+from rev_nets.train import config as train_config
 
 
 def parse_alpha(text: str) -> float | str | None:
@@ -105,7 +106,7 @@ TRAINING = (
         "BatchNorm nets: the twins' forward normalises by their own statistics, discarded (separate), by those of "
         "real and twins together (joint, used by both terms and the running averages), or by their own, averaged "
         "into the running statistics after the real batch's (twin_updated).",
-        choices=("separate", "joint", "twin_updated"),
+        choices=shadow.TWIN_STATISTICS,
     ),
     Flag(
         "num_labels",
@@ -147,13 +148,13 @@ TRAINING = (
     Flag("eval_batch_size", "train.eval_batch_size", "Examples per evaluation step."),
     Flag("log_every", "train.log_every", "Steps between progress lines."),
     Flag("learning_rate", "train.learning_rate", "Peak learning rate."),
-    Flag("optimizer", "train.optimizer", "SGD with momentum --momentum, or Adam.", choices=("sgd", "adam")),
+    Flag("optimizer", "train.optimizer", "SGD with momentum --momentum, or Adam.", choices=train_config.OPTIMIZERS),
     Flag("momentum", "train.momentum", "SGD momentum."),
     Flag(
         "schedule",
         "train.schedule",
         "Learning-rate schedule after warm-up: cosine or linear decay to --final_lr_fraction, or constant.",
-        choices=("cosine", "linear", "constant"),
+        choices=train_config.SCHEDULES,
     ),
     Flag("warmup_epochs", "train.warmup_epochs", "Linear learning-rate warm-up, in epochs."),
     Flag(

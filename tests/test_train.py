@@ -354,7 +354,7 @@ NAN, INF = float("nan"), float("inf")
         ({"learning_rate": 0.0}, "^learning_rate must be positive and finite, got 0.0"),
         ({"learning_rate": NAN}, "^learning_rate must be positive and finite, got nan"),
         ({"learning_rate": INF}, "^learning_rate must be positive and finite, got inf"),
-        ({"optimizer": "rmsprop"}, "^optimizer must be 'sgd' or 'adam', got 'rmsprop'"),
+        ({"optimizer": "rmsprop"}, "^optimizer must be one of sgd, adam, got 'rmsprop'"),
         ({"dropout": 1.0}, r"^dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": NAN}, r"^dropout must be in \[0, 1\), got nan"),
         ({"grad_clip": -1.0}, r"^grad_clip must be >= 0 and finite \(0 = off\), got -1.0"),
@@ -605,3 +605,12 @@ def test_the_grad_norm_is_the_global_norm_of_the_step_gradient():
     assert float(train_steps.gradient_metrics(grads, 0.0)["grad_norm"]) == pytest.approx(expected, rel=1e-6)
     assert float(train_steps.gradient_metrics(grads, expected / 2)["clipped"]) == 1.0
     assert float(train_steps.gradient_metrics(grads, expected * 2)["clipped"]) == 0.0
+
+
+def test_the_arm_name_tells_the_twin_statistics_variants_apart():
+    """The name a run prints at its start and titles its figures with."""
+    named = lambda **s: train.arm_name(train.TrainConfig(shadow=shadow.ShadowConfig(layer=3, **s)))
+    assert named() == "SHADOW h3 w=1"
+    assert named(twin_statistics="joint") == "SHADOW h3 w=1 stats=joint"
+    assert named(twin_statistics="twin_updated", noise_twin=True) == "SHADOW h3 w=1 (noise twin) stats=twin_updated"
+    assert train.arm_name(train.TrainConfig()) == "backprop"

@@ -28,6 +28,7 @@ class DivergedError(TrainingError):
 
 
 SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +83,8 @@ class TrainConfig:
             raise SettingError("seed", f"must be a whole number >= 0 (numpy's and JAX's seeds), got {self.seed}.")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise SettingError("learning_rate", f"must be positive and finite, got {self.learning_rate}.")
-        if self.optimizer not in ("sgd", "adam"):
-            raise SettingError("optimizer", f"must be 'sgd' or 'adam', got {self.optimizer!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise SettingError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
         if self.schedule not in SCHEDULES:
             raise SettingError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
         if self.warmup_epochs > self.epochs:

@@ -46,6 +46,8 @@ def arm_name(config: TrainConfig) -> str:
         arm += f" from epoch {s.start_epoch:g}"
     if s.enabled and s.noise_twin:
         arm += " (noise twin)"
+    if s.enabled and s.twin_statistics != "separate":
+        arm += f" stats={s.twin_statistics}"
     c = config.consistency
     if c.enabled:
         twin = f"sigma={c.sigma:g}" if c.kind == "gaussian" else f"h{c.layer}"
