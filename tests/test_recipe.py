@@ -21,11 +21,15 @@ def test_a_linear_schedule_warms_up_from_its_fraction_then_decays_to_its_final_f
         epochs=10, learning_rate=2.0, schedule="linear", warmup_epochs=2.0, warmup_from=0.2, final_lr_fraction=0.07
     )
     lr = optimizer.learning_rate_schedule(config, steps_per_epoch=10)
-    np.testing.assert_allclose([lr(0), lr(10), lr(20), lr(60), lr(100)], [0.4, 1.2, 2.0, 2.0 - 1.86 / 2, 0.14], rtol=1e-6)
+    np.testing.assert_allclose(
+        [lr(0), lr(10), lr(20), lr(60), lr(100)], [0.4, 1.2, 2.0, 2.0 - 1.86 / 2, 0.14], rtol=1e-6
+    )
 
 
 def test_a_warm_up_fraction_is_the_same_share_of_any_run_and_excludes_warm_up_epochs():
-    by_fraction = train.TrainConfig(epochs=10, learning_rate=2.0, schedule="linear", warmup_fraction=0.23, warmup_from=0.2)
+    by_fraction = train.TrainConfig(
+        epochs=10, learning_rate=2.0, schedule="linear", warmup_fraction=0.23, warmup_from=0.2
+    )
     by_epochs = train.TrainConfig(epochs=10, learning_rate=2.0, schedule="linear", warmup_epochs=2.3, warmup_from=0.2)
     lr, reference = (optimizer.learning_rate_schedule(c, steps_per_epoch=43) for c in (by_fraction, by_epochs))
     np.testing.assert_allclose([lr(s) for s in range(430)], [reference(s) for s in range(430)], rtol=1e-6)
@@ -58,12 +62,16 @@ class Normed(nnx.Module):
 def test_norm_parameters_move_at_their_scaled_rate_and_decay_as_much_as_the_others():
     model = models.nnx_model(Normed)
     params = model.init(jax.random.key(0))
-    config = train.TrainConfig(learning_rate=0.1, momentum=0.0, weight_decay=0.01, norm_lr_scale=64.0, schedule="constant")
+    config = train.TrainConfig(
+        learning_rate=0.1, momentum=0.0, weight_decay=0.01, norm_lr_scale=64.0, schedule="constant"
+    )
     tx = optimizer.make_optimizer(config, 10, model.param_groups(params))
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = tx.update(grads, tx.init(params), params)
     value = lambda tree, *path: np.asarray(tree[path[0]][path[1]][...])
-    np.testing.assert_allclose(value(updates, "linear", "kernel"), -0.1 * (1 + 0.01 * value(params, "linear", "kernel")))
+    np.testing.assert_allclose(
+        value(updates, "linear", "kernel"), -0.1 * (1 + 0.01 * value(params, "linear", "kernel"))
+    )
     norm_bias = value(params, "norm", "bias")
     np.testing.assert_allclose(value(updates, "norm", "bias"), -6.4 * (1 + 0.01 / 64 * norm_bias), rtol=1e-6)
     np.testing.assert_array_equal(value(updates, "norm", "mean"), 0.0)  # statistics are held
@@ -165,21 +173,34 @@ def test_test_time_views_weigh_the_mirror_and_both_one_pixel_shifts():
     assert weights == (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
 
 
-def test_test_time_augmentation_is_judged_once_at_the_last_step_on_the_averaged_views(tmp_path):
+def _numpy_test_views(x: np.ndarray, level: int) -> list[tuple[float, np.ndarray]]:
+    """airbench94's test-time views: the images and their mirrors, at level 2 also both shifted one pixel up-left
+    and down-right with the border reflected (the mirror pair at half weight, the shifted pairs at a quarter)."""
+    pair = lambda v, w: [(w / 2, v), (w / 2, v[:, :, ::-1])]
+    if level == 1:
+        return pair(x, 1.0)
+    height, width = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = (padded[:, :height, :width], padded[:, 2:, 2:])
+    return pair(x, 0.5) + [view for v in shifted for view in pair(v, 0.25)]
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_test_time_augmentation_is_judged_once_at_the_last_step_on_the_averaged_views(tmp_path, level):
     net = nets.cifar_cnn(channels=(4, 4, 4))
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.standard_normal((56, 32, 32, 3)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, 56), jnp.int32)
     test = data.DeviceSplit(images[32:], labels[32:])
-    config = train.TrainConfig(epochs=2, batch_size=16, learning_rate=0.05, test_time_augmentation=1)
+    config = train.TrainConfig(epochs=2, batch_size=16, learning_rate=0.05, test_time_augmentation=level)
     state, history = train.fit(
         net, config, data.DeviceSplit(images[:32], labels[:32]), {"test": test}, str(tmp_path), figures=False
     )
     assert "test_tta_error" not in history[0] and history[0]["evaluation_time_s"] > 0
-    logits = lambda v: net.forward(state.params, v).logits
+    logits = lambda v: net.forward(state.params, jnp.asarray(v)).logits
     error = lambda lg: float(jnp.mean(jnp.argmax(lg, -1) != test.labels))
-    mirrored = (logits(test.images) + logits(test.images[:, :, ::-1])) / 2
-    assert history[1]["test_tta_error"] == pytest.approx(error(mirrored))
+    averaged = sum(w * logits(v) for w, v in _numpy_test_views(np.asarray(test.images), level))
+    assert history[1]["test_tta_error"] == pytest.approx(error(averaged))
     assert history[1]["test_error"] == pytest.approx(error(logits(test.images)))  # Every epoch: the images alone.
 
 
