@@ -19,3 +19,4 @@ def test_quickstart_runs_every_cell(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs)
     assert "steps: test error" in text and "layer 3" in text and "NNX CNN after" in text
     assert "with SHADOW consistency on" in text
+    assert "running statistics as they were after the reverse pass: True" in text and "BatchNorm CNN after" in text
