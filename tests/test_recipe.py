@@ -137,6 +137,15 @@ def test_a_lookahead_period_longer_than_the_run_is_refused_in_one_sentence():
     optimizer.lookahead(4, 4)  # one average, at the last step
 
 
+def test_a_run_shorter_than_its_lookahead_period_is_refused_before_it_writes_anything(tmp_path):
+    net = nets.cifar_cnn(channels=(4, 4, 4))
+    images = jnp.zeros((32, 32, 32, 3))
+    config = train.TrainConfig(epochs=2, batch_size=16, lookahead_every=5)  # 4 steps
+    with pytest.raises(SettingError, match="lookahead_every is 5, longer than the run's 4 steps"):
+        train.fit(net, config, data.DeviceSplit(images, jnp.zeros(32, jnp.int32)), {}, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
 def test_label_smoothing_matches_the_smoothed_one_hot_cross_entropy():
     logits = jax.random.normal(jax.random.key(0), (5, 4))
     labels = jnp.asarray([0, 1, 2, 3, 1])

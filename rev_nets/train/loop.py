@@ -37,7 +37,7 @@ from jax.sharding import Mesh
 
 from rev_nets import data, dispatch, models
 from rev_nets.errors import InputError, Stopped
-from rev_nets.train import guard, preemption, rundir
+from rev_nets.train import guard, optimizer, preemption, rundir
 from rev_nets.train.config import DivergedError, RunConfig, TrainConfig, TrainingError
 from rev_nets.train.figures import write_figures
 from rev_nets.train.mesh import batch_sharding, data_mesh, replicate
@@ -60,7 +60,8 @@ EpochCallback = Callable[[train_state.TrainState, dict[str, Any], list[dict[str,
 
 def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabelled: int = 0) -> int:
     """Steps per epoch: full batches of the training data, or for a few-label run ``steps / epochs`` (default: the
-    full batches of labelled and unlabelled images together). Stops if a batch does not split over the devices."""
+    full batches of labelled and unlabelled images together). Stops if a batch does not split over the devices, or
+    if the run is shorter than its lookahead period."""
     labelled_batch = min(config.batch_size, num_train) if config.num_labels else config.batch_size
     if config.num_labels and num_train != config.num_labels:
         raise TrainingError(
@@ -89,8 +90,13 @@ def steps_per_epoch(config: TrainConfig, num_train: int, mesh: Mesh, num_unlabel
                 "round it, or change the device count (use_cpu_devices on CPU)."
             )
     if not config.num_labels:
-        return num_train // config.batch_size
-    return config.steps // config.epochs if config.steps else max((num_train + num_unlabelled) // config.batch_size, 1)
+        per_epoch = num_train // config.batch_size
+    elif config.steps:
+        per_epoch = config.steps // config.epochs
+    else:
+        per_epoch = max((num_train + num_unlabelled) // config.batch_size, 1)
+    optimizer.check_lookahead(config.lookahead_every, config.epochs * per_epoch)  # before the run writes anything
+    return per_epoch
 
 
 def check_labels(model: models.Model, splits: Mapping[str, Any]) -> None:

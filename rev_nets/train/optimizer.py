@@ -32,18 +32,23 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.S
     return optax.join_schedules([optax.linear_schedule(peak * config.warmup_from, peak, warmup), after], [warmup])
 
 
-def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
-    """airbench94's lookahead: every ``every`` steps, a slow average ``slow += (1 - decay) * (params - slow)`` with
-    ``decay = 0.95 ** every * (step / total_steps) ** 3`` (no averaging at first, more and more later), and the
-    params set to it; at the run's last step (after that step's averaging, if due) the params become the slow
-    average. Its state is the average. A run shorter than ``every`` is refused: it would end on its initial
-    params, never averaged."""
+def check_lookahead(every: int, total_steps: int) -> None:
+    """Refuses a lookahead period longer than the run: no average would be taken and the run would end on its
+    initial params."""
     if every > total_steps:
         raise SettingError(
             "lookahead_every",
             f"is {every}, longer than the run's {total_steps} steps: no average would be taken and the run would end "
             f"at its initial weights; give at most {total_steps}, or 0 for no lookahead.",
         )
+
+
+def lookahead(every: int, total_steps: int) -> optax.GradientTransformation:
+    """airbench94's lookahead: every ``every`` steps, a slow average ``slow += (1 - decay) * (params - slow)`` with
+    ``decay = 0.95 ** every * (step / total_steps) ** 3`` (no averaging at first, more and more later), and the
+    params set to it; at the run's last step (after that step's averaging, if due) the params become the slow
+    average. Its state is the average. A run shorter than ``every`` is refused (``check_lookahead``)."""
+    check_lookahead(every, total_steps)
 
     def init(params):
         return {"slow": params, "count": jnp.zeros((), jnp.int32)}
