@@ -224,6 +224,8 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
         _finish_with(root, 20, "backprop", lr, seed, backprop[seed])
         _finish_with(root, 20, "shadow", lr, seed, shadow[seed], train_norm_ratio=0.5, train_ce_synthetic=1e-3)
     _finish_with(root, 40, "backprop", lr, 0, 0.1)
+    os.makedirs(run_dir(root, 40, "backprop", lr, 1))
+    Path(run_dir(root, 40, "backprop", lr, 1), DIVERGED).touch()  # a grid's mark: no step, no cause
     _finish_with(root, 20, "probe_h1", lr, 0, 0.4, train_norm_ratio=0.7)
     report = few_label_grid.summarise("mnist", plan, root, out, configs.entry_point("mnist"))
     numbers, markdown = report.numbers, report.markdown
@@ -236,6 +238,7 @@ def test_the_report_pairs_each_arm_with_backprop_of_the_same_seed(tmp_path):
     assert np.isclose(paired["p"], p) and 0.05 < p < 0.1  # beyond 2 SE, yet not p < 0.05 with 2 degrees of freedom
     assert f"| 20 | shadow | 3 | -2.67 ± 0.88 | effect; p={p:.2f} |" in markdown
     assert "| 40 | 10.00 ± n/a (1) | tuning |" in markdown  # shadow at 40 labels has not run
+    assert "- `labels40/backprop` seed 1: diverged" in markdown  # left out of the mean beside it, and named
     assert numbers["cells"]["labels20/shadow"]["twin_norm_ratio"] == 0.5
     assert "| 20 | probe_h1 | --shadow_layer=1 | 20.00 (20.00) | 0.70 |" in markdown
     probe_command = (

@@ -122,6 +122,33 @@ def _run_name(cell, lr, seed):
     return sweep.run_name(cell, {LR: lr}, seed)
 
 
+def _mark_diverged(root, name):
+    (root / name).mkdir()
+    mark = {"step": 13, "epoch": 2, "cause": "the loss is nan", "last_sane_step": 10}
+    (root / name / DIVERGED).write_text(json.dumps(mark))
+
+
+def test_the_full_label_report_names_diverged_final_runs_and_a_cell_whose_every_run_diverged(tmp_path):
+    plan = Plan(
+        common={"train.epochs": 3},
+        learning_rates=(0.01,),
+        seeds=(0, 1),
+        main_cells={"backprop": {"train.shadow.layer": 0}, "shadow": {"train.shadow.layer": 3}},
+        ablations={},
+        probes={},
+    )
+    _write_run(tmp_path, _run_name("backprop", 0.01, 0), 3, 0.05, 0.020)
+    for name in (_run_name("backprop", 0.01, 1), _run_name("shadow", 0.01, 0), _run_name("shadow", 0.01, 1)):
+        _mark_diverged(tmp_path, name)
+    report = full_label_grid.summarise(
+        "mnist", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("mnist")
+    )
+    assert "| backprop | 0.01 | 1 | 2.00 ± n/a |" in report.markdown
+    assert "| shadow | 0.01 | 0 | diverged |" in report.markdown
+    for cell, seed in (("backprop", 1), ("shadow", 0), ("shadow", 1)):
+        assert f"- `{cell}` seed {seed}: diverged at step 13 (epoch 2): the loss is nan" in report.markdown
+
+
 def test_learning_rate_choice_and_report_table(tmp_path):
     plan = Plan(
         common={"train.epochs": 3},
@@ -245,9 +272,7 @@ def test_the_scale_report_names_each_diverged_final_run_beside_the_means_it_leav
         _write_run(tmp_path, f"backprop_final_lr1_seed{seed}", 2, None, 0.07, tta=0.06)
     _write_run(tmp_path, "shadow_final_h3_lr1_seed0", 2, None, 0.08, tta=0.07)
     for name in ("shadow_final_h3_lr1_seed1", "noise_twin_final_h3_lr1_seed0"):  # blown up in epoch 2
-        (tmp_path / name).mkdir()
-        mark = {"step": 13, "epoch": 2, "cause": "the loss is nan", "last_sane_step": 10}
-        (tmp_path / name / DIVERGED).write_text(json.dumps(mark))
+        _mark_diverged(tmp_path, name)
     report = scale_grid.summarise(
         "cifar10_airbench", plan, str(tmp_path), str(tmp_path / "out"), configs.entry_point("cifar10_airbench")
     )

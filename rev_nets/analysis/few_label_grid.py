@@ -163,6 +163,7 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.E
     tuning = sweep.read_tuning(grid, root)
     chosen = {cell_key(n, arm): tuning.settings(cell_key(n, arm)) for n in plan.labels for arm in plan.arms(n)}
     cells = {k: cell_numbers(sweep.finished_runs(root, grid, k, s)) for k, s in chosen.items() if s is not None}
+    lost = {k: sweep.diverged_runs(root, grid, k, s) for k, s in chosen.items() if s is not None}
     arms = [*plan.supervised, *plan.semi]
     lines = [
         f"## {dataset}: final test error %, {grid.common['train.steps']} steps (mean ± std (seeds))",
@@ -171,13 +172,13 @@ def summarise(dataset: str, plan: LabelPlan, root: str, out: str, entry: sweep.E
         "|---|" + "---|" * len(arms),
     ]
     for n in plan.labels:
-        row = [_cell_text(cells, cell_key(n, a)) if a in plan.arms(n) else "" for a in arms]
+        row = [_cell_text(cells, lost, cell_key(n, a)) if a in plan.arms(n) else "" for a in arms]
         lines.append(f"| {n:,} | " + " | ".join(row) + " |")
     paired_caption = (
         f"Paired difference to {BASELINE} on the same seeds (label subsets), points of test error; effect beyond "
         "2 SE, p from the paired t-test:"
     )
-    lines += ["", *sweep.diverged_lines(root, grid, chosen, chosen)]
+    lines += ["", *sweep.diverged_lines(lost)]
     lines += [paired_caption, ""]
     lines += ["| labels | arm | seeds | difference (± SE) | verdict |", "|---|---|---|---|---|"]
     comparisons = {}
@@ -234,8 +235,12 @@ def _labelled_arms(plan: LabelPlan) -> list[tuple[int, str]]:
     return [(n, arm) for n in plan.labels for arm in plan.arms(n)]
 
 
-def _cell_text(cells: dict, cell: str) -> str:
-    return _seeds_text(list(cells[cell]["test_error"].values())) if cell in cells else "tuning"
+def _cell_text(cells: dict, lost: dict, cell: str) -> str:
+    """A final cell in the table: mean ± std (seeds), "diverged" when every run that ended did, or "tuning"."""
+    if cell not in cells:
+        return "tuning"
+    errors = list(cells[cell]["test_error"].values())
+    return "diverged" if not errors and lost.get(cell) else _seeds_text(errors)
 
 
 def tuning_rows(plan: LabelPlan, trials: dict) -> list[str]:

@@ -95,6 +95,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryP
     rates = {key: None if settings is None else settings[LEARNING_RATE] for key, settings in chosen.items()}
     cells = [*plan.main_cells, *plan.ablations]
     runs_by_cell = {c: sweep.finished_runs(root, grid, c, chosen[c]) for c in cells if chosen[c] is not None}
+    lost = {c: sweep.diverged_runs(root, grid, c, chosen[c]) for c in cells if chosen[c] is not None}
     finals = {cell: [lines[-1]["test_error"] for lines in runs.values()] for cell, runs in runs_by_cell.items()}
     early_epoch = max(1, grid.epochs // 5)
 
@@ -105,7 +106,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryP
     versus_twin = {}
     for cell in cells:
         if not runs_by_cell.get(cell):
-            rows.append(f"| {cell} | {rates[cell]} | 0 | not run yet | | | | | |")
+            rows.append(f"| {cell} | {rates[cell]} | 0 | {'diverged' if lost.get(cell) else 'not run yet'} | | | | | |")
             continue
         runs, errors = runs_by_cell[cell], finals[cell]
         twin = TWINS.get(cell)
@@ -142,7 +143,7 @@ def summarise(dataset: str, plan: Plan, root: str, out: str, entry: sweep.EntryP
         "",
         *rows,
         "",
-        *sweep.diverged_lines(root, grid, chosen, cells),
+        *sweep.diverged_lines(lost),
         "Validation error % (seed 0) per learning rate, from which each main arm's rate was chosen:",
         "",
         *search,

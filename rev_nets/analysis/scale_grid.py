@@ -187,7 +187,7 @@ def summarise(dataset: str, plan: ScalePlan, root: str, out: str, entry: sweep.E
         "",
         *rows,
         "",
-        *sweep.diverged_lines(root, grid, chosen, arms),
+        *sweep.diverged_lines(lost),
         _placebo_text(placebo),
         "",
         (

@@ -199,16 +199,11 @@ def diverged_runs(root: str, sweep: Sweep, key: str, settings: Overrides) -> dic
     return runs
 
 
-def diverged_lines(root: str, sweep: Sweep, chosen: Mapping[str, Overrides | None], keys) -> list[str]:
-    """Markdown naming each diverged run of the cells ``keys`` at their ``chosen`` settings, which a report's
-    means and differences leave out (only finished runs enter them), so none is lost silently; nothing when none
-    diverged."""
-    found = [
-        f"- `{key}` seed {seed}: {how}"
-        for key in keys
-        if chosen.get(key) is not None
-        for seed, how in diverged_runs(root, sweep, key, chosen[key]).items()
-    ]
+def diverged_lines(lost: Mapping[str, Mapping[int, str]]) -> list[str]:
+    """Markdown naming each diverged run in ``lost`` (cell -> seed -> how, from ``diverged_runs``), which a
+    report's means and differences leave out (only finished runs enter them), so none is lost silently; nothing
+    when none diverged."""
+    found = [f"- `{key}` seed {seed}: {how}" for key, by_seed in lost.items() for seed, how in by_seed.items()]
     if not found:
         return []
     return ["Diverged runs, left out of the means and differences above:", "", *found, ""]
