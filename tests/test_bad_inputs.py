@@ -71,6 +71,16 @@ def test_the_chance_warning_comes_once_after_three_rounds_at_chance():
     assert chance_warning(_history(0.5, 0.4, 0.3), 10, "validation") is None
     assert chance_warning(_history(0.98, 0.98, 0.98), 100, "validation") is not None  # 99% chance, 2% margin.
     assert chance_warning(_history(0.9, 0.9, 0.9), 10, None) is None  # No evaluation split.
+    assert "the model is not learning" in warning
+
+
+def test_the_chance_warning_tells_a_model_that_learns_its_training_batches_from_one_that_learns_nothing():
+    learned = [line | {"train_error_real": 0.02} for line in _history(0.9, 0.9, 0.9)]
+    warning = chance_warning(learned, 10, "validation")
+    assert "training error is 2%: the model learns its training batches but not the validation images" in warning
+    assert "\n" not in warning
+    unlearned = [line | {"train_error_real": 0.88} for line in _history(0.9, 0.9, 0.9)]
+    assert "the model is not learning" in chance_warning(unlearned, 10, "validation")
 
 
 def test_a_run_says_when_it_clamps_the_batch_and_when_it_sits_at_chance(capsys):

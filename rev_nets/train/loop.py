@@ -606,9 +606,16 @@ def chance_warning(history: list[dict[str, Any]], num_classes: int, split: str |
         reached.append(streak >= CHANCE_ROUNDS)
     if not reached[-1] or reached.index(True) != len(reached) - 1:
         return None
+    stuck = f"warning: {split} error has stayed at chance ({chance:.0%} for {num_classes} classes) for {CHANCE_ROUNDS} evaluations"
+    train_error = history[-1].get("train_error_real")
+    if train_error is not None and train_error < chance / 2:
+        return (
+            f"{stuck} while the training error is {train_error:.0%}: the model learns its training batches but "
+            f"not the {split} images; likely they differ from the training images (another source, another "
+            "preprocessing, labels that do not match), or BatchNorm's running averages have not yet settled."
+        )
     return (
-        f"warning: {split} error has stayed at chance ({chance:.0%} for {num_classes} classes) for {CHANCE_ROUNDS} "
-        "evaluations: the model is not learning; likely too small a model (width, channels), too low or too high a "
+        f"{stuck}: the model is not learning; likely too small a model (width, channels), too low or too high a "
         "learning rate, or too few labels or steps."
     )
 
