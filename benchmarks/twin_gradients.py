@@ -3,6 +3,8 @@
     python -m benchmarks.twin_gradients --data_dir=../shared/datasets
     python -m benchmarks.twin_gradients --data_dir=../shared/datasets --nowhiten
     python -m benchmarks.twin_gradients --data_dir=../shared/datasets --run=<a recipe run's directory>
+    python -m benchmarks.twin_gradients --data_dir=../shared/datasets --run=<a SHADOW run> --step=0 \
+        --batch_sizes=128,512,1024
 
 At the recipe's initialisation (whitening filter fitted, seed 0), or at a
 run's last checkpoint (``--run``: its net and settings), on the first
@@ -13,6 +15,12 @@ largest; then, with the whitening filter, how the energy of the filter's
 output spreads over its 12 patch directions for the real images and for
 their twins from group 3. BUILD_NOTES ("SHADOW's twin gradient on the
 airbench net") reads the cause from these lines.
+
+``--batch_sizes``: then the global norm of the gradient a training step
+takes (SHADOW's loss from the run's source layer, or h3), on three random
+batches of each size from the run's split, augmented as the step does:
+whether the recipe's gradient clip acts depends on the batch, since the
+twin term's gradient at initialisation is mostly per-image noise.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/datasets", "Folder with t
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 128, "Training images in the batch.", lower_bound=2)
 _WHITEN = flags.DEFINE_boolean("whiten", True, "Start the net with the frozen patch-whitening convolution.")
 _RUN = flags.DEFINE_string("run", None, "A run of experiments.cifar10_airbench: its trained net instead.")
+_STEP = flags.DEFINE_integer("step", None, "With --run, the checkpoint of this step (0: the run's initial net).")
 _TOP = flags.DEFINE_integer("top", 5, "Parameters listed per source layer, largest twin gradient first.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", [], "Batch sizes at which to print the training step's gradient norm.")
 
 
 def leaf_norms(grads) -> dict[str, float]:
@@ -52,13 +62,14 @@ def direction_shares(kernel: jax.Array, x: jax.Array) -> np.ndarray:
 
 def main(argv) -> None:
     del argv
-    splits, (mean, std) = data.experiment_splits("cifar10", 0, _DATA_DIR.value)
+    run = rundir.load_run(_RUN.value) if _RUN.value else None
+    num_validation = run.config["num_validation"] if run else 0
+    splits, (mean, std) = data.experiment_splits("cifar10", num_validation, _DATA_DIR.value)
     train = splits["train"]
     x = data.standardize(train.images[: _NUM_IMAGES.value], mean, std)
     y = jnp.asarray(train.labels[: _NUM_IMAGES.value])
-    if _RUN.value:
-        run = rundir.load_run(_RUN.value)
-        model, config, (step, params) = run.model, run.config["train"], run.checkpoint()
+    if run:
+        model, config, (step, params) = run.model, run.config["train"], run.checkpoint(_STEP.value)
         whiten = run.config["model"].keywords.get("whiten", True)
         print(f"{_RUN.value} at step {step}, {len(y)} images")
     else:
@@ -84,6 +95,32 @@ def main(argv) -> None:
         for name, images in (("real", x), ("twins from h3", x_syn)):
             shares = ", ".join(f"{s:.3f}" for s in direction_shares(kernel, images))
             print(f"whitened energy by patch direction, {name}: {shares}")
+    for size in map(int, _BATCH_SIZES.value):
+        norms = step_gradient_norms(model, params, config, train, mean, std, size)
+        print(f"training step's gradient norm, batches of {size}: " + ", ".join(f"{n:.2f}" for n in norms))
+
+
+def step_gradient_norms(model, params, config, split, mean, std, size: int, batches: int = 3) -> list[float]:
+    """The global norm of a training step's gradient (``shadow.loss`` at the config's source layer, or h3 for a
+    backprop run) on ``batches`` random batches of ``size`` images of ``split``, augmented as the step does."""
+    shadow_config = config.shadow if config.shadow.enabled else dataclasses.replace(config.shadow, layer=3)
+
+    @jax.jit
+    def norm(x, y, indices, key):
+        x = data.augment(key, x, config.augment, indices=indices, seed=config.seed)
+        objective = lambda p: shadow.loss(
+            model, models.hold_fixed(model, p), x, y, shadow_config, key, label_smoothing=config.label_smoothing
+        )[0]
+        return optax.tree.norm(jax.grad(objective)(params))
+
+    rng = np.random.default_rng(config.seed)
+    norms = []
+    for trial in range(batches):
+        indices = rng.choice(len(split.labels), size, replace=False)
+        x = data.standardize(split.images[indices], mean, std)
+        y = jnp.asarray(split.labels[indices])
+        norms.append(float(norm(x, y, jnp.asarray(indices), jax.random.key(trial))))
+    return norms
 
 
 if __name__ == "__main__":
