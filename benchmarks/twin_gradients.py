@@ -36,7 +36,8 @@ from absl import flags
 from experiments import cli
 from experiments.configs import cifar10_airbench
 from rev_nets import data, generator, models, nnx_zoo, shadow
-from rev_nets.train import optimizer, rundir
+from rev_nets.errors import InputError
+from rev_nets.train import optimizer, rundir, steps
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/datasets", "Folder with the CIFAR-10 files.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 128, "Training images in the batch.", lower_bound=2)
@@ -62,6 +63,8 @@ def direction_shares(kernel: jax.Array, x: jax.Array) -> np.ndarray:
 
 def main(argv) -> None:
     del argv
+    if _STEP.value is not None and not _RUN.value:
+        raise InputError("--step picks a checkpoint of a run; give the run with --run=<its directory> too.")
     run = rundir.load_run(_RUN.value) if _RUN.value else None
     num_validation = run.config["num_validation"] if run else 0
     splits, (mean, std) = data.experiment_splits("cifar10", num_validation, _DATA_DIR.value)
@@ -111,7 +114,7 @@ def step_gradient_norms(model, params, config, split, mean, std, size: int, batc
         objective = lambda p: shadow.loss(
             model, models.hold_fixed(model, p), x, y, shadow_config, key, label_smoothing=config.label_smoothing
         )[0]
-        return optax.tree.norm(jax.grad(objective)(params))
+        return steps.gradient_metrics(jax.grad(objective)(params), config.grad_clip)["grad_norm"]
 
     rng = np.random.default_rng(config.seed)
     norms = []
