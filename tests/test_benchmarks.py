@@ -1,5 +1,6 @@
 """The throughput benchmark's FLOP accounting against counts from the layers' shapes."""
 
+import collections
 import math
 
 import jax
@@ -121,4 +122,8 @@ def test_op_profile_times_the_instructions_of_a_real_train_step():
     assert not any(table[name].opcode in ("while", "conditional", "call") for name in seconds)
     report = op_profile.report(seconds, table, wall, steps=2, top=3)
     slowest = seconds.most_common(1)[0][0]
-    assert f"\n| {slowest} | " in report and f"\n| {op_profile.kind(slowest)} | " in report
+    seconds_by_kind = collections.Counter()
+    for name, s in seconds.items():
+        seconds_by_kind[op_profile.kind(name)] += s
+    heaviest_kind = seconds_by_kind.most_common(1)[0][0]  # not always the slowest instruction's kind
+    assert f"\n| {slowest} | " in report and f"\n| {heaviest_kind} | " in report
