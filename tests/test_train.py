@@ -101,6 +101,9 @@ def test_a_run_stopped_at_any_step_resumes_to_the_numbers_of_an_uninterrupted_ru
     _, resumed = train.fit(NET, config, train_split, evals, workdir, figures=False)
     assert _learning_metrics(resumed) == _learning_metrics(uninterrupted)
     assert _learning_metrics(train.read_metrics(workdir)) == _learning_metrics(uninterrupted)
+    code = json.loads((tmp_path / "run" / "config.json").read_text())["code"]
+    assert [resume["step"] for resume in code["resumes"]] == stops
+    assert all(resume["commit"] == code["commit"] and resume["time"].endswith("+00:00") for resume in code["resumes"])
 
 
 class _Killed(Exception):

@@ -342,7 +342,8 @@ def fit(
 ) -> tuple[train_state.TrainState, list[dict[str, Any]]]:
     """``fit_in_memory`` for ``config.epochs`` epochs, in (or resumed from) the run directory ``workdir``.
 
-    Writes ``config.json`` (or checks it against the saved one), the step-0
+    Writes ``config.json`` (or checks it against the saved one, and notes
+    the resume there: its step, code and time), the step-0
     checkpoint, and per epoch a ``metrics.jsonl`` line, TensorBoard scalars
     (with tensorboardX), a checkpoint and the figures. Returns the final
     state and every metric line of the run.
@@ -375,7 +376,8 @@ def fit(
     per_epoch = steps_per_epoch(config, int(train.labels.shape[0]), mesh, num_unlabelled)
     config_record = {"train": config.to_json(), **rundir.model_record(model), **(extra_config or {})}
     mark = rundir.diverged(workdir)
-    changed = rundir.check_config(workdir, config_record | {rundir.PROVENANCE: rundir.code_version()}, mark)
+    code = rundir.code_version()
+    changed = rundir.check_config(workdir, config_record | {rundir.PROVENANCE: code}, mark)
     state = replicate(create_state(model, config, per_epoch, train.images), mesh)
     manager = rundir.checkpoint_manager(workdir, per_epoch)
     level, _ = rundir.read_checks(workdir)
@@ -392,6 +394,7 @@ def fit(
         history = rundir.truncate_metrics(workdir, int(state.step))
         so_far = preemption.load(workdir, int(state.step))
         print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch}){note}", flush=True)
+        rundir.record_resume(workdir, int(state.step), code)
         if mark is not None:
             rundir.record_restart(workdir, int(state.step), changed, mark)
     writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -54,6 +55,7 @@ def code_version() -> dict[str, Any]:
 
 
 PROVENANCE = "code"  # config.json's record of the code; a resume from other code is noted there, not refused.
+RESUMES = "resumes"  # The code record's list of resumes: the step each resumed from, its code and UTC time.
 DATA = "data"  # config.json's fingerprint of the splits (``data.fingerprint``); a resume on other data is refused.
 SHOWN_CHANGES = 3  # Differing settings a refusal names; it counts the rest.
 
@@ -87,7 +89,6 @@ def check_config(workdir: str, config_json: dict[str, Any], diverged: dict[str, 
                 "again; set grad_clip or a lower learning_rate to resume it from its last sane checkpoint, or give a "
                 "new run directory for any other change."
             )
-        _note_resuming_code(path, saved, config_json.get(PROVENANCE))
         return changed
     os.makedirs(workdir, exist_ok=True)
     write_record(path, config_json)
@@ -287,14 +288,15 @@ def _with_model_record(saved: dict[str, Any], wanted: dict[str, Any] | None) -> 
     return {name: value for name, value in saved.items() if name != "net"} | {"model": wanted}
 
 
-def _note_resuming_code(path: str, saved: dict[str, Any], code: dict[str, Any] | None) -> None:
-    """Appends ``code`` to the saved record's ``resumed_by`` when it differs from the code that started the run."""
-    record = saved.get(PROVENANCE)
-    if code is None or record is None or code == {k: record.get(k) for k in code}:
-        return
-    if code in record.get("resumed_by", []):
-        return
-    record["resumed_by"] = [*record.get("resumed_by", []), code]
+def record_resume(workdir: str, step: int, code: dict[str, Any]) -> None:
+    """Appends a resume (the step it resumed from, the ``code`` resuming it, the UTC time) to ``config.json``'s
+    code record, so that a run's record says where it was interrupted and what code finished it."""
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        saved = json.load(f)
+    record = saved.setdefault(PROVENANCE, {})
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    record[RESUMES] = [*record.get(RESUMES, []), {"step": step, **code, "time": when}]
     write_record(path, saved)
 
 
