@@ -343,7 +343,7 @@ def fit(
     """``fit_in_memory`` for ``config.epochs`` epochs, in (or resumed from) the run directory ``workdir``.
 
     Writes ``config.json`` (or checks it against the saved one, and notes
-    the resume there: its step, code and time), the step-0
+    a resume of an unfinished run there: its step, code and time), the step-0
     checkpoint, and per epoch a ``metrics.jsonl`` line, TensorBoard scalars
     (with tensorboardX), a checkpoint and the figures. Returns the final
     state and every metric line of the run.
@@ -394,7 +394,8 @@ def fit(
         history = rundir.truncate_metrics(workdir, int(state.step))
         so_far = preemption.load(workdir, int(state.step))
         print(f"resumed {workdir} at step {int(state.step)} (epoch {int(state.step) // per_epoch}){note}", flush=True)
-        rundir.record_resume(workdir, int(state.step), code)
+        if int(state.step) < config.epochs * per_epoch:  # Else the run is complete and nothing resumes.
+            rundir.record_resume(workdir, int(state.step), code)
         if mark is not None:
             rundir.record_restart(workdir, int(state.step), changed, mark)
     writer = rundir.tensorboard_writer(workdir, purge_step=int(state.step) + 1)
