@@ -6,7 +6,7 @@
 Backprop on all 50,000 images (``--num_validation=0``): 6.35 ± 0.18% test
 error with test-time augmentation (93.65%; 3 seeds), in 65-67 minutes of
 training and 10 of evaluation a run on a 2-core Intel Xeon (AVX-512), the CPU
-split into 8 devices; SHADOW takes about twice as long
+split into 8 devices; a SHADOW epoch takes 2.5 times a backprop one
 (``docs/results_cifar10.md``).
 
 Every part of airbench94's recipe (Jordan, 2024; legacy/airbench94.py) is a
