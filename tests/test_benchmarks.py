@@ -4,9 +4,11 @@ import collections
 import math
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from benchmarks import op_profile, throughput
+from benchmarks import bf16_dots, op_profile, throughput
 from rev_nets import generator, models, nets
 from rev_nets import layers as L
 
@@ -127,3 +129,13 @@ def test_op_profile_times_the_instructions_of_a_real_train_step():
         seconds_by_kind[op_profile.kind(name)] += s
     heaviest_kind = seconds_by_kind.most_common(1)[0][0]  # not always the slowest instruction's kind
     assert f"\n| {slowest} | " in report and f"\n| {heaviest_kind} | " in report
+
+
+def test_the_mixed_precision_dot_and_its_gradients_are_float32s_to_bfloat16_rounding():
+    a, b, g = bf16_dots.operands((2, 5, 5), 18, 8, jnp.float32)
+    low = [t.astype(jnp.bfloat16) for t in (a, b, g)]
+    out, da, db = bf16_dots.forward_backward(bf16_dots.mixed_matmul)(*low)
+    reference = bf16_dots.forward_backward(jnp.matmul)(*(t.astype(jnp.float32) for t in low))
+    assert {x.dtype for x in (out, da, db)} == {jnp.dtype(jnp.bfloat16)}
+    for got, want in zip((out, da, db), reference, strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-2, atol=1e-2 * float(jnp.abs(want).max()))
