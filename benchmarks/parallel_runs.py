@@ -28,7 +28,9 @@ def train_steps(out: str, steps: int, batch_norm: bool = False) -> None:
     from rev_nets.train import internals
 
     if batch_norm:  # A residual sum before a ReLU: the calibrated alpha's guarantee fails, so the formula.
-        net = models.build_model("rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True)
+        net = models.build_model(
+            "rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True
+        )
         generator, augment = shadow.GeneratorConfig(alpha="formula"), ("flip", "translate")
     else:
         net, generator, augment = nets.cifar_cnn((4, 8, 8), input_shape=(8, 8, 3)), shadow.GeneratorConfig(), ()

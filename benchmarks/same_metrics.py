@@ -13,6 +13,7 @@ commit, so a second candidate costs only its own runs. Without
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -111,9 +112,8 @@ def main(argv) -> None:
         for run in _RUNS.value:
             for devices in map(int, _DEVICES.value):
                 name = f"{run}_{devices}"
-                expected = cached(
-                    cache / f"{name}.json", lambda: train_at(reference, run, data_dir, devices, str(tmp / f"r_{name}"))
-                )
+                train_reference = functools.partial(train_at, reference, run, data_dir, devices, str(tmp / f"r_{name}"))
+                expected = cached(cache / f"{name}.json", train_reference)
                 got = train_at(candidate, run, data_dir, devices, str(tmp / f"c_{name}"))
                 equal = expected == same_fields(got, expected)
                 same &= equal

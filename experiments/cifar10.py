@@ -8,7 +8,8 @@ Its settings, their expected time and result: ``experiments/configs/cifar10.py``
 from experiments import runner
 from experiments.configs import cifar10
 
-ENTRY = runner.define(cifar10.get_config, cifar10.ROWS)  # At import, so --help and the docs' commands see the flags.
+# At import, so --help and the docs' commands see the flags.
+ENTRY = runner.define(cifar10.get_config, cifar10.ROWS)
 
 if __name__ == "__main__":
     runner.run(ENTRY)

@@ -8,7 +8,8 @@ Its settings, their expected time: ``experiments/configs/cifar100.py``.
 from experiments import runner
 from experiments.configs import cifar100
 
-ENTRY = runner.define(cifar100.get_config, cifar100.ROWS)  # At import, so --help and the docs' commands see the flags.
+# At import, so --help and the docs' commands see the flags.
+ENTRY = runner.define(cifar100.get_config, cifar100.ROWS)
 
 if __name__ == "__main__":
     runner.run(ENTRY)

@@ -8,7 +8,8 @@ Its settings: ``experiments/configs/cifar10_airbench.py``; their accuracy and ti
 from experiments import runner
 from experiments.configs import cifar10_airbench
 
-ENTRY = runner.define(cifar10_airbench.get_config, cifar10_airbench.ROWS)  # At import, so --help and the docs' commands see the flags.
+# At import, so --help and the docs' commands see the flags.
+ENTRY = runner.define(cifar10_airbench.get_config, cifar10_airbench.ROWS)
 
 if __name__ == "__main__":
     runner.run(ENTRY)

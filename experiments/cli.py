@@ -57,7 +57,6 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise to a user.
         _guarded(main, argv)
 
-
     app.run(guarded, flags_parser=lambda argv: _guarded(parse, argv))
 
 

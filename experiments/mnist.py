@@ -9,7 +9,8 @@ Its settings, their expected time and result: ``experiments/configs/mnist.py``.
 from experiments import runner
 from experiments.configs import mnist
 
-ENTRY = runner.define(mnist.get_config, mnist.ROWS)  # At import, so --help and the docs' commands see the flags.
+# At import, so --help and the docs' commands see the flags.
+ENTRY = runner.define(mnist.get_config, mnist.ROWS)
 
 if __name__ == "__main__":
     runner.run(ENTRY)

@@ -98,7 +98,9 @@ TRAINING = (
         "Epochs of plain backprop before the synthetic examples enter the loss (0 = from the start).",
     ),
     Flag(
-        "noise_twin", "train.shadow.noise_twin", "Placebo: real input + Gaussian noise with the energy of (synthetic - real), per example."
+        "noise_twin",
+        "train.shadow.noise_twin",
+        "Placebo: real input + Gaussian noise with the energy of (synthetic - real), per example.",
     ),
     Flag(
         "twin_statistics",
@@ -163,7 +165,9 @@ TRAINING = (
         "Or the warm-up as a fraction of the run's steps, the same share at any --epochs (set one of the two).",
     ),
     Flag("warmup_from", "train.warmup_from", "The warm-up's first learning rate, as a fraction of the peak."),
-    Flag("final_lr_fraction", "train.final_lr_fraction", "The learning rate at the run's end, as a fraction of the peak."),
+    Flag(
+        "final_lr_fraction", "train.final_lr_fraction", "The learning rate at the run's end, as a fraction of the peak."
+    ),
     Flag("nesterov", "train.nesterov", "Nesterov momentum (SGD)."),
     Flag(
         "norm_lr_scale",

@@ -40,10 +40,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-import flax.linen as linen
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import linen, nnx
 
 from rev_nets.errors import InputError, SettingError, setting_scope
 

@@ -29,7 +29,6 @@ from rev_nets import generator, models
 from rev_nets.errors import SettingError
 from rev_nets.generator import GeneratorConfig
 
-
 TWIN_STATISTICS = ("separate", "joint", "twin_updated")
 PAPER_LAYER = 3  # The paper's source layer: the experiments' default, and the synthetic test data's when SHADOW is off.
 
@@ -62,7 +61,7 @@ class ShadowConfig:
     weight: float = 1.0
     noise_twin: bool = False
     start_epoch: float = 0.0
-    generator: GeneratorConfig = GeneratorConfig()
+    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     twin_statistics: str = "separate"
 
     @property

@@ -151,7 +151,7 @@ def test_shadows_gradient_is_backprops_plus_the_fixed_twins_own_and_its_statisti
     params, (x, y) = _params(), _batch()
     x, y, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(3)
     config = shadow.ShadowConfig(layer=2)
-    value, (metrics, (stats,)) = shadow.loss(MODEL, params, x, y, config, key)
+    _, (metrics, (stats,)) = shadow.loss(MODEL, params, x, y, config, key)
     real_key, syn_key, gen_key = jax.random.split(key, 3)
     backprop_value, (_, (backprop_stats,)) = shadow.loss(MODEL, params, x, y, shadow.ShadowConfig(), key)
     chex.assert_trees_all_equal(stats, backprop_stats)
@@ -387,7 +387,7 @@ def test_twin_statistics_variants_feed_the_running_averages_what_they_say():
     x, y, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(3)
     gen_key, syn_key = jax.random.split(key, 3)[2], jax.random.split(key, 3)[1]
     run = lambda kind: shadow.loss(MODEL, params, x, y, shadow.ShadowConfig(layer=2, twin_statistics=kind), key)
-    (_, (_, (separate,))), (_, (_, (real, twin))), (joint_value, (metrics, (joint,))) = map(
+    (_, (_, (separate,))), (_, (_, (real, twin))), (_, (metrics, (joint,))) = map(
         run, ("separate", "twin_updated", "joint")
     )
     chex.assert_trees_all_equal(separate, real)

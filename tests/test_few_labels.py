@@ -17,8 +17,7 @@ from flax import nnx
 from rev_nets import consistency, data, models, nets, shadow, train
 from rev_nets.errors import SettingError
 from rev_nets.generator import GeneratorConfig
-from rev_nets.train import rundir
-from rev_nets.train import internals
+from rev_nets.train import internals, rundir
 
 NAN = float("nan")
 

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from entry_points import run_entry_point
-import flax.linen as linen
-from flax import nnx
+from flax import linen, nnx
 
 from rev_nets import consistency, data, generator, models, nets, shadow, train
 from rev_nets.errors import InputError, SettingError

@@ -50,7 +50,9 @@ def test_batchnorm_statistics_over_eight_devices_are_the_global_batch_statistics
     sharded batch), and each image draws the same flip and shift."""
     one = _train(tmp_path / "one.npz", devices=1, steps=3, batch_norm=True)
     eight = _train(tmp_path / "eight.npz", devices=8, steps=3, batch_norm=True)
-    model = models.build_model("rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True)
+    model = models.build_model(
+        "rev_nets.nnx_zoo:ResidualCNN", channels=[4, 8, 8], input_shape=[8, 8, 3], batch_norm=True
+    )
     carried = jax.tree.leaves(model.init(jax.random.key(0)))
     assert sum(name.startswith("param_") for name in one.files) == len(carried)  # the statistics are compared too
     _assert_same_steps(one, eight, devices=8, steps=3)

@@ -12,8 +12,8 @@ from entry_points import run_entry_point
 from rev_nets import models, nets, spectra, train
 from rev_nets.analysis import random_like
 from rev_nets.errors import InputError
-from rev_nets.weights import read_weights
 from rev_nets.train import internals
+from rev_nets.weights import read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = "rev_nets.nnx_zoo:residual_cnn"

@@ -152,7 +152,9 @@ def test_the_notebook_and_readme_use_only_the_public_face():
     code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
     readme = (ROOT / "README.md").read_text()
     for text in (code, readme):
-        imports = re.findall(r"^\s*(?:from (rev_nets[\w.]*) import ([\w, ]+)|import (rev_nets[\w.]*))", text, re.M)
+        imports = re.findall(
+            r"^\s*(?:from (rev_nets[\w.]*) import ([\w, ]+)|import (rev_nets[\w.]*))", text, re.MULTILINE
+        )
         for module, names, plain in imports:
             if plain:
                 assert plain == "rev_nets", plain

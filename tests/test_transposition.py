@@ -273,7 +273,9 @@ REFUSED = {
 def test_unknown_primitives_on_the_path_are_refused_at_trace_time(name):
     features, primitive = REFUSED[name]
     spec = jax.ShapeDtypeStruct(X.shape, X.dtype)
-    with pytest.raises(ValueError, match=rf"through '({primitive})'(, '\w+')* on the path from the input.*plain_vjp=") as error:
+    with pytest.raises(
+        ValueError, match=rf"through '({primitive})'(, '\w+')* on the path from the input.*plain_vjp="
+    ) as error:
         jax.eval_shape(lambda x: generator.reverse(features, x), spec)  # Abstract: nothing is computed.
     assert str(error.value).count(". ") <= 2
 

@@ -146,12 +146,12 @@ def round_means(runs: dict[int, list[dict]]) -> dict[str, list[float]]:
 
 
 def _seeds_text(values: list[float]) -> str:
-    """"3.12 ± 0.20 (3)": mean ± std over seeds, and their number."""
+    """Mean ± std over seeds and their number, as "3.12 ± 0.20 (3)"."""
     return f"{mean_std_text(values)} ({len(values)})" if values else "not run yet"
 
 
 def _settings_text(settings: sweep.Overrides) -> str:
-    """"learning_rate=0.05, consistency_weight=1"."""
+    """The settings as "learning_rate=0.05, consistency_weight=1"."""
     return ", ".join(f"{name}={value:g}" for name, value in sweep.named(settings).items())
 
 
@@ -289,7 +289,7 @@ def _figure(dataset: str, plan: LabelPlan, cells: dict, out: str) -> None:
     """Test error against the number of labels, one line per arm (mean over seeds, shaded ± 1 std)."""
     series = {}
     for arm in [*plan.supervised, *plan.semi]:
-        found = [cells[cell_key(n, arm)] if cell_key(n, arm) in cells else None for n in plan.labels]
+        found = [cells.get(cell_key(n, arm)) for n in plan.labels]
         points = [(n, list(c["test_error"].values())) for n, c in zip(plan.labels, found) if c and c["test_error"]]
         if points:
             x = [n for n, _ in points]

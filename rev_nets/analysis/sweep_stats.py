@@ -25,7 +25,7 @@ def pct(x: float | None) -> str:
 
 
 def difference_text(mean: float, se: float) -> str:
-    """"+0.61 ± 0.46": a difference of error rates in points, signed, with its standard error."""
+    """A difference of error rates as "+0.61 ± 0.46": in points, signed, with its standard error."""
     return f"{100 * mean:+.2f} ± {pct(se)}"
 
 
@@ -36,7 +36,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def mean_std_text(values: list[float]) -> str:
-    """"1.57 ± 0.04": mean ± standard deviation, in percent."""
+    """Mean ± standard deviation in percent, as "1.57 ± 0.04"."""
     mean, std = mean_std(values)
     return f"{pct(mean)} ± {pct(std)}"
 
@@ -78,14 +78,14 @@ def paired_p(errors: dict[int, float], baseline: dict[int, float]) -> float:
 
 
 def verdict(mean: float, se: float, *, without_se: str = "no effect") -> str:
-    """"effect" beyond 2 standard errors, else "no effect"; ``without_se`` where there is no SE (one seed)."""
+    """Says "effect" beyond 2 standard errors, else "no effect"; ``without_se`` where there is no SE (one seed)."""
     if math.isnan(se):
         return without_se
     return "effect" if abs(mean) > 2 * se else "no effect"
 
 
 def p_text(p: float, *, floor: float | None = None) -> str:
-    """"; p=0.07", or "; p<0.01" below ``floor`` where one is given, or "" for nan (no test)."""
+    """The p-value as "; p=0.07", or "; p<0.01" below ``floor`` where one is given, or "" for nan (no test)."""
     if math.isnan(p):
         return ""
     return f"; p<{floor:g}" if floor is not None and p < floor else f"; p={p:.2f}"

@@ -65,13 +65,13 @@ from rev_nets.data.pipeline import (
 from rev_nets.data.sources import load, resolve_data_dir
 
 __all__ = [
-    "augment",
     "DATASETS",
     "DATA_DIR_ENV",
     "VALIDATION_SEED",
     "DataError",
     "Dataset",
     "DeviceSplit",
+    "augment",
     "batch_at",
     "channel_stats",
     "device_splits",

@@ -59,7 +59,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # global-norm clipping; 0 = off
     dropout: float = 0.0
     seed: int = 0
-    shadow: shadow.ShadowConfig = shadow.ShadowConfig()
+    shadow: shadow.ShadowConfig = dataclasses.field(default_factory=shadow.ShadowConfig)
     eval_batch_size: int = 1000
     log_every: int = 50
     num_labels: int = 0  # 0: every training label; N: few-label training on a balanced N-label subset
