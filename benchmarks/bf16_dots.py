@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-# Not --batch or --repeats: op_profile's and throughput's flags, imported beside this in the tests.
+from benchmarks import throughput
+
+# Not --batch or --repeats: throughput's flags (imported here) and op_profile's.
 _BATCH = flags.DEFINE_integer("conv_batch", 512, "Images per batch in the convolutions' shapes.")
 _REPEATS = flags.DEFINE_integer("timings", 5, "Timings per entry; the median is printed.")
 
@@ -81,12 +81,7 @@ def forward_backward(matmul):
 def median_ms(fn, *args) -> float:
     """Median wall time of ``fn(*args)`` in milliseconds over ``--timings`` calls, after one untimed call."""
     jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(_REPEATS.value):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * throughput.median_seconds(lambda: jax.block_until_ready(fn(*args)), _REPEATS.value)
 
 
 def operands(shape: tuple[int, ...], k: int, n: int, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
